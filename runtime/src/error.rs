@@ -1,0 +1,121 @@
+//! Errors of the runtime: one enum, each variant naming the thing that failed, and a coarse
+//! [`ErrorKind`] for callers (and the CLI) that decide what to do or what to advise.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Result alias of the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Coarse classification of an [`Error`], stable across versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A file or device does not exist.
+    NotFound,
+    /// The process may not open a file or device.
+    PermissionDenied,
+    /// A model file is malformed: the flatbuffer, the Edge TPU package or a value in them.
+    InvalidModel,
+    /// Valid input that this runtime cannot run (yet), e.g. a too new package or a multi-chip model.
+    Unsupported,
+    /// Any other I/O failure.
+    Io,
+}
+
+/// Where in a model file an error was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Absolute byte offset in the model file (or in the buffer it was loaded from).
+    pub offset: usize,
+    /// The field or structure being read, e.g. `subgraphs[0].tensors[3].buffer`.
+    pub field: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "byte {} ({})", self.offset, self.field)
+    }
+}
+
+/// Error of the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or mapping a file failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model file is malformed.
+    #[error("invalid model{}: at {location}: {reason}", source_name(.path))]
+    InvalidModel {
+        /// The model file, when it was opened by path.
+        path: Option<PathBuf>,
+        /// Where the problem is.
+        location: Location,
+        /// What is wrong, and where helpful what to do.
+        reason: String,
+    },
+    /// The model is valid but this runtime cannot run it.
+    #[error("unsupported model{}: {reason}", source_name(.path))]
+    Unsupported {
+        /// The model file, when it was opened by path.
+        path: Option<PathBuf>,
+        /// What is not supported, and what to do about it.
+        reason: String,
+    },
+}
+
+fn source_name(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" {}", p.display()),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// The coarse kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                _ => ErrorKind::Io,
+            },
+            Error::InvalidModel { .. } => ErrorKind::InvalidModel,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+        }
+    }
+
+    /// The location in the model file, for [`ErrorKind::InvalidModel`] errors.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Error::InvalidModel { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+
+    /// Attaches the model path to an error made while parsing bytes.
+    pub(crate) fn with_path(mut self, model_path: &std::path::Path) -> Self {
+        match &mut self {
+            Error::InvalidModel { path, .. } | Error::Unsupported { path, .. } if path.is_none() => {
+                *path = Some(model_path.to_path_buf());
+            }
+            _ => {}
+        }
+        self
+    }
+
+    pub(crate) fn invalid(offset: usize, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidModel { path: None, location: Location { offset, field: field.into() }, reason: reason.into() }
+    }
+
+    pub(crate) fn unsupported(reason: impl Into<String>) -> Self {
+        Error::Unsupported { path: None, reason: reason.into() }
+    }
+}
