@@ -10,12 +10,28 @@ use crate::error::Error;
 use flatbuffers::{ErrorTraceDetail, InvalidFlatbuffer, VerifierOptions};
 
 /// Verifier limits for model files: TFLite's own limits are no stricter.
-pub(crate) fn verifier_options() -> VerifierOptions {
+fn verifier_options() -> VerifierOptions {
     VerifierOptions {
         max_depth: 64,
         max_tables: 10_000_000,
         max_apparent_size: 1 << 33,
         ignore_missing_null_terminator: false,
+    }
+}
+
+/// Runs the verifier on `buf` as a `T` root. A panic inside the dependency's verifier (possible
+/// only in builds with overflow checks on, on hostile offsets) becomes an error too.
+pub(crate) fn verify<'b, T>(buf: &'b [u8], base: usize, what: &str) -> Result<T::Inner, Error>
+where
+    T: 'b + flatbuffers::Follow<'b> + flatbuffers::Verifiable,
+{
+    let opts = verifier_options();
+    match std::panic::catch_unwind(|| flatbuffers::root_with_opts::<T>(&opts, buf)) {
+        Ok(Ok(root)) => Ok(root),
+        Ok(Err(e)) => Err(invalid(&e, base, what)),
+        Err(_) => {
+            Err(Error::invalid(base, what.to_string(), "offsets in the flatbuffer overflow; the file is corrupt"))
+        }
     }
 }
 
@@ -87,4 +103,15 @@ pub(crate) fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
 /// is undefined behaviour for values other than 0 and 1 in a malformed file.
 pub(crate) fn get_bool(tab: &flatbuffers::Table<'_>, slot: flatbuffers::VOffsetT) -> bool {
     tab.get::<u8>(slot, Some(0)).unwrap_or(0) != 0
+}
+
+/// `part` (a slice the verifier found inside `file`) as a slice of `file`; an absent part becomes
+/// the empty slice at `at`, so that offsets computed from it stay meaningful.
+pub(crate) fn reborrow<'f>(file: &'f [u8], part: Option<&[u8]>, at: usize) -> &'f [u8] {
+    let at = at.min(file.len());
+    part.and_then(|p| {
+        let start = offset_in(file, p);
+        file.get(start..start.checked_add(p.len())?)
+    })
+    .unwrap_or(&file[at..at])
 }

@@ -6,7 +6,7 @@ use super::tflite_generated::tflite as fb;
 use super::types::{BuiltinOp, OpKind, OperatorCode, Quantization, TensorType};
 use super::{Metadata, Operator, Subgraph, Tensor};
 use crate::error::{Error, Result};
-use crate::fb::{get_bool, invalid, offset_in, verifier_options};
+use crate::fb::{get_bool, offset_in, verify};
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
@@ -55,7 +55,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Parsed> {
             ),
         ));
     }
-    let model = fb::root_as_model_with_opts(&verifier_options(), bytes).map_err(|e| invalid(&e, 0, "model"))?;
+    let model = verify::<fb::Model>(bytes, 0, "model")?;
 
     let version = model.version();
     let buffers = check_buffers(bytes, &model)?;

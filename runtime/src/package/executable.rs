@@ -3,7 +3,7 @@
 use super::executable_generated::platforms::darwinn as fb;
 use super::types::*;
 use crate::error::{Error, Result};
-use crate::fb::{get_bool, invalid, offset_in, verifier_options};
+use crate::fb::{get_bool, offset_in, reborrow, verify};
 
 /// One executable of a package.
 #[derive(Debug, Clone)]
@@ -60,8 +60,7 @@ impl<'m> Executable<'m> {
     pub(super) fn decode(file: &'m [u8], bytes: &'m [u8], index: usize) -> Result<Executable<'m>> {
         let offset = offset_in(file, bytes);
         let what = format!("executables[{index}]");
-        let exe = flatbuffers::root_with_opts::<fb::Executable>(&verifier_options(), bytes)
-            .map_err(|e| invalid(&e, offset, &what))?;
+        let exe = verify::<fb::Executable>(bytes, offset, &what)?;
         let at = offset + exe._tab.loc;
         let field = |f: &str| format!("{what}.{f}");
         let kind = ExecutableType::from_code(exe.type_().0)
@@ -71,7 +70,7 @@ impl<'m> Executable<'m> {
             return Err(Error::invalid(at, field("batch_size"), "batch size must be at least 1"));
         }
         let scratch_size_bytes = non_negative(exe.scratch_size_bytes(), at, &field("scratch_size_bytes"))?;
-        let parameters = exe.parameters().unwrap_or_default();
+        let parameters = reborrow(file, exe.parameters(), offset);
         let mut input_layers = Vec::new();
         for (i, l) in exe.input_layers().iter().flatten().enumerate() {
             input_layers.push(decode_layer(&l, offset, &field(&format!("input_layers[{i}]")), false)?);
@@ -87,7 +86,7 @@ impl<'m> Executable<'m> {
             kind,
             version: exe.version(),
             name: exe.name().unwrap_or_default().to_string(),
-            serialized_model: exe.serialized_model().unwrap_or_default(),
+            serialized_model: reborrow(file, exe.serialized_model(), offset),
             batch_size,
             scratch_size_bytes,
             bitstreams: Vec::new(),
@@ -167,14 +166,7 @@ impl<'m> Executable<'m> {
         base: usize,
         what: &str,
     ) -> Result<Bitstream<'m>> {
-        let data: &'m [u8] = match b.bitstream() {
-            // Re-borrow from the model bytes so the slice lives as long as the model.
-            Some(d) => {
-                let start = offset_in(file, d);
-                &file[start..start + d.len()]
-            }
-            None => &[],
-        };
+        let data = reborrow(file, b.bitstream(), base + b._tab.loc);
         let bits = data.len().saturating_mul(8);
         let mut field_offsets = Vec::new();
         for (i, f) in b.field_offsets().iter().flatten().enumerate() {

@@ -31,7 +31,7 @@ pub use types::{
 };
 
 use crate::error::{Error, Result};
-use crate::fb::{invalid, offset_in, verifier_options};
+use crate::fb::{offset_in, reborrow, verify};
 use crate::model::{Model, Operator, Subgraph};
 use executable_generated::platforms::darwinn as fb;
 use flexbuffer::{FlexError, FlexRef};
@@ -154,11 +154,24 @@ impl<'m> Package<'m> {
         }
 
         let offset = offset_in(file, bytes);
+        if bytes.len() < 8 {
+            return Err(Error::invalid(
+                offset,
+                "package",
+                format!("{} bytes is too short for an Edge TPU package", bytes.len()),
+            ));
+        }
         let has_identifier = fb::package_buffer_has_identifier(bytes);
-        let pkg =
-            fb::root_as_package_with_opts(&verifier_options(), bytes).map_err(|e| invalid(&e, offset, "package"))?;
-        let multi = pkg.serialized_multi_executable().unwrap_or_default();
+        let pkg = verify::<fb::Package>(bytes, offset, "package")?;
+        let multi = reborrow(file, pkg.serialized_multi_executable(), offset);
         let multi_offset = offset_in(file, multi);
+        if multi.is_empty() {
+            return Err(Error::invalid(
+                offset,
+                "package.serialized_multi_executable",
+                "the package holds no executables",
+            ));
+        }
         let mut executables = Vec::new();
         for (i, exe) in
             serialized_strings(multi).map_err(|e| flex(e, multi_offset, "multi-executable"))?.into_iter().enumerate()
@@ -178,7 +191,7 @@ impl<'m> Package<'m> {
             extra_packages,
             min_runtime_version: pkg.min_runtime_version(),
             compiler_version: pkg.compiler_version().unwrap_or_default().to_string(),
-            signature: pkg.signature().unwrap_or_default(),
+            signature: reborrow(file, pkg.signature(), offset),
             keypair_version: pkg.keypair_version(),
             virtual_chip_id: pkg.virtual_chip_id(),
             multi_chip_packages: pkg.multi_chip_package().map_or(0, |v| v.len()),
