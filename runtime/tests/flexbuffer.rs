@@ -100,7 +100,11 @@ proptest! {
                         }
                     }
                 }
-                let _ = r.as_vector().map(|v| (0..v.len().min(4)).map(|i| v.get(i).map(|x| x.as_i64())).count());
+                if let Ok(v) = r.as_vector() {
+                    for i in 0..v.len().min(4) {
+                        let _ = v.get(i).map(|x| x.as_i64());
+                    }
+                }
             }
         }
     }
