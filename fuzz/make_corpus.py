@@ -81,7 +81,7 @@ def model(custom_code=None, custom_options=None, n_tensors=2, op_inputs=(0,), co
     data = None
     if const:
         B.BufferStartDataVector(b, 4)
-        for x in [1, 2, 3, 4]:
+        for x in reversed([1, 2, 3, 4]):
             b.PrependUint8(x)
         data = b.EndVector()
     B.BufferStart(b)
