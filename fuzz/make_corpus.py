@@ -116,15 +116,15 @@ def options(package):
 def main():
     os.makedirs(OUT, exist_ok=True)
     seeds = {
-        "add.tflite": model(),
-        "const.tflite": model(const=True),
-        "custom_no_options.tflite": model(custom_code="edgetpu-custom-op"),
-        "custom_garbage_package.tflite": model("edgetpu-custom-op", options(b"\x10\x00\x00\x00DWN1" + bytes(24))),
-        "custom_empty_map.tflite": model("edgetpu-custom-op", options(b"")),
-        "bad_tensor_index.tflite": model(op_inputs=(7,)),
-        "optional_input.tflite": model(op_inputs=(-1, 0), n_tensors=3),
+        "add": model(),
+        "const": model(const=True),
+        "custom_no_options": model(custom_code="edgetpu-custom-op"),
+        "custom_garbage_package": model("edgetpu-custom-op", options(b"\x10\x00\x00\x00DWN1" + bytes(24))),
+        "custom_empty_map": model("edgetpu-custom-op", options(b"")),
+        "bad_tensor_index": model(op_inputs=(7,)),
+        "optional_input": model(op_inputs=(-1, 0), n_tensors=3),
     }
-    seeds["truncated_add.tflite"] = seeds["add.tflite"][: len(seeds["add.tflite"]) // 2]
+    seeds["truncated_add"] = seeds["add"][: len(seeds["add"]) // 2]
     for name, data in seeds.items():
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(data)
