@@ -155,8 +155,7 @@ fn fuzz_corpus_replays_without_panic() {
 #[test]
 fn tensor_index_out_of_range_is_named() {
     // A seed of the fuzz corpus, made by fuzz/make_corpus.py: operator 0 reads tensor 7 of 2.
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/load_decode/bad_tensor_index");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/load_decode/bad_tensor_index");
     let err = Model::open(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidModel);
     assert_eq!(err.location().unwrap().field, "subgraphs[0].operators[0].inputs[0]");
