@@ -183,6 +183,7 @@ fn executable(e: &Executable<'_>) -> Value {
 
 fn package(p: &Package<'_>) -> Value {
     let main = p.main();
+    let unsupported = p.ensure_runnable().err();
     json!({
         "operator_index": p.operator_index,
         "subgraph": p.subgraph,
@@ -190,8 +191,8 @@ fn package(p: &Package<'_>) -> Value {
         "package_bytes": p.bytes.len(),
         "compiler_version": p.compiler_version,
         "min_runtime_version": p.min_runtime_version,
-        "runnable": p.ensure_runnable().is_ok(),
-        "unsupported_reason": p.ensure_runnable().err().map(|e| e.to_string()),
+        "runnable": unsupported.is_none(),
+        "unsupported_reason": unsupported.map(|e| e.to_string()),
         "parameter_caching_token": format!("{:#018x}", p.caching_token()),
         "cached_parameter_bytes": p.cached_parameter_bytes(),
         "streamed_parameter_bytes": p.streamed_parameter_bytes(),

@@ -100,11 +100,11 @@ impl Error {
         }
     }
 
-    /// Attaches the model path to an error made while parsing bytes.
-    pub(crate) fn with_path(mut self, model_path: &std::path::Path) -> Self {
-        match &mut self {
-            Error::InvalidModel { path, .. } | Error::Unsupported { path, .. } if path.is_none() => {
-                *path = Some(model_path.to_path_buf());
+    /// Attaches the model path (if the model has one) to an error made while parsing bytes.
+    pub(crate) fn with_path(mut self, model_path: Option<&std::path::Path>) -> Self {
+        match (&mut self, model_path) {
+            (Error::InvalidModel { path, .. } | Error::Unsupported { path, .. }, Some(p)) if path.is_none() => {
+                *path = Some(p.to_path_buf());
             }
             _ => {}
         }

@@ -17,7 +17,7 @@ pub(super) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = File::open(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     if len == 0 {
-        return Err(Error::invalid(0, "file", "the file is empty; expected a .tflite model").with_path(path));
+        return Err(Error::invalid(0, "file", "the file is empty; expected a .tflite model").with_path(Some(path)));
     }
     // SAFETY: the map is read-only and private to this process; the runtime never writes through
     // it. Like every mmap-based loader, it relies on the file not being truncated or rewritten

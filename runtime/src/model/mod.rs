@@ -163,12 +163,7 @@ impl Model {
     }
 
     fn build(storage: Storage, path: Option<PathBuf>) -> Result<Model> {
-        let parsed = loader::parse(storage.bytes());
-        let parsed = match (parsed, &path) {
-            (Ok(p), _) => p,
-            (Err(e), Some(p)) => return Err(e.with_path(p)),
-            (Err(e), None) => return Err(e),
-        };
+        let parsed = loader::parse(storage.bytes()).map_err(|e| e.with_path(path.as_deref()))?;
         Ok(Model {
             storage,
             path,
@@ -267,10 +262,7 @@ impl Model {
     /// Files packed into the model (the zip archive that TFLite metadata writers append to the
     /// flatbuffer, holding e.g. the label file). Empty if the model carries none.
     pub fn associated_files(&self) -> Result<Vec<AssociatedFile<'_>>> {
-        associated::read(self.bytes()).map_err(|e| match &self.path {
-            Some(p) => e.with_path(p),
-            None => e,
-        })
+        associated::read(self.bytes()).map_err(|e| e.with_path(self.path()))
     }
 
     /// Labels from the first `.txt` file packed into the model, one per line.

@@ -348,12 +348,7 @@ fn decode_layer(l: &fb::Layer<'_>, base: usize, what: &str, is_output: bool) -> 
             return Err(bad("shape", format!("bad dimension range ({s}, {e})")));
         }
     }
-    let elements = layer
-        .shape
-        .as_ref()
-        .map(|d| d.iter().try_fold(1usize, |acc, &(s, e)| acc.checked_mul((e - s + 1) as usize)))
-        .unwrap_or_else(|| layer.y_dim.checked_mul(layer.x_dim).and_then(|n| n.checked_mul(layer.z_dim)));
-    let actual = elements.and_then(|n| n.checked_mul(data_type.size_bytes()));
+    let actual = layer.checked_num_elements().and_then(|n| n.checked_mul(data_type.size_bytes()));
     if actual.is_none_or(|a| a > layer.size_bytes) {
         return Err(bad(
             "size_bytes",

@@ -104,11 +104,7 @@ impl<'m> Package<'m> {
 
     /// Decodes the package of one `edgetpu-custom-op`.
     pub fn decode(model: &'m Model, subgraph: &Subgraph, op: &Operator) -> Result<Package<'m>> {
-        let with_path = |e: Error| match model.path() {
-            Some(p) => e.with_path(p),
-            None => e,
-        };
-        Self::decode_inner(model, subgraph, op).map_err(with_path)
+        Self::decode_inner(model, subgraph, op).map_err(|e| e.with_path(model.path()))
     }
 
     fn decode_inner(model: &'m Model, subgraph: &Subgraph, op: &Operator) -> Result<Package<'m>> {
@@ -173,8 +169,10 @@ impl<'m> Package<'m> {
             ));
         }
         let mut executables = Vec::new();
-        for (i, exe) in
-            serialized_strings(multi).map_err(|e| flex(e, multi_offset, "multi-executable"))?.into_iter().enumerate()
+        for (i, exe) in serialized_strings(multi)
+            .map_err(|e| Error::invalid(multi_offset + e.offset, "package.serialized_multi_executable", e.reason))?
+            .into_iter()
+            .enumerate()
         {
             executables.push(Executable::decode(file, exe, i)?);
         }

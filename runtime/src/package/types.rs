@@ -334,9 +334,17 @@ pub struct Layer {
 impl Layer {
     /// Elements of one execution: from `shape` if present, else y·x·z.
     pub fn num_elements(&self) -> usize {
+        // Checked at decode: the count exists and fits in the padded size.
+        self.checked_num_elements().unwrap_or(0)
+    }
+
+    /// Elements of one execution, `None` on a bad range or overflow.
+    pub(crate) fn checked_num_elements(&self) -> Option<usize> {
         match &self.shape {
-            Some(dims) => dims.iter().map(|&(s, e)| usize::try_from(e - s + 1).unwrap_or(0)).product(),
-            None => self.y_dim * self.x_dim * self.z_dim,
+            Some(dims) => dims.iter().try_fold(1usize, |acc, &(s, e)| {
+                acc.checked_mul(usize::try_from(i64::from(e) - i64::from(s) + 1).ok()?)
+            }),
+            None => self.y_dim.checked_mul(self.x_dim)?.checked_mul(self.z_dim),
         }
     }
 
