@@ -19,6 +19,9 @@ pub enum ErrorKind {
     InvalidModel,
     /// Valid input that this runtime cannot run (yet), e.g. a too new package or a multi-chip model.
     Unsupported,
+    /// A caller-supplied value (input size, tensor index, option) is wrong, or an op met a value
+    /// it cannot compute with (such as an integer division by zero).
+    InvalidArgument,
     /// Any other I/O failure.
     Io,
 }
@@ -69,6 +72,12 @@ pub enum Error {
         /// What is not supported, and what to do about it.
         reason: String,
     },
+    /// A caller-supplied value is wrong, or an op cannot compute with the values it was given.
+    #[error("{reason}")]
+    InvalidArgument {
+        /// What is wrong and what to do.
+        reason: String,
+    },
 }
 
 fn source_name(path: &Option<PathBuf>) -> String {
@@ -89,6 +98,7 @@ impl Error {
             },
             Error::InvalidModel { .. } => ErrorKind::InvalidModel,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
         }
     }
 
@@ -113,6 +123,10 @@ impl Error {
 
     pub(crate) fn invalid(offset: usize, field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidModel { path: None, location: Location { offset, field: field.into() }, reason: reason.into() }
+    }
+
+    pub(crate) fn argument(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { reason: reason.into() }
     }
 
     pub(crate) fn unsupported(reason: impl Into<String>) -> Self {

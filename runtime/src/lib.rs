@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cpu;
 pub mod error;
 mod fb;
 pub mod model;

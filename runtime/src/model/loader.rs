@@ -216,6 +216,7 @@ fn parse_subgraph(
             outputs: optional(op.outputs(), "outputs")?,
             intermediates: indices(op.intermediates(), &format!("operators[{oi}].intermediates"))?,
             builtin_options_type: op.builtin_options_type().0,
+            options: super::options::decode(&op),
             custom_options,
             file_offset: at,
         });

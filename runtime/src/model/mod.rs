@@ -16,6 +16,7 @@
 
 mod associated;
 mod loader;
+mod options;
 #[allow(unsafe_code, unused_imports, dead_code, non_camel_case_types, non_snake_case, missing_docs, mismatched_lifetime_syntaxes)]
 #[allow(clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
@@ -23,6 +24,7 @@ pub(crate) mod tflite_generated;
 mod types;
 
 pub use associated::AssociatedFile;
+pub use options::{Activation, OpOptions, Padding};
 pub use types::{BuiltinOp, OpKind, OperatorCode, Quantization, TensorType};
 
 use crate::error::Result;
@@ -134,6 +136,8 @@ pub struct Operator {
     pub intermediates: Vec<usize>,
     /// Type tag of the builtin options table (0 = none), as in TFLite's `BuiltinOptions` union.
     pub builtin_options_type: u8,
+    /// Decoded builtin options (TFLite's defaults where the file has none).
+    pub options: OpOptions,
     /// File range of the custom options.
     custom_options: Option<Range<usize>>,
     /// Byte offset of the operator table in the file, for error messages.

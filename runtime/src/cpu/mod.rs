@@ -1,0 +1,264 @@
+//! The CPU interpreter: runs int8/uint8 (and the float/int32 glue ops around them) TFLite graphs
+//! bit-exactly like TFLite's reference kernels, without TensorFlow.
+//!
+//! [`Interpreter::new`] builds an immutable [`Plan`] once: operator order, one kernel per node
+//! chosen by tensor types (never by op version: the Edge TPU compiler rewrites versions to 1),
+//! resolved shapes, constant weights pre-packed, and a tensor arena in which tensors whose
+//! lifetimes do not overlap share memory. [`Interpreter::invoke`] then runs the nodes on borrowed
+//! slices of that arena without heap allocation.
+//!
+//! ```no_run
+//! use edgetpu::{cpu::{Interpreter, Options}, Model};
+//! use std::sync::Arc;
+//!
+//! let model = Arc::new(Model::open("mobilenet_v1_0.25_128_quant.tflite")?);
+//! let mut it = Interpreter::new(model, &Options::default())?;
+//! it.input_mut(0)?.fill(128);
+//! it.invoke()?;
+//! let scores: &[u8] = it.output(0)?;
+//! println!("{} classes", scores.len());
+//! # Ok::<(), edgetpu::Error>(())
+//! ```
+
+mod kernel;
+mod ops;
+mod par;
+mod plan;
+pub mod quant;
+
+pub use kernel::{QuantParams, TensorInfo};
+pub use plan::Plan;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use kernel::Io;
+use par::Par;
+use std::sync::Arc;
+
+/// How to build an interpreter.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Threads kernels may use; 0 means all cores.
+    pub threads: usize,
+    /// Run only the reference kernels (the specification; slow). For debugging and tests.
+    pub reference: bool,
+    /// Extra tensors to keep after `invoke` (besides the model outputs), so that
+    /// [`Interpreter::tensor`] can read them: intermediate results for layer-by-layer checks.
+    pub keep: Vec<usize>,
+    /// Subgraph to run.
+    pub subgraph: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { threads: 0, reference: false, keep: Vec::new(), subgraph: 0 }
+    }
+}
+
+/// Most inputs / outputs one node may have.
+const MAX_INPUTS: usize = 64;
+const MAX_OUTPUTS: usize = 32;
+
+/// A model ready to run on the CPU.
+pub struct Interpreter {
+    model: Arc<Model>,
+    plan: Arc<Plan>,
+    slots: Vec<Vec<u64>>,
+    owned: Vec<Vec<u64>>,
+    scratch: Vec<u64>,
+    taken: Vec<Vec<u64>>,
+    par: Par,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter")
+            .field("nodes", &self.plan.nodes.len())
+            .field("arena_bytes", &self.arena_bytes())
+            .field("threads", &self.par.threads())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interpreter {
+    /// Plans `model` and allocates its arena. Fails with the op name, version, tensor types and
+    /// node index when a node has no kernel.
+    pub fn new(model: Arc<Model>, options: &Options) -> Result<Interpreter> {
+        let plan = Plan::build(&model, options).map_err(|e| e.with_path(model.path()))?;
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            options.threads
+        };
+        let par = Par::new(threads)?;
+        let words = |bytes: usize| bytes.div_ceil(8);
+        let mut slots: Vec<Vec<u64>> = plan.slot_bytes.iter().map(|&b| vec![0u64; words(b)]).collect();
+        for v in &plan.variables {
+            if let plan::Loc::Slot(s) = plan.locs[v.tensor] {
+                bytemuck::cast_slice_mut::<u64, u8>(&mut slots[s]).fill(v.fill);
+            }
+        }
+        let owned = plan.owned.iter().map(|b| b.clone()).collect();
+        let scratch = vec![0u64; words(plan.scratch_bytes * threads.max(1))];
+        Ok(Interpreter {
+            model,
+            plan: Arc::new(plan),
+            slots,
+            owned,
+            scratch,
+            taken: Vec::with_capacity(MAX_OUTPUTS),
+            par,
+        })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Bytes of the tensor arena (activations; weights stay in the mapped file or packed).
+    pub fn arena_bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.len() * 8).sum::<usize>() + self.scratch.len() * 8
+    }
+
+    /// Threads in use.
+    pub fn threads(&self) -> usize {
+        self.par.threads()
+    }
+
+    /// The model inputs.
+    pub fn inputs(&self) -> Vec<&TensorInfo> {
+        self.plan.inputs.iter().map(|&t| &self.plan.tensors[t]).collect()
+    }
+
+    /// The model outputs.
+    pub fn outputs(&self) -> Vec<&TensorInfo> {
+        self.plan.outputs.iter().map(|&t| &self.plan.tensors[t]).collect()
+    }
+
+    /// Mutable bytes of input `i`.
+    pub fn input_mut(&mut self, i: usize) -> Result<&mut [u8]> {
+        let t = *self.plan.inputs.get(i).ok_or_else(|| {
+            Error::argument(format!("input {i} does not exist; the model has {} inputs", self.plan.inputs.len()))
+        })?;
+        let len = self.plan.tensors[t].byte_len();
+        match self.plan.locs[t] {
+            plan::Loc::Slot(s) => Ok(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.slots[s])[..len]),
+            _ => Err(Error::argument(format!("input {i} (tensor {t}) is a constant and cannot be set"))),
+        }
+    }
+
+    /// Copies `bytes` into input `i`; the length must match the tensor exactly.
+    pub fn set_input(&mut self, i: usize, bytes: &[u8]) -> Result<()> {
+        let dst = self.input_mut(i)?;
+        if dst.len() != bytes.len() {
+            let t = &self.plan.tensors[self.plan.inputs[i]];
+            return Err(Error::argument(format!(
+                "input {i} ({:?}, {} {:?}) takes {} bytes, got {}",
+                t.name,
+                t.dtype.name(),
+                t.shape,
+                t.byte_len(),
+                bytes.len()
+            )));
+        }
+        dst.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Bytes of output `j` (valid after [`Interpreter::invoke`]).
+    pub fn output(&self, j: usize) -> Result<&[u8]> {
+        let t = *self.plan.outputs.get(j).ok_or_else(|| {
+            Error::argument(format!("output {j} does not exist; the model has {} outputs", self.plan.outputs.len()))
+        })?;
+        self.tensor(t)
+    }
+
+    /// Bytes of tensor `t`: model inputs, outputs, constants and tensors listed in
+    /// [`Options::keep`]. Other intermediate tensors share memory and are not readable.
+    pub fn tensor(&self, t: usize) -> Result<&[u8]> {
+        let info = self.plan.tensors.get(t).ok_or_else(|| {
+            Error::argument(format!("tensor {t} does not exist; the subgraph has {} tensors", self.plan.tensors.len()))
+        })?;
+        if !self.plan.readable[t] {
+            return Err(Error::argument(format!(
+                "tensor {t} ({:?}) is an intermediate whose memory is reused; list it in Options::keep to read it",
+                info.name
+            )));
+        }
+        self.bytes_of(t)
+    }
+
+    fn bytes_of(&self, t: usize) -> Result<&[u8]> {
+        let len = self.plan.tensors[t].byte_len();
+        Ok(match &self.plan.locs[t] {
+            plan::Loc::Slot(s) => &bytemuck::cast_slice::<u64, u8>(&self.slots[*s])[..len],
+            plan::Loc::Const(r) => &self.model.bytes()[r.clone()],
+            plan::Loc::Owned(k) => &bytemuck::cast_slice::<u64, u8>(&self.owned[*k])[..len],
+            plan::Loc::Empty => &[],
+        })
+    }
+
+    /// Runs every node once.
+    pub fn invoke(&mut self) -> Result<()> {
+        let plan = Arc::clone(&self.plan);
+        for node in &plan.nodes {
+            self.run_node(&plan, node).map_err(|e| match e {
+                Error::InvalidArgument { reason } => {
+                    Error::argument(format!("{} (node {}): {reason}", node.name, node.index))
+                }
+                e => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn run_node(&mut self, plan: &Plan, node: &plan::Node) -> Result<()> {
+        // Take the output slots out of the arena so that inputs can be borrowed from the rest.
+        self.taken.clear();
+        for &o in &node.outputs {
+            match plan.locs[o] {
+                plan::Loc::Slot(s) => self.taken.push(std::mem::take(&mut self.slots[s])),
+                _ => return Err(Error::argument(format!("output tensor {o} is not in the arena"))),
+            }
+        }
+        let bytes = self.model.bytes();
+        let mut ins: [&[u8]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+        for (k, inp) in node.inputs.iter().enumerate() {
+            if let Some(t) = *inp {
+                let len = plan.tensors[t].byte_len();
+                ins[k] = match &plan.locs[t] {
+                    plan::Loc::Slot(s) => &bytemuck::cast_slice::<u64, u8>(&self.slots[*s])[..len],
+                    plan::Loc::Const(r) => &bytes[r.clone()],
+                    plan::Loc::Owned(i) => &bytemuck::cast_slice::<u64, u8>(&self.owned[*i])[..len],
+                    plan::Loc::Empty => &[],
+                };
+            }
+        }
+        let mut outs: [&mut [u8]; MAX_OUTPUTS] = Default::default();
+        for ((dst, buf), &o) in outs.iter_mut().zip(self.taken.iter_mut()).zip(&node.outputs) {
+            let len = plan.tensors[o].byte_len();
+            *dst = &mut bytemuck::cast_slice_mut::<u64, u8>(buf)[..len];
+        }
+        let scratch = bytemuck::cast_slice_mut::<u64, u8>(&mut self.scratch);
+        let n_out = node.outputs.len();
+        let result = node.kernel.run(&mut Io {
+            ins: &ins[..node.inputs.len()],
+            outs: &mut outs[..n_out],
+            scratch,
+            par: &self.par,
+        });
+        // Put the output slots back.
+        for (&o, buf) in node.outputs.iter().zip(self.taken.drain(..)) {
+            if let plan::Loc::Slot(s) = plan.locs[o] {
+                self.slots[s] = buf;
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,16 @@
+//! Not implemented yet.
+
+use crate::cpu::kernel::{BuildCtx, Built};
+use crate::error::Result;
+
+pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
+    Err(ctx.err("not implemented yet in this runtime"))
+}
+
+pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
+    Err(ctx.err("not implemented yet in this runtime"))
+}
+
+pub(crate) fn build_fully_connected(ctx: &mut BuildCtx<'_>) -> Result<Built> {
+    Err(ctx.err("not implemented yet in this runtime"))
+}

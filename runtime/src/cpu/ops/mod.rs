@@ -1,0 +1,66 @@
+//! The op registry: one builder per operator, chosen by name and tensor types.
+
+use super::kernel::{BuildCtx, Built};
+use crate::error::Result;
+
+mod activation;
+mod conv;
+mod detection;
+mod elementwise;
+mod extra_act;
+mod extra_shape;
+mod lstm;
+mod pool;
+mod posenet;
+mod reduce;
+mod resize;
+mod shape;
+mod transpose_conv;
+
+/// Builds the kernel of one node. Fails with the op, version, types and node index when the
+/// runtime has no kernel for it.
+pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
+    match ctx.op_name {
+        "CONV_2D" => conv::build_conv(ctx),
+        "DEPTHWISE_CONV_2D" => conv::build_depthwise(ctx),
+        "FULLY_CONNECTED" => conv::build_fully_connected(ctx),
+        "AVERAGE_POOL_2D" => pool::build_average(ctx),
+        "MAX_POOL_2D" => pool::build_max(ctx),
+        "ADD" | "SUB" => elementwise::build_add_sub(ctx),
+        "MUL" => elementwise::build_mul(ctx),
+        "DIV" => elementwise::build_div(ctx),
+        "FLOOR_DIV" => elementwise::build_floor_div(ctx),
+        "SQRT" => elementwise::build_sqrt(ctx),
+        "CAST" => elementwise::build_cast(ctx),
+        "QUANTIZE" => elementwise::build_quantize(ctx),
+        "DEQUANTIZE" => elementwise::build_dequantize(ctx),
+        "RELU" | "RELU6" | "RELU_N1_TO_1" => elementwise::build_relu(ctx),
+        "SOFTMAX" => activation::build_softmax(ctx),
+        "LOGISTIC" => activation::build_logistic(ctx),
+        "RESHAPE" | "SQUEEZE" => shape::build_reshape(ctx),
+        "CONCATENATION" => shape::build_concatenation(ctx),
+        "SPLIT" => shape::build_split(ctx),
+        "PACK" => shape::build_pack(ctx),
+        "UNPACK" => shape::build_unpack(ctx),
+        "PAD" | "PADV2" => shape::build_pad(ctx),
+        "GATHER_ND" => shape::build_gather_nd(ctx),
+        "MEAN" => reduce::build_mean(ctx),
+        "ARG_MAX" | "ARG_MIN" => reduce::build_arg_min_max(ctx),
+        "RESIZE_BILINEAR" => resize::build_bilinear(ctx),
+        "RESIZE_NEAREST_NEIGHBOR" => resize::build_nearest(ctx),
+        "UNIDIRECTIONAL_SEQUENCE_LSTM" => lstm::build(ctx),
+        "TFLite_Detection_PostProcess" => detection::build(ctx),
+        "PosenetDecoderOp" => posenet::build(ctx),
+        "HARD_SWISH" | "TANH" | "LEAKY_RELU" | "PRELU" | "MAXIMUM" | "MINIMUM" | "L2_NORMALIZATION" => {
+            extra_act::build(ctx)
+        }
+        "STRIDED_SLICE" | "SLICE" | "TRANSPOSE" | "BATCH_TO_SPACE_ND" | "SPACE_TO_BATCH_ND" | "SPACE_TO_DEPTH"
+        | "DEPTH_TO_SPACE" => extra_shape::build(ctx),
+        "TRANSPOSE_CONV" => transpose_conv::build(ctx),
+        "edgetpu-custom-op" => Err(ctx.err(
+            "this is an Edge TPU step; the CPU interpreter cannot run it (run the compiled model on a device, \
+             or the CPU model it was compiled from)",
+        )),
+        _ => Err(ctx.err("no CPU kernel for this op in this runtime")),
+    }
+}

@@ -1,0 +1,100 @@
+//! Splitting kernel work over threads without allocating per call.
+
+/// The threads a kernel may use: none (the calling thread only) or a rayon pool.
+pub(crate) struct Par {
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+}
+
+impl Par {
+    /// `threads` = 1 runs everything on the calling thread.
+    pub fn new(threads: usize) -> crate::Result<Par> {
+        let threads = threads.max(1);
+        if threads == 1 {
+            return Ok(Par { pool: None, threads });
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("edgetpu-cpu-{i}"))
+            .build()
+            .map_err(|e| crate::Error::argument(format!("cannot start {threads} CPU threads: {e}")))?;
+        Ok(Par { pool: Some(pool), threads })
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` over `out` cut into at most `threads` contiguous parts of whole `unit`-element
+    /// rows. `f(first_row, rows, scratch)` gets the part's rows and its own slice of `scratch`
+    /// (`scratch` is cut into `threads` equal parts). Parts smaller than `min_rows` are not split.
+    pub fn rows<T: Send, F>(&self, out: &mut [T], unit: usize, min_rows: usize, scratch: &mut [u8], f: F)
+    where
+        F: Fn(usize, &mut [T], &mut [u8]) + Sync,
+    {
+        let unit = unit.max(1);
+        let n_rows = out.len() / unit;
+        let parts = match &self.pool {
+            Some(_) => self.threads.min(n_rows / min_rows.max(1)).max(1),
+            None => 1,
+        };
+        if parts == 1 {
+            f(0, out, scratch);
+            return;
+        }
+        let per_scratch = scratch.len() / self.threads;
+        let pool = self.pool.as_ref().expect("parts > 1 only with a pool");
+        pool.install(|| split(out, unit, 0, n_rows, parts, scratch, per_scratch, &f));
+    }
+
+    /// Runs `f(i)` for `i` in `0..n` spread over the threads (each index once).
+    pub fn each<F>(&self, n: usize, f: F)
+    where
+        F: Fn(usize) + Sync,
+    {
+        match &self.pool {
+            Some(pool) if n > 1 => pool.install(|| each_range(0, n, &f)),
+            _ => (0..n).for_each(f),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn split<T: Send, F>(
+    out: &mut [T],
+    unit: usize,
+    first: usize,
+    rows: usize,
+    parts: usize,
+    scratch: &mut [u8],
+    per_scratch: usize,
+    f: &F,
+) where
+    F: Fn(usize, &mut [T], &mut [u8]) + Sync,
+{
+    if parts <= 1 {
+        let (s, _) = scratch.split_at_mut(per_scratch.min(scratch.len()));
+        f(first, out, s);
+        return;
+    }
+    let left_parts = parts / 2;
+    let left_rows = rows * left_parts / parts;
+    let (a, b) = out.split_at_mut(left_rows * unit);
+    let (sa, sb) = scratch.split_at_mut((per_scratch * left_parts).min(scratch.len()));
+    rayon::join(
+        || split(a, unit, first, left_rows, left_parts, sa, per_scratch, f),
+        || split(b, unit, first + left_rows, rows - left_rows, parts - left_parts, sb, per_scratch, f),
+    );
+}
+
+fn each_range<F: Fn(usize) + Sync>(lo: usize, hi: usize, f: &F) {
+    if hi - lo <= 1 {
+        if hi > lo {
+            f(lo);
+        }
+        return;
+    }
+    let mid = lo + (hi - lo) / 2;
+    rayon::join(|| each_range(lo, mid, f), || each_range(mid, hi, f));
+}

@@ -1,0 +1,277 @@
+//! Building the immutable plan: kernels, resolved tensors and the arena layout.
+
+use super::kernel::{BuildCtx, Kernel, QuantParams, TensorInfo};
+use super::{ops, Options, MAX_INPUTS, MAX_OUTPUTS};
+use crate::error::{Error, Result};
+use crate::model::{Model, TensorType};
+use std::ops::Range;
+
+/// Where a tensor's bytes live.
+#[derive(Debug, Clone)]
+pub(crate) enum Loc {
+    /// In arena slot `n`.
+    Slot(usize),
+    /// Constant data borrowed from the model file.
+    Const(Range<usize>),
+    /// Constant data copied into an aligned buffer (the file's copy was misaligned).
+    Owned(usize),
+    /// No bytes (unused tensor).
+    Empty,
+}
+
+pub(crate) struct Node {
+    pub index: usize,
+    pub name: String,
+    pub inputs: Vec<Option<usize>>,
+    pub outputs: Vec<usize>,
+    pub kernel: Box<dyn Kernel>,
+}
+
+pub(crate) struct Variable {
+    pub tensor: usize,
+    pub fill: u8,
+}
+
+/// The immutable result of planning a model: what runs in which order, where each tensor lives.
+pub struct Plan {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) tensors: Vec<TensorInfo>,
+    pub(crate) locs: Vec<Loc>,
+    pub(crate) readable: Vec<bool>,
+    pub(crate) inputs: Vec<usize>,
+    pub(crate) outputs: Vec<usize>,
+    pub(crate) slot_bytes: Vec<usize>,
+    pub(crate) owned: Vec<Vec<u64>>,
+    pub(crate) scratch_bytes: usize,
+    pub(crate) variables: Vec<Variable>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("nodes", &self.nodes.len())
+            .field("slots", &self.slot_bytes)
+            .field("scratch_bytes", &self.scratch_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plan {
+    /// Number of nodes.
+    pub fn num_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+    /// Kernel names in execution order (`OP/vN` per node).
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(|n| n.name.as_str())
+    }
+    /// Resolved info of every tensor of the subgraph.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+    /// Bytes of all arena slots (without scratch).
+    pub fn arena_bytes(&self) -> usize {
+        self.slot_bytes.iter().sum()
+    }
+
+    pub(crate) fn build(model: &Model, options: &Options) -> Result<Plan> {
+        let sg = model.subgraphs().get(options.subgraph).ok_or_else(|| {
+            Error::argument(format!(
+                "subgraph {} does not exist; the model has {}",
+                options.subgraph,
+                model.subgraphs().len()
+            ))
+        })?;
+        let n = sg.tensors.len();
+        let mut tensors: Vec<TensorInfo> = sg.tensors.iter().map(info_of).collect::<Result<_>>()?;
+        let mut locs = vec![Loc::Empty; n];
+        let mut owned: Vec<Vec<u64>> = Vec::new();
+        let bytes = model.bytes();
+        for (t, tensor) in sg.tensors.iter().enumerate() {
+            if let Some(data) = model.tensor_data(tensor) {
+                let start = crate::fb::offset_in(bytes, data);
+                let elem = tensor.dtype.size_bytes().unwrap_or(1);
+                if start % elem.max(1) == 0 || elem == 1 {
+                    locs[t] = Loc::Const(start..start + data.len());
+                } else {
+                    let mut buf = vec![0u64; data.len().div_ceil(8)];
+                    bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..data.len()].copy_from_slice(data);
+                    owned.push(buf);
+                    locs[t] = Loc::Owned(owned.len() - 1);
+                }
+            }
+        }
+
+        // Build kernels in order, resolving shapes as we go.
+        let mut nodes = Vec::with_capacity(sg.operators.len());
+        let mut scratch_bytes = 0usize;
+        for op in &sg.operators {
+            let code = model.opcode(op);
+            let outputs: Vec<usize> = op
+                .outputs
+                .iter()
+                .map(|o| o.ok_or_else(|| Error::unsupported(format!("node {}: an output is omitted (-1)", op.index))))
+                .collect::<Result<_>>()?;
+            let mut ctx = BuildCtx {
+                op_name: model.op_name(op),
+                version: code.version,
+                node: op.index,
+                options: &op.options,
+                custom_options: model.custom_options(op),
+                inputs: op.inputs.iter().map(|i| i.map(|t| tensors[t].clone())).collect(),
+                constants: op.inputs.iter().map(|i| i.and_then(|t| model.tensor_data(&sg.tensors[t]))).collect(),
+                outputs: outputs.iter().map(|&t| tensors[t].clone()).collect(),
+                reference: options.reference,
+            };
+            if op.inputs.len() > MAX_INPUTS || outputs.len() > MAX_OUTPUTS {
+                return Err(ctx.err(format!(
+                    "{} inputs and {} outputs; this runtime handles at most {MAX_INPUTS} and {MAX_OUTPUTS}",
+                    op.inputs.len(),
+                    outputs.len()
+                )));
+            }
+            let built = ops::build(&mut ctx)?;
+            for (k, &t) in outputs.iter().enumerate() {
+                if matches!(locs[t], Loc::Const(_) | Loc::Owned(_)) {
+                    return Err(ctx.err(format!("output {k} (tensor {t}) is a constant")));
+                }
+                tensors[t] = ctx.outputs[k].clone();
+            }
+            scratch_bytes = scratch_bytes.max(built.scratch_bytes);
+            nodes.push(Node {
+                index: op.index,
+                name: format!("{}/v{}", ctx.op_name, ctx.version),
+                inputs: op.inputs.clone(),
+                outputs,
+                kernel: built.kernel,
+            });
+        }
+
+        // Lifetimes: first definition and last use of every arena tensor, in node positions.
+        let never = usize::MAX;
+        let end = nodes.len();
+        let mut first = vec![never; n];
+        let mut last = vec![0usize; n];
+        let mut readable = vec![false; n];
+        let mut variables = Vec::new();
+        let is_arena = |t: usize, locs: &[Loc]| matches!(locs[t], Loc::Empty);
+        for &t in &sg.inputs {
+            first[t] = 0;
+            last[t] = end;
+            readable[t] = true;
+        }
+        for (t, tensor) in sg.tensors.iter().enumerate() {
+            if tensor.is_variable && is_arena(t, &locs) {
+                first[t] = 0;
+                last[t] = end;
+                let fill = match (&tensors[t].quant, tensors[t].dtype) {
+                    (Some(q), TensorType::INT8) => q.zero_point() as i8 as u8,
+                    _ => 0,
+                };
+                variables.push(Variable { tensor: t, fill });
+            }
+        }
+        for (pos, node) in nodes.iter().enumerate() {
+            for &t in node.inputs.iter().flatten() {
+                if is_arena(t, &locs) {
+                    if first[t] == never {
+                        return Err(Error::unsupported(format!(
+                            "node {} ({}) reads tensor {t} ({:?}) before any node writes it",
+                            node.index, node.name, tensors[t].name
+                        )));
+                    }
+                    last[t] = last[t].max(pos);
+                }
+            }
+            for &t in &node.outputs {
+                if first[t] == never {
+                    first[t] = pos;
+                }
+                last[t] = last[t].max(pos);
+            }
+        }
+        for &t in sg.outputs.iter().chain(&options.keep) {
+            if t >= n {
+                return Err(Error::argument(format!("tensor {t} does not exist; the subgraph has {n} tensors")));
+            }
+            last[t] = end;
+            readable[t] = true;
+        }
+        for (t, loc) in locs.iter().enumerate() {
+            if !matches!(loc, Loc::Empty) {
+                readable[t] = true;
+            }
+        }
+
+        // Greedy slot assignment in order of definition: a slot is free once its last tensor's
+        // last use is before the defining node.
+        let mut order: Vec<usize> = (0..n).filter(|&t| first[t] != never && is_arena(t, &locs)).collect();
+        order.sort_by_key(|&t| (first[t], t));
+        let mut slot_bytes: Vec<usize> = Vec::new();
+        let mut slot_free_after: Vec<usize> = Vec::new(); // last use of the slot's current tensor
+        let mut slot_of = vec![never; n];
+        let pinned = |t: usize| first[t] == 0 && last[t] == end;
+        for &t in &order {
+            let size = tensors[t].byte_len();
+            let fits = |s: usize| slot_free_after[s] < first[t] || (slot_free_after[s] == never);
+            // Best fit among free slots: the smallest that holds it, else the largest (grown).
+            let free: Vec<usize> =
+                if pinned(t) { Vec::new() } else { (0..slot_bytes.len()).filter(|&s| fits(s)).collect() };
+            let pick = free
+                .iter()
+                .copied()
+                .filter(|&s| slot_bytes[s] >= size)
+                .min_by_key(|&s| slot_bytes[s])
+                .or_else(|| free.iter().copied().max_by_key(|&s| slot_bytes[s]));
+            let s = match pick {
+                Some(s) => s,
+                None => {
+                    slot_bytes.push(0);
+                    slot_free_after.push(0);
+                    slot_bytes.len() - 1
+                }
+            };
+            slot_bytes[s] = slot_bytes[s].max(size);
+            slot_free_after[s] = if pinned(t) { usize::MAX - 1 } else { last[t] };
+            slot_of[t] = s;
+            locs[t] = Loc::Slot(s);
+        }
+        Ok(Plan {
+            nodes,
+            tensors,
+            locs,
+            readable,
+            inputs: sg.inputs.clone(),
+            outputs: sg.outputs.clone(),
+            slot_bytes,
+            owned,
+            scratch_bytes,
+            variables,
+        })
+    }
+}
+
+fn info_of(t: &crate::model::Tensor) -> Result<TensorInfo> {
+    let shape = t
+        .shape
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| {
+                Error::unsupported(format!(
+                    "tensor {} ({:?}) has dynamic shape {:?}; this runtime needs static shapes",
+                    t.index, t.name, t.shape
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let quant = t.quantization.as_ref().map(|q| QuantParams {
+        scale: q.scale.clone(),
+        zero_point: if q.zero_point.is_empty() {
+            vec![0; q.scale.len()]
+        } else {
+            q.zero_point.iter().map(|&z| z.clamp(i32::MIN as i64, i32::MAX as i64) as i32).collect()
+        },
+        axis: q.quantized_dimension.max(0) as usize,
+    });
+    Ok(TensorInfo { index: t.index, name: t.name.clone(), shape, dtype: t.dtype, quant })
+}

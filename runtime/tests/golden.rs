@@ -1,0 +1,75 @@
+//! Bit-exactness of the CPU interpreter: every golden of `testdata/golden` (made by TFLite's
+//! reference kernels) is reproduced byte for byte, by the fast kernels on 2 threads and by the
+//! reference kernels on 1.
+
+mod common;
+
+use edgetpu::cpu::{Interpreter, Options};
+use edgetpu::Model;
+use std::sync::Arc;
+
+fn check(name: &str, reference: bool) {
+    let root = common::testdata();
+    let dir = root.join("golden").join(name);
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (tag, json) in common::golden_runs(name) {
+        let model_path = root.join(json["model_path"].as_str().unwrap());
+        let model = Arc::new(Model::open(&model_path).unwrap());
+        // Outputs are named by tensor index (posenet's goldens are intermediate tensors).
+        let keep = json["outputs"].as_array().unwrap().iter().map(|o| o["index"].as_u64().unwrap() as usize).collect();
+        let options = Options { threads: if reference { 1 } else { 2 }, reference, keep, ..Options::default() };
+        let mut it = Interpreter::new(model, &options).unwrap_or_else(|e| panic!("{name}/{tag}: {e}"));
+        for input in json["inputs"].as_array().unwrap() {
+            let bytes = common::read_golden_bin(&dir, input["file"].as_str().unwrap());
+            let i = it.inputs().iter().position(|t| t.index as u64 == input["index"].as_u64().unwrap()).unwrap();
+            it.set_input(i, &bytes).unwrap();
+        }
+        it.invoke().unwrap_or_else(|e| panic!("{name}/{tag}: {e}"));
+        for output in json["outputs"].as_array().unwrap() {
+            let want = common::read_golden_bin(&dir, output["file"].as_str().unwrap());
+            let t = output["index"].as_u64().unwrap() as usize;
+            let got = it.tensor(t).unwrap();
+            let d = common::diff_summary(got, &want);
+            if !d.is_empty() {
+                failures.push(format!("{tag} output tensor {t} ({}): {d}", output["name"]));
+            }
+        }
+        runs += 1;
+    }
+    assert!(
+        failures.is_empty(),
+        "{name} ({}): {} mismatches:\n{}",
+        if reference { "reference" } else { "fast" },
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(runs > 0);
+}
+
+macro_rules! golden {
+    ($($test:ident => $name:expr,)*) => {
+        mod fast { $( #[test] fn $test() { super::check($name, false); } )* }
+        mod reference { $( #[test] fn $test() { super::check($name, true); } )* }
+    };
+}
+
+golden! {
+    deeplabv3 => "deeplabv3_mnv2_dm05_pascal_quant",
+    detection_float_regular_nms => "detection_postprocess_float_regular_nms",
+    detection_uint8_fast_nms => "detection_postprocess_uint8_fast_nms",
+    detection_uint8_regular_nms_nobg => "detection_postprocess_uint8_regular_nms_nobg",
+    keras_lstm_mnist => "keras_lstm_mnist_ptq",
+    mobilenet_v1_025 => "mobilenet_v1_0.25_128_quant",
+    mobilenet_v1_05 => "mobilenet_v1_0.5_160_quant",
+    mobilenet_v1_075 => "mobilenet_v1_0.75_192_quant",
+    mobilenet_v2_inat_bird => "mobilenet_v2_1.0_224_inat_bird_quant",
+    mobilenet_v2_inat_insect => "mobilenet_v2_1.0_224_inat_insect_quant",
+    mobilenet_v2 => "mobilenet_v2_1.0_224_quant",
+    movenet_lightning => "movenet_single_pose_lightning_ptq",
+    posenet_backbone => "posenet_mobilenet_v1_075_353_481_16_quant_decoder",
+    split_concat => "split_concat",
+    ssd_postprocess_tail => "ssd_mobilenet_v2_coco_postprocess_tail",
+    tf2_mobilenet_v2_ptq => "tf2_mobilenet_v2_1.0_224_ptq",
+    traffic_model => "traffic_model",
+}
