@@ -147,3 +147,105 @@ mod tests {
         assert_eq!(multiply_by_quantized_multiplier(-3, 1 << 30, 0), -2);
     }
 }
+
+/// gemmlowp fixed-point functions on raw `i32` values; `ib` = integer bits of the operand.
+pub mod fixed {
+    use super::{rounding_divide_by_pot, sat_rounding_doubling_high_mul as mul};
+
+    /// `SaturatingRoundingMultiplyByPOT<exponent>`.
+    pub fn mul_by_pot(x: i32, exponent: i32) -> i32 {
+        if exponent > 0 {
+            let threshold = ((1i64 << (31 - exponent)) - 1) as i32;
+            if x > threshold {
+                i32::MAX
+            } else if x < -threshold {
+                i32::MIN
+            } else {
+                x.wrapping_shl(exponent as u32)
+            }
+        } else if exponent < 0 {
+            rounding_divide_by_pot(x, -exponent)
+        } else {
+            x
+        }
+    }
+
+    /// `Rescale<dst>` of a value with `src` integer bits.
+    pub fn rescale(x: i32, src: i32, dst: i32) -> i32 {
+        mul_by_pot(x, src - dst)
+    }
+
+    /// `exp_on_interval_between_negative_one_quarter_and_0_excl` (Q0.31 in and out).
+    pub fn exp_quarter(a: i32) -> i32 {
+        let constant_term: i32 = 1895147668;
+        let one_third = 715827883;
+        let x = a.wrapping_add(1 << 28);
+        let x2 = mul(x, x);
+        let x3 = mul(x2, x);
+        let x4 = mul(x2, x2);
+        let x4_over_4 = mul_by_pot(x4, -2);
+        let poly = mul_by_pot(mul(x4_over_4.wrapping_add(x3), one_third).wrapping_add(x2), -1);
+        constant_term.wrapping_add(mul(constant_term, x.wrapping_add(poly)))
+    }
+
+    /// `exp_on_negative_values` of a value with `ib` integer bits; result Q0.31.
+    pub fn exp_on_negative_values(a: i32, ib: i32) -> i32 {
+        let frac = 31 - ib;
+        let one_quarter = 1i32 << (frac - 2);
+        let mask = one_quarter - 1;
+        let a_mod = (a & mask).wrapping_sub(one_quarter);
+        let mut result = exp_quarter(rescale(a_mod, ib, 0));
+        let remainder = a_mod.wrapping_sub(a);
+        const BARREL: [(i32, i32); 7] =
+            [(-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535), (3, 720401), (4, 242)];
+        for (exp, m) in BARREL {
+            if ib > exp {
+                let shift = frac + exp;
+                if remainder & (1 << shift) != 0 {
+                    result = mul(result, m);
+                }
+            }
+        }
+        if ib > 5 {
+            let clamp = -(1i32 << (36 - ib));
+            if a < clamp {
+                result = 0;
+            }
+        }
+        if a == 0 {
+            result = i32::MAX;
+        }
+        result
+    }
+
+    /// `one_over_one_plus_x_for_x_in_0_1` (Q0.31 in and out).
+    pub fn one_over_one_plus_x(a: i32) -> i32 {
+        let half_denominator = rounding_half_sum(a, i32::MAX);
+        let c48_17 = 1515870810;
+        let cn32_17 = -1010580540;
+        let one_q2 = 1i32 << 29;
+        let mut x = c48_17 + mul(half_denominator, cn32_17);
+        for _ in 0..3 {
+            let hdx = mul(half_denominator, x);
+            let one_minus = one_q2.wrapping_sub(hdx);
+            x = x.wrapping_add(rescale(mul(x, one_minus), 4, 2));
+        }
+        // ExactMulByPot<-1> keeps the raw value as Q1.30; Rescale<0> then doubles it.
+        rescale(x, 1, 0)
+    }
+
+    /// gemmlowp `RoundingHalfSum`.
+    pub fn rounding_half_sum(a: i32, b: i32) -> i32 {
+        let sum = a as i64 + b as i64;
+        let sign = if sum >= 0 { 1 } else { -1 };
+        ((sum + sign) / 2) as i32
+    }
+
+    /// TFLite's `GetReciprocal`: returns (Q0.31 reciprocal of the shifted value, bits over unit).
+    pub fn reciprocal(x: i32, integer_digits: i32) -> (i32, i32) {
+        let headroom_plus_one = (x as u32).leading_zeros() as i32;
+        let num_bits_over_unit = integer_digits - headroom_plus_one;
+        let shifted_minus_one = ((x as u32).wrapping_shl(headroom_plus_one as u32)).wrapping_sub(1u32 << 31) as i32;
+        (one_over_one_plus_x(shifted_minus_one), num_bits_over_unit)
+    }
+}

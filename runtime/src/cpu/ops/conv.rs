@@ -1,16 +1,486 @@
-//! Not implemented yet.
+//! CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED for uint8 (per-tensor) and int8 (per-channel).
+//!
+//! Weights are packed once at build time as `i16` values with the filter zero point already
+//! subtracted, `[out_channel][k]` with `k` padded to a multiple of 16. The reference kernels
+//! (TFLite's `reference_ops::Conv`, `DepthwiseConv`, `FullyConnected` and their integer
+//! per-channel twins) read that layout directly; the fast kernels (im2col + integer GEMM, a
+//! channel-vectorised depthwise loop) produce the same int32 accumulators exactly, so both share
+//! one output stage.
 
-use crate::cpu::kernel::{BuildCtx, Built};
+use super::common::{conv_output_stage, dims4, le_i32, out_size_and_pad, positive, set_output_shape, OutputStage, Q8};
+use crate::cpu::gemm;
+use crate::cpu::kernel::{cast_mut, BuildCtx, Built, Io, Kernel};
 use crate::error::Result;
+use crate::model::TensorType;
+
+/// K padding of packed weights (one AVX2 `madd` step).
+const KPAD: usize = 16;
+
+struct Geometry {
+    batches: usize,
+    in_h: usize,
+    in_w: usize,
+    in_c: usize,
+    out_h: usize,
+    out_w: usize,
+    out_c: usize,
+    k_h: usize,
+    k_w: usize,
+    stride_h: usize,
+    stride_w: usize,
+    dil_h: usize,
+    dil_w: usize,
+    pad_h: usize,
+    pad_w: usize,
+}
+
+fn pack_weights(q: Q8, data: &[u8], rows: usize, k: usize, zp: &[i32], kp: usize) -> Vec<i16> {
+    let mut w = vec![0i16; rows * kp];
+    for r in 0..rows {
+        let z = if zp.len() == 1 { zp[0] } else { zp.get(r).copied().unwrap_or(0) };
+        for i in 0..k {
+            w[r * kp + i] = (q.get(data, r * k + i) - z) as i16;
+        }
+    }
+    w
+}
+
+fn bias_of(ctx: &BuildCtx<'_>, index: usize, channels: usize) -> Result<Vec<i32>> {
+    match ctx.inputs.get(index).and_then(|b| b.as_ref()) {
+        None => Ok(vec![0; channels]),
+        Some(b) => {
+            if b.dtype != TensorType::INT32 {
+                return Err(ctx.err(format!("bias has type {}, expected int32", b.dtype.name())));
+            }
+            let v = le_i32(ctx.constant(index)?);
+            if v.len() != channels {
+                return Err(ctx.err(format!("bias has {} values for {channels} output channels", v.len())));
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn filter_zero_points(ctx: &BuildCtx<'_>, index: usize) -> Result<Vec<i32>> {
+    let f = ctx.input(index)?;
+    let q = f.quant.as_ref().ok_or_else(|| ctx.err("the filter has no quantization parameters"))?;
+    Ok(q.zero_point.clone())
+}
+
+struct Conv {
+    g: Geometry,
+    q_in: Q8,
+    q_out: Q8,
+    in_zp: i32,
+    k: usize,
+    kp: usize,
+    weights: Vec<i16>,
+    bias: Vec<i32>,
+    stage: OutputStage,
+    reference: bool,
+}
 
 pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    let filter = ctx.input(1)?.clone();
+    let q_in = Q8::of(ctx, input.dtype)?;
+    let q_out = Q8::of(ctx, ctx.output(0)?.dtype)?;
+    if filter.dtype != input.dtype {
+        return Err(ctx.err("filter and input types differ (hybrid or 16x8 convolutions are not supported)"));
+    }
+    let [n, ih, iw, ic] = dims4(ctx, &input, "input")?;
+    let [oc, kh, kw, fic] = dims4(ctx, &filter, "filter")?;
+    if fic == 0 || ic % fic != 0 || fic != ic {
+        return Err(ctx.err(format!("filter depth {fic} does not match input depth {ic} (grouped convolution)")));
+    }
+    let o = ctx.options.clone();
+    let (sh, sw) = (positive(ctx, "stride_h", o.stride_h)?, positive(ctx, "stride_w", o.stride_w)?);
+    let (dh, dw) = (positive(ctx, "dilation_h", o.dilation_h)?, positive(ctx, "dilation_w", o.dilation_w)?);
+    let (oh, pad_h) = out_size_and_pad(o.padding, ih, kh, sh, dh);
+    let (ow, pad_w) = out_size_and_pad(o.padding, iw, kw, sw, dw);
+    set_output_shape(ctx, 0, vec![n, oh, ow, oc])?;
+    let output = ctx.output(0)?.clone();
+    let stage = conv_output_stage(ctx, &input, &filter, &output, oc, o.activation)?;
+    let k = kh * kw * ic;
+    let kp = k.div_ceil(KPAD) * KPAD;
+    let zp = filter_zero_points(ctx, 1)?;
+    let weights = pack_weights(q_in, ctx.constant(1)?, oc, k, &zp, kp);
+    let bias = bias_of(ctx, 2, oc)?;
+    let g = Geometry {
+        batches: n,
+        in_h: ih,
+        in_w: iw,
+        in_c: ic,
+        out_h: oh,
+        out_w: ow,
+        out_c: oc,
+        k_h: kh,
+        k_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        dil_h: dh,
+        dil_w: dw,
+        pad_h,
+        pad_w,
+    };
+    let reference = ctx.reference;
+    // Fast path scratch: im2col rows (i16) + accumulators, per thread.
+    let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * oc * 4 + 64;
+    let in_zp = input.qparams()?.1;
+    Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, bias, stage, reference }, scratch)
+}
+
+impl Conv {
+    fn run_reference(&self, input: &[u8], out: &mut [u8]) {
+        let g = &self.g;
+        for b in 0..g.batches {
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    for oc in 0..g.out_c {
+                        let mut acc: i32 = 0;
+                        let w = &self.weights[oc * self.kp..];
+                        for ky in 0..g.k_h {
+                            let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+                            if iy < 0 || iy >= g.in_h as isize {
+                                continue;
+                            }
+                            for kx in 0..g.k_w {
+                                let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                                if ix < 0 || ix >= g.in_w as isize {
+                                    continue;
+                                }
+                                let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
+                                let wb = (ky * g.k_w + kx) * g.in_c;
+                                for c in 0..g.in_c {
+                                    let x = self.q_in.get(input, base + c) - self.in_zp;
+                                    acc += w[wb + c] as i32 * x;
+                                }
+                            }
+                        }
+                        acc += self.bias[oc];
+                        let o = ((b * g.out_h + oy) * g.out_w + ox) * g.out_c + oc;
+                        out[o] = self.q_out.put(self.stage.apply(acc, oc));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the im2col row of output pixel `p` (x - zero point, 0 for padding) into `row`.
+    fn patch(&self, input: &[u8], p: usize, row: &mut [i16]) {
+        let g = &self.g;
+        let ox = p % g.out_w;
+        let oy = (p / g.out_w) % g.out_h;
+        let b = p / (g.out_w * g.out_h);
+        row[self.k..].fill(0);
+        for ky in 0..g.k_h {
+            let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+            for kx in 0..g.k_w {
+                let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                let dst = &mut row[(ky * g.k_w + kx) * g.in_c..][..g.in_c];
+                if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize {
+                    dst.fill(0);
+                    continue;
+                }
+                let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
+                gemm::widen(self.q_in, &input[base..base + g.in_c], self.in_zp, dst);
+            }
+        }
+    }
+}
+
+impl Kernel for Conv {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let input = io.ins[0];
+        let out = &mut *io.outs[0];
+        if self.reference {
+            self.run_reference(input, out);
+            return Ok(());
+        }
+        let oc = self.g.out_c;
+        let kp = self.kp;
+        io.par.rows(out, oc, 4, io.scratch, |first, rows, scratch| {
+            let (a, rest) = scratch.split_at_mut(gemm::ROWS * kp * 2);
+            let a: &mut [i16] = bytemuck::cast_slice_mut(a);
+            let acc: &mut [i32] = cast_mut(&mut rest[..gemm::ROWS * oc * 4]).expect("aligned scratch");
+            let n = rows.len() / oc;
+            let mut p = 0;
+            while p < n {
+                let m = gemm::ROWS.min(n - p);
+                for r in 0..m {
+                    self.patch(input, first + p + r, &mut a[r * kp..(r + 1) * kp]);
+                }
+                gemm::gemm(&a[..m * kp], m, &self.weights, oc, kp, &mut acc[..m * oc]);
+                gemm::requantize(
+                    &acc[..m * oc],
+                    &self.bias,
+                    &self.stage,
+                    self.q_out,
+                    &mut rows[p * oc..(p + m) * oc],
+                );
+                p += m;
+            }
+        });
+        Ok(())
+    }
+}
+
+struct Depthwise {
+    g: Geometry,
+    q_in: Q8,
+    q_out: Q8,
+    in_zp: i32,
+    mult: usize,
+    /// `[tap][out_channel]`, zero point subtracted.
+    weights: Vec<i32>,
+    bias: Vec<i32>,
+    stage: OutputStage,
+    reference: bool,
 }
 
 pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    let filter = ctx.input(1)?.clone();
+    let q_in = Q8::of(ctx, input.dtype)?;
+    let q_out = Q8::of(ctx, ctx.output(0)?.dtype)?;
+    if filter.dtype != input.dtype {
+        return Err(ctx.err("filter and input types differ (hybrid depthwise convolutions are not supported)"));
+    }
+    let [n, ih, iw, ic] = dims4(ctx, &input, "input")?;
+    let [one, kh, kw, oc] = dims4(ctx, &filter, "filter")?;
+    let o = ctx.options.clone();
+    let mult = if o.depth_multiplier > 0 { o.depth_multiplier as usize } else { oc / ic.max(1) };
+    if one != 1 || ic * mult != oc {
+        return Err(ctx.err(format!(
+            "filter shape {:?} does not fit input depth {ic} with depth multiplier {mult}",
+            filter.shape
+        )));
+    }
+    let (sh, sw) = (positive(ctx, "stride_h", o.stride_h)?, positive(ctx, "stride_w", o.stride_w)?);
+    let (dh, dw) = (positive(ctx, "dilation_h", o.dilation_h)?, positive(ctx, "dilation_w", o.dilation_w)?);
+    let (oh, pad_h) = out_size_and_pad(o.padding, ih, kh, sh, dh);
+    let (ow, pad_w) = out_size_and_pad(o.padding, iw, kw, sw, dw);
+    set_output_shape(ctx, 0, vec![n, oh, ow, oc])?;
+    let output = ctx.output(0)?.clone();
+    let stage = conv_output_stage(ctx, &input, &filter, &output, oc, o.activation)?;
+    let zp = filter_zero_points(ctx, 1)?;
+    let data = ctx.constant(1)?;
+    let mut weights = vec![0i32; kh * kw * oc];
+    for t in 0..kh * kw {
+        for c in 0..oc {
+            let z = if zp.len() == 1 { zp[0] } else { zp.get(c).copied().unwrap_or(0) };
+            weights[t * oc + c] = q_in.get(data, t * oc + c) - z;
+        }
+    }
+    let bias = bias_of(ctx, 2, oc)?;
+    let g = Geometry {
+        batches: n,
+        in_h: ih,
+        in_w: iw,
+        in_c: ic,
+        out_h: oh,
+        out_w: ow,
+        out_c: oc,
+        k_h: kh,
+        k_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        dil_h: dh,
+        dil_w: dw,
+        pad_h,
+        pad_w,
+    };
+    let in_zp = input.qparams()?.1;
+    let reference = ctx.reference;
+    let scratch = (oc * 4 + ic * 4) * 2 + 64;
+    Built::with_scratch(Depthwise { g, q_in, q_out, in_zp, mult, weights, bias, stage, reference }, scratch)
+}
+
+impl Depthwise {
+    fn run_reference(&self, input: &[u8], out: &mut [u8]) {
+        let g = &self.g;
+        for b in 0..g.batches {
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    for ic in 0..g.in_c {
+                        for m in 0..self.mult {
+                            let oc = ic * self.mult + m;
+                            let mut acc = 0i32;
+                            for ky in 0..g.k_h {
+                                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+                                for kx in 0..g.k_w {
+                                    let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                                    if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize {
+                                        continue;
+                                    }
+                                    let i = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + ic;
+                                    let x = self.q_in.get(input, i) - self.in_zp;
+                                    acc += self.weights[(ky * g.k_w + kx) * g.out_c + oc] * x;
+                                }
+                            }
+                            acc += self.bias[oc];
+                            let o = ((b * g.out_h + oy) * g.out_w + ox) * g.out_c + oc;
+                            out[o] = self.q_out.put(self.stage.apply(acc, oc));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One output row (all x, all channels) with channel-vectorised accumulation.
+    fn row_fast(&self, input: &[u8], b: usize, oy: usize, out_row: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
+        let g = &self.g;
+        let oc = g.out_c;
+        for ox in 0..g.out_w {
+            acc.copy_from_slice(&self.bias);
+            for ky in 0..g.k_h {
+                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+                if iy < 0 || iy >= g.in_h as isize {
+                    continue;
+                }
+                for kx in 0..g.k_w {
+                    let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                    if ix < 0 || ix >= g.in_w as isize {
+                        continue;
+                    }
+                    let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
+                    let w = &self.weights[(ky * g.k_w + kx) * oc..][..oc];
+                    let x = &input[base..base + g.in_c];
+                    if self.mult == 1 {
+                        gemm::mac_row(self.q_in, x, self.in_zp, w, acc);
+                    } else {
+                        for (c, xv) in xs.iter_mut().enumerate().take(g.in_c) {
+                            *xv = self.q_in.get(x, c) - self.in_zp;
+                        }
+                        for (o, a) in acc.iter_mut().enumerate() {
+                            *a += w[o] * xs[o / self.mult];
+                        }
+                    }
+                }
+            }
+            gemm::requantize_row(acc, &self.stage, self.q_out, &mut out_row[ox * oc..(ox + 1) * oc]);
+        }
+    }
+}
+
+impl Kernel for Depthwise {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let input = io.ins[0];
+        let out = &mut *io.outs[0];
+        if self.reference {
+            self.run_reference(input, out);
+            return Ok(());
+        }
+        let g = &self.g;
+        let row_len = g.out_w * g.out_c;
+        let (oc, ic) = (g.out_c, g.in_c);
+        io.par.rows(out, row_len, 1, io.scratch, |first, rows, scratch| {
+            let words: &mut [i32] = cast_mut(&mut scratch[..(oc + ic) * 4]).expect("aligned scratch");
+            let (acc, xs) = words.split_at_mut(oc);
+            for (r, out_row) in rows.chunks_mut(row_len).enumerate() {
+                let row = first + r;
+                self.row_fast(input, row / g.out_h, row % g.out_h, out_row, acc, xs);
+            }
+        });
+        Ok(())
+    }
+}
+
+struct FullyConnected {
+    q_in: Q8,
+    q_out: Q8,
+    in_zp: i32,
+    batches: usize,
+    k: usize,
+    kp: usize,
+    units: usize,
+    weights: Vec<i16>,
+    bias: Vec<i32>,
+    stage: OutputStage,
+    reference: bool,
 }
 
 pub(crate) fn build_fully_connected(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    let filter = ctx.input(1)?.clone();
+    let q_in = Q8::of(ctx, input.dtype)?;
+    let q_out = Q8::of(ctx, ctx.output(0)?.dtype)?;
+    if filter.dtype != input.dtype {
+        return Err(ctx.err("weights and input types differ (hybrid fully-connected is not supported)"));
+    }
+    if ctx.options.weights_format != 0 {
+        return Err(ctx.err("shuffled weights formats are not supported"));
+    }
+    let (units, k) = match filter.shape.as_slice() {
+        &[u, k] => (u, k),
+        s => return Err(ctx.err(format!("weights must be 2-D, have shape {s:?}"))),
+    };
+    let total = input.num_elements();
+    if k == 0 || total % k != 0 {
+        return Err(ctx.err(format!("input of {total} elements is not a multiple of the weights depth {k}")));
+    }
+    let batches = total / k;
+    let out_shape = if ctx.options.keep_dims {
+        let mut s = input.shape.clone();
+        if let Some(l) = s.last_mut() {
+            *l = units;
+        }
+        s
+    } else {
+        vec![batches, units]
+    };
+    set_output_shape(ctx, 0, out_shape)?;
+    let output = ctx.output(0)?.clone();
+    let act = ctx.options.activation;
+    let stage = conv_output_stage(ctx, &input, &filter, &output, units, act)?;
+    let kp = k.div_ceil(KPAD) * KPAD;
+    let zp = filter_zero_points(ctx, 1)?;
+    let weights = pack_weights(q_in, ctx.constant(1)?, units, k, &zp, kp);
+    let bias = bias_of(ctx, 2, units)?;
+    let in_zp = input.qparams()?.1;
+    let reference = ctx.reference;
+    let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * units * 4 + 64;
+    Built::with_scratch(
+        FullyConnected { q_in, q_out, in_zp, batches, k, kp, units, weights, bias, stage, reference },
+        scratch,
+    )
+}
+
+impl Kernel for FullyConnected {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let input = io.ins[0];
+        let out = &mut *io.outs[0];
+        if self.reference {
+            for b in 0..self.batches {
+                for u in 0..self.units {
+                    let mut acc = 0i32;
+                    for i in 0..self.k {
+                        let x = self.q_in.get(input, b * self.k + i) - self.in_zp;
+                        acc += self.weights[u * self.kp + i] as i32 * x;
+                    }
+                    acc += self.bias[u];
+                    out[b * self.units + u] = self.q_out.put(self.stage.apply(acc, u));
+                }
+            }
+            return Ok(());
+        }
+        let (kp, units) = (self.kp, self.units);
+        let (a, rest) = io.scratch.split_at_mut(gemm::ROWS * kp * 2);
+        let a: &mut [i16] = bytemuck::cast_slice_mut(a);
+        let acc: &mut [i32] = cast_mut(&mut rest[..gemm::ROWS * units * 4])?;
+        let mut b = 0;
+        while b < self.batches {
+            let m = gemm::ROWS.min(self.batches - b);
+            for r in 0..m {
+                let row = &mut a[r * kp..(r + 1) * kp];
+                row[self.k..].fill(0);
+                gemm::widen(self.q_in, &input[(b + r) * self.k..(b + r + 1) * self.k], self.in_zp, &mut row[..self.k]);
+            }
+            gemm::gemm_par(io.par, &a[..m * kp], m, &self.weights, units, kp, &mut acc[..m * units]);
+            gemm::requantize(&acc[..m * units], &self.bias, &self.stage, self.q_out, &mut out[b * units..(b + m) * units]);
+            b += m;
+        }
+        Ok(())
+    }
 }

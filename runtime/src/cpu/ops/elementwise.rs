@@ -1,40 +1,497 @@
-//! Not implemented yet.
+//! Element-wise ops: ADD, SUB, MUL, DIV, FLOOR_DIV, SQRT, CAST, QUANTIZE, DEQUANTIZE, RELU*.
 
-use crate::cpu::kernel::{BuildCtx, Built};
-use crate::error::Result;
+use super::common::{set_output_shape, Broadcast, Q8};
+use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel, TensorInfo};
+use crate::cpu::quant;
+use crate::error::{Error, Result};
+use crate::model::{Activation, TensorType};
+
+/// Which arithmetic a binary kernel does.
+#[derive(Clone, Copy, PartialEq)]
+enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+}
+
+enum Binary {
+    /// uint8/int8 ADD or SUB with TFLite's 20-bit left shift scheme.
+    QAddSub {
+        q: Q8,
+        sub: bool,
+        in1_offset: i32,
+        in2_offset: i32,
+        out_offset: i32,
+        m1: (i32, i32),
+        m2: (i32, i32),
+        mo: (i32, i32),
+        act: (i32, i32),
+    },
+    QMul {
+        q: Q8,
+        in1_offset: i32,
+        in2_offset: i32,
+        out_offset: i32,
+        m: (i32, i32),
+        act: (i32, i32),
+    },
+    I32 {
+        op: BinOp,
+        act: (i32, i32),
+    },
+    F32 {
+        op: BinOp,
+        act: (f32, f32),
+    },
+}
+
+struct BinaryKernel {
+    bc: Broadcast,
+    kind: Binary,
+}
+
+fn binary_common(ctx: &mut BuildCtx<'_>) -> Result<(TensorInfo, TensorInfo, TensorInfo, Broadcast)> {
+    let a = ctx.input(0)?.clone();
+    let b = ctx.input(1)?.clone();
+    if a.dtype != b.dtype {
+        return Err(ctx.err("the two inputs have different types"));
+    }
+    let (bc, shape) = Broadcast::new(ctx, &a.shape, &b.shape)?;
+    set_output_shape(ctx, 0, shape)?;
+    let out = ctx.output(0)?.clone();
+    if out.dtype != a.dtype {
+        return Err(ctx.err("the output type differs from the inputs"));
+    }
+    Ok((a, b, out, bc))
+}
+
+fn int_act(act: Activation) -> (i32, i32) {
+    match act {
+        Activation::Relu => (0, i32::MAX),
+        Activation::Relu6 => (0, 6),
+        Activation::ReluN1To1 => (-1, 1),
+        _ => (i32::MIN, i32::MAX),
+    }
+}
+
+fn q_act(out: &TensorInfo, act: Activation) -> Result<(i32, i32)> {
+    let (s, z) = out.qparams()?;
+    let (lo, hi) = quant::type_range(out.dtype);
+    Ok(quant::activation_range_quantized(act, s, z, lo, hi))
+}
 
 pub(crate) fn build_add_sub(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let sub = ctx.op_name == "SUB";
+    let (a, b, out, bc) = binary_common(ctx)?;
+    let act = ctx.options.activation;
+    let kind = match a.dtype {
+        TensorType::UINT8 | TensorType::INT8 => {
+            let q = Q8::of(ctx, a.dtype)?;
+            let (s1, z1) = a.qparams()?;
+            let (s2, z2) = b.qparams()?;
+            let (so, zo) = out.qparams()?;
+            let left_shift = 20;
+            let twice_max = (2.0 * s1.max(s2)) as f64;
+            let r1 = s1 as f64 / twice_max;
+            let r2 = s2 as f64 / twice_max;
+            let ro = twice_max / ((1i32 << left_shift) as f32 * so) as f64;
+            Binary::QAddSub {
+                q,
+                sub,
+                in1_offset: -z1,
+                in2_offset: -z2,
+                out_offset: zo,
+                m1: quant::quantize_multiplier(r1),
+                m2: quant::quantize_multiplier(r2),
+                mo: quant::quantize_multiplier(ro),
+                act: q_act(&out, act)?,
+            }
+        }
+        TensorType::INT32 => Binary::I32 { op: if sub { BinOp::Sub } else { BinOp::Add }, act: int_act(act) },
+        TensorType::FLOAT32 => {
+            Binary::F32 { op: if sub { BinOp::Sub } else { BinOp::Add }, act: quant::activation_range_f32(act) }
+        }
+        t => return Err(ctx.err(format!("type {} is not supported", t.name()))),
+    };
+    Built::new(BinaryKernel { bc, kind })
 }
 
 pub(crate) fn build_mul(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let (a, b, out, bc) = binary_common(ctx)?;
+    let act = ctx.options.activation;
+    let kind = match a.dtype {
+        TensorType::UINT8 | TensorType::INT8 => {
+            let q = Q8::of(ctx, a.dtype)?;
+            let (s1, z1) = a.qparams()?;
+            let (s2, z2) = b.qparams()?;
+            let (so, zo) = out.qparams()?;
+            let real = s1 as f64 * s2 as f64 / so as f64;
+            Binary::QMul {
+                q,
+                in1_offset: -z1,
+                in2_offset: -z2,
+                out_offset: zo,
+                m: quant::quantize_multiplier(real),
+                act: q_act(&out, act)?,
+            }
+        }
+        TensorType::INT32 => Binary::I32 { op: BinOp::Mul, act: int_act(act) },
+        TensorType::FLOAT32 => Binary::F32 { op: BinOp::Mul, act: quant::activation_range_f32(act) },
+        t => return Err(ctx.err(format!("type {} is not supported", t.name()))),
+    };
+    Built::new(BinaryKernel { bc, kind })
 }
 
 pub(crate) fn build_div(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let (a, _, _, bc) = binary_common(ctx)?;
+    let act = ctx.options.activation;
+    let kind = match a.dtype {
+        TensorType::FLOAT32 => Binary::F32 { op: BinOp::Div, act: quant::activation_range_f32(act) },
+        TensorType::INT32 => Binary::I32 { op: BinOp::Div, act: int_act(act) },
+        t => return Err(ctx.err(format!("type {} is not supported (float32 or int32)", t.name()))),
+    };
+    Built::new(BinaryKernel { bc, kind })
 }
 
 pub(crate) fn build_floor_div(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let (a, _, _, bc) = binary_common(ctx)?;
+    let kind = match a.dtype {
+        TensorType::FLOAT32 => Binary::F32 { op: BinOp::FloorDiv, act: (f32::MIN, f32::MAX) },
+        TensorType::INT32 => Binary::I32 { op: BinOp::FloorDiv, act: (i32::MIN, i32::MAX) },
+        t => return Err(ctx.err(format!("type {} is not supported (float32 or int32)", t.name()))),
+    };
+    Built::new(BinaryKernel { bc, kind })
+}
+
+fn division_by_zero() -> Error {
+    Error::argument("integer division by zero")
+}
+
+impl Kernel for BinaryKernel {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        match self.kind {
+            Binary::QAddSub { q, sub, in1_offset, in2_offset, out_offset, m1, m2, mo, act } => {
+                let (x, y) = (io.ins[0], io.ins[1]);
+                let out = &mut *io.outs[0];
+                self.bc.for_each(|o, i, j| {
+                    let a = (in1_offset + q.get(x, i)) * (1 << 20);
+                    let b = (in2_offset + q.get(y, j)) * (1 << 20);
+                    let sa = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(a, m1.0, m1.1);
+                    let sb = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(b, m2.0, m2.1);
+                    let raw = if sub { sa - sb } else { sa + sb };
+                    let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1) + out_offset;
+                    out[o] = q.put(v.clamp(act.0, act.1));
+                });
+            }
+            Binary::QMul { q, in1_offset, in2_offset, out_offset, m, act } => {
+                let (x, y) = (io.ins[0], io.ins[1]);
+                let out = &mut *io.outs[0];
+                self.bc.for_each(|o, i, j| {
+                    let p = (in1_offset + q.get(x, i)) * (in2_offset + q.get(y, j));
+                    let v = out_offset + quant::multiply_by_quantized_multiplier(p, m.0, m.1);
+                    out[o] = q.put(v.clamp(act.0, act.1));
+                });
+            }
+            Binary::I32 { op, act } => {
+                let x: &[i32] = cast(io.ins[0])?;
+                let y: &[i32] = cast(io.ins[1])?;
+                let out: &mut [i32] = cast_mut(io.outs[0])?;
+                let mut zero = false;
+                self.bc.for_each(|o, i, j| {
+                    let (a, b) = (x[i], y[j]);
+                    let v = match op {
+                        BinOp::Add => a.wrapping_add(b),
+                        BinOp::Sub => a.wrapping_sub(b),
+                        BinOp::Mul => a.wrapping_mul(b),
+                        BinOp::Div | BinOp::FloorDiv if b == 0 => {
+                            zero = true;
+                            0
+                        }
+                        BinOp::Div => a.wrapping_div(b),
+                        BinOp::FloorDiv => {
+                            let d = a.wrapping_div(b);
+                            if (a % b != 0) && ((a < 0) != (b < 0)) {
+                                d - 1
+                            } else {
+                                d
+                            }
+                        }
+                    };
+                    out[o] = v.clamp(act.0, act.1);
+                });
+                if zero {
+                    return Err(division_by_zero());
+                }
+            }
+            Binary::F32 { op, act } => {
+                let x: &[f32] = cast(io.ins[0])?;
+                let y: &[f32] = cast(io.ins[1])?;
+                let out: &mut [f32] = cast_mut(io.outs[0])?;
+                self.bc.for_each(|o, i, j| {
+                    let (a, b) = (x[i], y[j]);
+                    let v = match op {
+                        BinOp::Add => a + b,
+                        BinOp::Sub => a - b,
+                        BinOp::Mul => a * b,
+                        BinOp::Div => a / b,
+                        BinOp::FloorDiv => (a / b).floor(),
+                    };
+                    out[o] = v.clamp(act.0, act.1);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Sqrt;
+
+impl Kernel for Sqrt {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let x: &[f32] = cast(io.ins[0])?;
+        let out: &mut [f32] = cast_mut(io.outs[0])?;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v.sqrt();
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn build_sqrt(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    ctx.expect_input(0, TensorType::FLOAT32)?;
+    ctx.outputs[0].shape = ctx.input(0)?.shape.clone();
+    Built::new(Sqrt)
+}
+
+/// Numeric element types CAST converts between.
+#[derive(Clone, Copy)]
+enum Num {
+    F32,
+    I32,
+    U8,
+    I8,
+    I64,
+    I16,
+    Bool,
+}
+
+impl Num {
+    fn of(t: TensorType) -> Option<Num> {
+        Some(match t {
+            TensorType::FLOAT32 => Num::F32,
+            TensorType::INT32 => Num::I32,
+            TensorType::UINT8 => Num::U8,
+            TensorType::INT8 => Num::I8,
+            TensorType::INT64 => Num::I64,
+            TensorType::INT16 => Num::I16,
+            TensorType::BOOL => Num::Bool,
+            _ => return None,
+        })
+    }
+    fn size(self) -> usize {
+        match self {
+            Num::F32 | Num::I32 => 4,
+            Num::U8 | Num::I8 | Num::Bool => 1,
+            Num::I64 => 8,
+            Num::I16 => 2,
+        }
+    }
+    /// Reads element `i` as f64 (exact for every type but i64 beyond 2^53).
+    fn read(self, b: &[u8], i: usize) -> f64 {
+        let s = self.size();
+        let c = &b[i * s..(i + 1) * s];
+        match self {
+            Num::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+            Num::I32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+            Num::U8 => c[0] as f64,
+            Num::I8 => c[0] as i8 as f64,
+            Num::I64 => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
+            Num::I16 => i16::from_le_bytes([c[0], c[1]]) as f64,
+            Num::Bool => (c[0] != 0) as u8 as f64,
+        }
+    }
+    /// Writes `v` like C++'s `static_cast` (float -> int truncates; Rust saturates where C++ is
+    /// undefined).
+    fn write(self, b: &mut [u8], i: usize, v: f64, from_float: bool) {
+        let s = self.size();
+        let c = &mut b[i * s..(i + 1) * s];
+        match self {
+            Num::F32 => c.copy_from_slice(&(v as f32).to_le_bytes()),
+            Num::I32 => c.copy_from_slice(&(v as i32).to_le_bytes()),
+            Num::U8 => c[0] = if from_float { v as u8 } else { v as i64 as u8 },
+            Num::I8 => c[0] = if from_float { v as i8 as u8 } else { v as i64 as i8 as u8 },
+            Num::I64 => c.copy_from_slice(&(v as i64).to_le_bytes()),
+            Num::I16 => c.copy_from_slice(&(if from_float { v as i16 } else { v as i64 as i16 }).to_le_bytes()),
+            Num::Bool => c[0] = (v != 0.0) as u8,
+        }
+    }
+}
+
+struct Cast {
+    from: Num,
+    to: Num,
+    n: usize,
+}
+
+impl Kernel for Cast {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let from_float = matches!(self.from, Num::F32);
+        for i in 0..self.n {
+            let v = self.from.read(io.ins[0], i);
+            self.to.write(io.outs[0], i, v, from_float);
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn build_cast(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    let output = ctx.output(0)?.clone();
+    let from = Num::of(input.dtype).ok_or_else(|| ctx.err("unsupported input type"))?;
+    let to = Num::of(output.dtype).ok_or_else(|| ctx.err("unsupported output type"))?;
+    ctx.outputs[0].shape = input.shape.clone();
+    Built::new(Cast { from, to, n: input.num_elements() })
+}
+
+enum Quantize {
+    FromFloat { q: Q8, scale: f64, zp: i32 },
+    Requantize { qi: Q8, qo: Q8, in_zp: i32, out_zp: i32, m: (i32, i32) },
+}
+
+impl Kernel for Quantize {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let out = &mut *io.outs[0];
+        match *self {
+            Quantize::FromFloat { q, scale, zp } => {
+                let x: &[f32] = cast(io.ins[0])?;
+                let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
+                for (o, &v) in out.iter_mut().zip(x) {
+                    let u = (v as f64 / scale).round() as i32 + zp;
+                    *o = q.put(u.clamp(lo, hi));
+                }
+            }
+            Quantize::Requantize { qi, qo, in_zp, out_zp, m } => {
+                let (lo, hi) = if qo == Q8::U8 { (0, 255) } else { (-128, 127) };
+                for (i, o) in out.iter_mut().enumerate() {
+                    let v = quant::multiply_by_quantized_multiplier(qi.get(io.ins[0], i) - in_zp, m.0, m.1) + out_zp;
+                    *o = qo.put(v.clamp(lo, hi));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn build_quantize(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    ctx.outputs[0].shape = input.shape.clone();
+    let output = ctx.output(0)?.clone();
+    let qo = Q8::of(ctx, output.dtype)?;
+    let (os, oz) = output.qparams()?;
+    if output.quant.as_ref().is_some_and(|q| q.scale.len() > 1) {
+        return Err(ctx.err("per-channel QUANTIZE outputs are not supported"));
+    }
+    let k = match input.dtype {
+        TensorType::FLOAT32 => Quantize::FromFloat { q: qo, scale: os as f64, zp: oz },
+        _ => {
+            let qi = Q8::of(ctx, input.dtype)?;
+            let (is, iz) = input.qparams()?;
+            Quantize::Requantize { qi, qo, in_zp: iz, out_zp: oz, m: quant::quantize_multiplier(is as f64 / os as f64) }
+        }
+    };
+    Built::new(k)
+}
+
+struct Dequantize {
+    q: Option<Q8>,
+    scale: f64,
+    zp: i32,
+}
+
+impl Kernel for Dequantize {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let out: &mut [f32] = cast_mut(io.outs[0])?;
+        match self.q {
+            Some(q) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = (self.scale * (q.get(io.ins[0], i) - self.zp) as f64) as f32;
+                }
+            }
+            None => {
+                let x: &[i16] = cast(io.ins[0])?;
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (self.scale * (v as i32 - self.zp) as f64) as f32;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn build_dequantize(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    ctx.outputs[0].shape = input.shape.clone();
+    if ctx.output(0)?.dtype != TensorType::FLOAT32 {
+        return Err(ctx.err("the output must be float32"));
+    }
+    let q = match input.dtype {
+        TensorType::INT16 => None,
+        t => Some(Q8::of(ctx, t)?),
+    };
+    if input.quant.as_ref().is_some_and(|q| q.scale.len() > 1) {
+        return Err(ctx.err("per-channel DEQUANTIZE is not supported"));
+    }
+    let (s, z) = input.qparams()?;
+    Built::new(Dequantize { q, scale: s as f64, zp: z })
+}
+
+enum Relu {
+    Q { q: Q8, in_zp: i32, out_zp: i32, m: (i32, i32), act: (i32, i32) },
+    F { lo: f32, hi: f32 },
+}
+
+impl Kernel for Relu {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        match *self {
+            Relu::Q { q, in_zp, out_zp, m, act } => {
+                let out = &mut *io.outs[0];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let v = out_zp + quant::multiply_by_quantized_multiplier(q.get(io.ins[0], i) - in_zp, m.0, m.1);
+                    *o = q.put(v.clamp(act.0, act.1));
+                }
+            }
+            Relu::F { lo, hi } => {
+                let x: &[f32] = cast(io.ins[0])?;
+                let out: &mut [f32] = cast_mut(io.outs[0])?;
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v.max(lo).min(hi);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn build_relu(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    ctx.outputs[0].shape = input.shape.clone();
+    let output = ctx.output(0)?.clone();
+    let (lo, hi) = match ctx.op_name {
+        "RELU6" => (0.0f32, 6.0f32),
+        "RELU_N1_TO_1" => (-1.0, 1.0),
+        _ => (0.0, f32::INFINITY),
+    };
+    if input.dtype == TensorType::FLOAT32 {
+        return Built::new(Relu::F { lo, hi });
+    }
+    let q = Q8::of(ctx, input.dtype)?;
+    let (is, iz) = input.qparams()?;
+    let (os, oz) = output.qparams()?;
+    let (tmin, tmax) = quant::type_range(output.dtype);
+    let amin = tmin.max(oz + (lo / os).round() as i32);
+    let amax = if hi.is_infinite() { tmax } else { tmax.min(oz + (hi / os).round() as i32) };
+    let m = quant::quantize_multiplier((is / os) as f64);
+    Built::new(Relu::Q { q, in_zp: iz, out_zp: oz, m, act: (amin, amax) })
 }

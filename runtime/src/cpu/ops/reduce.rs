@@ -1,12 +1,229 @@
-//! Not implemented yet.
+//! MEAN and ARG_MAX / ARG_MIN.
 
-use crate::cpu::kernel::{BuildCtx, Built};
+use super::common::{axis, le_i32, set_output_shape, Q8};
+use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel};
+use crate::cpu::quant;
 use crate::error::Result;
+use crate::model::TensorType;
+
+/// Which of TFLite's MEAN implementations applies (they round differently).
+enum MeanKind {
+    /// uint8, 4-D, keep_dims, axes {1,2}: reference_ops::Mean for uint8.
+    U8Hw { bias: i32, m: (i32, i32) },
+    /// int8, 4-D, keep_dims, axes {1,2}: reference_integer_ops::Mean.
+    I8Hw { m: (i32, i32), in_zp: i32, out_zp: i32 },
+    /// Same input and output quantization: integer sum divided (truncating) by the count.
+    SameQuant,
+    /// General quantized case: float rescale of the mean.
+    Float { scale: f32, bias: f32, out_zp: f32 },
+    /// float32 input.
+    F32,
+}
+
+struct Mean {
+    q: Option<Q8>,
+    kind: MeanKind,
+    /// Input seen as [outer][reduced][inner] after moving reduced axes: handled generically by
+    /// index lists.
+    in_shape: Vec<usize>,
+    reduce: Vec<bool>,
+    count: usize,
+    outputs: usize,
+}
 
 pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    let rank = input.shape.len();
+    let axes = le_i32(ctx.constant(1)?);
+    let mut reduce = vec![false; rank];
+    for &a in &axes {
+        reduce[axis(ctx, a, rank)?] = true;
+    }
+    let keep = ctx.options.keep_dims;
+    let out_shape: Vec<usize> = (0..rank)
+        .filter_map(|d| if reduce[d] { keep.then_some(1) } else { Some(input.shape[d]) })
+        .collect();
+    set_output_shape(ctx, 0, out_shape.clone())?;
+    let out = ctx.output(0)?.clone();
+    let count: usize = (0..rank).filter(|&d| reduce[d]).map(|d| input.shape[d]).product();
+    let outputs: usize = out_shape.iter().product();
+    let hw = keep && rank == 4 && reduce == [false, true, true, false];
+    let (q, kind) = match input.dtype {
+        TensorType::FLOAT32 => (None, MeanKind::F32),
+        t => {
+            let q = Q8::of(ctx, t)?;
+            let (is, iz) = input.qparams()?;
+            let (os, oz) = out.qparams()?;
+            let kind = if hw && q == Q8::U8 {
+                let mut temp = iz as f32 * is / os;
+                temp = if temp > 0.0 { temp + 0.5 } else { temp - 0.5 };
+                let bias = oz - temp as i32;
+                let real = (is / (count as f32 * os)) as f64;
+                MeanKind::U8Hw { bias, m: quant::quantize_multiplier(real) }
+            } else if hw {
+                MeanKind::I8Hw { m: quant::quantize_multiplier(is as f64 / os as f64), in_zp: iz, out_zp: oz }
+            } else if iz == oz && is == os {
+                MeanKind::SameQuant
+            } else {
+                let scale = is / os;
+                MeanKind::Float { scale, bias: -(iz as f32) * scale, out_zp: oz as f32 }
+            };
+            (Some(q), kind)
+        }
+    };
+    let scratch = outputs * 8;
+    Built::with_scratch(Mean { q, kind, in_shape: input.shape.clone(), reduce, count, outputs }, scratch)
+}
+
+impl Mean {
+    /// Calls `f(output_index, input_index)` for every input element.
+    fn walk(&self, mut f: impl FnMut(usize, usize)) {
+        let rank = self.in_shape.len();
+        let mut idx = [0usize; 8];
+        let total: usize = self.in_shape.iter().product();
+        for i in 0..total {
+            let mut o = 0;
+            for d in 0..rank {
+                if !self.reduce[d] {
+                    o = o * self.in_shape[d] + idx[d];
+                }
+            }
+            f(o, i);
+            for d in (0..rank).rev() {
+                idx[d] += 1;
+                if idx[d] < self.in_shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+impl Kernel for Mean {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let sums: &mut [i64] = cast_mut(&mut io.scratch[..self.outputs * 8])?;
+        sums.fill(0);
+        let n = self.count as i64;
+        match self.q {
+            None => {
+                let x: &[f32] = cast(io.ins[0])?;
+                let out: &mut [f32] = cast_mut(io.outs[0])?;
+                out.fill(0.0);
+                self.walk(|o, i| out[o] += x[i]);
+                for v in out.iter_mut() {
+                    *v /= self.count as f32;
+                }
+                return Ok(());
+            }
+            Some(q) => {
+                let x = io.ins[0];
+                let in_zp = match self.kind {
+                    MeanKind::I8Hw { in_zp, .. } => in_zp,
+                    _ => 0,
+                };
+                self.walk(|o, i| sums[o] += (q.get(x, i) - in_zp) as i64);
+                let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
+                let out = &mut *io.outs[0];
+                for (o, &s) in out.iter_mut().zip(sums.iter()) {
+                    let v = match self.kind {
+                        MeanKind::U8Hw { bias, m } => {
+                            (quant::multiply_by_quantized_multiplier(s as i32, m.0, m.1) + bias).clamp(lo, hi)
+                        }
+                        MeanKind::I8Hw { m, out_zp, .. } => {
+                            let acc = quant::multiply_by_quantized_multiplier(s as i32, m.0, m.1) as i64;
+                            let acc = if acc > 0 { (acc + n / 2) / n } else { (acc - n / 2) / n };
+                            (acc as i32 + out_zp).clamp(lo, hi)
+                        }
+                        MeanKind::SameQuant => (s / n) as i32,
+                        MeanKind::Float { scale, bias, out_zp } => {
+                            let mean = s as i32 as f32 / self.count as f32;
+                            ((mean * scale + bias).round() + out_zp).clamp(lo as f32, hi as f32) as i32
+                        }
+                        MeanKind::F32 => 0,
+                    };
+                    *o = q.put(v);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ArgMinMax {
+    q: ArgIn,
+    max: bool,
+    outer: usize,
+    axis_len: usize,
+    inner: usize,
+    out64: bool,
+}
+
+#[derive(Clone, Copy)]
+enum ArgIn {
+    Q(Q8),
+    F32,
+    I32,
 }
 
 pub(crate) fn build_arg_min_max(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    Err(ctx.err("not implemented yet in this runtime"))
+    let input = ctx.input(0)?.clone();
+    let rank = input.shape.len();
+    let a = *le_i32(ctx.constant(1)?).first().ok_or_else(|| ctx.err("the axis tensor is empty"))?;
+    let ax = axis(ctx, a, rank)?;
+    let mut shape = input.shape.clone();
+    shape.remove(ax);
+    set_output_shape(ctx, 0, shape)?;
+    let out64 = match ctx.output(0)?.dtype {
+        TensorType::INT64 => true,
+        TensorType::INT32 => false,
+        t => return Err(ctx.err(format!("output type {} is not supported (int32 or int64)", t.name()))),
+    };
+    let q = match input.dtype {
+        TensorType::FLOAT32 => ArgIn::F32,
+        TensorType::INT32 => ArgIn::I32,
+        t => ArgIn::Q(Q8::of(ctx, t)?),
+    };
+    Built::new(ArgMinMax {
+        q,
+        max: ctx.op_name == "ARG_MAX",
+        outer: input.shape[..ax].iter().product(),
+        axis_len: input.shape[ax],
+        inner: input.shape[ax + 1..].iter().product(),
+        out64,
+    })
+}
+
+impl Kernel for ArgMinMax {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let x = io.ins[0];
+        let get = |i: usize| -> f64 {
+            match self.q {
+                ArgIn::Q(q) => q.get(x, i) as f64,
+                ArgIn::F32 => f32::from_le_bytes([x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]]) as f64,
+                ArgIn::I32 => i32::from_le_bytes([x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]]) as f64,
+            }
+        };
+        let out = &mut *io.outs[0];
+        for o in 0..self.outer {
+            for i in 0..self.inner {
+                let mut best = get(o * self.axis_len * self.inner + i);
+                let mut best_k = 0usize;
+                for k in 1..self.axis_len {
+                    let v = get((o * self.axis_len + k) * self.inner + i);
+                    if (self.max && v > best) || (!self.max && v < best) {
+                        best = v;
+                        best_k = k;
+                    }
+                }
+                let at = o * self.inner + i;
+                if self.out64 {
+                    out[at * 8..at * 8 + 8].copy_from_slice(&(best_k as i64).to_le_bytes());
+                } else {
+                    out[at * 4..at * 4 + 4].copy_from_slice(&(best_k as i32).to_le_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
 }
