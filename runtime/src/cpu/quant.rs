@@ -65,7 +65,9 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
 pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
     let left = shift.max(0);
     let right = (-shift).max(0);
-    rounding_divide_by_pot(sat_rounding_doubling_high_mul(x.wrapping_mul(1 << left), multiplier), right)
+    // Shifts of 32 or more (absurd scales, e.g. 3e-35 in some LSTM models) are undefined in C++;
+    // x86 masks the count to 5 bits, which `wrapping_shl` reproduces.
+    rounding_divide_by_pot(sat_rounding_doubling_high_mul(x.wrapping_mul(1i32.wrapping_shl(left as u32)), multiplier), right.min(31))
 }
 
 /// TFLite's `MultiplyByQuantizedMultiplierSmallerThanOneExp`.
@@ -77,7 +79,7 @@ pub fn multiply_by_quantized_multiplier_smaller_than_one_exp(x: i32, multiplier:
 /// TFLite's `MultiplyByQuantizedMultiplierGreaterThanOne`.
 #[inline(always)]
 pub fn multiply_by_quantized_multiplier_greater_than_one(x: i32, multiplier: i32, left_shift: i32) -> i32 {
-    sat_rounding_doubling_high_mul(x.wrapping_mul(1 << left_shift), multiplier)
+    sat_rounding_doubling_high_mul(x.wrapping_mul(1i32.wrapping_shl(left_shift as u32)), multiplier)
 }
 
 /// Integer range of a quantized type.

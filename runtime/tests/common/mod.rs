@@ -45,6 +45,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Reads a golden `.bin` file, or its `.bin.gz` twin.
 pub fn read_golden_bin(dir: &std::path::Path, file: &str) -> Vec<u8> {
+    let file = file.strip_suffix(".gz").unwrap_or(file);
     let p = dir.join(file);
     if p.is_file() {
         return std::fs::read(&p).unwrap();
@@ -52,7 +53,7 @@ pub fn read_golden_bin(dir: &std::path::Path, file: &str) -> Vec<u8> {
     let gz = dir.join(format!("{file}.gz"));
     let f = std::fs::File::open(&gz).unwrap_or_else(|e| panic!("{}: {e}", gz.display()));
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(f), &mut out).unwrap();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(f), &mut out).unwrap();
     out
 }
 

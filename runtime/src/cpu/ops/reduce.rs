@@ -6,16 +6,11 @@ use crate::cpu::quant;
 use crate::error::Result;
 use crate::model::TensorType;
 
-/// Which of TFLite's MEAN implementations applies (they round differently).
+/// How MEAN computes.
 enum MeanKind {
-    /// uint8, 4-D, keep_dims, axes {1,2}: reference_ops::Mean for uint8.
-    U8Hw { bias: i32, m: (i32, i32) },
-    /// int8, 4-D, keep_dims, axes {1,2}: reference_integer_ops::Mean.
-    I8Hw { m: (i32, i32), in_zp: i32, out_zp: i32 },
-    /// Same input and output quantization: integer sum divided (truncating) by the count.
-    SameQuant,
-    /// General quantized case: float rescale of the mean.
-    Float { scale: f32, bias: f32, out_zp: f32 },
+    /// Quantized: TFLite's integer `QuantizedMeanOrSum` (input/output rescale folded with
+    /// 1/count into one multiplier).
+    Quantized { multiplier: i32, shift: i32, in_zp: i32, out_zp: i32 },
     /// float32 input.
     F32,
 }
@@ -47,28 +42,19 @@ pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let out = ctx.output(0)?.clone();
     let count: usize = (0..rank).filter(|&d| reduce[d]).map(|d| input.shape[d]).product();
     let outputs: usize = out_shape.iter().product();
-    let hw = keep && rank == 4 && reduce == [false, true, true, false];
     let (q, kind) = match input.dtype {
         TensorType::FLOAT32 => (None, MeanKind::F32),
         t => {
             let q = Q8::of(ctx, t)?;
             let (is, iz) = input.qparams()?;
             let (os, oz) = out.qparams()?;
-            let kind = if hw && q == Q8::U8 {
-                let mut temp = iz as f32 * is / os;
-                temp = if temp > 0.0 { temp + 0.5 } else { temp - 0.5 };
-                let bias = oz - temp as i32;
-                let real = (is / (count as f32 * os)) as f64;
-                MeanKind::U8Hw { bias, m: quant::quantize_multiplier(real) }
-            } else if hw {
-                MeanKind::I8Hw { m: quant::quantize_multiplier(is as f64 / os as f64), in_zp: iz, out_zp: oz }
-            } else if iz == oz && is == os {
-                MeanKind::SameQuant
-            } else {
-                let scale = is / os;
-                MeanKind::Float { scale, bias: -(iz as f32) * scale, out_zp: oz as f32 }
-            };
-            (Some(q), kind)
+            let (mut multiplier, mut shift) = quant::quantize_multiplier(is as f64 / os as f64);
+            if count > 0 {
+                let s = (63 - (count as u64).leading_zeros() as i32).min(32).min(31 + shift);
+                multiplier = (((multiplier as i64) << s) / count as i64) as i32;
+                shift -= s;
+            }
+            (Some(q), MeanKind::Quantized { multiplier, shift, in_zp: iz, out_zp: oz })
         }
     };
     let scratch = outputs * 8;
@@ -118,31 +104,15 @@ impl Kernel for Mean {
             }
             Some(q) => {
                 let x = io.ins[0];
-                let in_zp = match self.kind {
-                    MeanKind::I8Hw { in_zp, .. } => in_zp,
-                    _ => 0,
-                };
-                self.walk(|o, i| sums[o] += (q.get(x, i) - in_zp) as i64);
+                self.walk(|o, i| sums[o] += q.get(x, i) as i64);
                 let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
                 let out = &mut *io.outs[0];
-                for (o, &s) in out.iter_mut().zip(sums.iter()) {
-                    let v = match self.kind {
-                        MeanKind::U8Hw { bias, m } => {
-                            (quant::multiply_by_quantized_multiplier(s as i32, m.0, m.1) + bias).clamp(lo, hi)
-                        }
-                        MeanKind::I8Hw { m, out_zp, .. } => {
-                            let acc = quant::multiply_by_quantized_multiplier(s as i32, m.0, m.1) as i64;
-                            let acc = if acc > 0 { (acc + n / 2) / n } else { (acc - n / 2) / n };
-                            (acc as i32 + out_zp).clamp(lo, hi)
-                        }
-                        MeanKind::SameQuant => (s / n) as i32,
-                        MeanKind::Float { scale, bias, out_zp } => {
-                            let mean = s as i32 as f32 / self.count as f32;
-                            ((mean * scale + bias).round() + out_zp).clamp(lo as f32, hi as f32) as i32
-                        }
-                        MeanKind::F32 => 0,
-                    };
-                    *o = q.put(v);
+                if let MeanKind::Quantized { multiplier, shift, in_zp, out_zp } = self.kind {
+                    for (o, &s) in out.iter_mut().zip(sums.iter()) {
+                        let shifted = (s - in_zp as i64 * n) as i32;
+                        let v = quant::multiply_by_quantized_multiplier(shifted, multiplier, shift) + out_zp;
+                        *o = q.put(v.clamp(lo, hi));
+                    }
                 }
             }
         }
