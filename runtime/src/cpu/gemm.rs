@@ -71,17 +71,48 @@ pub(crate) fn mac_row(q: Q8, x: &[u8], zp: i32, w: &[i32], acc: &mut [i32]) {
 pub(crate) fn requantize(acc: &[i32], bias: &[i32], stage: &OutputStage, q: Q8, out: &mut [u8]) {
     let n = bias.len();
     for (row_acc, row_out) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        for c in 0..n {
-            row_out[c] = q.put(stage.apply(row_acc[c] + bias[c], c));
-        }
+        requantize_bias_row(row_acc, Some(bias), stage, q, row_out);
     }
 }
 
 /// Output stage over one row of accumulators that already include the bias.
 pub(crate) fn requantize_row(acc: &[i32], stage: &OutputStage, q: Q8, out: &mut [u8]) {
-    for (c, (&a, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
-        *o = q.put(stage.apply(a, c));
+    requantize_bias_row(acc, None, stage, q, out)
+}
+
+fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q: Q8, out: &mut [u8]) {
+    let mut start = 0;
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`).
+        start = unsafe { x86::requantize_avx2(acc, bias, stage, q, out) };
     }
+    for c in start..acc.len() {
+        let a = acc[c] + bias.map_or(0, |b| b[c]);
+        out[c] = q.put(stage.apply(a, c));
+    }
+}
+
+/// `acc[c] += w[c] * (x[c] - zp)`, vectorised where the CPU allows.
+pub(crate) fn mac_row_fast(q: Q8, x: &[u8], zp: i32, w: &[i32], acc: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`).
+        unsafe { x86::mac_row_avx2(q, x, zp, w, acc) };
+        return;
+    }
+    mac_row(q, x, zp, w, acc)
+}
+
+/// [`widen`], vectorised where the CPU allows.
+pub(crate) fn widen_fast(q: Q8, src: &[u8], zp: i32, dst: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`).
+        unsafe { x86::widen_avx2(q, src, zp, dst) };
+        return;
+    }
+    widen(q, src, zp, dst)
 }
 
 /// `out[i][j] = sum_k a[i][k] * w[j][k]` for `m` rows of `a` and `n` rows of `w`.
@@ -134,9 +165,146 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
     acc.iter().sum()
 }
 
+/// Weights packed for [`gemm_packed`]: k in pairs, output channels padded to 16,
+/// `w[((kk * np) + j) * 2 + {0, 1}] = W[j][2kk + {0, 1}]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    pub w: Vec<i16>,
+    /// Output channels (unpadded).
+    pub n: usize,
+    /// Output channels padded to 16.
+    pub np: usize,
+    /// K padded to 16 (rows of A have this length).
+    pub kp: usize,
+}
+
+impl Packed {
+    /// Packs `rows` x `kp` weights (`[n][kp]`, zero padded).
+    pub fn new(w: &[i16], n: usize, kp: usize) -> Packed {
+        let np = n.div_ceil(16) * 16;
+        let mut out = vec![0i16; kp * np];
+        for j in 0..n {
+            for k in 0..kp {
+                out[((k / 2) * np + j) * 2 + (k % 2)] = w[j * kp + k];
+            }
+        }
+        Packed { w: out, n, np, kp }
+    }
+}
+
+/// `out[i][j] = sum_k a[i][k] * W[j][k]` for `m` rows of `a` (`kp` columns each), `out` rows
+/// of `p.np` values (columns past `p.n` are zero-weight padding).
+pub(crate) fn gemm_packed(a: &[i16], m: usize, p: &Packed, out: &mut [i32]) {
+    assert!(a.len() >= m * p.kp && out.len() >= m * p.np && p.kp % 2 == 0);
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`); bounds asserted above.
+        unsafe { x86::gemm_packed_avx2(a, m, p, out) };
+        return;
+    }
+    gemm_packed_portable(a, m, p, out)
+}
+
+pub(crate) fn gemm_packed_portable(a: &[i16], m: usize, p: &Packed, out: &mut [i32]) {
+    for i in 0..m {
+        let row = &mut out[i * p.np..(i + 1) * p.np];
+        row.fill(0);
+        for kk in 0..p.kp / 2 {
+            let (x0, x1) = (a[i * p.kp + 2 * kk] as i32, a[i * p.kp + 2 * kk + 1] as i32);
+            if x0 == 0 && x1 == 0 {
+                continue;
+            }
+            let w = &p.w[kk * p.np * 2..(kk + 1) * p.np * 2];
+            for (j, o) in row.iter_mut().enumerate() {
+                *o += x0 * w[2 * j] as i32 + x1 * w[2 * j + 1] as i32;
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::{OutputStage, Q8};
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn mac_row_avx2(q: Q8, x: &[u8], zp: i32, w: &[i32], acc: &mut [i32]) {
+        super::mac_row(q, x, zp, w, acc)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn widen_avx2(q: Q8, src: &[u8], zp: i32, dst: &mut [i16]) {
+        super::widen(q, src, zp, dst)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load8(s: &[i32], at: usize) -> __m256i {
+        let chunk = &s[at..at + 8];
+        // SAFETY: `chunk` holds exactly 8 i32 (32 bytes); loadu has no alignment requirement.
+        unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) }
+    }
+
+    /// gemmlowp `SaturatingRoundingDoublingHighMul` on the four even 32-bit lanes (result in the
+    /// low half of each 64-bit lane). Multipliers are positive, so the saturating case
+    /// (both operands i32::MIN) cannot occur.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn srdhm_even(a: __m256i, b: __m256i) -> __m256i {
+        let p = _mm256_mul_epi32(a, b);
+        let zero = _mm256_setzero_si256();
+        let neg = _mm256_cmpgt_epi64(zero, p);
+        let abs = _mm256_sub_epi64(_mm256_xor_si256(p, neg), neg);
+        // (|p| + 2^30 - [p < 0]) >> 31, then the sign back: truncating division of p + nudge.
+        let nudge = _mm256_add_epi64(_mm256_set1_epi64x(1 << 30), neg);
+        let q = _mm256_srli_epi64::<31>(_mm256_add_epi64(abs, nudge));
+        _mm256_sub_epi64(_mm256_xor_si256(q, neg), neg)
+    }
+
+    /// Requantizes whole groups of 8 channels; returns how many were done.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn requantize_avx2(
+        acc: &[i32],
+        bias: Option<&[i32]>,
+        st: &OutputStage,
+        q: Q8,
+        out: &mut [u8],
+    ) -> usize {
+        let n = acc.len() / 8 * 8;
+        let one = _mm256_set1_epi32(1);
+        let zero = _mm256_setzero_si256();
+        let offset = _mm256_set1_epi32(st.offset);
+        let (lo, hi) = (_mm256_set1_epi32(st.min), _mm256_set1_epi32(st.max));
+        let mut buf = [0i32; 8];
+        let mut c = 0;
+        while c < n {
+            let mut x = load8(acc, c);
+            if let Some(b) = bias {
+                x = _mm256_add_epi32(x, load8(b, c));
+            }
+            let m = load8(&st.multiplier, c);
+            let left = load8(&st.left, c);
+            let right = load8(&st.right, c);
+            x = _mm256_sllv_epi32(x, left);
+            let even = srdhm_even(x, m);
+            let odd = srdhm_even(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m));
+            let h = _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd));
+            // RoundingDivideByPOT with per-lane exponents.
+            let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+            let rem = _mm256_and_si256(h, mask);
+            let threshold = _mm256_sub_epi32(_mm256_srli_epi32::<1>(mask), _mm256_cmpgt_epi32(zero, h));
+            let r = _mm256_sub_epi32(_mm256_srav_epi32(h, right), _mm256_cmpgt_epi32(rem, threshold));
+            let v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, offset), lo), hi);
+            let dst = &mut buf;
+            // SAFETY: `buf` is 8 i32 (32 bytes); storeu has no alignment requirement.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, v) };
+            for (o, &b) in out[c..c + 8].iter_mut().zip(buf.iter()) {
+                *o = q.put(b);
+            }
+            c += 8;
+        }
+        n
+    }
 
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -155,6 +323,52 @@ mod x86 {
         let chunk = &s[at..at + 16];
         // SAFETY: `chunk` holds exactly 16 i16 (32 bytes); loadu has no alignment requirement.
         unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pair(a: &[i16], at: usize) -> __m256i {
+        let v = (a[at] as u16 as u32 | ((a[at + 1] as u16 as u32) << 16)) as i32;
+        _mm256_set1_epi32(v)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store8(s: &mut [i32], at: usize, v: __m256i) {
+        let chunk = &mut s[at..at + 8];
+        // SAFETY: `chunk` holds exactly 8 i32 (32 bytes); storeu has no alignment requirement.
+        unsafe { _mm256_storeu_si256(chunk.as_mut_ptr() as *mut __m256i, v) }
+    }
+
+    /// Broadcast GEMM: 4 rows x 16 output channels per tile, one `vpmaddwd` per (row, 8 channels,
+    /// k pair).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn gemm_packed_avx2(a: &[i16], m: usize, p: &super::Packed, out: &mut [i32]) {
+        let (kp, np) = (p.kp, p.np);
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(4);
+            let mut j = 0;
+            while j < np {
+                let mut acc = [_mm256_setzero_si256(); 8];
+                for kk in 0..kp / 2 {
+                    let wb = (kk * np + j) * 2;
+                    let b0 = load(&p.w, wb);
+                    let b1 = load(&p.w, wb + 16);
+                    for r in 0..rows {
+                        let x = pair(a, (i + r) * kp + 2 * kk);
+                        acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(x, b0));
+                        acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(x, b1));
+                    }
+                }
+                for r in 0..rows {
+                    store8(out, (i + r) * np + j, acc[2 * r]);
+                    store8(out, (i + r) * np + j + 8, acc[2 * r + 1]);
+                }
+                j += 16;
+            }
+            i += rows;
+        }
     }
 
     /// 4x2 tiles of `vpmaddwd` dot products; edges fall back to single dot products.
@@ -245,6 +459,15 @@ mod tests {
             let mut got = vec![0; m * n];
             gemm_with(Isa::Portable, &a, m, &w, n, kp, &mut got);
             prop_assert_eq!(&got, &want);
+            let packed = Packed::new(&w, n, kp);
+            let mut got_p = vec![0; m * packed.np];
+            gemm_packed(&a, m, &packed, &mut got_p);
+            let mut got_pp = vec![0; m * packed.np];
+            gemm_packed_portable(&a, m, &packed, &mut got_pp);
+            prop_assert_eq!(&got_p, &got_pp);
+            for i in 0..m {
+                prop_assert_eq!(&got_p[i * packed.np..i * packed.np + n], &want[i * n..(i + 1) * n]);
+            }
             if best() != Isa::Portable {
                 let mut got = vec![0; m * n];
                 gemm_with(best(), &a, m, &w, n, kp, &mut got);

@@ -83,6 +83,8 @@ pub(crate) struct BuildCtx<'m> {
     pub constants: Vec<Option<&'m [u8]>>,
     /// Outputs; builders set shapes the file leaves empty or that depend on inputs.
     pub outputs: Vec<TensorInfo>,
+    /// Intermediate tensors of the operator (`Operator::intermediates`; LSTM quantization scales).
+    pub intermediates: Vec<TensorInfo>,
     /// Use the reference kernel even when a fast one exists.
     pub reference: bool,
 }

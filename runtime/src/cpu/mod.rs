@@ -20,6 +20,7 @@
 //! # Ok::<(), edgetpu::Error>(())
 //! ```
 
+mod gemm;
 mod kernel;
 mod ops;
 mod par;
@@ -214,6 +215,21 @@ impl Interpreter {
                 }
                 e => e,
             })?;
+        }
+        Ok(())
+    }
+
+    /// Runs every node once and adds each node's wall time to `per_node` (one entry per node,
+    /// in [`Plan::node_names`] order): for profiling.
+    pub fn invoke_timed(&mut self, per_node: &mut [std::time::Duration]) -> Result<()> {
+        let plan = Arc::clone(&self.plan);
+        if per_node.len() != plan.nodes.len() {
+            return Err(Error::argument(format!("expected {} timing slots, got {}", plan.nodes.len(), per_node.len())));
+        }
+        for (node, slot) in plan.nodes.iter().zip(per_node.iter_mut()) {
+            let t = std::time::Instant::now();
+            self.run_node(&plan, node)?;
+            *slot += t.elapsed();
         }
         Ok(())
     }

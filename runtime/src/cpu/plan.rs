@@ -121,6 +121,7 @@ impl Plan {
                 inputs: op.inputs.iter().map(|i| i.map(|t| tensors[t].clone())).collect(),
                 constants: op.inputs.iter().map(|i| i.and_then(|t| model.tensor_data(&sg.tensors[t]))).collect(),
                 outputs: outputs.iter().map(|&t| tensors[t].clone()).collect(),
+                intermediates: op.intermediates.iter().map(|&t| tensors[t].clone()).collect(),
                 reference: options.reference,
             };
             if op.inputs.len() > MAX_INPUTS || outputs.len() > MAX_OUTPUTS {
@@ -129,6 +130,15 @@ impl Plan {
                     op.inputs.len(),
                     outputs.len()
                 )));
+            }
+            // A node's outputs are taken out of the arena while it runs: they must be distinct and
+            // not among its own inputs.
+            for (k, &t) in outputs.iter().enumerate() {
+                if outputs[..k].contains(&t) || op.inputs.contains(&Some(t)) {
+                    return Err(
+                        ctx.err(format!("output {k} (tensor {t}) is also another output or an input of the node"))
+                    );
+                }
             }
             let built = ops::build(&mut ctx)?;
             for (k, &t) in outputs.iter().enumerate() {

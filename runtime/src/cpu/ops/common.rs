@@ -13,9 +13,19 @@ pub(crate) struct OutputStage {
     pub offset: i32,
     pub min: i32,
     pub max: i32,
+    /// `max(shift, 0)` per channel (vector kernels).
+    pub left: Vec<i32>,
+    /// `max(-shift, 0)` per channel, at most 31 (vector kernels).
+    pub right: Vec<i32>,
 }
 
 impl OutputStage {
+    pub fn new(multiplier: Vec<i32>, shift: Vec<i32>, offset: i32, min: i32, max: i32) -> OutputStage {
+        let left = shift.iter().map(|&s| s.max(0)).collect();
+        let right = shift.iter().map(|&s| (-s).clamp(0, 31)).collect();
+        OutputStage { multiplier, shift, offset, min, max, left, right }
+    }
+
     #[inline(always)]
     pub fn apply(&self, acc: i32, channel: usize) -> i32 {
         let v = quant::multiply_by_quantized_multiplier(acc, self.multiplier[channel], self.shift[channel]);
@@ -55,7 +65,7 @@ pub(crate) fn conv_output_stage(
     }
     let (qmin, qmax) = quant::type_range(output.dtype);
     let (min, max) = quant::activation_range_quantized(activation, out_s, out_zp, qmin, qmax);
-    Ok(OutputStage { multiplier, shift, offset: out_zp, min, max })
+    Ok(OutputStage::new(multiplier, shift, out_zp, min, max))
 }
 
 /// Output size and leading padding of one spatial dimension (TFLite's `ComputeOutSize` and

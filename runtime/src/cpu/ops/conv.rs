@@ -75,9 +75,19 @@ struct Conv {
     k: usize,
     kp: usize,
     weights: Vec<i16>,
+    packed: Option<gemm::Packed>,
     bias: Vec<i32>,
     stage: OutputStage,
     reference: bool,
+}
+
+/// Keeps the `[oc][kp]` weights for the reference kernel, or packs them for the fast one.
+fn layout(weights: Vec<i16>, n: usize, kp: usize, reference: bool) -> (Vec<i16>, Option<gemm::Packed>) {
+    if reference {
+        (weights, None)
+    } else {
+        (Vec::new(), Some(gemm::Packed::new(&weights, n, kp)))
+    }
 }
 
 pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
@@ -125,9 +135,11 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     };
     let reference = ctx.reference;
     // Fast path scratch: im2col rows (i16) + accumulators, per thread.
-    let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * oc * 4 + 64;
+    let np = oc.div_ceil(16) * 16;
+    let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * np * 4 + 64;
     let in_zp = input.qparams()?.1;
-    Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, bias, stage, reference }, scratch)
+    let (weights, packed) = layout(weights, oc, kp, reference);
+    Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, bias, stage, reference }, scratch)
 }
 
 impl Conv {
@@ -183,7 +195,7 @@ impl Conv {
                     continue;
                 }
                 let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                gemm::widen(self.q_in, &input[base..base + g.in_c], self.in_zp, dst);
+                gemm::widen_fast(self.q_in, &input[base..base + g.in_c], self.in_zp, dst);
             }
         }
     }
@@ -199,10 +211,12 @@ impl Kernel for Conv {
         }
         let oc = self.g.out_c;
         let kp = self.kp;
+        let packed = self.packed.as_ref().ok_or_else(|| crate::Error::argument("conv weights are not packed"))?;
+        let np = packed.np;
         io.par.rows(out, oc, 4, io.scratch, |first, rows, scratch| {
             let (a, rest) = scratch.split_at_mut(gemm::ROWS * kp * 2);
             let a: &mut [i16] = bytemuck::cast_slice_mut(a);
-            let acc: &mut [i32] = cast_mut(&mut rest[..gemm::ROWS * oc * 4]).expect("aligned scratch");
+            let acc: &mut [i32] = cast_mut(&mut rest[..gemm::ROWS * np * 4]).expect("aligned scratch");
             let n = rows.len() / oc;
             let mut p = 0;
             while p < n {
@@ -210,14 +224,16 @@ impl Kernel for Conv {
                 for r in 0..m {
                     self.patch(input, first + p + r, &mut a[r * kp..(r + 1) * kp]);
                 }
-                gemm::gemm(&a[..m * kp], m, &self.weights, oc, kp, &mut acc[..m * oc]);
-                gemm::requantize(
-                    &acc[..m * oc],
-                    &self.bias,
-                    &self.stage,
-                    self.q_out,
-                    &mut rows[p * oc..(p + m) * oc],
-                );
+                gemm::gemm_packed(&a[..m * kp], m, packed, &mut acc[..m * np]);
+                for r in 0..m {
+                    gemm::requantize(
+                        &acc[r * np..r * np + oc],
+                        &self.bias,
+                        &self.stage,
+                        self.q_out,
+                        &mut rows[(p + r) * oc..(p + r + 1) * oc],
+                    );
+                }
                 p += m;
             }
         });
@@ -348,7 +364,7 @@ impl Depthwise {
                     let w = &self.weights[(ky * g.k_w + kx) * oc..][..oc];
                     let x = &input[base..base + g.in_c];
                     if self.mult == 1 {
-                        gemm::mac_row(self.q_in, x, self.in_zp, w, acc);
+                        gemm::mac_row_fast(self.q_in, x, self.in_zp, w, acc);
                     } else {
                         for (c, xv) in xs.iter_mut().enumerate().take(g.in_c) {
                             *xv = self.q_in.get(x, c) - self.in_zp;
@@ -475,7 +491,7 @@ impl Kernel for FullyConnected {
             for r in 0..m {
                 let row = &mut a[r * kp..(r + 1) * kp];
                 row[self.k..].fill(0);
-                gemm::widen(self.q_in, &input[(b + r) * self.k..(b + r + 1) * self.k], self.in_zp, &mut row[..self.k]);
+                gemm::widen_fast(self.q_in, &input[(b + r) * self.k..(b + r + 1) * self.k], self.in_zp, &mut row[..self.k]);
             }
             gemm::gemm_par(io.par, &a[..m * kp], m, &self.weights, units, kp, &mut acc[..m * units]);
             gemm::requantize(&acc[..m * units], &self.bias, &self.stage, self.q_out, &mut out[b * units..(b + m) * units]);

@@ -4,12 +4,14 @@ use super::kernel::{BuildCtx, Built};
 use crate::error::Result;
 
 mod activation;
+pub(crate) mod common;
 mod conv;
 mod detection;
 mod elementwise;
 mod extra_act;
 mod extra_shape;
 mod lstm;
+mod lstm_math;
 mod pool;
 mod posenet;
 mod reduce;

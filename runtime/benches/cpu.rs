@@ -1,0 +1,163 @@
+//! CPU interpreter benchmark against ai-edge-litert (default XNNPACK delegate), same model, same
+//! input bytes (the first golden of each model), same thread count, in the same run.
+//!
+//! Run: `cargo bench -p edgetpu --bench cpu` (needs `pip install ai-edge-litert`). Prints median
+//! invoke latency of both and the ratio ours / reference at 1 and 2 threads, then the peak RSS of
+//! a process that loads and runs mobilenet_v2 with this runtime.
+
+use edgetpu::cpu::{Interpreter, Options};
+use edgetpu::Model;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+const MODELS: &[(&str, &str)] = &[
+    ("mobilenet_v1_0.75_192_quant", "mobilenet_v1_0.75_192_quant.tflite"),
+    ("mobilenet_v2_1.0_224_quant", "mobilenet_v2_1.0_224_quant.tflite"),
+    ("tf2_mobilenet_v2_1.0_224_ptq", "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+    ("deeplabv3_mnv2_dm05_pascal_quant", "deeplabv3_mnv2_dm05_pascal_quant.tflite"),
+    ("traffic_model", "automl_video_ondevice/traffic_model.tflite"),
+    ("movenet_single_pose_lightning_ptq", "movenet_single_pose_lightning_ptq.tflite"),
+];
+
+fn testdata() -> PathBuf {
+    let dir = std::env::var_os("EDGETPU_TESTDATA")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"), PathBuf::from);
+    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
+    dir
+}
+
+/// Input files of the first golden run of `stem` (sorted by tag).
+fn golden_inputs(dir: &Path, stem: &str) -> Vec<PathBuf> {
+    let gdir = dir.join("golden").join(stem);
+    let mut jsons: Vec<PathBuf> = std::fs::read_dir(&gdir)
+        .unwrap_or_else(|e| panic!("{}: {e}", gdir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    jsons.sort();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&jsons[0]).unwrap()).unwrap();
+    json["inputs"].as_array().unwrap().iter().map(|i| gdir.join(i["file"].as_str().unwrap())).collect()
+}
+
+fn read_input(p: &Path) -> Vec<u8> {
+    let f = std::fs::File::open(p).unwrap();
+    let mut out = Vec::new();
+    if p.extension().is_some_and(|x| x == "gz") {
+        flate2::read::MultiGzDecoder::new(f).read_to_end(&mut out).unwrap();
+    } else {
+        std::io::BufReader::new(f).read_to_end(&mut out).unwrap();
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn ours(model: &Path, inputs: &[Vec<u8>], threads: usize, runs: usize) -> (f64, usize) {
+    let model = Arc::new(Model::open(model).unwrap());
+    let mut it = Interpreter::new(model, &Options { threads, ..Options::default() }).unwrap();
+    for (i, b) in inputs.iter().enumerate() {
+        it.set_input(i, b).unwrap();
+    }
+    for _ in 0..3 {
+        it.invoke().unwrap();
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        it.invoke().unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (median(times), it.arena_bytes())
+}
+
+const REFERENCE: &str = r#"
+import sys, time, statistics, gzip, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+path, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+it = Interpreter(model_path=path, num_threads=threads)
+it.allocate_tensors()
+for d, f in zip(it.get_input_details(), sys.argv[4:]):
+    b = gzip.open(f).read() if f.endswith('.gz') else open(f, 'rb').read()
+    it.set_tensor(d['index'], np.frombuffer(b, dtype=d['dtype']).reshape(d['shape']))
+for _ in range(3):
+    it.invoke()
+times = []
+for _ in range(runs):
+    t = time.perf_counter(); it.invoke(); times.append((time.perf_counter() - t) * 1e3)
+print(statistics.median(times))
+"#;
+
+fn reference(model: &Path, inputs: &[PathBuf], threads: usize, runs: usize) -> Result<f64, String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .args(["-c", REFERENCE])
+        .arg(model)
+        .arg(threads.to_string())
+        .arg(runs.to_string())
+        .args(inputs)
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the reference interpreter failed (pip install ai-edge-litert): {}",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("bad output: {e}"))
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let dir = testdata();
+    if let Ok(stem) = std::env::var("EDGETPU_BENCH_RSS_CHILD") {
+        // Child process: load, run once, report peak RSS.
+        let (_, file) = MODELS.iter().find(|m| m.0 == stem).unwrap();
+        let inputs: Vec<Vec<u8>> = golden_inputs(&dir, &stem).iter().map(|p| read_input(p)).collect();
+        let (_, arena) = ours(&dir.join(file), &inputs, 1, 1);
+        println!("{} {arena}", peak_rss_kib().unwrap_or(0));
+        return;
+    }
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = if quick { 2 } else { 30 };
+    println!("CPU benchmark: median invoke latency (ms) over {runs} runs after 3 warm-up runs; ratio = ours / ai-edge-litert (XNNPACK)");
+    println!("{:<36} {:>3} {:>10} {:>10} {:>7}", "model", "thr", "ours", "litert", "ratio");
+    for (stem, file) in MODELS {
+        let model = dir.join(file);
+        let paths = golden_inputs(&dir, stem);
+        let inputs: Vec<Vec<u8>> = paths.iter().map(|p| read_input(p)).collect();
+        for threads in [1, 2] {
+            let (o, _) = ours(&model, &inputs, threads, runs);
+            match reference(&model, &paths, threads, runs) {
+                Ok(r) => println!("{stem:<36} {threads:>3} {o:>10.3} {r:>10.3} {:>7.2}", o / r),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe).env("EDGETPU_BENCH_RSS_CHILD", "mobilenet_v2_1.0_224_quant").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    let rss: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let arena: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let file_kib = std::fs::metadata(dir.join("mobilenet_v2_1.0_224_quant.tflite")).unwrap().len() / 1024;
+    println!(
+        "mobilenet_v2_1.0_224_quant: peak RSS {:.1} MiB (model file {:.1} MiB mapped, arena {:.1} MiB, 1 thread)",
+        rss as f64 / 1024.0,
+        file_kib as f64 / 1024.0,
+        arena as f64 / 1048576.0
+    );
+}
