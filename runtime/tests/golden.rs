@@ -73,3 +73,25 @@ golden! {
     tf2_mobilenet_v2_ptq => "tf2_mobilenet_v2_1.0_224_ptq",
     traffic_model => "traffic_model",
 }
+
+/// LSTM state carries over between invocations like TFLite's (the expected bytes were made by
+/// one ai-edge-litert BUILTIN_REF interpreter invoked on mnist_nine, random1, mnist_nine).
+#[test]
+fn keras_lstm_state_carries_over() {
+    let root = common::testdata();
+    let dir = root.join("golden/keras_lstm_mnist_ptq");
+    let want = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lstm/stateful_nine_random_nine.out0.bin"))
+        .unwrap();
+    for reference in [false, true] {
+        let model = Arc::new(Model::open(root.join("keras_lstm_mnist_ptq.tflite")).unwrap());
+        let mut it = Interpreter::new(model, &Options { reference, ..Options::default() }).unwrap();
+        let mut got = Vec::new();
+        for tag in ["mnist_nine", "random1", "mnist_nine"] {
+            it.set_input(0, &common::read_golden_bin(&dir, &format!("{tag}.in0.bin"))).unwrap();
+            it.invoke().unwrap();
+            got.extend_from_slice(it.output(0).unwrap());
+        }
+        assert_eq!(got, want, "reference={reference}");
+        assert_ne!(got[20..], got[..10], "the third run must differ from a fresh run (state carried over)");
+    }
+}

@@ -153,6 +153,9 @@ pub(crate) struct Io<'a, 'b> {
     pub ins: &'b [&'a [u8]],
     /// Output bytes, exactly each output's size.
     pub outs: &'b mut [&'a mut [u8]],
+    /// Variable (state) inputs of the node, in input order, writable so that state carries over
+    /// to the next invocation; their entries in `ins` are empty.
+    pub state: &'b mut [&'a mut [u8]],
     /// Scratch memory (at least what the kernel asked for; 8-byte aligned).
     pub scratch: &'b mut [u8],
     /// Threads.

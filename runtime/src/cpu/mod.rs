@@ -59,6 +59,7 @@ impl Default for Options {
 /// Most inputs / outputs one node may have.
 const MAX_INPUTS: usize = 64;
 const MAX_OUTPUTS: usize = 32;
+const MAX_STATE: usize = 8;
 
 /// A model ready to run on the CPU.
 pub struct Interpreter {
@@ -107,7 +108,7 @@ impl Interpreter {
             slots,
             owned,
             scratch,
-            taken: Vec::with_capacity(MAX_OUTPUTS),
+            taken: Vec::with_capacity(MAX_OUTPUTS + MAX_STATE),
             par,
         })
     }
@@ -235,18 +236,23 @@ impl Interpreter {
     }
 
     fn run_node(&mut self, plan: &Plan, node: &plan::Node) -> Result<()> {
-        // Take the output slots out of the arena so that inputs can be borrowed from the rest.
+        // Take the output and state slots out of the arena so that inputs can be borrowed from
+        // the rest.
         self.taken.clear();
-        for &o in &node.outputs {
+        let state_tensors = node.state.iter().filter_map(|&k| node.inputs[k]);
+        for o in node.outputs.iter().copied().chain(state_tensors) {
             match plan.locs[o] {
                 plan::Loc::Slot(s) => self.taken.push(std::mem::take(&mut self.slots[s])),
-                _ => return Err(Error::argument(format!("output tensor {o} is not in the arena"))),
+                _ => return Err(Error::argument(format!("tensor {o} is not in the arena"))),
             }
         }
         let bytes = self.model.bytes();
         let mut ins: [&[u8]; MAX_INPUTS] = [&[]; MAX_INPUTS];
         for (k, inp) in node.inputs.iter().enumerate() {
             if let Some(t) = *inp {
+                if node.state.contains(&k) {
+                    continue;
+                }
                 let len = plan.tensors[t].byte_len();
                 ins[k] = match &plan.locs[t] {
                     plan::Loc::Slot(s) => &bytemuck::cast_slice::<u64, u8>(&self.slots[*s])[..len],
@@ -256,22 +262,31 @@ impl Interpreter {
                 };
             }
         }
+        let n_out = node.outputs.len();
         let mut outs: [&mut [u8]; MAX_OUTPUTS] = Default::default();
-        for ((dst, buf), &o) in outs.iter_mut().zip(self.taken.iter_mut()).zip(&node.outputs) {
-            let len = plan.tensors[o].byte_len();
-            *dst = &mut bytemuck::cast_slice_mut::<u64, u8>(buf)[..len];
+        let mut state: [&mut [u8]; MAX_STATE] = Default::default();
+        let tensors = node.outputs.iter().copied().chain(node.state.iter().filter_map(|&k| node.inputs[k]));
+        for (i, (buf, t)) in self.taken.iter_mut().zip(tensors).enumerate() {
+            let len = plan.tensors[t].byte_len();
+            let view = &mut bytemuck::cast_slice_mut::<u64, u8>(buf)[..len];
+            if i < n_out {
+                outs[i] = view;
+            } else {
+                state[i - n_out] = view;
+            }
         }
         let scratch = bytemuck::cast_slice_mut::<u64, u8>(&mut self.scratch);
-        let n_out = node.outputs.len();
         let result = node.kernel.run(&mut Io {
             ins: &ins[..node.inputs.len()],
             outs: &mut outs[..n_out],
+            state: &mut state[..node.state.len()],
             scratch,
             par: &self.par,
         });
-        // Put the output slots back.
-        for (&o, buf) in node.outputs.iter().zip(self.taken.drain(..)) {
-            if let plan::Loc::Slot(s) = plan.locs[o] {
+        // Put the slots back.
+        let tensors = node.outputs.iter().copied().chain(node.state.iter().filter_map(|&k| node.inputs[k]));
+        for (t, buf) in tensors.zip(self.taken.drain(..)) {
+            if let plan::Loc::Slot(s) = plan.locs[t] {
                 self.slots[s] = buf;
             }
         }

@@ -24,6 +24,8 @@ pub(crate) struct Node {
     pub name: String,
     pub inputs: Vec<Option<usize>>,
     pub outputs: Vec<usize>,
+    /// Positions in `inputs` of variable tensors (passed to the kernel as writable state).
+    pub state: Vec<usize>,
     pub kernel: Box<dyn Kernel>,
 }
 
@@ -151,6 +153,13 @@ impl Plan {
             nodes.push(Node {
                 index: op.index,
                 name: format!("{}/v{}", ctx.op_name, ctx.version),
+                state: op
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.is_some_and(|t| sg.tensors[t].is_variable && model.tensor_data(&sg.tensors[t]).is_none()))
+                    .map(|(k, _)| k)
+                    .collect(),
                 inputs: op.inputs.clone(),
                 outputs,
                 kernel: built.kernel,

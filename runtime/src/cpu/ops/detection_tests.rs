@@ -68,6 +68,7 @@ pub(in crate::cpu::ops) fn run_op(built: &Built, outputs: &[TensorInfo], ins: &[
     built.kernel.run(&mut Io {
         ins: &in_slices,
         outs: &mut out_slices,
+        state: &mut [],
         scratch: bytemuck::cast_slice_mut(&mut scratch),
         par: &par,
     })?;

@@ -407,8 +407,20 @@ impl Kernel for LstmInteger {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let (nb, nt, ni, nc, no) = (self.n_batch, self.max_time, self.n_input, self.n_cell, self.n_output);
         let x: &[i8] = cast(io.ins[INPUT])?;
-        let h0: &[i8] = cast(io.ins[OUTPUT_STATE])?;
-        let c0: &[i16] = cast(io.ins[CELL_STATE])?;
+        // The plan passes the variable state tensors as writable `state` (output state, then
+        // cell state); a kernel run on its own may pass them as plain inputs instead.
+        let (state_h, state_c) = match &mut *io.state {
+            [h, c] => (Some(&mut **h), Some(&mut **c)),
+            _ => (None, None),
+        };
+        let h0: &[i8] = match &state_h {
+            Some(h) => cast(h)?,
+            None => cast(io.ins[OUTPUT_STATE])?,
+        };
+        let c0: &[i16] = match &state_c {
+            Some(c) => cast(c)?,
+            None => cast(io.ins[CELL_STATE])?,
+        };
         let layout = self.scratch_layout();
         let out: &mut [i8] = cast_mut(&mut *io.outs[0])?;
         if x.len() != nb * nt * ni || h0.len() != nb * no || c0.len() != nb * nc || out.len() != nb * nt * no {
@@ -445,6 +457,11 @@ impl Kernel for LstmInteger {
                     self.step(xs, 1, hb, cb, os, &mut gates, hidden);
                 }
             }
+        }
+        // Carry the final state over to the next invocation, as TFLite does.
+        if let (Some(sh), Some(sc)) = (state_h, state_c) {
+            sh.copy_from_slice(bytemuck::cast_slice(h));
+            sc.copy_from_slice(bytemuck::cast_slice(c));
         }
         Ok(())
     }
@@ -535,6 +552,7 @@ mod tests {
         built.kernel.run(&mut Io {
             ins: &ins,
             outs: &mut outs,
+            state: &mut [],
             scratch: bytemuck::cast_slice_mut(&mut scratch),
             par: &par,
         })?;
