@@ -1,7 +1,14 @@
 //! The `edgetpu` command.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod classify;
+mod common;
+mod detect;
+mod draw;
 mod inspect;
+mod run;
+mod segment;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,11 +32,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a model on the CPU with raw tensor bytes in and out (the golden file layout).
+    Run(run::Args),
+    /// Classify an image: the top classes with their scores.
+    Classify(classify::Args),
+    /// Detect objects in an image (SSD models ending in TFLite_Detection_PostProcess).
+    Detect(detect::Args),
+    /// Segment an image: a class per pixel, written as a mask image.
+    Segment(segment::Args),
+    /// Measure a model's CPU latency: warm-up, then p50/p90/p99 over many invocations.
+    Bench(bench::Args),
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, json } => inspect::run(&model, json),
+        Command::Run(args) => run::run(&args),
+        Command::Classify(args) => classify::run(&args),
+        Command::Detect(args) => detect::run(&args),
+        Command::Segment(args) => segment::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 
@@ -55,6 +77,14 @@ fn advice(kind: edgetpu::ErrorKind) -> Option<&'static str> {
         }
         edgetpu::ErrorKind::NotFound => Some("check the path"),
         edgetpu::ErrorKind::PermissionDenied => Some("check the file's permissions"),
+        edgetpu::ErrorKind::InvalidArgument => Some(
+            "check the arguments against the model: `edgetpu inspect MODEL` lists its inputs and outputs \
+             (index, shape, type)",
+        ),
+        edgetpu::ErrorKind::Unsupported => Some(
+            "this runtime cannot run the model on the CPU (yet); `edgetpu-custom-op` needs the Edge TPU: for a \
+             *_edgetpu.tflite model, run the CPU model it was compiled from",
+        ),
         _ => None,
     }
 }

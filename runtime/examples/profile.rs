@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("total {:.3} ms per invoke", total.as_secs_f64() * 1e3 / runs as f64);
     let mut v: Vec<_> = by_op.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     for (n, t) in v {
         println!("{n:<32} {:>8.3} ms", t.as_secs_f64() * 1e3 / runs as f64);
     }

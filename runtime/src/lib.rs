@@ -22,6 +22,7 @@ pub mod error;
 mod fb;
 pub mod model;
 pub mod package;
+pub mod vision;
 
 pub use error::{Error, ErrorKind, Location, Result};
 pub use model::{Model, Operator, Subgraph, Tensor};

@@ -80,8 +80,9 @@ golden! {
 fn keras_lstm_state_carries_over() {
     let root = common::testdata();
     let dir = root.join("golden/keras_lstm_mnist_ptq");
-    let want = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lstm/stateful_nine_random_nine.out0.bin"))
-        .unwrap();
+    let want =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lstm/stateful_nine_random_nine.out0.bin"))
+            .unwrap();
     for reference in [false, true] {
         let model = Arc::new(Model::open(root.join("keras_lstm_mnist_ptq.tflite")).unwrap());
         let mut it = Interpreter::new(model, &Options { reference, ..Options::default() }).unwrap();

@@ -93,28 +93,6 @@ fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q
     }
 }
 
-/// `acc[c] += w[c] * (x[c] - zp)`, vectorised where the CPU allows.
-pub(crate) fn mac_row_fast(q: Q8, x: &[u8], zp: i32, w: &[i32], acc: &mut [i32]) {
-    #[cfg(target_arch = "x86_64")]
-    if best() == Isa::Avx2 {
-        // SAFETY: AVX2 was detected at run time (`best`).
-        unsafe { x86::mac_row_avx2(q, x, zp, w, acc) };
-        return;
-    }
-    mac_row(q, x, zp, w, acc)
-}
-
-/// [`widen`], vectorised where the CPU allows.
-pub(crate) fn widen_fast(q: Q8, src: &[u8], zp: i32, dst: &mut [i16]) {
-    #[cfg(target_arch = "x86_64")]
-    if best() == Isa::Avx2 {
-        // SAFETY: AVX2 was detected at run time (`best`).
-        unsafe { x86::widen_avx2(q, src, zp, dst) };
-        return;
-    }
-    widen(q, src, zp, dst)
-}
-
 /// `out[i][j] = sum_k a[i][k] * w[j][k]` for `m` rows of `a` and `n` rows of `w`.
 pub(crate) fn gemm(a: &[i16], m: usize, w: &[i16], n: usize, kp: usize, out: &mut [i32]) {
     gemm_with(best(), a, m, w, n, kp, out)
@@ -134,7 +112,7 @@ pub(crate) fn gemm_par(par: &Par, a: &[i16], m: usize, w: &[i16], n: usize, kp: 
 
 /// [`gemm`] with a chosen implementation (for tests).
 pub(crate) fn gemm_with(isa: Isa, a: &[i16], m: usize, w: &[i16], n: usize, kp: usize, out: &mut [i32]) {
-    assert!(kp % 16 == 0 && a.len() >= m * kp && w.len() >= n * kp && out.len() >= m * n);
+    assert!(kp.is_multiple_of(16) && a.len() >= m * kp && w.len() >= n * kp && out.len() >= m * n);
     match isa {
         Isa::Portable => gemm_portable(a, m, w, n, kp, out),
         #[cfg(target_arch = "x86_64")]
@@ -170,8 +148,6 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
 #[derive(Debug, Clone)]
 pub(crate) struct Packed {
     pub w: Vec<i16>,
-    /// Output channels (unpadded).
-    pub n: usize,
     /// Output channels padded to 16.
     pub np: usize,
     /// K padded to 16 (rows of A have this length).
@@ -188,14 +164,14 @@ impl Packed {
                 out[((k / 2) * np + j) * 2 + (k % 2)] = w[j * kp + k];
             }
         }
-        Packed { w: out, n, np, kp }
+        Packed { w: out, np, kp }
     }
 }
 
 /// `out[i][j] = sum_k a[i][k] * W[j][k]` for `m` rows of `a` (`kp` columns each), `out` rows
 /// of `p.np` values (columns past `p.n` are zero-weight padding).
 pub(crate) fn gemm_packed(a: &[i16], m: usize, p: &Packed, out: &mut [i32]) {
-    assert!(a.len() >= m * p.kp && out.len() >= m * p.np && p.kp % 2 == 0);
+    assert!(a.len() >= m * p.kp && out.len() >= m * p.np && p.kp.is_multiple_of(2));
     #[cfg(target_arch = "x86_64")]
     if best() == Isa::Avx2 {
         // SAFETY: AVX2 was detected at run time (`best`); bounds asserted above.
@@ -227,16 +203,6 @@ mod x86 {
     use super::{OutputStage, Q8};
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn mac_row_avx2(q: Q8, x: &[u8], zp: i32, w: &[i32], acc: &mut [i32]) {
-        super::mac_row(q, x, zp, w, acc)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) fn widen_avx2(q: Q8, src: &[u8], zp: i32, dst: &mut [i16]) {
-        super::widen(q, src, zp, dst)
-    }
-
     #[inline]
     #[target_feature(enable = "avx2")]
     fn load8(s: &[i32], at: usize) -> __m256i {
@@ -263,13 +229,7 @@ mod x86 {
 
     /// Requantizes whole groups of 8 channels; returns how many were done.
     #[target_feature(enable = "avx2")]
-    pub(super) fn requantize_avx2(
-        acc: &[i32],
-        bias: Option<&[i32]>,
-        st: &OutputStage,
-        q: Q8,
-        out: &mut [u8],
-    ) -> usize {
+    pub(super) fn requantize_avx2(acc: &[i32], bias: Option<&[i32]>, st: &OutputStage, q: Q8, out: &mut [u8]) -> usize {
         let n = acc.len() / 8 * 8;
         let one = _mm256_set1_epi32(1);
         let zero = _mm256_setzero_si256();
@@ -327,13 +287,6 @@ mod x86 {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn pair(a: &[i16], at: usize) -> __m256i {
-        let v = (a[at] as u16 as u32 | ((a[at + 1] as u16 as u32) << 16)) as i32;
-        _mm256_set1_epi32(v)
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
     fn store8(s: &mut [i32], at: usize, v: __m256i) {
         let chunk = &mut s[at..at + 8];
         // SAFETY: `chunk` holds exactly 8 i32 (32 bytes); storeu has no alignment requirement.
@@ -345,6 +298,12 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) fn gemm_packed_avx2(a: &[i16], m: usize, p: &super::Packed, out: &mut [i32]) {
         let (kp, np) = (p.kp, p.np);
+        let kh = kp / 2;
+        // Rows of A as (k, k+1) pairs: one 32-bit broadcast per pair.
+        let pairs: &[i32] = match bytemuck::try_cast_slice(&a[..m * kp]) {
+            Ok(p) => p,
+            Err(_) => return super::gemm_packed_portable(a, m, p, out),
+        };
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(4);
@@ -356,7 +315,7 @@ mod x86 {
                     let b0 = load(&p.w, wb);
                     let b1 = load(&p.w, wb + 16);
                     for r in 0..rows {
-                        let x = pair(a, (i + r) * kp + 2 * kk);
+                        let x = _mm256_set1_epi32(pairs[(i + r) * kh + kk]);
                         acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(x, b0));
                         acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(x, b1));
                     }

@@ -37,7 +37,7 @@ use par::Par;
 use std::sync::Arc;
 
 /// How to build an interpreter.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Threads kernels may use; 0 means all cores.
     pub threads: usize,
@@ -48,12 +48,6 @@ pub struct Options {
     pub keep: Vec<usize>,
     /// Subgraph to run.
     pub subgraph: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { threads: 0, reference: false, keep: Vec::new(), subgraph: 0 }
-    }
 }
 
 /// Most inputs / outputs one node may have.
@@ -100,7 +94,7 @@ impl Interpreter {
                 bytemuck::cast_slice_mut::<u64, u8>(&mut slots[s]).fill(v.fill);
             }
         }
-        let owned = plan.owned.iter().map(|b| b.clone()).collect();
+        let owned = plan.owned.to_vec();
         let scratch = vec![0u64; words(plan.scratch_bytes * threads.max(1))];
         Ok(Interpreter {
             model,

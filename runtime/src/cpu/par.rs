@@ -47,17 +47,6 @@ impl Par {
         let pool = self.pool.as_ref().expect("parts > 1 only with a pool");
         pool.install(|| split(out, unit, 0, n_rows, parts, scratch, per_scratch, &f));
     }
-
-    /// Runs `f(i)` for `i` in `0..n` spread over the threads (each index once).
-    pub fn each<F>(&self, n: usize, f: F)
-    where
-        F: Fn(usize) + Sync,
-    {
-        match &self.pool {
-            Some(pool) if n > 1 => pool.install(|| each_range(0, n, &f)),
-            _ => (0..n).for_each(f),
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -86,15 +75,4 @@ fn split<T: Send, F>(
         || split(a, unit, first, left_rows, left_parts, sa, per_scratch, f),
         || split(b, unit, first + left_rows, rows - left_rows, parts - left_parts, sb, per_scratch, f),
     );
-}
-
-fn each_range<F: Fn(usize) + Sync>(lo: usize, hi: usize, f: &F) {
-    if hi - lo <= 1 {
-        if hi > lo {
-            f(lo);
-        }
-        return;
-    }
-    let mid = lo + (hi - lo) / 2;
-    rayon::join(|| each_range(lo, mid, f), || each_range(mid, hi, f));
 }

@@ -93,7 +93,7 @@ impl Plan {
             if let Some(data) = model.tensor_data(tensor) {
                 let start = crate::fb::offset_in(bytes, data);
                 let elem = tensor.dtype.size_bytes().unwrap_or(1);
-                if start % elem.max(1) == 0 || elem == 1 {
+                if start.is_multiple_of(elem.max(1)) {
                     locs[t] = Loc::Const(start..start + data.len());
                 } else {
                     let mut buf = vec![0u64; data.len().div_ceil(8)];
@@ -157,7 +157,9 @@ impl Plan {
                     .inputs
                     .iter()
                     .enumerate()
-                    .filter(|(_, t)| t.is_some_and(|t| sg.tensors[t].is_variable && model.tensor_data(&sg.tensors[t]).is_none()))
+                    .filter(|(_, t)| {
+                        t.is_some_and(|t| sg.tensors[t].is_variable && model.tensor_data(&sg.tensors[t]).is_none())
+                    })
                     .map(|(k, _)| k)
                     .collect(),
                 inputs: op.inputs.clone(),

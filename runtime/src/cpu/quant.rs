@@ -67,7 +67,10 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     let right = (-shift).max(0);
     // Shifts of 32 or more (absurd scales, e.g. 3e-35 in some LSTM models) are undefined in C++;
     // x86 masks the count to 5 bits, which `wrapping_shl` reproduces.
-    rounding_divide_by_pot(sat_rounding_doubling_high_mul(x.wrapping_mul(1i32.wrapping_shl(left as u32)), multiplier), right.min(31))
+    rounding_divide_by_pot(
+        sat_rounding_doubling_high_mul(x.wrapping_mul(1i32.wrapping_shl(left as u32)), multiplier),
+        right.min(31),
+    )
 }
 
 /// TFLite's `MultiplyByQuantizedMultiplierSmallerThanOneExp`.

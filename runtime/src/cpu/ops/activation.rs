@@ -40,7 +40,8 @@ pub(crate) fn build_softmax(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let (in_scale, _) = input.qparams()?;
     // PreprocessSoftmaxScaling with 5 integer bits, then CalculateInputRadius.
     let bits = 5;
-    let real = (ctx.options.beta as f64 * in_scale as f64 * (1i64 << (31 - bits)) as f64).min((1i64 << 31) as f64 - 1.0);
+    let real =
+        (ctx.options.beta as f64 * in_scale as f64 * (1i64 << (31 - bits)) as f64).min((1i64 << 31) as f64 - 1.0);
     let (multiplier, left_shift) = quant::quantize_multiplier(real);
     if left_shift < 0 {
         return Err(ctx.err("softmax input scale is too small for the fixed-point kernel"));
@@ -62,8 +63,9 @@ impl Kernel for SoftmaxQ {
             let max = (0..self.depth).map(|c| self.q_in.get(row_i, c)).max().unwrap_or(0);
             let scaled = |c: usize| -> Option<i32> {
                 let diff = self.q_in.get(row_i, c) - max;
-                (diff >= self.diff_min)
-                    .then(|| quant::multiply_by_quantized_multiplier_greater_than_one(diff, self.multiplier, self.left_shift))
+                (diff >= self.diff_min).then(|| {
+                    quant::multiply_by_quantized_multiplier_greater_than_one(diff, self.multiplier, self.left_shift)
+                })
             };
             let mut sum: i32 = 0;
             for c in 0..self.depth {

@@ -188,7 +188,8 @@ impl Broadcast {
         if rank > 6 {
             return Err(ctx.err(format!("broadcasting over {rank} dimensions is not supported (at most 6)")));
         }
-        let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, rank - s.len()).chain(s.iter().copied()).collect() };
+        let pad =
+            |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, rank - s.len()).chain(s.iter().copied()).collect() };
         let (pa, pb) = (pad(a), pad(b));
         let mut out = Vec::with_capacity(rank);
         for d in 0..rank {

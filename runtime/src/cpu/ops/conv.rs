@@ -6,6 +6,8 @@
 //! per-channel twins) read that layout directly; the fast kernels (im2col + integer GEMM, a
 //! channel-vectorised depthwise loop) produce the same int32 accumulators exactly, so both share
 //! one output stage.
+// Unsafe only to call the AVX2-compiled copies of safe loop bodies after run-time detection.
+#![allow(unsafe_code)]
 
 use super::common::{conv_output_stage, dims4, le_i32, out_size_and_pad, positive, set_output_shape, OutputStage, Q8};
 use crate::cpu::gemm;
@@ -195,9 +197,68 @@ impl Conv {
                     continue;
                 }
                 let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                gemm::widen_fast(self.q_in, &input[base..base + g.in_c], self.in_zp, dst);
+                gemm::widen(self.q_in, &input[base..base + g.in_c], self.in_zp, dst);
             }
         }
+    }
+}
+
+impl Conv {
+    /// Output pixels `first..` of one thread: im2col blocks of [`gemm::ROWS`] pixels, GEMM,
+    /// output stage.
+    #[inline(always)]
+    fn pixels_body(
+        &self,
+        input: &[u8],
+        first: usize,
+        rows: &mut [u8],
+        a: &mut [i16],
+        acc: &mut [i32],
+        p: &gemm::Packed,
+    ) {
+        let (oc, kp, np) = (self.g.out_c, self.kp, p.np);
+        let n = rows.len() / oc;
+        let mut at = 0;
+        while at < n {
+            let m = gemm::ROWS.min(n - at);
+            for r in 0..m {
+                self.patch(input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
+            }
+            gemm::gemm_packed(&a[..m * kp], m, p, &mut acc[..m * np]);
+            for r in 0..m {
+                gemm::requantize(
+                    &acc[r * np..r * np + oc],
+                    &self.bias,
+                    &self.stage,
+                    self.q_out,
+                    &mut rows[(at + r) * oc..(at + r + 1) * oc],
+                );
+            }
+            at += m;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn pixels_avx2(
+        &self,
+        input: &[u8],
+        first: usize,
+        rows: &mut [u8],
+        a: &mut [i16],
+        acc: &mut [i32],
+        p: &gemm::Packed,
+    ) {
+        self.pixels_body(input, first, rows, a, acc, p)
+    }
+
+    fn pixels(&self, input: &[u8], first: usize, rows: &mut [u8], a: &mut [i16], acc: &mut [i32], p: &gemm::Packed) {
+        #[cfg(target_arch = "x86_64")]
+        if gemm::best() == gemm::Isa::Avx2 {
+            // SAFETY: AVX2 was detected at run time (`gemm::best`); the body is safe code.
+            return unsafe { self.pixels_avx2(input, first, rows, a, acc, p) };
+        }
+        self.pixels_body(input, first, rows, a, acc, p)
     }
 }
 
@@ -205,6 +266,9 @@ impl Kernel for Conv {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let input = io.ins[0];
         let out = &mut *io.outs[0];
+        if out.is_empty() {
+            return Ok(());
+        }
         if self.reference {
             self.run_reference(input, out);
             return Ok(());
@@ -217,25 +281,7 @@ impl Kernel for Conv {
             let (a, rest) = scratch.split_at_mut(gemm::ROWS * kp * 2);
             let a: &mut [i16] = bytemuck::cast_slice_mut(a);
             let acc: &mut [i32] = cast_mut(&mut rest[..gemm::ROWS * np * 4]).expect("aligned scratch");
-            let n = rows.len() / oc;
-            let mut p = 0;
-            while p < n {
-                let m = gemm::ROWS.min(n - p);
-                for r in 0..m {
-                    self.patch(input, first + p + r, &mut a[r * kp..(r + 1) * kp]);
-                }
-                gemm::gemm_packed(&a[..m * kp], m, packed, &mut acc[..m * np]);
-                for r in 0..m {
-                    gemm::requantize(
-                        &acc[r * np..r * np + oc],
-                        &self.bias,
-                        &self.stage,
-                        self.q_out,
-                        &mut rows[(p + r) * oc..(p + r + 1) * oc],
-                    );
-                }
-                p += m;
-            }
+            self.pixels(input, first, rows, a, acc, packed);
         });
         Ok(())
     }
@@ -344,7 +390,34 @@ impl Depthwise {
         }
     }
 
+    /// Output rows `first..first + rows/row_len` (row = batch * out_h + y).
+    #[inline(always)]
+    fn rows_body(&self, input: &[u8], first: usize, rows: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
+        let g = &self.g;
+        let row_len = g.out_w * g.out_c;
+        for (r, out_row) in rows.chunks_mut(row_len).enumerate() {
+            let row = first + r;
+            self.row_fast(input, row / g.out_h, row % g.out_h, out_row, acc, xs);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn rows_avx2(&self, input: &[u8], first: usize, rows: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
+        self.rows_body(input, first, rows, acc, xs)
+    }
+
+    fn rows(&self, input: &[u8], first: usize, rows: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
+        #[cfg(target_arch = "x86_64")]
+        if gemm::best() == gemm::Isa::Avx2 {
+            // SAFETY: AVX2 was detected at run time (`gemm::best`); the body is safe code.
+            return unsafe { self.rows_avx2(input, first, rows, acc, xs) };
+        }
+        self.rows_body(input, first, rows, acc, xs)
+    }
+
     /// One output row (all x, all channels) with channel-vectorised accumulation.
+    #[inline(always)]
     fn row_fast(&self, input: &[u8], b: usize, oy: usize, out_row: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
         let g = &self.g;
         let oc = g.out_c;
@@ -364,7 +437,7 @@ impl Depthwise {
                     let w = &self.weights[(ky * g.k_w + kx) * oc..][..oc];
                     let x = &input[base..base + g.in_c];
                     if self.mult == 1 {
-                        gemm::mac_row_fast(self.q_in, x, self.in_zp, w, acc);
+                        gemm::mac_row(self.q_in, x, self.in_zp, w, acc);
                     } else {
                         for (c, xv) in xs.iter_mut().enumerate().take(g.in_c) {
                             *xv = self.q_in.get(x, c) - self.in_zp;
@@ -384,6 +457,9 @@ impl Kernel for Depthwise {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let input = io.ins[0];
         let out = &mut *io.outs[0];
+        if out.is_empty() {
+            return Ok(());
+        }
         if self.reference {
             self.run_reference(input, out);
             return Ok(());
@@ -394,10 +470,7 @@ impl Kernel for Depthwise {
         io.par.rows(out, row_len, 1, io.scratch, |first, rows, scratch| {
             let words: &mut [i32] = cast_mut(&mut scratch[..(oc + ic) * 4]).expect("aligned scratch");
             let (acc, xs) = words.split_at_mut(oc);
-            for (r, out_row) in rows.chunks_mut(row_len).enumerate() {
-                let row = first + r;
-                self.row_fast(input, row / g.out_h, row % g.out_h, out_row, acc, xs);
-            }
+            self.rows(input, first, rows, acc, xs);
         });
         Ok(())
     }
@@ -467,6 +540,9 @@ impl Kernel for FullyConnected {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let input = io.ins[0];
         let out = &mut *io.outs[0];
+        if out.is_empty() {
+            return Ok(());
+        }
         if self.reference {
             for b in 0..self.batches {
                 for u in 0..self.units {
@@ -491,12 +567,22 @@ impl Kernel for FullyConnected {
             for r in 0..m {
                 let row = &mut a[r * kp..(r + 1) * kp];
                 row[self.k..].fill(0);
-                gemm::widen_fast(self.q_in, &input[(b + r) * self.k..(b + r + 1) * self.k], self.in_zp, &mut row[..self.k]);
+                gemm::widen(self.q_in, &input[(b + r) * self.k..(b + r + 1) * self.k], self.in_zp, &mut row[..self.k]);
             }
             gemm::gemm_par(io.par, &a[..m * kp], m, &self.weights, units, kp, &mut acc[..m * units]);
-            gemm::requantize(&acc[..m * units], &self.bias, &self.stage, self.q_out, &mut out[b * units..(b + m) * units]);
+            gemm::requantize(
+                &acc[..m * units],
+                &self.bias,
+                &self.stage,
+                self.q_out,
+                &mut out[b * units..(b + m) * units],
+            );
             b += m;
         }
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "conv_tests.rs"]
+mod tests;

@@ -1,4 +1,6 @@
 //! The op registry: one builder per operator, chosen by name and tensor types.
+// Kernels index several arrays with one loop variable, as the reference kernels they mirror do.
+#![allow(clippy::needless_range_loop)]
 
 use super::kernel::{BuildCtx, Built};
 use crate::error::Result;

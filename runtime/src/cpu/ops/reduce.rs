@@ -35,9 +35,8 @@ pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         reduce[axis(ctx, a, rank)?] = true;
     }
     let keep = ctx.options.keep_dims;
-    let out_shape: Vec<usize> = (0..rank)
-        .filter_map(|d| if reduce[d] { keep.then_some(1) } else { Some(input.shape[d]) })
-        .collect();
+    let out_shape: Vec<usize> =
+        (0..rank).filter_map(|d| if reduce[d] { keep.then_some(1) } else { Some(input.shape[d]) }).collect();
     set_output_shape(ctx, 0, out_shape.clone())?;
     let out = ctx.output(0)?.clone();
     let count: usize = (0..rank).filter(|&d| reduce[d]).map(|d| input.shape[d]).product();

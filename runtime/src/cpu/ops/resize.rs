@@ -77,7 +77,7 @@ fn nearest(v: usize, input: usize, output: usize, align: bool, half: bool) -> us
     let x = (v as f32 + offset) * scale;
     let r = if align { x.round() as i32 } else { x.floor() as i32 };
     let r = r.min(input as i32 - 1);
-    (if half { r.max(0) } else { r.max(0) }) as usize
+    r.max(0) as usize
 }
 
 impl Resize {
@@ -142,7 +142,8 @@ impl Kernel for Resize {
                                     + v(y0, x1) * ((1 << 10) - dy) * dx
                                     + v(y1, x1) * dy * dx;
                                 let round = if o20 > 0 { 1i64 << 19 } else { -(1i64 << 19) };
-                                out[((b * self.oh + y) * self.ow + x) * self.c + c] = ((o20 + round) / (1 << 20)) as i8 as u8;
+                                out[((b * self.oh + y) * self.ow + x) * self.c + c] =
+                                    ((o20 + round) / (1 << 20)) as i8 as u8;
                             }
                         }
                     }

@@ -283,7 +283,8 @@ pub(crate) fn build_pad(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     }
     let es = elem_size(ctx, input.dtype)?;
     let before: Vec<usize> = (0..rank).map(|d| pads[2 * d] as usize).collect();
-    let out_shape: Vec<usize> = (0..rank).map(|d| input.shape[d] + pads[2 * d] as usize + pads[2 * d + 1] as usize).collect();
+    let out_shape: Vec<usize> =
+        (0..rank).map(|d| input.shape[d] + pads[2 * d] as usize + pads[2 * d + 1] as usize).collect();
     set_output_shape(ctx, 0, out_shape.clone())?;
     let out = ctx.output(0)?.clone();
     let value = match ctx.inputs.get(2).and_then(|v| v.as_ref()) {

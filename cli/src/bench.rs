@@ -1,0 +1,110 @@
+//! `edgetpu bench`: CPU latency of a model.
+
+use crate::common::{self, ModelArgs};
+use anyhow::{bail, Result};
+use edgetpu::model::TensorType;
+use serde_json::json;
+use std::time::Instant;
+
+/// Arguments of `edgetpu bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Timed invocations.
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    /// Untimed invocations first (caches, thread start-up).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The `p`-th percentile (nearest rank) of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Deterministic input bytes: pseudo-random for 8-bit inputs, small values for float and int
+/// inputs (a random bit pattern could be NaN or an out-of-range index).
+fn fill(bytes: &mut [u8], dtype: TensorType, seed: &mut u64) {
+    let mut next = || {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (*seed >> 33) as u32
+    };
+    match dtype {
+        TensorType::FLOAT32 => {
+            for c in bytes.chunks_exact_mut(4) {
+                let v = (next() % 2001) as f32 / 1000.0 - 1.0;
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        TensorType::UINT8 | TensorType::INT8 => bytes.iter_mut().for_each(|b| *b = next() as u8),
+        _ => bytes.fill(0),
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if args.iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let mut loaded = common::load(&args.model, Vec::new())?;
+    let it = &mut loaded.it;
+    let mut seed = 0x5eed_u64;
+    let types: Vec<TensorType> = it.inputs().iter().map(|t| t.dtype).collect();
+    for (i, dtype) in types.into_iter().enumerate() {
+        fill(it.input_mut(i)?, dtype, &mut seed);
+    }
+    for _ in 0..args.warmup {
+        it.invoke()?;
+    }
+    let mut times = Vec::with_capacity(args.iterations);
+    let start = Instant::now();
+    for _ in 0..args.iterations {
+        times.push(common::invoke(it)?);
+    }
+    let total_ms = common::ms(start);
+    times.sort_by(f64::total_cmp);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let (p50, p90, p99) = (percentile(&times, 50.0), percentile(&times, 90.0), percentile(&times, 99.0));
+    let (min, max) = (times[0], times[times.len() - 1]);
+    if args.json {
+        let doc = json!({
+            "model": args.model.model.display().to_string(),
+            "threads": it.threads(),
+            "nodes": it.plan().num_nodes(),
+            "arena_bytes": it.arena_bytes(),
+            "load_ms": loaded.load_ms,
+            "warmup": args.warmup,
+            "iterations": args.iterations,
+            "total_ms": total_ms,
+            "latency_ms": {"min": min, "mean": mean, "p50": p50, "p90": p90, "p99": p99, "max": max},
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("model:      {}", args.model.model.display());
+        println!("nodes:      {}", it.plan().num_nodes());
+        println!("threads:    {}", it.threads());
+        println!("arena:      {} bytes ({:.2} MiB)", it.arena_bytes(), it.arena_bytes() as f64 / (1 << 20) as f64);
+        println!("load:       {:.2} ms", loaded.load_ms);
+        println!("iterations: {} (+{} warm-up)", args.iterations, args.warmup);
+        println!("latency ms: p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  (min {min:.3}, mean {mean:.3}, max {max:.3})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!((percentile(&v, 50.0), percentile(&v, 90.0), percentile(&v, 99.0)), (50.0, 90.0, 99.0));
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+        assert_eq!(percentile(&[1.0, 2.0], 50.0), 1.0);
+    }
+}

@@ -1,0 +1,109 @@
+//! What the running commands share: loading a model into a CPU interpreter, labels, image options.
+
+use anyhow::{Context, Result};
+use edgetpu::cpu::{Interpreter, Options, TensorInfo};
+use edgetpu::vision::{self, Filter, Fit, Labels, Preprocess, Transform};
+use edgetpu::Model;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// `--model` and `--threads`.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// The model file (.tflite, CPU model).
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Threads for the CPU kernels (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `--image` and how it becomes the input tensor.
+#[derive(clap::Args, Debug)]
+pub struct ImageArgs {
+    /// The image (PNG, JPEG or BMP).
+    #[arg(long, short)]
+    pub image: PathBuf,
+    /// How the image is fitted to the input size: stretch (ignore the aspect ratio), letterbox
+    /// (keep it and pad) or center-crop.
+    #[arg(long, default_value = "stretch")]
+    pub fit: Fit,
+    /// Resampling filter when the image is not the input size: pil-lanczos (bit-exact Pillow
+    /// LANCZOS, as pycoral's Python examples and the test goldens), lanczos3 (the image crate's),
+    /// pil-bilinear, triangle or nearest.
+    #[arg(long, default_value = "pil-lanczos")]
+    pub filter: Filter,
+}
+
+/// An interpreter and what it took to make it.
+pub struct Loaded {
+    pub it: Interpreter,
+    /// Milliseconds to open and plan the model.
+    pub load_ms: f64,
+}
+
+/// Opens `args.model` and plans it for the CPU, keeping tensors `keep` readable.
+pub fn load(args: &ModelArgs, keep: Vec<usize>) -> Result<Loaded> {
+    let start = Instant::now();
+    let model = Arc::new(Model::open(&args.model)?);
+    let options = Options { threads: args.threads, keep, ..Options::default() };
+    let it = Interpreter::new(model, &options)?;
+    Ok(Loaded { it, load_ms: ms(start) })
+}
+
+/// Milliseconds since `start`.
+pub fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// Labels from `--labels`, else from the model's metadata, else none.
+pub fn labels(file: Option<&Path>, model: &Model) -> Result<Option<Labels>> {
+    match file {
+        Some(p) => Ok(Some(Labels::from_file(p)?)),
+        None => Ok(Labels::from_model(model)?),
+    }
+}
+
+/// Where labels came from, for the JSON output.
+pub fn labels_source(file: Option<&Path>, labels: Option<&Labels>) -> Value {
+    match (file, labels) {
+        (Some(p), _) => json!(p.display().to_string()),
+        (None, Some(_)) => json!("model metadata"),
+        (None, None) => Value::Null,
+    }
+}
+
+/// Decodes `args.image`, writes it into the model's image input, fills the other inputs with
+/// their zero point, and returns the image and the transform from image to input pixels.
+pub fn set_image(it: &mut Interpreter, args: &ImageArgs) -> Result<(vision::image::DynamicImage, Transform)> {
+    // A file that does not decode is not a model argument problem: no hint for it.
+    let image = vision::open_image(&args.image).map_err(|e| match e.kind() {
+        edgetpu::ErrorKind::InvalidArgument => anyhow::anyhow!("{e}"),
+        _ => anyhow::Error::from(e),
+    })?;
+    let index = vision::find_image_input(&it.inputs())?;
+    vision::fill_other_inputs(it, index)?;
+    let pre = Preprocess { fit: args.fit, filter: args.filter, ..Preprocess::default() };
+    let t = vision::set_image(it, &image, &pre).with_context(|| format!("preparing {}", args.image.display()))?;
+    Ok((image, t))
+}
+
+/// Invokes once and returns the milliseconds it took.
+pub fn invoke(it: &mut Interpreter) -> Result<f64> {
+    let start = Instant::now();
+    it.invoke()?;
+    Ok(ms(start))
+}
+
+/// A tensor's description for JSON output.
+pub fn tensor_json(t: &TensorInfo) -> Value {
+    json!({
+        "index": t.index,
+        "name": t.name,
+        "shape": t.shape,
+        "type": t.dtype.name(),
+        "quantization": t.quant.as_ref().map(|q| json!({"scale": q.scale, "zero_point": q.zero_point})),
+    })
+}

@@ -1,0 +1,488 @@
+//! Property tests: the fast convolution kernels against the reference ones.
+//!
+//! Every case builds the same node twice, with `BuildCtx::reference` on and off, runs the
+//! reference kernel once and the fast kernel on 1 and on 2 threads, and requires identical output
+//! bytes. The fast kernel's output buffer is pre-filled with the complement of the expected bytes,
+//! so an element it forgets to write is caught too. Tensor values come from a seeded generator
+//! (proptest shrinks the shapes and options; the seed picks the values).
+
+use super::*;
+use crate::cpu::gemm::{Isa, Packed};
+use crate::cpu::kernel::{QuantParams, TensorInfo};
+use crate::cpu::par::Par;
+use crate::model::{Activation, OpOptions, Padding};
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// `10^e` with `e` uniform in `[lo, hi)`.
+    fn log_uniform(&mut self, lo: f64, hi: f64) -> f32 {
+        10f64.powf(lo + (hi - lo) * self.unit()) as f32
+    }
+}
+
+/// `n` 8-bit values: mode 0 uniform, 1 extremes of the type (and the zero point), 2 within 3 of
+/// the zero point (many zeros once it is subtracted).
+fn q8_values(r: &mut Rng, n: usize, int8: bool, zp: i32, mode: u8) -> Vec<u8> {
+    let (lo, hi) = if int8 { (-128i64, 127i64) } else { (0, 255) };
+    (0..n)
+        .map(|_| {
+            let v = match mode {
+                0 => r.range(lo, hi),
+                1 => [lo, hi, lo + 1, hi - 1, zp as i64][r.range(0, 4) as usize],
+                _ => (zp as i64 + r.range(-3, 3)).clamp(lo, hi),
+            };
+            v as u8
+        })
+        .collect()
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn qtensor(
+    index: usize,
+    shape: &[usize],
+    int8: bool,
+    scale: Vec<f32>,
+    zero_point: Vec<i32>,
+    axis: usize,
+) -> TensorInfo {
+    TensorInfo {
+        index,
+        name: format!("t{index}"),
+        shape: shape.to_vec(),
+        dtype: if int8 { TensorType::INT8 } else { TensorType::UINT8 },
+        quant: Some(QuantParams { scale, zero_point, axis }),
+    }
+}
+
+/// Quantization of a convolution-like node.
+struct Quant {
+    in_scale: f32,
+    in_zp: i32,
+    filter_scales: Vec<f32>,
+    filter_zp: i32,
+    out_scale: f32,
+    out_zp: i32,
+}
+
+/// uint8: per-tensor, random zero points. int8: filter zero point 0, per-channel scales (or, one
+/// case in four, a single scale).
+fn random_quant(r: &mut Rng, int8: bool, channels: usize) -> Quant {
+    let in_scale = r.log_uniform(-3.0, 0.0);
+    let f0 = r.log_uniform(-4.0, -1.0);
+    // The effective multiplier in_scale * filter_scale / out_scale, mostly below 1, sometimes above.
+    let real = r.log_uniform(-6.0, 0.5);
+    let out_scale = in_scale * f0 / real;
+    let (lo, hi) = if int8 { (-128, 127) } else { (0, 255) };
+    let in_zp = r.range(lo, hi) as i32;
+    let out_zp = r.range(lo, hi) as i32;
+    let (filter_scales, filter_zp) = if !int8 {
+        (vec![f0], r.range(0, 255) as i32)
+    } else if r.range(0, 3) == 0 {
+        (vec![f0], 0)
+    } else {
+        ((0..channels).map(|_| f0 * r.log_uniform(-1.0, 1.0)).collect(), 0)
+    };
+    Quant { in_scale, in_zp, filter_scales, filter_zp, out_scale, out_zp }
+}
+
+fn activation(a: u8) -> Activation {
+    [Activation::None, Activation::Relu, Activation::Relu6][a as usize % 3]
+}
+
+fn random_bias(r: &mut Rng, n: usize, mode: u8) -> Vec<i32> {
+    let b = if mode == 1 { 1i64 << 22 } else { 1 << 16 };
+    (0..n).map(|_| r.range(-b, b) as i32).collect()
+}
+
+/// A node to build and run: inputs 0 (run-time), 1 (constant weights), 2 (optional constant bias).
+struct Node {
+    build: fn(&mut BuildCtx<'_>) -> Result<Built>,
+    options: OpOptions,
+    inputs: Vec<Option<TensorInfo>>,
+    output: TensorInfo,
+    input: Vec<u8>,
+    filter: Vec<u8>,
+    bias: Option<Vec<u8>>,
+}
+
+impl Node {
+    fn build(&self, reference: bool) -> Result<(Built, TensorInfo)> {
+        let mut ctx = BuildCtx {
+            op_name: "TEST",
+            version: 1,
+            node: 0,
+            options: &self.options,
+            custom_options: None,
+            inputs: self.inputs.clone(),
+            constants: vec![None, Some(&self.filter), self.bias.as_deref()],
+            outputs: vec![self.output.clone()],
+            intermediates: Vec::new(),
+            reference,
+        };
+        let built = (self.build)(&mut ctx)?;
+        Ok((built, ctx.outputs.remove(0)))
+    }
+
+    /// Runs `built` like the interpreter does: 8-byte aligned inputs, `scratch_bytes` per thread.
+    fn run(&self, built: &Built, out_len: usize, par: &Par, fill: impl Fn(usize) -> u8) -> Result<Vec<u8>> {
+        let mut ins: Vec<&[u8]> = vec![&self.input, &self.filter];
+        if let Some(b) = &self.bias {
+            ins.push(b);
+        }
+        let aligned: Vec<Vec<u64>> = ins
+            .iter()
+            .map(|b| {
+                let mut v = vec![0u64; b.len().div_ceil(8)];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..b.len()].copy_from_slice(b);
+                v
+            })
+            .collect();
+        let in_slices: Vec<&[u8]> =
+            aligned.iter().zip(&ins).map(|(v, b)| &bytemuck::cast_slice::<u64, u8>(v)[..b.len()]).collect();
+        let mut out = vec![0u64; out_len.div_ceil(8)];
+        let mut scratch = vec![0u64; (built.scratch_bytes * par.threads()).div_ceil(8)];
+        {
+            let out_bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut out)[..out_len];
+            for (i, b) in out_bytes.iter_mut().enumerate() {
+                *b = fill(i);
+            }
+            let mut outs = [out_bytes];
+            built.kernel.run(&mut Io {
+                ins: &in_slices,
+                outs: &mut outs,
+                state: &mut [],
+                scratch: bytemuck::cast_slice_mut(&mut scratch),
+                par,
+            })?;
+        }
+        Ok(bytemuck::cast_slice::<u64, u8>(&out)[..out_len].to_vec())
+    }
+
+    /// Reference vs fast on 1 and 2 threads, byte for byte.
+    fn check(&self) -> std::result::Result<(), TestCaseError> {
+        let fail = |what: &str, e: crate::Error| TestCaseError::fail(format!("{what}: {e}"));
+        let (rb, rout) = self.build(true).map_err(|e| fail("reference build", e))?;
+        let (fb, fout) = self.build(false).map_err(|e| fail("fast build", e))?;
+        prop_assert_eq!(&rout.shape, &fout.shape);
+        let len = rout.byte_len();
+        let want = self.run(&rb, len, &pars()[0], |_| 0).map_err(|e| fail("reference run", e))?;
+        for par in pars() {
+            let got = self.run(&fb, len, par, |i| !want[i]).map_err(|e| fail("fast run", e))?;
+            if let Some(i) = (0..len).find(|&i| got[i] != want[i]) {
+                let bad = (0..len).filter(|&i| got[i] != want[i]).count();
+                let last = *rout.shape.last().unwrap_or(&1);
+                prop_assert!(
+                    false,
+                    "{} thread(s), output shape {:?}: {bad} of {len} bytes differ, first at flat index {i} \
+                     (element {}, channel {}): reference {} fast {}",
+                    par.threads(),
+                    rout.shape,
+                    i / last.max(1),
+                    i % last.max(1),
+                    want[i],
+                    got[i]
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pars() -> &'static [Par; 2] {
+    static PARS: OnceLock<[Par; 2]> = OnceLock::new();
+    PARS.get_or_init(|| [Par::new(1).expect("1 thread"), Par::new(2).expect("2 threads")])
+}
+
+/// Shape and options of a CONV_2D or DEPTHWISE_CONV_2D case.
+#[derive(Debug, Clone)]
+struct ConvCase {
+    int8: bool,
+    batch: usize,
+    /// Input height and width.
+    hw: [usize; 2],
+    /// Input channels; output channels (CONV_2D) or depth multiplier (DEPTHWISE_CONV_2D).
+    ch: (usize, usize),
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    valid: bool,
+    act: u8,
+    bias: bool,
+    mode: u8,
+    seed: u64,
+}
+
+fn conv_case(out_ch: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = ConvCase> {
+    (
+        any::<bool>(),
+        1usize..=2,
+        [1usize..=12, 1usize..=12],
+        (1usize..=40, out_ch),
+        [1usize..=5, 1usize..=5],
+        [1usize..=3, 1usize..=3],
+        [1usize..=3, 1usize..=3],
+        any::<bool>(),
+        0u8..3,
+        any::<bool>(),
+        0u8..3,
+        any::<u64>(),
+    )
+        .prop_map(|(int8, batch, hw, ch, kernel, stride, dilation, valid, act, bias, mode, seed)| ConvCase {
+            int8,
+            batch,
+            hw,
+            ch,
+            kernel,
+            stride,
+            dilation,
+            valid,
+            act,
+            bias,
+            mode,
+            seed,
+        })
+}
+
+impl ConvCase {
+    fn options(&self, depth_multiplier: usize) -> OpOptions {
+        OpOptions {
+            padding: if self.valid { Padding::Valid } else { Padding::Same },
+            stride_h: self.stride[0] as i32,
+            stride_w: self.stride[1] as i32,
+            dilation_h: self.dilation[0] as i32,
+            dilation_w: self.dilation[1] as i32,
+            depth_multiplier: depth_multiplier as i32,
+            activation: activation(self.act),
+            ..OpOptions::default()
+        }
+    }
+
+    /// The node; `depthwise` reads `ch.1` as the depth multiplier.
+    fn node(&self, depthwise: bool) -> Node {
+        let mut r = Rng(self.seed);
+        let [h, w] = self.hw;
+        let [kh, kw] = self.kernel;
+        let ic = self.ch.0;
+        let oc = if depthwise { ic * self.ch.1 } else { self.ch.1 };
+        let q = random_quant(&mut r, self.int8, oc);
+        let input_shape = [self.batch, h, w, ic];
+        let (filter_shape, axis) = if depthwise { ([1, kh, kw, oc], 3) } else { ([oc, kh, kw, ic], 0) };
+        let input = q8_values(&mut r, input_shape.iter().product(), self.int8, q.in_zp, self.mode);
+        let filter = q8_values(&mut r, filter_shape.iter().product(), self.int8, q.filter_zp, self.mode);
+        let bias = self.bias.then(|| i32_bytes(&random_bias(&mut r, oc, self.mode)));
+        let f_zps = vec![q.filter_zp; q.filter_scales.len()];
+        let bias_scale = q.in_scale * q.filter_scales[0];
+        Node {
+            build: if depthwise { build_depthwise } else { build_conv },
+            options: self.options(if depthwise { self.ch.1 } else { 0 }),
+            inputs: vec![
+                Some(qtensor(0, &input_shape, self.int8, vec![q.in_scale], vec![q.in_zp], 0)),
+                Some(qtensor(1, &filter_shape, self.int8, q.filter_scales, f_zps, axis)),
+                self.bias.then(|| TensorInfo {
+                    index: 2,
+                    name: "bias".into(),
+                    shape: vec![oc],
+                    dtype: TensorType::INT32,
+                    quant: Some(QuantParams { scale: vec![bias_scale], zero_point: vec![0], axis: 0 }),
+                }),
+            ],
+            output: qtensor(3, &[], self.int8, vec![q.out_scale], vec![q.out_zp], 0),
+            input,
+            filter,
+            bias,
+        }
+    }
+}
+
+/// Shape and options of a FULLY_CONNECTED case.
+#[derive(Debug, Clone)]
+struct FcCase {
+    int8: bool,
+    batches: usize,
+    depth: usize,
+    units: usize,
+    act: u8,
+    bias: bool,
+    mode: u8,
+    seed: u64,
+}
+
+fn fc_case() -> impl Strategy<Value = FcCase> {
+    (any::<bool>(), 1usize..=5, 1usize..=300, 1usize..=70, 0u8..3, any::<bool>(), 0u8..3, any::<u64>()).prop_map(
+        |(int8, batches, depth, units, act, bias, mode, seed)| FcCase {
+            int8,
+            batches,
+            depth,
+            units,
+            act,
+            bias,
+            mode,
+            seed,
+        },
+    )
+}
+
+impl FcCase {
+    fn node(&self) -> Node {
+        let mut r = Rng(self.seed);
+        let q = random_quant(&mut r, self.int8, self.units);
+        let input = q8_values(&mut r, self.batches * self.depth, self.int8, q.in_zp, self.mode);
+        let filter = q8_values(&mut r, self.units * self.depth, self.int8, q.filter_zp, self.mode);
+        let bias = self.bias.then(|| i32_bytes(&random_bias(&mut r, self.units, self.mode)));
+        let f_zps = vec![q.filter_zp; q.filter_scales.len()];
+        Node {
+            build: build_fully_connected,
+            options: OpOptions { activation: activation(self.act), ..OpOptions::default() },
+            inputs: vec![
+                Some(qtensor(0, &[self.batches, self.depth], self.int8, vec![q.in_scale], vec![q.in_zp], 0)),
+                Some(qtensor(1, &[self.units, self.depth], self.int8, q.filter_scales, f_zps, 0)),
+                self.bias.then(|| TensorInfo {
+                    index: 2,
+                    name: "bias".into(),
+                    shape: vec![self.units],
+                    dtype: TensorType::INT32,
+                    quant: None,
+                }),
+            ],
+            output: qtensor(3, &[], self.int8, vec![q.out_scale], vec![q.out_zp], 0),
+            input,
+            filter,
+            bias,
+        }
+    }
+}
+
+fn naive_gemm(a: &[i16], m: usize, w: &[i16], n: usize, kp: usize) -> Vec<i32> {
+    let mut out = vec![0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = (0..kp).map(|k| a[i * kp + k] as i32 * w[j * kp + k] as i32).sum();
+        }
+    }
+    out
+}
+
+/// Zero-point-subtracted 8-bit values (`-255..=255`), zero past `k` in each row of `kp`; `sparse`
+/// zeroes most of them (the portable packed GEMM skips zero pairs).
+fn operand(r: &mut Rng, rows: usize, k: usize, kp: usize, sparse: bool) -> Vec<i16> {
+    let mut v = vec![0i16; rows * kp];
+    for row in 0..rows {
+        for x in &mut v[row * kp..row * kp + k] {
+            if !sparse || r.range(0, 3) == 0 {
+                *x = r.range(-255, 255) as i16;
+            }
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn conv_fast_equals_reference(c in conv_case(1..=40)) {
+        c.node(false).check()?;
+    }
+
+    #[test]
+    fn depthwise_fast_equals_reference(c in conv_case(1..=3)) {
+        c.node(true).check()?;
+    }
+
+    #[test]
+    fn fully_connected_fast_equals_reference(c in fc_case()) {
+        c.node().check()?;
+    }
+
+    #[test]
+    fn gemm_variants_equal_naive(
+        m in 1usize..=70,
+        n in 1usize..=70,
+        k in 1usize..=300,
+        sparse in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut r = Rng(seed);
+        let kp = k.div_ceil(16) * 16;
+        let a = operand(&mut r, m, k, kp, sparse);
+        let w = operand(&mut r, n, k, kp, sparse);
+        let want = naive_gemm(&a, m, &w, n, kp);
+        let packed = Packed::new(&w, n, kp);
+        let np = packed.np;
+        let mut fast = vec![i32::MIN; m * np];
+        gemm::gemm_packed(&a, m, &packed, &mut fast);
+        let mut portable = vec![i32::MAX; m * np];
+        gemm::gemm_packed_portable(&a, m, &packed, &mut portable);
+        prop_assert_eq!(&fast, &portable);
+        for i in 0..m {
+            prop_assert_eq!(&fast[i * np..i * np + n], &want[i * n..(i + 1) * n]);
+            prop_assert!(fast[i * np + n..(i + 1) * np].iter().all(|&x| x == 0));
+        }
+        for isa in [Isa::Portable, gemm::best()] {
+            let mut got = vec![i32::MIN; m * n];
+            gemm::gemm_with(isa, &a, m, &w, n, kp, &mut got);
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+        for par in pars() {
+            let mut got = vec![i32::MIN; n];
+            gemm::gemm_par(par, &a[..kp], 1, &w, n, kp, &mut got);
+            prop_assert_eq!(&got[..], &want[..n], "gemm_par, {} thread(s)", par.threads());
+        }
+    }
+
+    #[test]
+    fn requantize_equals_output_stage(
+        n in 1usize..=70,
+        rows in 1usize..=3,
+        int8 in any::<bool>(),
+        act in 0u8..3,
+        seed in any::<u64>(),
+    ) {
+        let mut r = Rng(seed);
+        // Multipliers as quantize_multiplier makes them (0 or in [2^30, 2^31)), any shift it can give.
+        let multiplier: Vec<i32> =
+            (0..n).map(|_| if r.range(0, 15) == 0 { 0 } else { r.range(1 << 30, i32::MAX as i64) as i32 }).collect();
+        // Right shifts up to 31 (more is clamped), left shifts up to 8 on accumulators small enough
+        // for the scalar stage not to overflow (it would panic in a debug build, wrap in release).
+        let shift: Vec<i32> = (0..n).map(|_| r.range(-34, 8) as i32).collect();
+        let q = if int8 { Q8::I8 } else { Q8::U8 };
+        let (lo, hi) = if int8 { (-128, 127) } else { (0, 255) };
+        let offset = r.range(lo, hi) as i32;
+        let (min, max) = match act { 0 => (lo as i32, hi as i32), 1 => (offset, hi as i32), _ => (offset, (offset + 20).min(hi as i32)) };
+        let left: Vec<i32> = shift.iter().map(|&s| s.max(0)).collect();
+        let stage = OutputStage::new(multiplier, shift, offset, min, max);
+        let acc: Vec<i32> = (0..n).map(|c| r.next() as i32 >> (1 + left[c])).collect();
+        let mut got = vec![0u8; n];
+        gemm::requantize_row(&acc, &stage, q, &mut got);
+        let want: Vec<u8> = (0..n).map(|c| q.put(stage.apply(acc[c], c))).collect();
+        prop_assert_eq!(&got, &want, "requantize_row");
+        let acc: Vec<i32> = (0..rows * n).map(|i| r.next() as i32 >> (2 + left[i % n])).collect();
+        let bias: Vec<i32> = (0..n).map(|c| r.next() as i32 >> (2 + left[c])).collect();
+        let mut got = vec![0u8; rows * n];
+        gemm::requantize(&acc, &bias, &stage, q, &mut got);
+        let want: Vec<u8> = (0..rows * n).map(|i| q.put(stage.apply(acc[i] + bias[i % n], i % n))).collect();
+        prop_assert_eq!(&got, &want, "requantize");
+    }
+}
