@@ -293,7 +293,7 @@ impl ConvCase {
         let filter = q8_values(&mut r, filter_shape.iter().product(), self.int8, q.filter_zp, self.mode);
         let bias = self.bias.then(|| i32_bytes(&random_bias(&mut r, oc, self.mode)));
         let f_zps = vec![q.filter_zp; q.filter_scales.len()];
-        let bias_scale = q.in_scale * q.filter_scales[0];
+        let bias_scale = q.in_scale * q.filter_scales.first().copied().unwrap_or(1.0);
         Node {
             build: if depthwise { build_depthwise } else { build_conv },
             options: self.options(if depthwise { self.ch.1 } else { 0 }),
@@ -398,8 +398,48 @@ fn operand(r: &mut Rng, rows: usize, k: usize, kp: usize, sparse: bool) -> Vec<i
     v
 }
 
+impl Node {
+    /// Degenerate shapes: the build may refuse them (both modes alike), else both kernels must run
+    /// cleanly and agree.
+    fn check_degenerate(&self) {
+        match (self.build(true), self.build(false)) {
+            (Err(_), Err(_)) => {}
+            (Ok(_), Ok(_)) => self.check().unwrap_or_else(|e| panic!("{e}")),
+            (r, f) => panic!("reference build ok: {}, fast build ok: {}", r.is_ok(), f.is_ok()),
+        }
+    }
+}
+
+#[test]
+fn degenerate_shapes_do_not_panic() {
+    for int8 in [false, true] {
+        for (batch, ic, ch, valid) in [(1, 3, 0, false), (1, 0, 2, false), (0, 3, 2, false), (1, 3, 2, true)] {
+            let c = ConvCase {
+                int8,
+                batch,
+                hw: [2, 3],
+                ch: (ic, ch),
+                kernel: [4, 4],
+                stride: [1, 1],
+                dilation: [1, 1],
+                valid,
+                act: 0,
+                bias: true,
+                mode: 0,
+                seed: 7,
+            };
+            c.node(false).check_degenerate();
+            c.node(true).check_degenerate();
+        }
+        for (batches, depth, units) in [(1, 5, 0), (0, 5, 3), (2, 0, 3)] {
+            let c = FcCase { int8, batches, depth, units, act: 0, bias: true, mode: 0, seed: 7 };
+            c.node().check_degenerate();
+        }
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn conv_fast_equals_reference(c in conv_case(1..=40)) {
@@ -461,25 +501,41 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut r = Rng(seed);
-        // Multipliers as quantize_multiplier makes them (0 or in [2^30, 2^31)), any shift it can give.
-        let multiplier: Vec<i32> =
-            (0..n).map(|_| if r.range(0, 15) == 0 { 0 } else { r.range(1 << 30, i32::MAX as i64) as i32 }).collect();
+        // Multipliers as quantize_multiplier makes them (0 or in [2^30, 2^31)); often exactly 2^30
+        // (one half) with a small right shift, so that rounding ties (x.5, negative too) are common.
+        let multiplier: Vec<i32> = (0..n)
+            .map(|_| match r.range(0, 7) {
+                0 => 0,
+                1..=3 => 1 << 30,
+                _ => r.range(1 << 30, i32::MAX as i64) as i32,
+            })
+            .collect();
         // Right shifts up to 31 (more is clamped), left shifts up to 8 on accumulators small enough
         // for the scalar stage not to overflow (it would panic in a debug build, wrap in release).
-        let shift: Vec<i32> = (0..n).map(|_| r.range(-34, 8) as i32).collect();
+        let shift: Vec<i32> =
+            (0..n).map(|_| if r.range(0, 1) == 0 { r.range(-3, 0) } else { r.range(-34, 8) } as i32).collect();
         let q = if int8 { Q8::I8 } else { Q8::U8 };
         let (lo, hi) = if int8 { (-128, 127) } else { (0, 255) };
         let offset = r.range(lo, hi) as i32;
         let (min, max) = match act { 0 => (lo as i32, hi as i32), 1 => (offset, hi as i32), _ => (offset, (offset + 20).min(hi as i32)) };
-        let left: Vec<i32> = shift.iter().map(|&s| s.max(0)).collect();
+        // Accumulator magnitudes: half of them anything that does not overflow the scalar stage,
+        // half of them small enough to land inside the output range (where rounding shows).
+        let bits: Vec<i64> = shift
+            .iter()
+            .map(|&s| {
+                let (left, right) = (s.max(0) as i64, (-s).clamp(0, 31) as i64);
+                if r.range(0, 1) == 0 { 30 - left } else { (9 + right - left).clamp(1, 30) }
+            })
+            .collect();
         let stage = OutputStage::new(multiplier, shift, offset, min, max);
-        let acc: Vec<i32> = (0..n).map(|c| r.next() as i32 >> (1 + left[c])).collect();
+        let mut value = |b: i64| r.range(-(1 << b) + 1, (1 << b) - 1) as i32;
+        let acc: Vec<i32> = (0..n).map(|c| value(bits[c])).collect();
         let mut got = vec![0u8; n];
         gemm::requantize_row(&acc, &stage, q, &mut got);
         let want: Vec<u8> = (0..n).map(|c| q.put(stage.apply(acc[c], c))).collect();
         prop_assert_eq!(&got, &want, "requantize_row");
-        let acc: Vec<i32> = (0..rows * n).map(|i| r.next() as i32 >> (2 + left[i % n])).collect();
-        let bias: Vec<i32> = (0..n).map(|c| r.next() as i32 >> (2 + left[c])).collect();
+        let acc: Vec<i32> = (0..rows * n).map(|i| value(bits[i % n] - 1)).collect();
+        let bias: Vec<i32> = (0..n).map(|c| value(bits[c] - 1)).collect();
         let mut got = vec![0u8; rows * n];
         gemm::requantize(&acc, &bias, &stage, q, &mut got);
         let want: Vec<u8> = (0..rows * n).map(|i| q.put(stage.apply(acc[i] + bias[i % n], i % n))).collect();

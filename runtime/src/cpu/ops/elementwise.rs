@@ -115,7 +115,7 @@ pub(crate) fn build_add_sub(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         }
         t => return Err(ctx.err(format!("type {} is not supported", t.name()))),
     };
-    Built::new(BinaryKernel { bc, kind })
+    finish(ctx, bc, kind)
 }
 
 pub(crate) fn build_mul(ctx: &mut BuildCtx<'_>) -> Result<Built> {
@@ -141,7 +141,7 @@ pub(crate) fn build_mul(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         TensorType::FLOAT32 => Binary::F32 { op: BinOp::Mul, act: quant::activation_range_f32(act) },
         t => return Err(ctx.err(format!("type {} is not supported", t.name()))),
     };
-    Built::new(BinaryKernel { bc, kind })
+    finish(ctx, bc, kind)
 }
 
 pub(crate) fn build_div(ctx: &mut BuildCtx<'_>) -> Result<Built> {
@@ -152,7 +152,7 @@ pub(crate) fn build_div(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         TensorType::INT32 => Binary::I32 { op: BinOp::Div, act: int_act(act) },
         t => return Err(ctx.err(format!("type {} is not supported (float32 or int32)", t.name()))),
     };
-    Built::new(BinaryKernel { bc, kind })
+    finish(ctx, bc, kind)
 }
 
 pub(crate) fn build_floor_div(ctx: &mut BuildCtx<'_>) -> Result<Built> {
@@ -162,37 +162,80 @@ pub(crate) fn build_floor_div(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         TensorType::INT32 => Binary::I32 { op: BinOp::FloorDiv, act: (i32::MIN, i32::MAX) },
         t => return Err(ctx.err(format!("type {} is not supported (float32 or int32)", t.name()))),
     };
-    Built::new(BinaryKernel { bc, kind })
+    finish(ctx, bc, kind)
 }
 
 fn division_by_zero() -> Error {
     Error::argument("integer division by zero")
 }
 
+/// Fast path of 8-bit ADD/SUB/MUL: the output byte depends only on the two input bytes, so a
+/// 64 KiB table filled with the reference arithmetic gives identical results.
+struct Table2 {
+    bc: Broadcast,
+    table: Vec<u8>,
+}
+
+fn finish(ctx: &BuildCtx<'_>, bc: Broadcast, kind: Binary) -> Result<Built> {
+    let table = match (&kind, ctx.reference) {
+        (Binary::QAddSub { .. } | Binary::QMul { .. }, false) => {
+            let mut table = vec![0u8; 65536];
+            for (i, t) in table.iter_mut().enumerate() {
+                *t = kind.quantized(&[(i >> 8) as u8], &[i as u8]);
+            }
+            table
+        }
+        _ => return Built::new(BinaryKernel { bc, kind }),
+    };
+    Built::new(Table2 { bc, table })
+}
+
+impl Kernel for Table2 {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let (x, y) = (io.ins[0], io.ins[1]);
+        let out = &mut *io.outs[0];
+        if self.bc.same {
+            for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+                *o = self.table[(a as usize) << 8 | b as usize];
+            }
+        } else {
+            self.bc.for_each(|o, i, j| out[o] = self.table[(x[i] as usize) << 8 | y[j] as usize]);
+        }
+        Ok(())
+    }
+}
+
+impl Binary {
+    /// The reference arithmetic of the quantized variants for element 0 of `x` and `y`.
+    #[inline(always)]
+    fn quantized(&self, x: &[u8], y: &[u8]) -> u8 {
+        match *self {
+            Binary::QAddSub { q, sub, in1_offset, in2_offset, out_offset, m1, m2, mo, act } => {
+                let a = (in1_offset + q.get(x, 0)) * (1 << 20);
+                let b = (in2_offset + q.get(y, 0)) * (1 << 20);
+                let sa = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(a, m1.0, m1.1);
+                let sb = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(b, m2.0, m2.1);
+                let raw = if sub { sa - sb } else { sa + sb };
+                let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1) + out_offset;
+                q.put(v.clamp(act.0, act.1))
+            }
+            Binary::QMul { q, in1_offset, in2_offset, out_offset, m, act } => {
+                let p = (in1_offset + q.get(x, 0)) * (in2_offset + q.get(y, 0));
+                let v = out_offset + quant::multiply_by_quantized_multiplier(p, m.0, m.1);
+                q.put(v.clamp(act.0, act.1))
+            }
+            _ => 0,
+        }
+    }
+}
+
 impl Kernel for BinaryKernel {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         match self.kind {
-            Binary::QAddSub { q, sub, in1_offset, in2_offset, out_offset, m1, m2, mo, act } => {
+            Binary::QAddSub { .. } | Binary::QMul { .. } => {
                 let (x, y) = (io.ins[0], io.ins[1]);
                 let out = &mut *io.outs[0];
-                self.bc.for_each(|o, i, j| {
-                    let a = (in1_offset + q.get(x, i)) * (1 << 20);
-                    let b = (in2_offset + q.get(y, j)) * (1 << 20);
-                    let sa = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(a, m1.0, m1.1);
-                    let sb = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(b, m2.0, m2.1);
-                    let raw = if sub { sa - sb } else { sa + sb };
-                    let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1) + out_offset;
-                    out[o] = q.put(v.clamp(act.0, act.1));
-                });
-            }
-            Binary::QMul { q, in1_offset, in2_offset, out_offset, m, act } => {
-                let (x, y) = (io.ins[0], io.ins[1]);
-                let out = &mut *io.outs[0];
-                self.bc.for_each(|o, i, j| {
-                    let p = (in1_offset + q.get(x, i)) * (in2_offset + q.get(y, j));
-                    let v = out_offset + quant::multiply_by_quantized_multiplier(p, m.0, m.1);
-                    out[o] = q.put(v.clamp(act.0, act.1));
-                });
+                self.bc.for_each(|o, i, j| out[o] = self.kind.quantized(&x[i..i + 1], &y[j..j + 1]));
             }
             Binary::I32 { op, act } => {
                 let x: &[i32] = cast(io.ins[0])?;
@@ -337,6 +380,22 @@ struct Cast {
 
 impl Kernel for Cast {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        match (self.from, self.to) {
+            (Num::I32, Num::F32) => {
+                let x: &[i32] = cast(io.ins[0])?;
+                for (o, &v) in cast_mut::<f32>(io.outs[0])?.iter_mut().zip(x) {
+                    *o = v as f32;
+                }
+                return Ok(());
+            }
+            (Num::U8, Num::F32) => {
+                for (o, &v) in cast_mut::<f32>(io.outs[0])?.iter_mut().zip(io.ins[0]) {
+                    *o = v as f32;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
         let from_float = matches!(self.from, Num::F32);
         for i in 0..self.n {
             let v = self.from.read(io.ins[0], i);
@@ -360,6 +419,28 @@ enum Quantize {
     Requantize { qi: Q8, qo: Q8, in_zp: i32, out_zp: i32, m: (i32, i32) },
 }
 
+/// A 256-entry table kernel filled by `f` (the fast path of byte-to-byte ops).
+fn byte_table(f: impl Fn(u8) -> u8) -> super::activation::Lut {
+    let mut table = [0u8; 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        *t = f(i as u8);
+    }
+    super::activation::Lut { table }
+}
+
+impl Quantize {
+    fn requantize_byte(&self, b: u8) -> u8 {
+        match *self {
+            Quantize::Requantize { qi, qo, in_zp, out_zp, m } => {
+                let (lo, hi) = if qo == Q8::U8 { (0, 255) } else { (-128, 127) };
+                let v = quant::multiply_by_quantized_multiplier(qi.get(&[b], 0) - in_zp, m.0, m.1) + out_zp;
+                qo.put(v.clamp(lo, hi))
+            }
+            Quantize::FromFloat { .. } => 0,
+        }
+    }
+}
+
 impl Kernel for Quantize {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let out = &mut *io.outs[0];
@@ -372,11 +453,9 @@ impl Kernel for Quantize {
                     *o = q.put(u.clamp(lo, hi));
                 }
             }
-            Quantize::Requantize { qi, qo, in_zp, out_zp, m } => {
-                let (lo, hi) = if qo == Q8::U8 { (0, 255) } else { (-128, 127) };
-                for (i, o) in out.iter_mut().enumerate() {
-                    let v = quant::multiply_by_quantized_multiplier(qi.get(io.ins[0], i) - in_zp, m.0, m.1) + out_zp;
-                    *o = qo.put(v.clamp(lo, hi));
+            Quantize::Requantize { .. } => {
+                for (o, &b) in out.iter_mut().zip(io.ins[0]) {
+                    *o = self.requantize_byte(b);
                 }
             }
         }
@@ -401,6 +480,9 @@ pub(crate) fn build_quantize(ctx: &mut BuildCtx<'_>) -> Result<Built> {
             Quantize::Requantize { qi, qo, in_zp: iz, out_zp: oz, m: quant::quantize_multiplier(is as f64 / os as f64) }
         }
     };
+    if let (Quantize::Requantize { .. }, false) = (&k, ctx.reference) {
+        return Built::new(byte_table(|b| k.requantize_byte(b)));
+    }
     Built::new(k)
 }
 
@@ -452,14 +534,24 @@ enum Relu {
     F { lo: f32, hi: f32 },
 }
 
+impl Relu {
+    fn byte(&self, b: u8) -> u8 {
+        match *self {
+            Relu::Q { q, in_zp, out_zp, m, act } => {
+                let v = out_zp + quant::multiply_by_quantized_multiplier(q.get(&[b], 0) - in_zp, m.0, m.1);
+                q.put(v.clamp(act.0, act.1))
+            }
+            Relu::F { .. } => 0,
+        }
+    }
+}
+
 impl Kernel for Relu {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         match *self {
-            Relu::Q { q, in_zp, out_zp, m, act } => {
-                let out = &mut *io.outs[0];
-                for (i, o) in out.iter_mut().enumerate() {
-                    let v = out_zp + quant::multiply_by_quantized_multiplier(q.get(io.ins[0], i) - in_zp, m.0, m.1);
-                    *o = q.put(v.clamp(act.0, act.1));
+            Relu::Q { .. } => {
+                for (o, &b) in io.outs[0].iter_mut().zip(io.ins[0]) {
+                    *o = self.byte(b);
                 }
             }
             Relu::F { lo, hi } => {
@@ -493,5 +585,9 @@ pub(crate) fn build_relu(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let amin = tmin.max(oz + (lo / os).round() as i32);
     let amax = if hi.is_infinite() { tmax } else { tmax.min(oz + (hi / os).round() as i32) };
     let m = quant::quantize_multiplier((is / os) as f64);
-    Built::new(Relu::Q { q, in_zp: iz, out_zp: oz, m, act: (amin, amax) })
+    let k = Relu::Q { q, in_zp: iz, out_zp: oz, m, act: (amin, amax) };
+    if !ctx.reference {
+        return Built::new(byte_table(|b| k.byte(b)));
+    }
+    Built::new(k)
 }

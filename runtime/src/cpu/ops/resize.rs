@@ -24,6 +24,9 @@ struct Resize {
     ow: usize,
     align: bool,
     half: bool,
+    /// Per output row / column: (lower, upper, scaled coordinate), computed once.
+    ys: Vec<(usize, usize, f32)>,
+    xs: Vec<(usize, usize, f32)>,
 }
 
 fn build(ctx: &mut BuildCtx<'_>, bilinear: bool) -> Result<Built> {
@@ -45,7 +48,21 @@ fn build(ctx: &mut BuildCtx<'_>, bilinear: bool) -> Result<Built> {
         return Err(ctx.err("input and output types differ"));
     }
     let (align, half) = (ctx.options.align_corners, ctx.options.half_pixel_centers);
-    Built::new(Resize { bilinear, elem, n, ih, iw, c, oh, ow, align, half })
+    let mut r = Resize { bilinear, elem, n, ih, iw, c, oh, ow, align, half, ys: Vec::new(), xs: Vec::new() };
+    let (hs, ws) = (r.scale(ih, oh), r.scale(iw, ow));
+    r.ys = (0..oh)
+        .map(|y| {
+            let (v, a, b) = interp(y as f32, hs, half, ih);
+            (a, b, v)
+        })
+        .collect();
+    r.xs = (0..ow)
+        .map(|x| {
+            let (v, a, b) = interp(x as f32, ws, half, iw);
+            (a, b, v)
+        })
+        .collect();
+    Built::new(r)
 }
 
 pub(crate) fn build_bilinear(ctx: &mut BuildCtx<'_>) -> Result<Built> {
@@ -165,20 +182,21 @@ impl Kernel for Resize {
 
 impl Resize {
     fn bilinear_float(&self, get: impl Fn(usize) -> f32, mut put: impl FnMut(usize, f32), rounding: f32) {
-        let (hs, ws) = (self.scale(self.ih, self.oh), self.scale(self.iw, self.ow));
         for b in 0..self.n {
-            for y in 0..self.oh {
-                let (iy, y0, y1) = interp(y as f32, hs, self.half, self.ih);
-                for x in 0..self.ow {
-                    let (ix, x0, x1) = interp(x as f32, ws, self.half, self.iw);
-                    let (dy, dx) = (iy - y0 as f32, ix - x0 as f32);
+            for (y, &(y0, y1, iy)) in self.ys.iter().enumerate() {
+                let dy = iy - y0 as f32;
+                for (x, &(x0, x1, ix)) in self.xs.iter().enumerate() {
+                    let dx = ix - x0 as f32;
+                    let (a, bb, cc, d) =
+                        (self.at(b, y0, x0, 0), self.at(b, y1, x0, 0), self.at(b, y0, x1, 0), self.at(b, y1, x1, 0));
+                    let o = ((b * self.oh + y) * self.ow + x) * self.c;
                     for c in 0..self.c {
-                        let v = get(self.at(b, y0, x0, c)) * (1.0 - dy) * (1.0 - dx)
-                            + get(self.at(b, y1, x0, c)) * dy * (1.0 - dx)
-                            + get(self.at(b, y0, x1, c)) * (1.0 - dy) * dx
-                            + get(self.at(b, y1, x1, c)) * dy * dx
+                        let v = get(a + c) * (1.0 - dy) * (1.0 - dx)
+                            + get(bb + c) * dy * (1.0 - dx)
+                            + get(cc + c) * (1.0 - dy) * dx
+                            + get(d + c) * dy * dx
                             + rounding;
-                        put(((b * self.oh + y) * self.ow + x) * self.c + c, v);
+                        put(o + c, v);
                     }
                 }
             }
