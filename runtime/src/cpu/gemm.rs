@@ -12,7 +12,7 @@ use super::ops::common::{OutputStage, Q8};
 use super::par::Par;
 
 /// Rows of A processed per GEMM call by the convolution kernels.
-pub(crate) const ROWS: usize = 32;
+pub(crate) const ROWS: usize = 24;
 
 /// Which implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +235,6 @@ mod x86 {
         let zero = _mm256_setzero_si256();
         let offset = _mm256_set1_epi32(st.offset);
         let (lo, hi) = (_mm256_set1_epi32(st.min), _mm256_set1_epi32(st.max));
-        let mut buf = [0i32; 8];
         let mut c = 0;
         while c < n {
             let mut x = load8(acc, c);
@@ -255,12 +254,15 @@ mod x86 {
             let threshold = _mm256_sub_epi32(_mm256_srli_epi32::<1>(mask), _mm256_cmpgt_epi32(zero, h));
             let r = _mm256_sub_epi32(_mm256_srav_epi32(h, right), _mm256_cmpgt_epi32(rem, threshold));
             let v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, offset), lo), hi);
-            let dst = &mut buf;
-            // SAFETY: `buf` is 8 i32 (32 bytes); storeu has no alignment requirement.
-            unsafe { _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, v) };
-            for (o, &b) in out[c..c + 8].iter_mut().zip(buf.iter()) {
-                *o = q.put(b);
-            }
+            // Values are already clamped to the output type: narrow 8 x i32 to 8 bytes.
+            let w16 = _mm256_packs_epi32(v, v);
+            let w8 = match q {
+                Q8::U8 => _mm256_packus_epi16(w16, w16),
+                Q8::I8 => _mm256_packs_epi16(w16, w16),
+            };
+            let both = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+            let bytes = (_mm256_extract_epi64::<0>(both) as u64).to_le_bytes();
+            out[c..c + 8].copy_from_slice(&bytes);
             c += 8;
         }
         n
@@ -293,8 +295,29 @@ mod x86 {
         unsafe { _mm256_storeu_si256(chunk.as_mut_ptr() as *mut __m256i, v) }
     }
 
-    /// Broadcast GEMM: 4 rows x 16 output channels per tile, one `vpmaddwd` per (row, 8 channels,
-    /// k pair).
+    /// One tile: `R` rows x 16 output channels, one `vpmaddwd` per (row, 8 channels, k pair).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn tile<const R: usize>(pairs: &[i32], i: usize, kh: usize, w: &[i16], np: usize, j: usize, out: &mut [i32]) {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for kk in 0..kh {
+            let wb = (kk * np + j) * 2;
+            let b0 = load(w, wb);
+            let b1 = load(w, wb + 16);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_epi32(pairs[(i + r) * kh + kk]);
+                a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(x, b0));
+                a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(x, b1));
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            store8(out, (i + r) * np + j, a[0]);
+            store8(out, (i + r) * np + j + 8, a[1]);
+        }
+    }
+
+    /// Broadcast GEMM over tiles of 6 rows x 16 output channels (12 accumulators, 2 weight
+    /// registers and one broadcast fit the 16 AVX2 registers).
     #[target_feature(enable = "avx2")]
     pub(super) fn gemm_packed_avx2(a: &[i16], m: usize, p: &super::Packed, out: &mut [i32]) {
         let (kp, np) = (p.kp, p.np);
@@ -306,23 +329,16 @@ mod x86 {
         };
         let mut i = 0;
         while i < m {
-            let rows = (m - i).min(4);
+            let rows = (m - i).min(6);
             let mut j = 0;
             while j < np {
-                let mut acc = [_mm256_setzero_si256(); 8];
-                for kk in 0..kp / 2 {
-                    let wb = (kk * np + j) * 2;
-                    let b0 = load(&p.w, wb);
-                    let b1 = load(&p.w, wb + 16);
-                    for r in 0..rows {
-                        let x = _mm256_set1_epi32(pairs[(i + r) * kh + kk]);
-                        acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(x, b0));
-                        acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(x, b1));
-                    }
-                }
-                for r in 0..rows {
-                    store8(out, (i + r) * np + j, acc[2 * r]);
-                    store8(out, (i + r) * np + j + 8, acc[2 * r + 1]);
+                match rows {
+                    6 => tile::<6>(pairs, i, kh, &p.w, np, j, out),
+                    5 => tile::<5>(pairs, i, kh, &p.w, np, j, out),
+                    4 => tile::<4>(pairs, i, kh, &p.w, np, j, out),
+                    3 => tile::<3>(pairs, i, kh, &p.w, np, j, out),
+                    2 => tile::<2>(pairs, i, kh, &p.w, np, j, out),
+                    _ => tile::<1>(pairs, i, kh, &p.w, np, j, out),
                 }
                 j += 16;
             }
