@@ -83,7 +83,7 @@ pub(crate) fn requantize_row(acc: &[i32], stage: &OutputStage, q: Q8, out: &mut 
 fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q: Q8, out: &mut [u8]) {
     let mut start = 0;
     #[cfg(target_arch = "x86_64")]
-    if best() == Isa::Avx2 {
+    if stage.vector && best() == Isa::Avx2 {
         // SAFETY: AVX2 was detected at run time (`best`).
         start = unsafe { x86::requantize_avx2(acc, bias, stage, q, out) };
     }

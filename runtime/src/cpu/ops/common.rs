@@ -17,13 +17,17 @@ pub(crate) struct OutputStage {
     pub left: Vec<i32>,
     /// `max(-shift, 0)` per channel, at most 31 (vector kernels).
     pub right: Vec<i32>,
+    /// Whether the vector kernels apply (they do not reproduce left shifts of 31 or more,
+    /// which only absurd scales produce).
+    pub vector: bool,
 }
 
 impl OutputStage {
     pub fn new(multiplier: Vec<i32>, shift: Vec<i32>, offset: i32, min: i32, max: i32) -> OutputStage {
         let left = shift.iter().map(|&s| s.max(0)).collect();
         let right = shift.iter().map(|&s| (-s).clamp(0, 31)).collect();
-        OutputStage { multiplier, shift, offset, min, max, left, right }
+        let vector = shift.iter().all(|&s| s < 31);
+        OutputStage { multiplier, shift, offset, min, max, left, right, vector }
     }
 
     #[inline(always)]
