@@ -198,6 +198,75 @@ pub(crate) fn gemm_packed_portable(a: &[i16], m: usize, p: &Packed, out: &mut [i
     }
 }
 
+/// Whether the CPU has AVX-512 VNNI (with VL), for the 8-bit dot-product GEMM.
+pub(crate) fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Weights for [`gemm_u8`]: signed bytes, k in quads, output channels padded to 16,
+/// `w[((kq * np) + j) * 4 + {0..3}] = W[j][4kq + {0..3}]`.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedU8 {
+    pub w: Vec<i8>,
+    /// Output channels padded to 16.
+    pub np: usize,
+    /// K padded to 4 (rows of A have this length).
+    pub kp: usize,
+}
+
+impl PackedU8 {
+    /// Packs `n` rows of `k` signed-byte weights.
+    pub fn new(w: &[i8], n: usize, k: usize) -> PackedU8 {
+        let np = n.div_ceil(16) * 16;
+        let kp = k.div_ceil(4) * 4;
+        let mut out = vec![0i8; kp * np];
+        for j in 0..n {
+            for i in 0..k {
+                out[((i / 4) * np + j) * 4 + (i % 4)] = w[j * k + i];
+            }
+        }
+        PackedU8 { w: out, np, kp }
+    }
+}
+
+/// `out[i][j] = sum_k a[i][k] * W[j][k]` with unsigned-byte `a` (`m` rows of `p.kp`) and
+/// signed-byte weights, wrapping in i32 like `vpdpbusd` (exact whenever the true sum fits).
+pub(crate) fn gemm_u8(a: &[u8], m: usize, p: &PackedU8, out: &mut [i32]) {
+    assert!(a.len() >= m * p.kp && out.len() >= m * p.np);
+    #[cfg(target_arch = "x86_64")]
+    if vnni() {
+        // SAFETY: AVX-512 VNNI, VL and AVX2 were detected at run time (`vnni`); bounds asserted.
+        unsafe { x86::gemm_u8_vnni(a, m, p, out) };
+        return;
+    }
+    gemm_u8_portable(a, m, p, out)
+}
+
+pub(crate) fn gemm_u8_portable(a: &[u8], m: usize, p: &PackedU8, out: &mut [i32]) {
+    for i in 0..m {
+        let row = &mut out[i * p.np..(i + 1) * p.np];
+        row.fill(0);
+        for kq in 0..p.kp / 4 {
+            let x = &a[i * p.kp + 4 * kq..i * p.kp + 4 * kq + 4];
+            let w = &p.w[kq * p.np * 4..(kq + 1) * p.np * 4];
+            for (j, o) in row.iter_mut().enumerate() {
+                let mut s = 0i32;
+                for t in 0..4 {
+                    s += x[t] as i32 * w[4 * j + t] as i32;
+                }
+                *o = o.wrapping_add(s);
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{OutputStage, Q8};
@@ -346,6 +415,64 @@ mod x86 {
         }
     }
 
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load_i8(s: &[i8], at: usize) -> __m256i {
+        let chunk = &s[at..at + 32];
+        // SAFETY: `chunk` holds exactly 32 bytes; loadu has no alignment requirement.
+        unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) }
+    }
+
+    /// One tile of the byte GEMM: `R` rows x 16 output channels, one `vpdpbusd` per
+    /// (row, 8 channels, k quad).
+    #[inline]
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    fn tile_u8<const R: usize>(quads: &[i32], i: usize, kq: usize, w: &[i8], np: usize, j: usize, out: &mut [i32]) {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for q in 0..kq {
+            let wb = (q * np + j) * 4;
+            let b0 = load_i8(w, wb);
+            let b1 = load_i8(w, wb + 32);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_epi32(quads[(i + r) * kq + q]);
+                a[0] = _mm256_dpbusd_epi32(a[0], x, b0);
+                a[1] = _mm256_dpbusd_epi32(a[1], x, b1);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            store8(out, (i + r) * np + j, a[0]);
+            store8(out, (i + r) * np + j + 8, a[1]);
+        }
+    }
+
+    /// Byte GEMM over tiles of 6 rows x 16 output channels.
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    pub(super) fn gemm_u8_vnni(a: &[u8], m: usize, p: &super::PackedU8, out: &mut [i32]) {
+        let (kp, np) = (p.kp, p.np);
+        let kq = kp / 4;
+        let quads: &[i32] = match bytemuck::try_cast_slice(&a[..m * kp]) {
+            Ok(q) => q,
+            Err(_) => return super::gemm_u8_portable(a, m, p, out),
+        };
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(6);
+            let mut j = 0;
+            while j < np {
+                match rows {
+                    6 => tile_u8::<6>(quads, i, kq, &p.w, np, j, out),
+                    5 => tile_u8::<5>(quads, i, kq, &p.w, np, j, out),
+                    4 => tile_u8::<4>(quads, i, kq, &p.w, np, j, out),
+                    3 => tile_u8::<3>(quads, i, kq, &p.w, np, j, out),
+                    2 => tile_u8::<2>(quads, i, kq, &p.w, np, j, out),
+                    _ => tile_u8::<1>(quads, i, kq, &p.w, np, j, out),
+                }
+                j += 16;
+            }
+            i += rows;
+        }
+    }
+
     /// 4x2 tiles of `vpmaddwd` dot products; edges fall back to single dot products.
     #[target_feature(enable = "avx2")]
     pub(super) fn gemm_avx2(a: &[i16], m: usize, w: &[i16], n: usize, kp: usize, out: &mut [i32]) {
@@ -442,6 +569,20 @@ mod tests {
             prop_assert_eq!(&got_p, &got_pp);
             for i in 0..m {
                 prop_assert_eq!(&got_p[i * packed.np..i * packed.np + n], &want[i * n..(i + 1) * n]);
+            }
+            let wb: Vec<i8> = w.iter().map(|&v| (v / 2) as i8).collect();
+            let ab: Vec<u8> = a.iter().map(|&v| (v + 255) as u8).collect();
+            let pu = PackedU8::new(&wb, n, kp);
+            let mut got_u = vec![0; m * pu.np];
+            gemm_u8(&ab, m, &pu, &mut got_u);
+            let mut got_up = vec![0; m * pu.np];
+            gemm_u8_portable(&ab, m, &pu, &mut got_up);
+            prop_assert_eq!(&got_u, &got_up);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: i32 = (0..kp).map(|k| ab[i * kp + k] as i32 * wb[j * kp + k] as i32).sum();
+                    prop_assert_eq!(got_u[i * pu.np + j], want);
+                }
             }
             if best() != Isa::Portable {
                 let mut got = vec![0; m * n];

@@ -43,13 +43,19 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Number of elements.
+    /// Number of elements. The plan checks that every tensor's size fits in `usize`; a shape that
+    /// does not (possible only before planning) saturates instead of overflowing.
     pub fn num_elements(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
-    /// Size in bytes.
+    /// Size in bytes (saturating like [`TensorInfo::num_elements`]).
     pub fn byte_len(&self) -> usize {
-        self.num_elements() * self.dtype.size_bytes().unwrap_or(0)
+        self.num_elements().saturating_mul(self.dtype.size_bytes().unwrap_or(0))
+    }
+    /// Size in bytes, or `None` when the element count or byte length overflows `usize`.
+    pub fn checked_byte_len(&self) -> Option<usize> {
+        let n = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+        n.checked_mul(self.dtype.size_bytes().unwrap_or(0))
     }
     /// Per-tensor scale and zero point, or an error naming the tensor.
     pub(crate) fn qparams(&self) -> Result<(f32, i32)> {
@@ -87,6 +93,8 @@ pub(crate) struct BuildCtx<'m> {
     pub intermediates: Vec<TensorInfo>,
     /// Use the reference kernel even when a fast one exists.
     pub reference: bool,
+    /// The CPU has the 8-bit dot-product instructions (AVX-512 VNNI) the fast kernels may use.
+    pub vnni: bool,
 }
 
 impl<'m> BuildCtx<'m> {

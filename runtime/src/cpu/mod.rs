@@ -48,6 +48,10 @@ pub struct Options {
     pub keep: Vec<usize>,
     /// Subgraph to run.
     pub subgraph: usize,
+    /// Most bytes of activation memory (tensor arena plus kernel scratch) the interpreter may
+    /// allocate; 0 means the default, 2 GiB. A model that needs more fails to plan with an error
+    /// saying how much it needs, instead of allocating it.
+    pub max_arena_bytes: usize,
 }
 
 /// Most inputs / outputs one node may have.
@@ -86,6 +90,22 @@ impl Interpreter {
         } else {
             options.threads
         };
+        let limit = plan::max_arena_bytes(options);
+        let needed = plan
+            .slot_bytes
+            .iter()
+            .try_fold(0usize, |a, &b| a.checked_add(b))
+            .and_then(|a| a.checked_add(plan.scratch_bytes.checked_mul(threads.max(1))?));
+        if needed.is_none_or(|n| n > limit) {
+            let needed = needed.map_or("more than usize::MAX".to_string(), |n| n.to_string());
+            let err = Error::unsupported(format!(
+                "the model needs {needed} bytes of activations ({} tensor slots, {} bytes of scratch per \
+                 thread, {threads} threads), more than the limit of {limit} (Options::max_arena_bytes)",
+                plan.slot_bytes.len(),
+                plan.scratch_bytes
+            ));
+            return Err(err.with_path(model.path()));
+        }
         let par = Par::new(threads)?;
         let words = |bytes: usize| bytes.div_ceil(8);
         let mut slots: Vec<Vec<u64>> = plan.slot_bytes.iter().map(|&b| vec![0u64; words(b)]).collect();

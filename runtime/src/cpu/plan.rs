@@ -85,12 +85,29 @@ impl Plan {
             ))
         })?;
         let n = sg.tensors.len();
+        let limit = max_arena_bytes(options);
         let mut tensors: Vec<TensorInfo> = sg.tensors.iter().map(info_of).collect::<Result<_>>()?;
         let mut locs = vec![Loc::Empty; n];
         let mut owned: Vec<Vec<u64>> = Vec::new();
         let bytes = model.bytes();
         for (t, tensor) in sg.tensors.iter().enumerate() {
-            if let Some(data) = model.tensor_data(tensor) {
+            let data = model.tensor_data(tensor);
+            let size = check_size(&tensors[t], if data.is_some() { usize::MAX } else { limit })
+                .map_err(Error::unsupported)?;
+            match data {
+                None => {}
+                Some(d) if tensor.dtype.size_bytes().is_some() && d.len() != size => {
+                    return Err(Error::unsupported(format!(
+                        "constant tensor {t} ({:?}, {} {:?}) has {} bytes of data, but its shape needs {size}",
+                        tensors[t].name,
+                        tensors[t].dtype.name(),
+                        tensors[t].shape,
+                        d.len()
+                    )));
+                }
+                Some(_) => {}
+            }
+            if let Some(data) = data {
                 let start = crate::fb::offset_in(bytes, data);
                 let elem = tensor.dtype.size_bytes().unwrap_or(1);
                 if start.is_multiple_of(elem.max(1)) {
@@ -107,6 +124,7 @@ impl Plan {
         // Build kernels in order, resolving shapes as we go.
         let mut nodes = Vec::with_capacity(sg.operators.len());
         let mut scratch_bytes = 0usize;
+        let mut writer: Vec<Option<usize>> = vec![None; n];
         for op in &sg.operators {
             let code = model.opcode(op);
             let outputs: Vec<usize> = op
@@ -125,6 +143,7 @@ impl Plan {
                 outputs: outputs.iter().map(|&t| tensors[t].clone()).collect(),
                 intermediates: op.intermediates.iter().map(|&t| tensors[t].clone()).collect(),
                 reference: options.reference,
+                vnni: !options.reference && super::gemm::vnni(),
             };
             if op.inputs.len() > MAX_INPUTS || outputs.len() > MAX_OUTPUTS {
                 return Err(ctx.err(format!(
@@ -147,6 +166,15 @@ impl Plan {
                 if matches!(locs[t], Loc::Const(_) | Loc::Owned(_)) {
                     return Err(ctx.err(format!("output {k} (tensor {t}) is a constant")));
                 }
+                if let Some(w) = writer[t] {
+                    return Err(ctx.err(format!("output {k} (tensor {t}) is also written by node {w}")));
+                }
+                if sg.inputs.contains(&t) || sg.tensors[t].is_variable {
+                    return Err(ctx.err(format!("output {k} (tensor {t}) is a model input or a variable tensor")));
+                }
+                writer[t] = Some(op.index);
+                let info = &ctx.outputs[k];
+                check_size(info, limit).map_err(|e| ctx.err(e))?;
                 tensors[t] = ctx.outputs[k].clone();
             }
             scratch_bytes = scratch_bytes.max(built.scratch_bytes);
@@ -295,4 +323,30 @@ fn info_of(t: &crate::model::Tensor) -> Result<TensorInfo> {
         axis: q.quantized_dimension.max(0) as usize,
     });
     Ok(TensorInfo { index: t.index, name: t.name.clone(), shape, dtype: t.dtype, quant })
+}
+
+/// Activation memory an interpreter may allocate when [`Options::max_arena_bytes`] is 0: 2 GiB.
+pub(crate) const DEFAULT_MAX_ARENA_BYTES: usize = 1 << 31;
+
+/// The activation memory limit of `options`.
+pub(crate) fn max_arena_bytes(options: &Options) -> usize {
+    if options.max_arena_bytes == 0 {
+        DEFAULT_MAX_ARENA_BYTES
+    } else {
+        options.max_arena_bytes
+    }
+}
+
+/// The byte length of a tensor, or what is wrong when its size overflows or is over `limit`.
+fn check_size(t: &TensorInfo, limit: usize) -> std::result::Result<usize, String> {
+    let what = || format!("tensor {} ({:?}, {} {:?})", t.index, t.name, t.dtype.name(), t.shape);
+    let size = t.checked_byte_len().ok_or_else(|| format!("{}: its size overflows the address space", what()))?;
+    if size > limit {
+        return Err(format!(
+            "{} takes {size} bytes: the model needs at least {size} bytes of activations, more than the limit \
+             of {limit} (Options::max_arena_bytes)",
+            what()
+        ));
+    }
+    Ok(size)
 }

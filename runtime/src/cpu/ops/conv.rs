@@ -78,9 +78,67 @@ struct Conv {
     kp: usize,
     weights: Vec<i16>,
     packed: Option<gemm::Packed>,
+    vnni: Option<Vnni>,
     bias: Vec<i32>,
     stage: OutputStage,
     reference: bool,
+}
+
+/// The 8-bit dot-product path (AVX-512 VNNI): patches stay bytes and the zero points are folded
+/// into per-channel terms, `acc = dot(xu, ws) + a[oc] * rowsum(xu) + c[oc]`, which equals
+/// `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
+struct Vnni {
+    packed: gemm::PackedU8,
+    a: Vec<i32>,
+    c: Vec<i32>,
+    /// Byte stored for spatial padding (the input zero point, as stored).
+    pad: u8,
+    /// XOR applied to input bytes (0x80 turns int8 into offset-128 unsigned bytes).
+    flip: u8,
+    /// Whether `a` is non-zero (uint8 models), so row sums are needed.
+    rowsum: bool,
+}
+
+/// Builds the VNNI layout from zero-point-free weights `wz[oc][k] = w - zw` (as in
+/// [`pack_weights`], row length `kp`).
+///
+/// uint8: `xu = x`, `ws = w - 128`; `sum x (w - zw) = dot + (128 - zw) * sum x`, and
+/// `sum zx (w - zw) = zx * colsum(w - zw)`. int8 (filter zero point 0): `xu = x + 128`, `ws = w`,
+/// `sum (x - zx) w = dot - (128 + zx) * colsum(w)`. Spatial padding stores `zx` so its terms
+/// cancel; k padding is zero on both sides.
+fn vnni_layout(q: Q8, wz: &[i16], zw: &[i32], n: usize, k: usize, kp: usize, in_zp: i32, bias: &[i32]) -> Option<Vnni> {
+    let zw_of = |j: usize| if zw.len() == 1 { zw[0] } else { zw.get(j).copied().unwrap_or(0) };
+    let mut ws = vec![0i8; n * k];
+    let mut a = vec![0i32; n];
+    let mut c = vec![0i32; n];
+    for j in 0..n {
+        let mut colsum = 0i32;
+        for i in 0..k {
+            let v = wz[j * kp + i] as i32; // w - zw
+            colsum = colsum.wrapping_add(v);
+            ws[j * k + i] = match q {
+                Q8::U8 => (v + zw_of(j) - 128) as i8,
+                Q8::I8 => {
+                    if zw_of(j) != 0 {
+                        return None;
+                    }
+                    v as i8
+                }
+            };
+        }
+        match q {
+            Q8::U8 => {
+                a[j] = 128 - zw_of(j);
+                c[j] = bias[j].wrapping_sub(in_zp.wrapping_mul(colsum));
+            }
+            Q8::I8 => c[j] = bias[j].wrapping_sub((128 + in_zp).wrapping_mul(colsum)),
+        }
+    }
+    let (pad, flip) = match q {
+        Q8::U8 => (in_zp as u8, 0),
+        Q8::I8 => ((in_zp as i8 as u8) ^ 0x80, 0x80),
+    };
+    Some(Vnni { packed: gemm::PackedU8::new(&ws, n, k), a, c, pad, flip, rowsum: q == Q8::U8 })
 }
 
 /// Keeps the `[oc][kp]` weights for the reference kernel, or packs them for the fast one.
@@ -140,8 +198,9 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let np = oc.div_ceil(16) * 16;
     let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * np * 4 + 64;
     let in_zp = input.qparams()?.1;
-    let (weights, packed) = layout(weights, oc, kp, reference);
-    Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, bias, stage, reference }, scratch)
+    let vnni = if !reference && ctx.vnni { vnni_layout(q_in, &weights, &zp, oc, k, kp, in_zp, &bias) } else { None };
+    let (weights, packed) = if vnni.is_some() { (Vec::new(), None) } else { layout(weights, oc, kp, reference) };
+    Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, vnni, bias, stage, reference }, scratch)
 }
 
 impl Conv {
@@ -204,6 +263,84 @@ impl Conv {
 }
 
 impl Conv {
+    /// Byte im2col row of output pixel `p` for the VNNI path; returns the row sum of the real
+    /// k entries (when needed).
+    #[inline(always)]
+    fn patch_u8(&self, v: &Vnni, input: &[u8], p: usize, row: &mut [u8]) -> i32 {
+        let g = &self.g;
+        let ox = p % g.out_w;
+        let oy = (p / g.out_w) % g.out_h;
+        let b = p / (g.out_w * g.out_h);
+        row[self.k..].fill(0);
+        for ky in 0..g.k_h {
+            let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+            for kx in 0..g.k_w {
+                let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                let dst = &mut row[(ky * g.k_w + kx) * g.in_c..][..g.in_c];
+                if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize {
+                    dst.fill(v.pad);
+                    continue;
+                }
+                let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
+                let src = &input[base..base + g.in_c];
+                if v.flip == 0 {
+                    dst.copy_from_slice(src);
+                } else {
+                    for (d, &x) in dst.iter_mut().zip(src) {
+                        *d = x ^ v.flip;
+                    }
+                }
+            }
+        }
+        if v.rowsum {
+            row[..self.k].iter().map(|&x| x as i32).sum()
+        } else {
+            0
+        }
+    }
+
+    /// The VNNI counterpart of `pixels_body`.
+    #[inline(always)]
+    fn pixels_vnni_body(&self, v: &Vnni, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
+        let (oc, np, kp) = (self.g.out_c, v.packed.np, v.packed.kp);
+        let (a, rest) = scratch.split_at_mut(gemm::ROWS * kp);
+        let (sx, rest) = rest.split_at_mut(gemm::ROWS * 4);
+        let sx: &mut [i32] = bytemuck::cast_slice_mut(sx);
+        let acc: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..gemm::ROWS * np * 4]);
+        let n = rows.len() / oc;
+        let mut at = 0;
+        while at < n {
+            let m = gemm::ROWS.min(n - at);
+            for r in 0..m {
+                sx[r] = self.patch_u8(v, input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
+            }
+            gemm::gemm_u8(&a[..m * kp], m, &v.packed, &mut acc[..m * np]);
+            for r in 0..m {
+                let row = &mut acc[r * np..r * np + oc];
+                for ((x, &ac), &cc) in row.iter_mut().zip(&v.a).zip(&v.c) {
+                    *x = x.wrapping_add(ac.wrapping_mul(sx[r])).wrapping_add(cc);
+                }
+                gemm::requantize_row(row, &self.stage, self.q_out, &mut rows[(at + r) * oc..(at + r + 1) * oc]);
+            }
+            at += m;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn pixels_vnni_avx2(&self, v: &Vnni, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
+        self.pixels_vnni_body(v, input, first, rows, scratch)
+    }
+
+    fn pixels_vnni(&self, v: &Vnni, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if gemm::best() == gemm::Isa::Avx2 {
+            // SAFETY: AVX2 was detected at run time (`gemm::best`); the body is safe code.
+            return unsafe { self.pixels_vnni_avx2(v, input, first, rows, scratch) };
+        }
+        self.pixels_vnni_body(v, input, first, rows, scratch)
+    }
+
     /// Output pixels `first..` of one thread: im2col blocks of [`gemm::ROWS`] pixels, GEMM,
     /// output stage.
     #[inline(always)]
@@ -275,6 +412,11 @@ impl Kernel for Conv {
         }
         let oc = self.g.out_c;
         let kp = self.kp;
+        if let Some(v) = &self.vnni {
+            io.par
+                .rows(out, oc, 4, io.scratch, |first, rows, scratch| self.pixels_vnni(v, input, first, rows, scratch));
+            return Ok(());
+        }
         let packed = self.packed.as_ref().ok_or_else(|| crate::Error::argument("conv weights are not packed"))?;
         let np = packed.np;
         io.par.rows(out, oc, 4, io.scratch, |first, rows, scratch| {

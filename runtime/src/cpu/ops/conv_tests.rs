@@ -128,7 +128,7 @@ struct Node {
 }
 
 impl Node {
-    fn build(&self, reference: bool) -> Result<(Built, TensorInfo)> {
+    fn build(&self, reference: bool, vnni: bool) -> Result<(Built, TensorInfo)> {
         let mut ctx = BuildCtx {
             op_name: "TEST",
             version: 1,
@@ -140,6 +140,7 @@ impl Node {
             outputs: vec![self.output.clone()],
             intermediates: Vec::new(),
             reference,
+            vnni,
         };
         let built = (self.build)(&mut ctx)?;
         Ok((built, ctx.outputs.remove(0)))
@@ -183,27 +184,31 @@ impl Node {
     /// Reference vs fast on 1 and 2 threads, byte for byte.
     fn check(&self) -> std::result::Result<(), TestCaseError> {
         let fail = |what: &str, e: crate::Error| TestCaseError::fail(format!("{what}: {e}"));
-        let (rb, rout) = self.build(true).map_err(|e| fail("reference build", e))?;
-        let (fb, fout) = self.build(false).map_err(|e| fail("fast build", e))?;
-        prop_assert_eq!(&rout.shape, &fout.shape);
+        let (rb, rout) = self.build(true, false).map_err(|e| fail("reference build", e))?;
         let len = rout.byte_len();
         let want = self.run(&rb, len, &pars()[0], |_| 0).map_err(|e| fail("reference run", e))?;
-        for par in pars() {
-            let got = self.run(&fb, len, par, |i| !want[i]).map_err(|e| fail("fast run", e))?;
-            if let Some(i) = (0..len).find(|&i| got[i] != want[i]) {
-                let bad = (0..len).filter(|&i| got[i] != want[i]).count();
-                let last = *rout.shape.last().unwrap_or(&1);
-                prop_assert!(
-                    false,
-                    "{} thread(s), output shape {:?}: {bad} of {len} bytes differ, first at flat index {i} \
+        // The AVX2/portable fast path, and the VNNI one where the CPU has it.
+        let paths: &[bool] = if crate::cpu::gemm::vnni() { &[false, true] } else { &[false] };
+        for &vnni in paths {
+            let (fb, fout) = self.build(false, vnni).map_err(|e| fail("fast build", e))?;
+            prop_assert_eq!(&rout.shape, &fout.shape);
+            for par in pars() {
+                let got = self.run(&fb, len, par, |i| !want[i]).map_err(|e| fail("fast run", e))?;
+                if let Some(i) = (0..len).find(|&i| got[i] != want[i]) {
+                    let bad = (0..len).filter(|&i| got[i] != want[i]).count();
+                    let last = *rout.shape.last().unwrap_or(&1);
+                    prop_assert!(
+                        false,
+                        "{} thread(s), output shape {:?}: {bad} of {len} bytes differ, first at flat index {i} \
                      (element {}, channel {}): reference {} fast {}",
-                    par.threads(),
-                    rout.shape,
-                    i / last.max(1),
-                    i % last.max(1),
-                    want[i],
-                    got[i]
-                );
+                        par.threads(),
+                        rout.shape,
+                        i / last.max(1),
+                        i % last.max(1),
+                        want[i],
+                        got[i]
+                    );
+                }
             }
         }
         Ok(())
@@ -402,7 +407,7 @@ impl Node {
     /// Degenerate shapes: the build may refuse them (both modes alike), else both kernels must run
     /// cleanly and agree.
     fn check_degenerate(&self) {
-        match (self.build(true), self.build(false)) {
+        match (self.build(true, false), self.build(false, crate::cpu::gemm::vnni())) {
             (Err(_), Err(_)) => {}
             (Ok(_), Ok(_)) => self.check().unwrap_or_else(|e| panic!("{e}")),
             (r, f) => panic!("reference build ok: {}, fast build ok: {}", r.is_ok(), f.is_ok()),

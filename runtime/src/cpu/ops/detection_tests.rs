@@ -43,6 +43,7 @@ pub(in crate::cpu::ops) fn build_op(
         outputs: (0..num_outputs).map(|k| tensor(100 + k, &[], TensorType::FLOAT32, None)).collect(),
         intermediates: Vec::new(),
         reference: true,
+        vnni: false,
     };
     let built = f(&mut ctx)?;
     Ok((built, ctx.outputs))

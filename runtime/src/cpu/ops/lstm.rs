@@ -509,6 +509,7 @@ mod tests {
             outputs: op.outputs.iter().map(|o| infos[o.unwrap()].clone()).collect(),
             intermediates: op.intermediates.iter().map(|&t| infos[t].clone()).collect(),
             reference: true,
+            vnni: false,
         }
     }
 
