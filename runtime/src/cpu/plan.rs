@@ -92,8 +92,8 @@ impl Plan {
         let bytes = model.bytes();
         for (t, tensor) in sg.tensors.iter().enumerate() {
             let data = model.tensor_data(tensor);
-            let size = check_size(&tensors[t], if data.is_some() { usize::MAX } else { limit })
-                .map_err(Error::unsupported)?;
+            let size =
+                check_size(&tensors[t], if data.is_some() { usize::MAX } else { limit }).map_err(Error::unsupported)?;
             match data {
                 None => {}
                 Some(d) if tensor.dtype.size_bytes().is_some() && d.len() != size => {
@@ -322,6 +322,30 @@ fn info_of(t: &crate::model::Tensor) -> Result<TensorInfo> {
         },
         axis: q.quantized_dimension.max(0) as usize,
     });
+    if let Some(q) = &t.quantization {
+        // Kernels subtract zero points and divide by scales in 32-bit arithmetic: values no
+        // converter writes (NaN, negative scales, zero points outside the type) are refused here.
+        if let Some(s) = q.scale.iter().find(|s| !s.is_finite() || **s < 0.0) {
+            return Err(Error::unsupported(format!(
+                "tensor {} ({:?}) has quantization scale {s}; scales must be finite and not negative",
+                t.index, t.name
+            )));
+        }
+        let (lo, hi) = match t.dtype {
+            TensorType::UINT8 => (0, 255),
+            TensorType::INT8 => (-128, 127),
+            TensorType::INT16 => (-32768, 32767),
+            _ => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        };
+        if let Some(z) = q.zero_point.iter().find(|&&z| z < lo || z > hi) {
+            return Err(Error::unsupported(format!(
+                "tensor {} ({:?}, {}) has zero point {z}, outside the type's range {lo}..={hi}",
+                t.index,
+                t.name,
+                t.dtype.name()
+            )));
+        }
+    }
     Ok(TensorInfo { index: t.index, name: t.name.clone(), shape, dtype: t.dtype, quant })
 }
 

@@ -89,8 +89,7 @@ struct Conv {
 /// `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
 struct Vnni {
     packed: gemm::PackedU8,
-    a: Vec<i32>,
-    c: Vec<i32>,
+    fold: gemm::Fold,
     /// Byte stored for spatial padding (the input zero point, as stored).
     pad: u8,
     /// XOR applied to input bytes (0x80 turns int8 into offset-128 unsigned bytes).
@@ -106,7 +105,18 @@ struct Vnni {
 /// `sum zx (w - zw) = zx * colsum(w - zw)`. int8 (filter zero point 0): `xu = x + 128`, `ws = w`,
 /// `sum (x - zx) w = dot - (128 + zx) * colsum(w)`. Spatial padding stores `zx` so its terms
 /// cancel; k padding is zero on both sides.
-fn vnni_layout(q: Q8, wz: &[i16], zw: &[i32], n: usize, k: usize, kp: usize, in_zp: i32, bias: &[i32]) -> Option<Vnni> {
+#[allow(clippy::too_many_arguments)]
+fn vnni_layout(
+    q: Q8,
+    wz: &[i16],
+    zw: &[i32],
+    n: usize,
+    k: usize,
+    kp: usize,
+    in_zp: i32,
+    bias: &[i32],
+    stage: &OutputStage,
+) -> Option<Vnni> {
     let zw_of = |j: usize| if zw.len() == 1 { zw[0] } else { zw.get(j).copied().unwrap_or(0) };
     let mut ws = vec![0i8; n * k];
     let mut a = vec![0i32; n];
@@ -138,7 +148,9 @@ fn vnni_layout(q: Q8, wz: &[i16], zw: &[i32], n: usize, k: usize, kp: usize, in_
         Q8::U8 => (in_zp as u8, 0),
         Q8::I8 => ((in_zp as i8 as u8) ^ 0x80, 0x80),
     };
-    Some(Vnni { packed: gemm::PackedU8::new(&ws, n, k), a, c, pad, flip, rowsum: q == Q8::U8 })
+    let packed = gemm::PackedU8::new(&ws, n, k);
+    let fold = gemm::Fold::new(&a, &c, stage, packed.np);
+    Some(Vnni { packed, fold, pad, flip, rowsum: q == Q8::U8 })
 }
 
 /// Keeps the `[oc][kp]` weights for the reference kernel, or packs them for the fast one.
@@ -198,7 +210,8 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let np = oc.div_ceil(16) * 16;
     let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * np * 4 + 64;
     let in_zp = input.qparams()?.1;
-    let vnni = if !reference && ctx.vnni { vnni_layout(q_in, &weights, &zp, oc, k, kp, in_zp, &bias) } else { None };
+    let vnni =
+        if !reference && ctx.vnni { vnni_layout(q_in, &weights, &zp, oc, k, kp, in_zp, &bias, &stage) } else { None };
     let (weights, packed) = if vnni.is_some() { (Vec::new(), None) } else { layout(weights, oc, kp, reference) };
     Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, vnni, bias, stage, reference }, scratch)
 }
@@ -306,7 +319,7 @@ impl Conv {
         let (a, rest) = scratch.split_at_mut(gemm::ROWS * kp);
         let (sx, rest) = rest.split_at_mut(gemm::ROWS * 4);
         let sx: &mut [i32] = bytemuck::cast_slice_mut(sx);
-        let acc: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..gemm::ROWS * np * 4]);
+        let _ = (rest, np);
         let n = rows.len() / oc;
         let mut at = 0;
         while at < n {
@@ -314,14 +327,16 @@ impl Conv {
             for r in 0..m {
                 sx[r] = self.patch_u8(v, input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
             }
-            gemm::gemm_u8(&a[..m * kp], m, &v.packed, &mut acc[..m * np]);
-            for r in 0..m {
-                let row = &mut acc[r * np..r * np + oc];
-                for ((x, &ac), &cc) in row.iter_mut().zip(&v.a).zip(&v.c) {
-                    *x = x.wrapping_add(ac.wrapping_mul(sx[r])).wrapping_add(cc);
-                }
-                gemm::requantize_row(row, &self.stage, self.q_out, &mut rows[(at + r) * oc..(at + r + 1) * oc]);
-            }
+            gemm::gemm_u8_fused(
+                &a[..m * kp],
+                m,
+                &v.packed,
+                sx,
+                &v.fold,
+                self.q_out,
+                &mut rows[at * oc..(at + m) * oc],
+                oc,
+            );
             at += m;
         }
     }
