@@ -385,22 +385,30 @@ fn quiet_panics() {
     }));
 }
 
-/// Runs one mutant under `catch_unwind`. Returns `Err(report)` when it panicked.
-fn mutant(name: &str, original: &[u8], targets: &Targets, seed: u64, verbose: bool) -> Result<Stage, String> {
+/// Runs `bytes` under `catch_unwind`: `Err(panic message and place)` when it panicked.
+fn try_bytes(bytes: Vec<u8>, rng: &mut Rng) -> Result<Stage, String> {
+    let mut stage = Stage::Load;
+    CAUGHT.with(|c| *c.borrow_mut() = Some(String::new()));
+    let result = catch_unwind(AssertUnwindSafe(|| run(bytes, rng, &mut stage)));
+    let caught = CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    match result {
+        Ok(Ok(())) => Ok(stage),
+        Ok(Err(e)) => {
+            if std::env::var_os("EDGETPU_MUTANT").is_some() {
+                println!("{stage:?}: {e}");
+            }
+            Ok(stage)
+        }
+        Err(_) => Err(format!("panicked at stage {stage:?}: {caught}")),
+    }
+}
+
+/// Runs one random mutant. Returns `Err(report)` when it panicked.
+fn mutant(name: &str, original: &[u8], targets: &Targets, seed: u64) -> Result<Stage, String> {
     let mut rng = Rng::new(seed);
     let mut bytes = original.to_vec();
     let what: Vec<String> = (0..1 + rng.below(3)).map(|_| mutate(&mut bytes, targets, &mut rng)).collect();
-    let mut stage = Stage::Load;
-    CAUGHT.with(|c| *c.borrow_mut() = Some(String::new()));
-    let result = catch_unwind(AssertUnwindSafe(|| run(bytes, &mut rng, &mut stage)));
-    let caught = CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_default();
-    if verbose {
-        println!("{name}:{seed}: {}: {stage:?} {result:?}", what.join("; "));
-    }
-    match result {
-        Ok(_) => Ok(stage),
-        Err(_) => Err(format!("{name}:{seed} ({}) panicked at stage {stage:?}: {caught}", what.join("; "))),
-    }
+    try_bytes(bytes, &mut rng).map_err(|e| format!("{name}:{seed} ({}) {e}", what.join("; ")))
 }
 
 fn seed_of(name: &str, i: usize) -> u64 {
@@ -415,7 +423,7 @@ fn mutated_models_never_panic_in_the_cpu_interpreter() {
         let (name, seed) = one.rsplit_once(':').expect("EDGETPU_MUTANT=<model>:<seed>");
         let (_, bytes) = models.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no model {name}"));
         let model = Model::from_bytes(bytes.clone()).unwrap();
-        let r = mutant(name, bytes, &targets(&model), seed.parse().unwrap(), true);
+        let r = mutant(name, bytes, &targets(&model), seed.parse().unwrap());
         assert!(r.is_ok(), "{}", r.unwrap_err());
         return;
     }
@@ -439,7 +447,7 @@ fn mutated_models_never_panic_in_the_cpu_interpreter() {
         for i in 0..per_model {
             let seed = seed_of(name, i);
             let t0 = Instant::now();
-            match mutant(name, bytes, &t, seed, false) {
+            match mutant(name, bytes, &t, seed) {
                 Ok(stage) => stages[stage as usize] += 1,
                 Err(report) => panics.push(report),
             }
@@ -464,6 +472,65 @@ fn mutated_models_never_panic_in_the_cpu_interpreter() {
     // The mutations must reach the interpreter, not just the loader.
     assert!(stages[1] + stages[2] + stages[3] > runs / 4, "too few mutants got past the loader: {stages:?}");
     assert!(stages[3] > runs / 10, "too few mutants ran: {stages:?}");
+}
+
+/// Every shape dimension, small integer constant element and quantization scale / zero point of
+/// every model, set in turn to each edge value (at most `EDGETPU_EDGE_EDITS`, default 120, per
+/// model, spread evenly over its edits).
+#[test]
+fn edge_values_never_panic_in_the_cpu_interpreter() {
+    quiet_panics();
+    let most: usize = std::env::var("EDGETPU_EDGE_EDITS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let start = Instant::now();
+    let mut panics = Vec::new();
+    let mut stages = [0usize; 4];
+    let mut runs = 0;
+    for (name, bytes) in &models() {
+        let model = Model::from_bytes(bytes.clone()).unwrap();
+        let t = targets(&model);
+        let mut edits: Vec<(usize, Vec<u8>)> = Vec::new();
+        for &at in &t.dims {
+            for v in [0i32, 1, 2, 3, 7, 255, 1 << 20, 0x7FFF_FFFF] {
+                edits.push((at, v.to_le_bytes().to_vec()));
+            }
+        }
+        for &(at, size) in &t.ints {
+            for &v in INTERESTING {
+                edits.push((at, v.to_le_bytes()[..size].to_vec()));
+            }
+        }
+        for &at in &t.scales {
+            for &v in FLOATS {
+                edits.push((at, v.to_le_bytes().to_vec()));
+            }
+        }
+        for &at in &t.zero_points {
+            for v in [-129i64, -128, 127, 128, 255, 256] {
+                edits.push((at, v.to_le_bytes().to_vec()));
+            }
+        }
+        let step = edits.len().div_ceil(most).max(1);
+        for (k, (at, v)) in edits.iter().enumerate().filter(|(k, _)| k % step == 0) {
+            let mut mutated = bytes.clone();
+            put(&mut mutated, *at, v);
+            let mut rng = Rng::new(seed_of(name, k));
+            runs += 1;
+            match try_bytes(mutated, &mut rng) {
+                Ok(stage) => stages[stage as usize] += 1,
+                Err(e) => panics.push(format!("{name}: bytes {at}.. = {v:?}: {e}")),
+            }
+        }
+    }
+    println!(
+        "{runs} edits in {:?}: {} rejected at load, {} at plan, {} failed to run, {} ran; {} panicked",
+        start.elapsed(),
+        stages[0],
+        stages[1],
+        stages[2],
+        stages[3],
+        panics.len()
+    );
+    assert!(panics.is_empty(), "{} of {runs} edits panicked:\n{}", panics.len(), panics.join("\n"));
 }
 
 /// Patches the first shape vector of the input tensor of `rel` (a shared model) to `dims`.

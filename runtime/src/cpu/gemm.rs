@@ -210,11 +210,14 @@ pub(crate) fn vnni() -> bool {
     false
 }
 
-/// Weights for [`gemm_u8`]: signed bytes, k in quads, output channels padded to 16,
-/// `w[((kq * np) + j) * 4 + {0..3}] = W[j][4kq + {0..3}]`.
+/// Weights for the byte GEMM: k in quads, output channels padded to 16,
+/// `w[((kq * np) + j) * 4 + {0..3}] = W[j][4kq + {0..3}]`. Either the weights are signed bytes
+/// and the inputs unsigned, or (`unsigned_weights`) the other way round.
 #[derive(Debug, Clone)]
 pub(crate) struct PackedU8 {
-    pub w: Vec<i8>,
+    pub w: Vec<u8>,
+    /// Weights are unsigned and inputs signed.
+    pub unsigned_weights: bool,
     /// Output channels padded to 16.
     pub np: usize,
     /// K padded to 4 (rows of A have this length).
@@ -222,17 +225,17 @@ pub(crate) struct PackedU8 {
 }
 
 impl PackedU8 {
-    /// Packs `n` rows of `k` signed-byte weights.
-    pub fn new(w: &[i8], n: usize, k: usize) -> PackedU8 {
+    /// Packs `n` rows of `k` weight bytes.
+    pub fn new(w: &[u8], n: usize, k: usize, unsigned_weights: bool) -> PackedU8 {
         let np = n.div_ceil(16) * 16;
         let kp = k.div_ceil(4) * 4;
-        let mut out = vec![0i8; kp * np];
+        let mut out = vec![0u8; kp * np];
         for j in 0..n {
             for i in 0..k {
                 out[((i / 4) * np + j) * 4 + (i % 4)] = w[j * k + i];
             }
         }
-        PackedU8 { w: out, np, kp }
+        PackedU8 { w: out, unsigned_weights, np, kp }
     }
 }
 
@@ -249,7 +252,11 @@ pub(crate) fn gemm_u8_portable(a: &[u8], m: usize, p: &PackedU8, out: &mut [i32]
             for (j, o) in row.iter_mut().enumerate() {
                 let mut s = 0i32;
                 for t in 0..4 {
-                    s += x[t] as i32 * w[4 * j + t] as i32;
+                    s += if p.unsigned_weights {
+                        x[t] as i8 as i32 * w[4 * j + t] as i32
+                    } else {
+                        x[t] as i32 * w[4 * j + t] as i8 as i32
+                    };
                 }
                 *o = o.wrapping_add(s);
             }
@@ -323,7 +330,9 @@ pub(crate) fn gemm_u8_fused_portable(
         for c in 0..oc {
             let mut dot = 0i32;
             for (k, &x) in row.iter().enumerate() {
-                dot = dot.wrapping_add(x as i32 * p.w[((k / 4) * p.np + c) * 4 + k % 4] as i32);
+                let w = p.w[((k / 4) * p.np + c) * 4 + k % 4];
+                let (x, w) = if p.unsigned_weights { (x as i8 as i32, w as i32) } else { (x as i32, w as i8 as i32) };
+                dot = dot.wrapping_add(x * w);
             }
             let x = dot.wrapping_add(f.a[c].wrapping_mul(sx[i])).wrapping_add(f.c[c]);
             let v = super::quant::multiply_by_quantized_multiplier(x, f.multiplier[c], f.shift[c]) + f.offset;
@@ -405,7 +414,7 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
     #[allow(clippy::too_many_arguments)]
-    fn tile_fused<const R: usize>(
+    fn tile_fused<const R: usize, const SWAP: bool>(
         quads: &[i32],
         i: usize,
         kq: usize,
@@ -425,8 +434,13 @@ mod x86 {
             let b1 = load_i8(&p.w, wb + 32);
             for (r, a) in acc.iter_mut().enumerate() {
                 let x = _mm256_set1_epi32(quads[(i + r) * kq + qq]);
-                a[0] = _mm256_dpbusd_epi32(a[0], x, b0);
-                a[1] = _mm256_dpbusd_epi32(a[1], x, b1);
+                if SWAP {
+                    a[0] = _mm256_dpbusd_epi32(a[0], b0, x);
+                    a[1] = _mm256_dpbusd_epi32(a[1], b1, x);
+                } else {
+                    a[0] = _mm256_dpbusd_epi32(a[0], x, b0);
+                    a[1] = _mm256_dpbusd_epi32(a[1], x, b1);
+                }
             }
         }
         let offset = _mm256_set1_epi32(f.offset);
@@ -472,13 +486,19 @@ mod x86 {
             let rows = (m - i).min(6);
             let mut j = 0;
             while j < oc {
-                match rows {
-                    6 => tile_fused::<6>(quads, i, kq, p, j, sx, f, q, out, oc),
-                    5 => tile_fused::<5>(quads, i, kq, p, j, sx, f, q, out, oc),
-                    4 => tile_fused::<4>(quads, i, kq, p, j, sx, f, q, out, oc),
-                    3 => tile_fused::<3>(quads, i, kq, p, j, sx, f, q, out, oc),
-                    2 => tile_fused::<2>(quads, i, kq, p, j, sx, f, q, out, oc),
-                    _ => tile_fused::<1>(quads, i, kq, p, j, sx, f, q, out, oc),
+                match (rows, p.unsigned_weights) {
+                    (6, false) => tile_fused::<6, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (5, false) => tile_fused::<5, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (4, false) => tile_fused::<4, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (3, false) => tile_fused::<3, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (2, false) => tile_fused::<2, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (_, false) => tile_fused::<1, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (6, true) => tile_fused::<6, true>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (5, true) => tile_fused::<5, true>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (4, true) => tile_fused::<4, true>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (3, true) => tile_fused::<3, true>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (2, true) => tile_fused::<2, true>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (_, true) => tile_fused::<1, true>(quads, i, kq, p, j, sx, f, q, out, oc),
                 }
                 j += 16;
             }
@@ -586,7 +606,7 @@ mod x86 {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn load_i8(s: &[i8], at: usize) -> __m256i {
+    fn load_i8(s: &[u8], at: usize) -> __m256i {
         let chunk = &s[at..at + 32];
         // SAFETY: `chunk` holds exactly 32 bytes; loadu has no alignment requirement.
         unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) }
@@ -689,14 +709,14 @@ mod tests {
             for i in 0..m {
                 prop_assert_eq!(&got_p[i * packed.np..i * packed.np + n], &want[i * n..(i + 1) * n]);
             }
-            let wb: Vec<i8> = w.iter().map(|&v| (v / 2) as i8).collect();
+            let wb: Vec<u8> = w.iter().map(|&v| (v / 2) as i8 as u8).collect();
             let ab: Vec<u8> = a.iter().map(|&v| (v + 255) as u8).collect();
-            let pu = PackedU8::new(&wb, n, kp);
+            let pu = PackedU8::new(&wb, n, kp, false);
             let mut got_u = vec![0; m * pu.np];
             gemm_u8_portable(&ab, m, &pu, &mut got_u);
             for i in 0..m {
                 for j in 0..n {
-                    let want: i32 = (0..kp).map(|k| ab[i * kp + k] as i32 * wb[j * kp + k] as i32).sum();
+                    let want: i32 = (0..kp).map(|k| ab[i * kp + k] as i32 * wb[j * kp + k] as i8 as i32).sum();
                     prop_assert_eq!(got_u[i * pu.np + j], want);
                 }
             }

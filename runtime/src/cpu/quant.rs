@@ -98,7 +98,8 @@ pub fn type_range(dtype: crate::model::TensorType) -> (i32, i32) {
 
 /// TFLite's `CalculateActivationRangeQuantized` for an output with `scale` and `zero_point`.
 pub fn activation_range_quantized(act: Activation, scale: f32, zero_point: i32, qmin: i32, qmax: i32) -> (i32, i32) {
-    let q = |f: f32| zero_point + (f / scale).round() as i32;
+    // Saturating: a tiny (absurd) scale must not overflow.
+    let q = |f: f32| zero_point.saturating_add((f / scale).round() as i32);
     match act {
         Activation::Relu => (qmin.max(q(0.0)), qmax),
         Activation::Relu6 => (qmin.max(q(0.0)), qmax.min(q(6.0))),

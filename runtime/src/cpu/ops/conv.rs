@@ -84,27 +84,27 @@ struct Conv {
     reference: bool,
 }
 
-/// The 8-bit dot-product path (AVX-512 VNNI): patches stay bytes and the zero points are folded
-/// into per-channel terms, `acc = dot(xu, ws) + a[oc] * rowsum(xu) + c[oc]`, which equals
-/// `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
+/// The 8-bit dot-product path (AVX-512 VNNI): patches stay raw input bytes and the zero points
+/// are folded into per-channel terms, `acc = dot(x, w') + a[oc] * rowsum(x) + c[oc]`, which
+/// equals `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
 struct Vnni {
     packed: gemm::PackedU8,
     fold: gemm::Fold,
     /// Byte stored for spatial padding (the input zero point, as stored).
     pad: u8,
-    /// XOR applied to input bytes (0x80 turns int8 into offset-128 unsigned bytes).
-    flip: u8,
-    /// Whether `a` is non-zero (uint8 models), so row sums are needed.
-    rowsum: bool,
+    /// Input type (row sums are of unsigned or signed bytes).
+    q: Q8,
 }
 
 /// Builds the VNNI layout from zero-point-free weights `wz[oc][k] = w - zw` (as in
-/// [`pack_weights`], row length `kp`).
+/// [`pack_weights`], row length `kp`). `vpdpbusd` multiplies unsigned by signed bytes:
 ///
-/// uint8: `xu = x`, `ws = w - 128`; `sum x (w - zw) = dot + (128 - zw) * sum x`, and
-/// `sum zx (w - zw) = zx * colsum(w - zw)`. int8 (filter zero point 0): `xu = x + 128`, `ws = w`,
-/// `sum (x - zx) w = dot - (128 + zx) * colsum(w)`. Spatial padding stores `zx` so its terms
-/// cancel; k padding is zero on both sides.
+/// uint8 inputs (unsigned) meet signed weights `w - 128`:
+/// `sum x (w - zw) = dot + (128 - zw) * sum x`.
+/// int8 inputs (signed) meet unsigned weights `w + 128` (filter zero point 0):
+/// `sum x w = dot - 128 * sum x`.
+/// In both, `sum zx (w - zw) = zx * colsum(w - zw)` goes into `c` with the bias. Spatial
+/// padding stores `zx`, whose terms cancel; k padding is zero on both sides.
 #[allow(clippy::too_many_arguments)]
 fn vnni_layout(
     q: Q8,
@@ -118,7 +118,7 @@ fn vnni_layout(
     stage: &OutputStage,
 ) -> Option<Vnni> {
     let zw_of = |j: usize| if zw.len() == 1 { zw[0] } else { zw.get(j).copied().unwrap_or(0) };
-    let mut ws = vec![0i8; n * k];
+    let mut wb = vec![0u8; n * k];
     let mut a = vec![0i32; n];
     let mut c = vec![0i32; n];
     for j in 0..n {
@@ -126,31 +126,36 @@ fn vnni_layout(
         for i in 0..k {
             let v = wz[j * kp + i] as i32; // w - zw
             colsum = colsum.wrapping_add(v);
-            ws[j * k + i] = match q {
-                Q8::U8 => (v + zw_of(j) - 128) as i8,
+            wb[j * k + i] = match q {
+                // Signed weight bytes w - 128 against unsigned input bytes.
+                Q8::U8 => (v + zw_of(j) - 128) as i8 as u8,
+                // Unsigned weight bytes w + 128 against signed input bytes (filter zero point 0).
                 Q8::I8 => {
                     if zw_of(j) != 0 {
                         return None;
                     }
-                    v as i8
+                    (v + 128) as u8
                 }
             };
         }
-        match q {
-            Q8::U8 => {
-                a[j] = 128 - zw_of(j);
-                c[j] = bias[j].wrapping_sub(in_zp.wrapping_mul(colsum));
-            }
-            Q8::I8 => c[j] = bias[j].wrapping_sub((128 + in_zp).wrapping_mul(colsum)),
-        }
+        a[j] = match q {
+            Q8::U8 => 128 - zw_of(j),
+            Q8::I8 => -128,
+        };
+        c[j] = bias[j].wrapping_sub(in_zp.wrapping_mul(colsum));
     }
-    let (pad, flip) = match q {
-        Q8::U8 => (in_zp as u8, 0),
-        Q8::I8 => ((in_zp as i8 as u8) ^ 0x80, 0x80),
-    };
-    let packed = gemm::PackedU8::new(&ws, n, k);
+    let packed = gemm::PackedU8::new(&wb, n, k, q == Q8::I8);
     let fold = gemm::Fold::new(&a, &c, stage, packed.np);
-    Some(Vnni { packed, fold, pad, flip, rowsum: q == Q8::U8 })
+    Some(Vnni { packed, fold, pad: q.put(in_zp), q })
+}
+
+/// Sum of a row of input bytes (unsigned or signed).
+#[inline(always)]
+fn row_sum(q: Q8, row: &[u8]) -> i32 {
+    match q {
+        Q8::U8 => row.iter().map(|&x| x as i32).sum(),
+        Q8::I8 => row.iter().map(|&x| x as i8 as i32).sum(),
+    }
 }
 
 /// Keeps the `[oc][kp]` weights for the reference kernel, or packs them for the fast one.
@@ -295,48 +300,46 @@ impl Conv {
                     continue;
                 }
                 let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                let src = &input[base..base + g.in_c];
-                if v.flip == 0 {
-                    dst.copy_from_slice(src);
-                } else {
-                    for (d, &x) in dst.iter_mut().zip(src) {
-                        *d = x ^ v.flip;
-                    }
-                }
+                dst.copy_from_slice(&input[base..base + g.in_c]);
             }
         }
-        if v.rowsum {
-            row[..self.k].iter().map(|&x| x as i32).sum()
-        } else {
-            0
-        }
+        row_sum(v.q, &row[..self.k])
     }
 
-    /// The VNNI counterpart of `pixels_body`.
+    /// The VNNI counterpart of `pixels_body`. 1x1 stride-1 convolutions whose depth is a
+    /// multiple of 4 read the input rows in place (no im2col copy).
     #[inline(always)]
     fn pixels_vnni_body(&self, v: &Vnni, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
-        let (oc, np, kp) = (self.g.out_c, v.packed.np, v.packed.kp);
+        let g = &self.g;
+        let (oc, kp) = (g.out_c, v.packed.kp);
+        let direct = g.k_h == 1
+            && g.k_w == 1
+            && g.stride_h == 1
+            && g.stride_w == 1
+            && g.pad_h == 0
+            && g.pad_w == 0
+            && kp == g.in_c
+            && g.in_h == g.out_h
+            && g.in_w == g.out_w;
         let (a, rest) = scratch.split_at_mut(gemm::ROWS * kp);
-        let (sx, rest) = rest.split_at_mut(gemm::ROWS * 4);
-        let sx: &mut [i32] = bytemuck::cast_slice_mut(sx);
-        let _ = (rest, np);
+        let sx: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..gemm::ROWS * 4]);
         let n = rows.len() / oc;
         let mut at = 0;
         while at < n {
             let m = gemm::ROWS.min(n - at);
-            for r in 0..m {
-                sx[r] = self.patch_u8(v, input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
-            }
-            gemm::gemm_u8_fused(
-                &a[..m * kp],
-                m,
-                &v.packed,
-                sx,
-                &v.fold,
-                self.q_out,
-                &mut rows[at * oc..(at + m) * oc],
-                oc,
-            );
+            let block: &[u8] = if direct {
+                let src = &input[(first + at) * kp..(first + at + m) * kp];
+                for (r, s) in sx.iter_mut().take(m).enumerate() {
+                    *s = row_sum(v.q, &src[r * kp..(r + 1) * kp]);
+                }
+                src
+            } else {
+                for r in 0..m {
+                    sx[r] = self.patch_u8(v, input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
+                }
+                &a[..m * kp]
+            };
+            gemm::gemm_u8_fused(block, m, &v.packed, sx, &v.fold, self.q_out, &mut rows[at * oc..(at + m) * oc], oc);
             at += m;
         }
     }

@@ -97,6 +97,12 @@ pub(crate) fn build_add_sub(ctx: &mut BuildCtx<'_>) -> Result<Built> {
             let r1 = s1 as f64 / twice_max;
             let r2 = s2 as f64 / twice_max;
             let ro = twice_max / ((1i32 << left_shift) as f32 * so) as f64;
+            // TFLite's QuantizeMultiplierSmallerThanOneExp checks 0 < multiplier < 1.
+            if !(r1 > 0.0 && r2 > 0.0 && ro > 0.0 && ro < 1.0) {
+                return Err(ctx.err(format!(
+                    "the scales (inputs {s1}, {s2}, output {so}) give rescaling multipliers outside (0, 1)"
+                )));
+            }
             Binary::QAddSub {
                 q,
                 sub,
@@ -216,12 +222,13 @@ impl Binary {
                 let sa = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(a, m1.0, m1.1);
                 let sb = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(b, m2.0, m2.1);
                 let raw = if sub { sa - sb } else { sa + sb };
-                let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1) + out_offset;
+                let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1)
+                    .wrapping_add(out_offset);
                 q.put(v.clamp(act.0, act.1))
             }
             Binary::QMul { q, in1_offset, in2_offset, out_offset, m, act } => {
                 let p = (in1_offset + q.get(x, 0)) * (in2_offset + q.get(y, 0));
-                let v = out_offset + quant::multiply_by_quantized_multiplier(p, m.0, m.1);
+                let v = out_offset.wrapping_add(quant::multiply_by_quantized_multiplier(p, m.0, m.1));
                 q.put(v.clamp(act.0, act.1))
             }
             _ => 0,
@@ -433,7 +440,7 @@ impl Quantize {
         match *self {
             Quantize::Requantize { qi, qo, in_zp, out_zp, m } => {
                 let (lo, hi) = if qo == Q8::U8 { (0, 255) } else { (-128, 127) };
-                let v = quant::multiply_by_quantized_multiplier(qi.get(&[b], 0) - in_zp, m.0, m.1) + out_zp;
+                let v = quant::multiply_by_quantized_multiplier(qi.get(&[b], 0) - in_zp, m.0, m.1).wrapping_add(out_zp);
                 qo.put(v.clamp(lo, hi))
             }
             Quantize::FromFloat { .. } => 0,
@@ -449,7 +456,7 @@ impl Kernel for Quantize {
                 let x: &[f32] = cast(io.ins[0])?;
                 let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
                 for (o, &v) in out.iter_mut().zip(x) {
-                    let u = (v as f64 / scale).round() as i32 + zp;
+                    let u = ((v as f64 / scale).round() as i32).saturating_add(zp);
                     *o = q.put(u.clamp(lo, hi));
                 }
             }
@@ -538,7 +545,7 @@ impl Relu {
     fn byte(&self, b: u8) -> u8 {
         match *self {
             Relu::Q { q, in_zp, out_zp, m, act } => {
-                let v = out_zp + quant::multiply_by_quantized_multiplier(q.get(&[b], 0) - in_zp, m.0, m.1);
+                let v = out_zp.wrapping_add(quant::multiply_by_quantized_multiplier(q.get(&[b], 0) - in_zp, m.0, m.1));
                 q.put(v.clamp(act.0, act.1))
             }
             Relu::F { .. } => 0,

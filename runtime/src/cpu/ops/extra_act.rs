@@ -207,9 +207,9 @@ fn build_leaky_relu(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     lut(x.dtype, |v| {
         let input = v - in_zp;
         if input >= 0 {
-            out_zp + mbqm(input, m_id, s_id)
+            out_zp.wrapping_add(mbqm(input, m_id, s_id))
         } else {
-            out_zp + mbqm(input, m_alpha, s_alpha)
+            out_zp.wrapping_add(mbqm(input, m_alpha, s_alpha))
         }
     })
 }
@@ -317,6 +317,9 @@ impl Broadcast {
 
 /// Applies `op` element-wise with broadcasting.
 fn broadcast_apply<A: Copy, B: Copy, O>(bc: &Broadcast, a: &[A], b: &[B], out: &mut [O], op: impl Fn(A, B) -> O) {
+    if out.is_empty() {
+        return;
+    }
     let (len, sa, sb) = bc.inner();
     bc.for_each_run(|o, ia, ib| {
         let dst = &mut out[o..o + len];
@@ -410,7 +413,7 @@ impl<T: bytemuck::Pod + Into<i32> + Send + Sync + Q8> Kernel for PreluQ<T> {
                 let alpha = a.into() - self.alpha_zp;
                 mbqm(input.wrapping_mul(alpha), self.m2.0, self.m2.1)
             };
-            T::clamp_from(v + self.out_zp)
+            T::clamp_from(v.wrapping_add(self.out_zp))
         });
         Ok(())
     }

@@ -109,7 +109,8 @@ impl Kernel for Mean {
                 if let MeanKind::Quantized { multiplier, shift, in_zp, out_zp } = self.kind {
                     for (o, &s) in out.iter_mut().zip(sums.iter()) {
                         let shifted = (s - in_zp as i64 * n) as i32;
-                        let v = quant::multiply_by_quantized_multiplier(shifted, multiplier, shift) + out_zp;
+                        let v =
+                            quant::multiply_by_quantized_multiplier(shifted, multiplier, shift).wrapping_add(out_zp);
                         *o = q.put(v.clamp(lo, hi));
                     }
                 }

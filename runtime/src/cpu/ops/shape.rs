@@ -76,7 +76,8 @@ impl Kernel for Join {
                         let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
                         for (j, d) in dst.iter_mut().enumerate() {
                             let x = q.get(src, j) as f32;
-                            let v = (x * scale + bias).round() as i32 + self.out_zp;
+                            // Saturating: a huge scale ratio (absurd, but finite) must not overflow.
+                            let v = ((x * scale + bias).round() as i32).saturating_add(self.out_zp);
                             *d = q.put(v.clamp(lo, hi));
                         }
                     }
