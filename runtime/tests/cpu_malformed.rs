@@ -365,12 +365,15 @@ fn quiet_panics() {
                         .or_else(|| info.payload().downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     let mut at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-                    if !at.contains("src/cpu") {
-                        // Panicked in the standard library: name the runtime's frame that called it.
-                        let trace = std::backtrace::Backtrace::force_capture().to_string();
-                        let mut lines = trace.lines().skip_while(|l| !l.contains(": edgetpu::"));
-                        if let (Some(f), Some(l)) = (lines.next(), lines.next()) {
-                            at = format!("{at}, called from {} {}", f.trim(), l.trim());
+                    // Name the runtime's frames that led there.
+                    let trace = std::backtrace::Backtrace::force_capture().to_string();
+                    let mut lines = trace.lines().map(str::trim);
+                    let mut frames = 0;
+                    while let Some(l) = lines.next() {
+                        if l.contains(": edgetpu::") && frames < 3 {
+                            let place = lines.next().unwrap_or_default().trim_start_matches("at ./");
+                            at = format!("{at} < {place}");
+                            frames += 1;
                         }
                     }
                     *s = format!("{msg} at {at}");

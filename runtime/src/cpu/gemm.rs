@@ -341,6 +341,35 @@ pub(crate) fn gemm_u8_fused_portable(
     }
 }
 
+/// Most taps the vectorised depthwise pixel handles (larger filters use the row loop).
+pub(crate) const DW_MAX_TAPS: usize = 64;
+
+/// One depthwise output pixel (depth multiplier 1) for channels `0..n8` (a multiple of 8):
+/// `acc[c] = bias[c] + sum over taps (x[base_t + c] - zx) * w[tap_t][c]`, then the output stage.
+/// Returns how many channels were done (0 when the CPU lacks AVX2).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dw_pixel(
+    input: &[u8],
+    q_in: Q8,
+    zx: i32,
+    bases: &[usize],
+    taps: &[usize],
+    weights: &[i32],
+    oc: usize,
+    bias: &[i32],
+    st: &OutputStage,
+    q_out: Q8,
+    out: &mut [u8],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if st.vector && best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`).
+        return unsafe { x86::dw_pixel_avx2(input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out) };
+    }
+    let _ = (input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out);
+    0
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{OutputStage, Q8};
@@ -504,6 +533,68 @@ mod x86 {
             }
             i += rows;
         }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load_bytes8(s: &[u8], at: usize, q: Q8) -> __m256i {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s[at..at + 8]);
+        let v = _mm_set1_epi64x(i64::from_le_bytes(b));
+        match q {
+            Q8::U8 => _mm256_cvtepu8_epi32(v),
+            Q8::I8 => _mm256_cvtepi8_epi32(v),
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dw_pixel_avx2(
+        input: &[u8],
+        q_in: Q8,
+        zx: i32,
+        bases: &[usize],
+        taps: &[usize],
+        weights: &[i32],
+        oc: usize,
+        bias: &[i32],
+        st: &OutputStage,
+        q_out: Q8,
+        out: &mut [u8],
+    ) -> usize {
+        let n8 = oc / 8 * 8;
+        let zxv = _mm256_set1_epi32(zx);
+        let offset = _mm256_set1_epi32(st.offset);
+        let (lo, hi) = (_mm256_set1_epi32(st.min), _mm256_set1_epi32(st.max));
+        let mut c = 0;
+        // Four independent channel blocks at a time keep the multiply-add chains overlapped.
+        while c + 32 <= n8 {
+            let mut acc = [load8(bias, c), load8(bias, c + 8), load8(bias, c + 16), load8(bias, c + 24)];
+            for (&b, &t) in bases.iter().zip(taps) {
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let x = _mm256_sub_epi32(load_bytes8(input, b + c + 8 * h, q_in), zxv);
+                    *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(x, load8(weights, t * oc + c + 8 * h)));
+                }
+            }
+            for (h, a) in acc.iter().enumerate() {
+                let cc = c + 8 * h;
+                let v =
+                    requant8(*a, load8(&st.multiplier, cc), load8(&st.left, cc), load8(&st.right, cc), offset, lo, hi);
+                out[cc..cc + 8].copy_from_slice(&narrow8(v, q_out).to_le_bytes());
+            }
+            c += 32;
+        }
+        while c < n8 {
+            let mut acc = load8(bias, c);
+            for (&b, &t) in bases.iter().zip(taps) {
+                let x = _mm256_sub_epi32(load_bytes8(input, b + c, q_in), zxv);
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(x, load8(weights, t * oc + c)));
+            }
+            let v = requant8(acc, load8(&st.multiplier, c), load8(&st.left, c), load8(&st.right, c), offset, lo, hi);
+            out[c..c + 8].copy_from_slice(&narrow8(v, q_out).to_le_bytes());
+            c += 8;
+        }
+        n8
     }
 
     /// Requantizes whole groups of 8 channels; returns how many were done.

@@ -581,8 +581,48 @@ impl Depthwise {
     fn row_fast(&self, input: &[u8], b: usize, oy: usize, out_row: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
         let g = &self.g;
         let oc = g.out_c;
+        let mut bases = [0usize; gemm::DW_MAX_TAPS];
+        let mut taps = [0usize; gemm::DW_MAX_TAPS];
+        let vector = self.mult == 1 && g.k_h * g.k_w <= gemm::DW_MAX_TAPS;
         for ox in 0..g.out_w {
-            acc.copy_from_slice(&self.bias);
+            let dst = &mut out_row[ox * oc..(ox + 1) * oc];
+            let mut done = 0;
+            if vector {
+                let mut n = 0;
+                for ky in 0..g.k_h {
+                    let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+                    if iy < 0 || iy >= g.in_h as isize {
+                        continue;
+                    }
+                    for kx in 0..g.k_w {
+                        let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                        if ix < 0 || ix >= g.in_w as isize {
+                            continue;
+                        }
+                        bases[n] = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
+                        taps[n] = ky * g.k_w + kx;
+                        n += 1;
+                    }
+                }
+                done = gemm::dw_pixel(
+                    input,
+                    self.q_in,
+                    self.in_zp,
+                    &bases[..n],
+                    &taps[..n],
+                    &self.weights,
+                    oc,
+                    &self.bias,
+                    &self.stage,
+                    self.q_out,
+                    dst,
+                );
+                if done == oc {
+                    continue;
+                }
+            }
+            // Remaining channels (or everything without the vector path).
+            acc[done..].copy_from_slice(&self.bias[done..]);
             for ky in 0..g.k_h {
                 let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
                 if iy < 0 || iy >= g.in_h as isize {
@@ -597,7 +637,7 @@ impl Depthwise {
                     let w = &self.weights[(ky * g.k_w + kx) * oc..][..oc];
                     let x = &input[base..base + g.in_c];
                     if self.mult == 1 {
-                        gemm::mac_row(self.q_in, x, self.in_zp, w, acc);
+                        gemm::mac_row(self.q_in, &x[done..], self.in_zp, &w[done..], &mut acc[done..]);
                     } else {
                         for (c, xv) in xs.iter_mut().enumerate().take(g.in_c) {
                             *xv = self.q_in.get(x, c) - self.in_zp;
@@ -608,7 +648,13 @@ impl Depthwise {
                     }
                 }
             }
-            gemm::requantize_row(acc, &self.stage, self.q_out, &mut out_row[ox * oc..(ox + 1) * oc]);
+            if done == 0 {
+                gemm::requantize_row(acc, &self.stage, self.q_out, dst);
+            } else {
+                for c in done..oc {
+                    dst[c] = self.q_out.put(self.stage.apply(acc[c], c));
+                }
+            }
         }
     }
 }
