@@ -487,7 +487,12 @@ mod x86 {
                     _mm256_add_epi32(_mm256_add_epi32(a[h], _mm256_mullo_epi32(fa, _mm256_set1_epi32(sx[i + r]))), fc);
                 let bytes = narrow8(requant8(x, m, left, right, offset, lo, hi), q).to_le_bytes();
                 let at = (i + r) * oc + col;
-                out[at..at + n].copy_from_slice(&bytes[..n]);
+                if n == 8 {
+                    // Fixed length: an inline 8-byte store rather than a memmove call.
+                    out[at..at + 8].copy_from_slice(&bytes);
+                } else {
+                    out[at..at + n].copy_from_slice(&bytes[..n]);
+                }
             }
         }
     }

@@ -325,7 +325,7 @@ fn info_of(t: &crate::model::Tensor) -> Result<TensorInfo> {
     if let Some(q) = &t.quantization {
         // Kernels subtract zero points and divide by scales in 32-bit arithmetic: values no
         // converter writes (NaN, negative scales, zero points outside the type) are refused here.
-        if let Some(s) = q.scale.iter().find(|s| !s.is_finite() || **s < 0.0) {
+        if let Some(s) = q.scale.iter().find(|s| !s.is_finite() || s.is_sign_negative()) {
             return Err(Error::unsupported(format!(
                 "tensor {} ({:?}) has quantization scale {s}; scales must be finite and not negative",
                 t.index, t.name

@@ -168,29 +168,33 @@ impl Kernel for ArgMinMax {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let x = io.ins[0];
         if let ArgIn::Q(q) = self.q {
-            // 8-bit inputs: compare bytes mapped to an order-preserving unsigned key.
+            // 8-bit inputs: compare bytes mapped to an order-preserving unsigned key. Outer
+            // slices are independent and spread over the threads.
             let flip = if q == Q8::I8 { 0x80u8 } else { 0 };
-            let out = &mut *io.outs[0];
-            for o in 0..self.outer {
-                for i in 0..self.inner {
-                    let base = o * self.axis_len * self.inner + i;
-                    let mut best = x[base] ^ flip;
-                    let mut best_k = 0usize;
-                    for k in 1..self.axis_len {
-                        let v = x[base + k * self.inner] ^ flip;
-                        if (self.max && v > best) || (!self.max && v < best) {
-                            best = v;
-                            best_k = k;
+            let width = if self.out64 { 8 } else { 4 };
+            let row = self.inner * width;
+            io.par.rows(&mut *io.outs[0], row.max(1), 64, &mut [], |first, rows, _| {
+                for (r, out) in rows.chunks_mut(row.max(1)).enumerate() {
+                    let o = first + r;
+                    for i in 0..self.inner {
+                        let base = o * self.axis_len * self.inner + i;
+                        let mut best = x[base] ^ flip;
+                        let mut best_k = 0usize;
+                        for k in 1..self.axis_len {
+                            let v = x[base + k * self.inner] ^ flip;
+                            if (self.max && v > best) || (!self.max && v < best) {
+                                best = v;
+                                best_k = k;
+                            }
+                        }
+                        if self.out64 {
+                            out[i * 8..i * 8 + 8].copy_from_slice(&(best_k as i64).to_le_bytes());
+                        } else {
+                            out[i * 4..i * 4 + 4].copy_from_slice(&(best_k as i32).to_le_bytes());
                         }
                     }
-                    let at = o * self.inner + i;
-                    if self.out64 {
-                        out[at * 8..at * 8 + 8].copy_from_slice(&(best_k as i64).to_le_bytes());
-                    } else {
-                        out[at * 4..at * 4 + 4].copy_from_slice(&(best_k as i32).to_le_bytes());
-                    }
                 }
-            }
+            });
             return Ok(());
         }
         let get = |i: usize| -> f64 {

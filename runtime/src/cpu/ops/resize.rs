@@ -167,8 +167,13 @@ impl Kernel for Resize {
                 }
             }
             Elem::U8 => {
-                let out = &mut *io.outs[0];
-                self.bilinear_float(|i| input[i] as f32, |i, v| out[i] = v as u8, 0.5);
+                // Output rows spread over the threads; each row is independent.
+                let row_len = self.ow * self.c;
+                io.par.rows(&mut *io.outs[0], row_len, 8, &mut [], |first, rows, _| {
+                    for (r, out_row) in rows.chunks_mut(row_len.max(1)).enumerate() {
+                        self.bilinear_u8_row(input, first + r, out_row);
+                    }
+                });
             }
             Elem::F32 => {
                 let x: &[f32] = cast(input)?;
@@ -181,6 +186,31 @@ impl Kernel for Resize {
 }
 
 impl Resize {
+    /// One uint8 output row (`row` = batch * out_h + y), same float arithmetic as
+    /// [`Resize::bilinear_float`].
+    fn bilinear_u8_row(&self, input: &[u8], row: usize, out: &mut [u8]) {
+        let (b, y) = (row / self.oh, row % self.oh);
+        let (y0, y1, iy) = self.ys[y];
+        let dy = iy - y0 as f32;
+        let c = self.c;
+        for (x, &(x0, x1, ix)) in self.xs.iter().enumerate() {
+            let dx = ix - x0 as f32;
+            let (p00, p10, p01, p11) =
+                (self.at(b, y0, x0, 0), self.at(b, y1, x0, 0), self.at(b, y0, x1, 0), self.at(b, y1, x1, 0));
+            let (r00, r10, r01, r11) =
+                (&input[p00..p00 + c], &input[p10..p10 + c], &input[p01..p01 + c], &input[p11..p11 + c]);
+            let dst = &mut out[x * c..(x + 1) * c];
+            for i in 0..c {
+                let v = r00[i] as f32 * (1.0 - dy) * (1.0 - dx)
+                    + r10[i] as f32 * dy * (1.0 - dx)
+                    + r01[i] as f32 * (1.0 - dy) * dx
+                    + r11[i] as f32 * dy * dx
+                    + 0.5;
+                dst[i] = v as u8;
+            }
+        }
+    }
+
     fn bilinear_float(&self, get: impl Fn(usize) -> f32, mut put: impl FnMut(usize, f32), rounding: f32) {
         for b in 0..self.n {
             for (y, &(y0, y1, iy)) in self.ys.iter().enumerate() {

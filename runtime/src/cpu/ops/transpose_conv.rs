@@ -123,8 +123,9 @@ impl Kernel for Quant {
                             acc = acc.wrapping_add(bias[oc]);
                         }
                         let (m, s) = self.mult[oc];
-                        let v =
-                            (multiply_by_quantized_multiplier(acc, m, s) + self.out_zp).clamp(self.act.0, self.act.1);
+                        let v = multiply_by_quantized_multiplier(acc, m, s)
+                            .wrapping_add(self.out_zp)
+                            .clamp(self.act.0, self.act.1);
                         orow[ox * g.cout + oc] = if self.signed { v as i8 as u8 } else { v as u8 };
                     }
                 }
