@@ -51,13 +51,17 @@ pub fn sat_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 }
 
 /// gemmlowp `RoundingDivideByPOT` (round half away from zero).
+///
+/// `exponent` should be in `0..=31`; others (reachable with valid models: a uint8 SOFTMAX over
+/// about 500 or more equal logits asks for 32) are undefined in C++, and give what x86 does
+/// (shift counts masked to 6 bits for the 64-bit mask, 5 bits for the 32-bit shift), never a
+/// panic.
 #[inline(always)]
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
-    debug_assert!((0..=31).contains(&exponent));
-    let mask = ((1i64 << exponent) - 1) as i32;
+    let mask = (1i64.wrapping_shl(exponent as u32) - 1) as i32;
     let remainder = x & mask;
     let threshold = (mask >> 1) + i32::from(x < 0);
-    (x >> exponent) + i32::from(remainder > threshold)
+    x.wrapping_shr(exponent as u32).wrapping_add(i32::from(remainder > threshold))
 }
 
 /// TFLite's `MultiplyByQuantizedMultiplier` (double rounding).
@@ -153,6 +157,16 @@ mod tests {
         // SaturatingRoundingDoublingHighMul's nudge rounds an exact negative half up (-1.5 -> -1).
         assert_eq!(multiply_by_quantized_multiplier(-3, 1 << 30, 0), -1);
         assert_eq!(multiply_by_quantized_multiplier(3, 1 << 30, 0), 2);
+    }
+
+    #[test]
+    fn out_of_range_exponents_behave_like_x86() {
+        // The 64-bit mask is all ones, the 32-bit shift count is masked to 0: x + 1.
+        assert_eq!(rounding_divide_by_pot(1000, 32), 1001);
+        assert_eq!(rounding_divide_by_pot(i32::MAX, 32), i32::MIN);
+        assert_eq!(rounding_divide_by_pot(1000, 33), 501);
+        let _ = rounding_divide_by_pot(-7, -3);
+        let _ = rounding_divide_by_pot(i32::MIN, 200);
     }
 }
 
