@@ -341,6 +341,18 @@ pub(crate) fn gemm_u8_fused_portable(
     }
 }
 
+/// Runs `f`, compiled for AVX2 where the CPU has it: `f` is inlined into an AVX2 function, so
+/// plain loops in it are vectorised with 256-bit registers.
+#[inline]
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`); `f` is safe code.
+        return unsafe { x86::call_avx2(f) };
+    }
+    f()
+}
+
 /// Most taps the vectorised depthwise pixel handles (larger filters use the row loop).
 pub(crate) const DW_MAX_TAPS: usize = 64;
 
@@ -374,6 +386,11 @@ pub(crate) fn dw_pixel(
 mod x86 {
     use super::{OutputStage, Q8};
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn call_avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 
     #[inline]
     #[target_feature(enable = "avx2")]

@@ -56,13 +56,14 @@ fn build(ctx: &mut BuildCtx<'_>, bilinear: bool) -> Result<Built> {
             (a, b, v)
         })
         .collect();
+    let scratch = 2 * iw * c * 4 + 8;
     r.xs = (0..ow)
         .map(|x| {
             let (v, a, b) = interp(x as f32, ws, half, iw);
             (a, b, v)
         })
         .collect();
-    Built::new(r)
+    Built::with_scratch(r, scratch)
 }
 
 pub(crate) fn build_bilinear(ctx: &mut BuildCtx<'_>) -> Result<Built> {
@@ -169,10 +170,14 @@ impl Kernel for Resize {
             Elem::U8 => {
                 // Output rows spread over the threads; each row is independent.
                 let row_len = self.ow * self.c;
-                io.par.rows(&mut *io.outs[0], row_len, 8, &mut [], |first, rows, _| {
-                    for (r, out_row) in rows.chunks_mut(row_len.max(1)).enumerate() {
-                        self.bilinear_u8_row(input, first + r, out_row);
-                    }
+                let w = self.iw * self.c;
+                io.par.rows(&mut *io.outs[0], row_len, 8, io.scratch, |first, rows, scratch| {
+                    let rows_f: &mut [f32] = bytemuck::cast_slice_mut(&mut scratch[..2 * w * 4]);
+                    crate::cpu::gemm::with_avx2(|| {
+                        for (r, out_row) in rows.chunks_mut(row_len.max(1)).enumerate() {
+                            self.bilinear_u8_row(input, first + r, out_row, rows_f);
+                        }
+                    })
                 });
             }
             Elem::F32 => {
@@ -187,25 +192,30 @@ impl Kernel for Resize {
 
 impl Resize {
     /// One uint8 output row (`row` = batch * out_h + y), same float arithmetic as
-    /// [`Resize::bilinear_float`].
-    fn bilinear_u8_row(&self, input: &[u8], row: usize, out: &mut [u8]) {
+    /// [`Resize::bilinear_float`]: the products `in * (1 - dy)` and `in * dy` of the two source
+    /// rows are computed once per source column into `rows_f` (they are the same values the
+    /// per-pixel expression computes first), then combined per output pixel in the same order.
+    #[inline(always)]
+    fn bilinear_u8_row(&self, input: &[u8], row: usize, out: &mut [u8], rows_f: &mut [f32]) {
         let (b, y) = (row / self.oh, row % self.oh);
         let (y0, y1, iy) = self.ys[y];
         let dy = iy - y0 as f32;
         let c = self.c;
+        let w = self.iw * c;
+        let (top, bottom) = rows_f[..2 * w].split_at_mut(w);
+        let r0 = &input[self.at(b, y0, 0, 0)..][..w];
+        let r1 = &input[self.at(b, y1, 0, 0)..][..w];
+        for i in 0..w {
+            top[i] = r0[i] as f32 * (1.0 - dy);
+            bottom[i] = r1[i] as f32 * dy;
+        }
         for (x, &(x0, x1, ix)) in self.xs.iter().enumerate() {
             let dx = ix - x0 as f32;
-            let (p00, p10, p01, p11) =
-                (self.at(b, y0, x0, 0), self.at(b, y1, x0, 0), self.at(b, y0, x1, 0), self.at(b, y1, x1, 0));
-            let (r00, r10, r01, r11) =
-                (&input[p00..p00 + c], &input[p10..p10 + c], &input[p01..p01 + c], &input[p11..p11 + c]);
+            let (t0, b0) = (&top[x0 * c..][..c], &bottom[x0 * c..][..c]);
+            let (t1, b1) = (&top[x1 * c..][..c], &bottom[x1 * c..][..c]);
             let dst = &mut out[x * c..(x + 1) * c];
             for i in 0..c {
-                let v = r00[i] as f32 * (1.0 - dy) * (1.0 - dx)
-                    + r10[i] as f32 * dy * (1.0 - dx)
-                    + r01[i] as f32 * (1.0 - dy) * dx
-                    + r11[i] as f32 * dy * dx
-                    + 0.5;
+                let v = t0[i] * (1.0 - dx) + b0[i] * (1.0 - dx) + t1[i] * dx + b1[i] * dx + 0.5;
                 dst[i] = v as u8;
             }
         }
