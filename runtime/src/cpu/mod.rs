@@ -67,7 +67,7 @@ pub struct Interpreter {
     owned: Vec<Vec<u64>>,
     scratch: Vec<u64>,
     taken: Vec<Vec<u64>>,
-    par: Par,
+    par: Arc<Par>,
 }
 
 impl std::fmt::Debug for Interpreter {
@@ -106,7 +106,7 @@ impl Interpreter {
             ));
             return Err(err.with_path(model.path()));
         }
-        let par = Par::new(threads)?;
+        let par = Arc::new(Par::new(threads)?);
         let words = |bytes: usize| bytes.div_ceil(8);
         let mut slots: Vec<Vec<u64>> = plan.slot_bytes.iter().map(|&b| vec![0u64; words(b)]).collect();
         for v in &plan.variables {
@@ -223,15 +223,18 @@ impl Interpreter {
     /// Runs every node once.
     pub fn invoke(&mut self) -> Result<()> {
         let plan = Arc::clone(&self.plan);
-        for node in &plan.nodes {
-            self.run_node(&plan, node).map_err(|e| match e {
-                Error::InvalidArgument { reason } => {
-                    Error::argument(format!("{} (node {}): {reason}", node.name, node.index))
-                }
-                e => e,
-            })?;
-        }
-        Ok(())
+        let par = Arc::clone(&self.par);
+        par.install(|| {
+            for node in &plan.nodes {
+                self.run_node(&plan, node).map_err(|e| match e {
+                    Error::InvalidArgument { reason } => {
+                        Error::argument(format!("{} (node {}): {reason}", node.name, node.index))
+                    }
+                    e => e,
+                })?;
+            }
+            Ok(())
+        })
     }
 
     /// Runs every node once and adds each node's wall time to `per_node` (one entry per node,
@@ -241,15 +244,21 @@ impl Interpreter {
         if per_node.len() != plan.nodes.len() {
             return Err(Error::argument(format!("expected {} timing slots, got {}", plan.nodes.len(), per_node.len())));
         }
-        for (node, slot) in plan.nodes.iter().zip(per_node.iter_mut()) {
-            let t = std::time::Instant::now();
-            self.run_node(&plan, node)?;
-            *slot += t.elapsed();
-        }
-        Ok(())
+        let par = Arc::clone(&self.par);
+        par.install(|| {
+            for (node, slot) in plan.nodes.iter().zip(per_node.iter_mut()) {
+                let t = std::time::Instant::now();
+                self.run_node(&plan, node)?;
+                *slot += t.elapsed();
+            }
+            Ok(())
+        })
     }
 
     fn run_node(&mut self, plan: &Plan, node: &plan::Node) -> Result<()> {
+        if node.empty {
+            return Ok(());
+        }
         // Take the output and state slots out of the arena so that inputs can be borrowed from
         // the rest.
         self.taken.clear();

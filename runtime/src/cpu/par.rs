@@ -26,6 +26,17 @@ impl Par {
         self.threads
     }
 
+    /// Runs `f` on a thread of the pool (or here, without one), so that the [`Par::rows`] calls
+    /// inside it split work with `join` alone: entering the pool once per invocation instead of
+    /// once per node keeps the pool's job injection (which allocates now and then) out of the
+    /// kernels.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
     /// Runs `f` over `out` cut into at most `threads` contiguous parts of whole `unit`-element
     /// rows. `f(first_row, rows, scratch)` gets the part's rows and its own slice of `scratch`
     /// (`scratch` is cut into `threads` equal parts). Parts smaller than `min_rows` are not split.
@@ -45,7 +56,11 @@ impl Par {
         }
         let per_scratch = scratch.len() / self.threads;
         let pool = self.pool.as_ref().expect("parts > 1 only with a pool");
-        pool.install(|| split(out, unit, 0, n_rows, parts, scratch, per_scratch, &f));
+        if pool.current_thread_index().is_some() {
+            split(out, unit, 0, n_rows, parts, scratch, per_scratch, &f);
+        } else {
+            pool.install(|| split(out, unit, 0, n_rows, parts, scratch, per_scratch, &f));
+        }
     }
 }
 
