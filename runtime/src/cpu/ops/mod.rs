@@ -11,6 +11,8 @@ mod conv;
 mod detection;
 mod elementwise;
 mod extra_act;
+#[cfg(test)]
+mod fast_tests;
 mod extra_shape;
 mod lstm;
 mod lstm_math;

@@ -24,6 +24,8 @@ struct Resize {
     ow: usize,
     align: bool,
     half: bool,
+    /// Run the reference loop (no shared row products, no threads).
+    reference: bool,
     /// Per output row / column: (lower, upper, scaled coordinate), computed once.
     ys: Vec<(usize, usize, f32)>,
     xs: Vec<(usize, usize, f32)>,
@@ -48,7 +50,8 @@ fn build(ctx: &mut BuildCtx<'_>, bilinear: bool) -> Result<Built> {
         return Err(ctx.err("input and output types differ"));
     }
     let (align, half) = (ctx.options.align_corners, ctx.options.half_pixel_centers);
-    let mut r = Resize { bilinear, elem, n, ih, iw, c, oh, ow, align, half, ys: Vec::new(), xs: Vec::new() };
+    let reference = ctx.reference;
+    let mut r = Resize { bilinear, elem, n, ih, iw, c, oh, ow, align, half, reference, ys: Vec::new(), xs: Vec::new() };
     let (hs, ws) = (r.scale(ih, oh), r.scale(iw, ow));
     r.ys = (0..oh)
         .map(|y| {
@@ -166,6 +169,10 @@ impl Kernel for Resize {
                         }
                     }
                 }
+            }
+            Elem::U8 if self.reference => {
+                let out = &mut *io.outs[0];
+                self.bilinear_float(|i| input[i] as f32, |i, v| out[i] = v as u8, 0.5);
             }
             Elem::U8 => {
                 // Output rows spread over the threads; each row is independent.

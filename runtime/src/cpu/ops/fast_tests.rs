@@ -1,0 +1,190 @@
+//! Property tests of the fast paths outside the convolutions: 8-bit ADD/SUB/MUL tables (with
+//! broadcasting), requantize and RELU tables, the threaded uint8 bilinear resize and the byte
+//! arg-max, each against its reference kernel on random shapes, scales and zero points.
+
+use super::common::Q8;
+use crate::cpu::kernel::{BuildCtx, Built, Io, QuantParams, TensorInfo};
+use crate::cpu::par::Par;
+use crate::error::Result;
+use crate::model::{Activation, OpOptions, TensorType};
+use proptest::prelude::*;
+
+type Builder = fn(&mut BuildCtx<'_>) -> Result<Built>;
+
+fn tensor(index: usize, shape: &[usize], dtype: TensorType, q: Option<(f32, i32)>) -> TensorInfo {
+    TensorInfo {
+        index,
+        name: format!("t{index}"),
+        shape: shape.to_vec(),
+        dtype,
+        quant: q.map(|(s, z)| QuantParams { scale: vec![s], zero_point: vec![z], axis: 0 }),
+    }
+}
+
+/// Builds `f` in reference or fast mode and runs it on `ins` with `threads`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    f: Builder,
+    op: &str,
+    options: &OpOptions,
+    inputs: &[TensorInfo],
+    constants: &[Option<&[u8]>],
+    output: &TensorInfo,
+    ins: &[&[u8]],
+    reference: bool,
+    threads: usize,
+) -> Result<Vec<u8>> {
+    let mut ctx = BuildCtx {
+        op_name: op,
+        version: 1,
+        node: 0,
+        options,
+        custom_options: None,
+        inputs: inputs.iter().cloned().map(Some).collect(),
+        constants: constants.to_vec(),
+        outputs: vec![output.clone()],
+        intermediates: Vec::new(),
+        reference,
+        vnni: false,
+    };
+    let built = f(&mut ctx)?;
+    let len = ctx.outputs[0].byte_len();
+    let aligned: Vec<Vec<u64>> = ins
+        .iter()
+        .map(|b| {
+            let mut v = vec![0u64; b.len().div_ceil(8)];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..b.len()].copy_from_slice(b);
+            v
+        })
+        .collect();
+    let slices: Vec<&[u8]> =
+        aligned.iter().zip(ins).map(|(v, b)| &bytemuck::cast_slice::<u64, u8>(v)[..b.len()]).collect();
+    let mut out = vec![0u64; len.div_ceil(8)];
+    let mut scratch = vec![0u64; (built.scratch_bytes * threads).div_ceil(8) + 1];
+    let par = Par::new(threads)?;
+    {
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut out)[..len];
+        bytes.fill(0xA5);
+        let mut outs = [bytes];
+        built.kernel.run(&mut Io {
+            ins: &slices,
+            outs: &mut outs,
+            state: &mut [],
+            scratch: bytemuck::cast_slice_mut(&mut scratch),
+            par: &par,
+        })?;
+    }
+    Ok(bytemuck::cast_slice::<u64, u8>(&out)[..len].to_vec())
+}
+
+fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+fn q8() -> impl Strategy<Value = TensorType> {
+    prop_oneof![Just(TensorType::UINT8), Just(TensorType::INT8)]
+}
+
+fn qparams(t: TensorType) -> impl Strategy<Value = (f32, i32)> {
+    let (lo, hi) = if t == TensorType::UINT8 { (0, 255) } else { (-128, 127) };
+    (-4.0f64..0.5, lo..=hi).prop_map(|(e, z)| (10f64.powf(e) as f32, z))
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    prop_oneof![Just(Activation::None), Just(Activation::Relu), Just(Activation::Relu6)]
+}
+
+/// A shape of rank 1..=4 and a second shape broadcast-compatible with it.
+fn broadcast_shapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    prop::collection::vec((1usize..6, 0u8..3), 1..=4).prop_map(|dims| {
+        let a: Vec<usize> = dims.iter().map(|d| if d.1 == 1 { 1 } else { d.0 }).collect();
+        let b: Vec<usize> = dims.iter().map(|d| if d.1 == 2 { 1 } else { d.0 }).collect();
+        (a, b)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn binary_tables_equal_reference(
+        t in q8(),
+        (sa, sb) in broadcast_shapes(),
+        op in prop_oneof![Just("ADD"), Just("SUB"), Just("MUL")],
+        qa in qparams(TensorType::UINT8), qb in qparams(TensorType::UINT8), qo in qparams(TensorType::UINT8),
+        act in activation(),
+        seed in any::<u64>(),
+    ) {
+        // Zero points drawn in the uint8 range are shifted for int8.
+        let shift = |q: (f32, i32)| if t == TensorType::INT8 { (q.0, q.1 - 128) } else { q };
+        let (qa, qb, qo) = (shift(qa), shift(qb), shift(qo));
+        let a = tensor(0, &sa, t, Some(qa));
+        let b = tensor(1, &sb, t, Some(qb));
+        let out = tensor(2, &[], t, Some(qo));
+        let xa = bytes(seed, a.num_elements());
+        let xb = bytes(seed ^ 0x55, b.num_elements());
+        let options = OpOptions { activation: act, ..OpOptions::default() };
+        let f: Builder = match op { "MUL" => super::elementwise::build_mul, _ => super::elementwise::build_add_sub };
+        let inputs = [a, b];
+        let want = run(f, op, &options, &inputs, &[None, None], &out, &[&xa, &xb], true, 1).unwrap();
+        let got = run(f, op, &options, &inputs, &[None, None], &out, &[&xa, &xb], false, 1).unwrap();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn byte_tables_equal_reference(
+        ti in q8(), to in q8(),
+        qi in qparams(TensorType::UINT8), qo in qparams(TensorType::UINT8),
+        op in prop_oneof![Just("QUANTIZE"), Just("RELU"), Just("RELU6"), Just("RELU_N1_TO_1")],
+    ) {
+        let to = if op == "QUANTIZE" { to } else { ti };
+        let shift = |t: TensorType, q: (f32, i32)| if t == TensorType::INT8 { (q.0, q.1 - 128) } else { q };
+        let input = tensor(0, &[256], ti, Some(shift(ti, qi)));
+        let out = tensor(1, &[256], to, Some(shift(to, qo)));
+        let all: Vec<u8> = (0..=255).collect();
+        let f: Builder = if op == "QUANTIZE" { super::elementwise::build_quantize } else { super::elementwise::build_relu };
+        let options = OpOptions::default();
+        let want = run(f, op, &options, &[input.clone()], &[None], &out, &[&all], true, 1).unwrap();
+        let got = run(f, op, &options, &[input], &[None], &out, &[&all], false, 1).unwrap();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn resize_bilinear_u8_equals_reference(
+        n in 1usize..3, ih in 1usize..9, iw in 1usize..9, c in 1usize..24,
+        oh in 1usize..20, ow in 1usize..20,
+        align in any::<bool>(), half in any::<bool>(),
+        threads in 1usize..3,
+        seed in any::<u64>(),
+    ) {
+        prop_assume!(!(align && half));
+        let input = tensor(0, &[n, ih, iw, c], TensorType::UINT8, Some((0.1, 3)));
+        let size = tensor(1, &[2], TensorType::INT32, None);
+        let size_bytes: Vec<u8> = [oh as i32, ow as i32].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let out = tensor(2, &[], TensorType::UINT8, Some((0.1, 3)));
+        let x = bytes(seed, input.num_elements());
+        let options = OpOptions { align_corners: align, half_pixel_centers: half, ..OpOptions::default() };
+        let f: Builder = super::resize::build_bilinear;
+        let inputs = [input, size];
+        let consts = [None, Some(size_bytes.as_slice())];
+        let want = run(f, "RESIZE_BILINEAR", &options, &inputs, &consts, &out, &[&x, &size_bytes], true, 1).unwrap();
+        let got = run(f, "RESIZE_BILINEAR", &options, &inputs, &consts, &out, &[&x, &size_bytes], false, threads).unwrap();
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn q8_helpers_round_trip() {
+    for b in 0..=255u8 {
+        assert_eq!(Q8::U8.put(Q8::U8.get(&[b], 0)), b);
+        assert_eq!(Q8::I8.put(Q8::I8.get(&[b], 0)), b);
+    }
+}
