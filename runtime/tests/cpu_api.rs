@@ -52,13 +52,8 @@ fn the_arena_reuses_memory() {
     let model = open("mobilenet_v2_1.0_224_quant.tflite");
     let sg = &model.subgraphs()[0];
     let it = Interpreter::new(Arc::clone(&model), &Options { threads: 1, ..Options::default() }).unwrap();
-    let activations: usize = it
-        .plan()
-        .tensors()
-        .iter()
-        .filter(|t| !sg.tensors[t.index].is_constant())
-        .map(|t| t.byte_len())
-        .sum();
+    let activations: usize =
+        it.plan().tensors().iter().filter(|t| !sg.tensors[t.index].is_constant()).map(|t| t.byte_len()).sum();
     // Tensors whose lifetimes do not overlap share memory: the arena is a fraction of the sum
     // of all activations, and at least the largest two live together.
     let arena = it.plan().arena_bytes();

@@ -3,47 +3,28 @@
 //! tables) must load, plan and run or fail with an error, never panic, hang or allocate absurd
 //! memory.
 //!
-//! `EDGETPU_MUTATIONS=N` sets the mutants per model (default 24) for a longer local hunt;
-//! `EDGETPU_MUTANT=<model>:<seed>` replays one mutant and prints what it did.
+//! `EDGETPU_MUTATIONS=N` sets the mutants per model (default 200) for a longer local hunt;
+//! `EDGETPU_SEED=N` starts another series of seeds; `EDGETPU_MUTANT=<model>:<seed>` replays one
+//! mutant and prints what it did; `EDGETPU_MODEL=<part of a name>` keeps only matching models.
 
 mod common;
+#[path = "cpu_malformed/mutations.rs"]
+mod mutations;
 
 use edgetpu::cpu::{Interpreter, Options};
 use edgetpu::Model;
+use mutations::{field, find_vectors, follow, mutate, put, set_opcode, targets, Rng, Targets};
+use mutations::{BUILTINS, FLOATS, INTERESTING};
 use std::cell::RefCell;
-use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Activation memory a mutant may ask for: enough for every test model, small enough that no
-/// mutant can make a test run allocate or compute for long.
-const MAX_ARENA: usize = 64 << 20;
-
-/// Small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        if v.is_empty() {
-            None
-        } else {
-            Some(&v[self.below(v.len())])
-        }
-    }
-}
+/// Activation memory a mutant may ask for: at least twice what any original needs (the largest,
+/// the SSD tail, about 1 MB), small enough that no mutant can make a test allocate or compute for
+/// long.
+const MAX_ARENA: usize = 4 << 20;
 
 /// The models to mutate: (name, bytes).
 fn models() -> Vec<(String, Vec<u8>)> {
@@ -83,236 +64,6 @@ fn models() -> Vec<(String, Vec<u8>)> {
     paths.into_iter().map(|(n, p)| (n, std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))).collect()
 }
 
-/// Where in a model mutations are worth making.
-struct Targets {
-    /// Bytes outside large constant buffers (weights): the flatbuffer tables and small constants.
-    meta: Vec<Range<usize>>,
-    /// 4-byte-aligned offsets inside `meta`.
-    meta_words: Vec<usize>,
-    /// Offsets of shape dimensions (i32) of tensors.
-    dims: Vec<usize>,
-    /// Offsets of elements of small int32 / int64 constants (shapes, axes, paddings, begin/end),
-    /// with the element size.
-    ints: Vec<(usize, usize)>,
-    /// Offsets of quantization scales (f32).
-    scales: Vec<usize>,
-    /// Offsets of zero points (i64).
-    zero_points: Vec<usize>,
-    /// Bytes around operator tables (where their options tables usually are).
-    near_ops: Vec<usize>,
-}
-
-/// Offsets of `[len: u32][items]` vectors equal to `items` (4-byte aligned), inside `meta`.
-fn find_vectors(bytes: &[u8], meta: &[Range<usize>], items: &[u8], count: usize) -> Vec<usize> {
-    let mut pat = (count as u32).to_le_bytes().to_vec();
-    pat.extend_from_slice(items);
-    let mut out = Vec::new();
-    for r in meta {
-        let mut at = r.start.next_multiple_of(4);
-        while at + pat.len() <= r.end {
-            if bytes[at..at + pat.len()] == pat[..] {
-                out.push(at + 4);
-            }
-            at += 4;
-        }
-    }
-    out
-}
-
-fn targets(model: &Model) -> Targets {
-    let bytes = model.bytes();
-    let offset = |s: &[u8]| s.as_ptr() as usize - bytes.as_ptr() as usize;
-    let mut big: Vec<Range<usize>> = (0..model.num_buffers())
-        .filter_map(|b| model.buffer(b))
-        .filter(|d| d.len() > 256)
-        .map(|d| offset(d)..offset(d) + d.len())
-        .collect();
-    big.sort_by_key(|r| r.start);
-    let mut meta = Vec::new();
-    let mut at = 0;
-    for r in &big {
-        if r.start > at {
-            meta.push(at..r.start);
-        }
-        at = at.max(r.end);
-    }
-    meta.push(at..bytes.len());
-    let meta_words =
-        meta.iter().flat_map(|r| (r.start.next_multiple_of(4)..r.end.saturating_sub(3)).step_by(4)).collect();
-    let (mut dims, mut ints, mut scales, mut zero_points, mut near_ops) = (vec![], vec![], vec![], vec![], vec![]);
-    for sg in model.subgraphs() {
-        for t in &sg.tensors {
-            if !t.shape.is_empty() {
-                let items: Vec<u8> = t.shape.iter().flat_map(|d| d.to_le_bytes()).collect();
-                for v in find_vectors(bytes, &meta, &items, t.shape.len()) {
-                    dims.extend((0..t.shape.len()).map(|k| v + 4 * k));
-                }
-            }
-            if let Some(q) = &t.quantization {
-                let items: Vec<u8> = q.scale.iter().take(8).flat_map(|d| d.to_le_bytes()).collect();
-                if q.scale.len() <= 8 {
-                    for v in find_vectors(bytes, &meta, &items, q.scale.len()) {
-                        scales.extend((0..q.scale.len()).map(|k| v + 4 * k));
-                    }
-                }
-                let items: Vec<u8> = q.zero_point.iter().take(8).flat_map(|d| d.to_le_bytes()).collect();
-                if !q.zero_point.is_empty() && q.zero_point.len() <= 8 {
-                    for v in find_vectors(bytes, &meta, &items, q.zero_point.len()) {
-                        zero_points.extend((0..q.zero_point.len()).map(|k| v + 8 * k));
-                    }
-                }
-            }
-            let elem = match t.dtype.name().as_str() {
-                "INT32" => 4,
-                "INT64" => 8,
-                _ => 0,
-            };
-            if let Some(d) = model.tensor_data(t).filter(|d| elem > 0 && d.len() <= 256) {
-                ints.extend((0..d.len() / elem).map(|k| (offset(d) + k * elem, elem)));
-            }
-        }
-        for op in &sg.operators {
-            let lo = op.file_offset.saturating_sub(96);
-            near_ops.extend(lo..(op.file_offset + 96).min(bytes.len()));
-        }
-    }
-    for v in [&mut dims, &mut scales, &mut zero_points, &mut near_ops] {
-        v.sort_unstable();
-        v.dedup();
-    }
-    ints.sort_unstable();
-    ints.dedup();
-    Targets { meta, meta_words, dims, ints, scales, zero_points, near_ops }
-}
-
-/// Values that break code: zero, signs, powers of two, near-overflow.
-const INTERESTING: &[i64] = &[
-    0,
-    1,
-    -1,
-    2,
-    3,
-    -2,
-    4,
-    5,
-    6,
-    7,
-    8,
-    16,
-    100,
-    255,
-    256,
-    0x7FFF,
-    0xFFFF,
-    0x1_0000,
-    1 << 20,
-    1 << 24,
-    1 << 30,
-    0x7FFF_FFFF,
-    -0x8000_0000,
-    0xFFFF_FFFF,
-    i64::MAX,
-    i64::MIN,
-];
-
-const FLOATS: &[f32] = &[
-    0.0,
-    -0.0,
-    -1.0,
-    1.0,
-    f32::NAN,
-    f32::INFINITY,
-    f32::NEG_INFINITY,
-    f32::MIN_POSITIVE,
-    1e-30,
-    1e-10,
-    1e10,
-    1e30,
-    f32::MAX,
-    f32::MIN,
-    1.5e-45,
-];
-
-fn put(bytes: &mut [u8], at: usize, v: &[u8]) {
-    let end = (at + v.len()).min(bytes.len());
-    bytes[at..end].copy_from_slice(&v[..end - at]);
-}
-
-/// Applies one random mutation; returns what it did.
-fn mutate(bytes: &mut [u8], t: &Targets, rng: &mut Rng) -> String {
-    let int = |rng: &mut Rng| {
-        if rng.below(4) == 0 {
-            rng.next() as i64 >> rng.below(60)
-        } else {
-            INTERESTING[rng.below(INTERESTING.len())]
-        }
-    };
-    loop {
-        match rng.below(12) {
-            0..=2 => {
-                if let Some(&at) = rng.pick(&t.dims) {
-                    let v = int(rng) as i32;
-                    put(bytes, at, &v.to_le_bytes());
-                    return format!("dim at {at} = {v}");
-                }
-            }
-            3..=5 => {
-                if let Some(&(at, size)) = rng.pick(&t.ints) {
-                    let v = int(rng);
-                    put(bytes, at, &v.to_le_bytes()[..size]);
-                    return format!("constant int{} at {at} = {v}", size * 8);
-                }
-            }
-            6 => {
-                if let Some(&at) = rng.pick(&t.scales) {
-                    let v = FLOATS[rng.below(FLOATS.len())];
-                    put(bytes, at, &v.to_le_bytes());
-                    return format!("scale at {at} = {v}");
-                }
-                if let Some(&at) = rng.pick(&t.zero_points) {
-                    let v = int(rng);
-                    put(bytes, at, &v.to_le_bytes());
-                    return format!("zero point at {at} = {v}");
-                }
-            }
-            7 | 8 => {
-                if let Some(&at) = rng.pick(&t.near_ops) {
-                    if rng.below(2) == 0 {
-                        let v = int(rng) as i32;
-                        put(bytes, at & !3, &v.to_le_bytes());
-                        return format!("word near an operator at {} = {v}", at & !3);
-                    }
-                    let v = rng.next() as u8;
-                    bytes[at] = v;
-                    return format!("byte near an operator at {at} = {v}");
-                }
-            }
-            9 => {
-                if let Some(&at) = rng.pick(&t.meta_words) {
-                    let v = int(rng) as i32;
-                    put(bytes, at, &v.to_le_bytes());
-                    return format!("word at {at} = {v}");
-                }
-            }
-            _ => {
-                let r = &t.meta[rng.below(t.meta.len())];
-                if r.is_empty() {
-                    continue;
-                }
-                let at = r.start + rng.below(r.len());
-                if rng.below(2) == 0 {
-                    let bit = rng.below(8);
-                    bytes[at] ^= 1 << bit;
-                    return format!("bit {bit} of byte {at} flipped");
-                }
-                let v = rng.next() as u8;
-                bytes[at] = v;
-                return format!("byte {at} = {v}");
-            }
-        }
-    }
-}
-
 /// How far a mutant got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -324,10 +75,13 @@ enum Stage {
 
 /// Loads, plans and runs one mutant, inputs filled from `rng`.
 fn run(bytes: Vec<u8>, rng: &mut Rng, stage: &mut Stage) -> edgetpu::Result<()> {
+    // Some mutants run the reference kernels (the default is the fast ones): a quarter of those
+    // of small models, fewer of MobileNet, whose reference convolutions are slow.
+    let reference = rng.below(if bytes.len() < 1 << 16 { 4 } else { 32 }) == 0;
     *stage = Stage::Load;
     let model = Arc::new(Model::from_bytes(bytes)?);
     *stage = Stage::Plan;
-    let options = Options { threads: 1, max_arena_bytes: MAX_ARENA, ..Options::default() };
+    let options = Options { threads: 1, max_arena_bytes: MAX_ARENA, reference, ..Options::default() };
     let mut it = Interpreter::new(model, &options)?;
     *stage = Stage::Invoke;
     for i in 0..it.inputs().len() {
@@ -354,7 +108,13 @@ thread_local! {
     static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// Installs (once) the panic hook that records panics of mutants instead of printing them.
 fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_hook);
+}
+
+fn install_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let captured = CAUGHT.with(|c| {
@@ -414,11 +174,17 @@ fn mutant(name: &str, original: &[u8], targets: &Targets, seed: u64) -> Result<S
     let mut rng = Rng::new(seed);
     let mut bytes = original.to_vec();
     let what: Vec<String> = (0..1 + rng.below(3)).map(|_| mutate(&mut bytes, targets, &mut rng)).collect();
+    if std::env::var_os("EDGETPU_MUTANT").is_some() {
+        println!("{name}:{seed}: {}", what.join("; "));
+    }
     try_bytes(bytes, &mut rng).map_err(|e| format!("{name}:{seed} ({}) {e}", what.join("; ")))
 }
 
+/// The seed of mutant `i` of model `name`; `EDGETPU_SEED=N` starts another series.
 fn seed_of(name: &str, i: usize) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ (i as u64) << 32
+    let series: u64 = std::env::var("EDGETPU_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    h ^ (i as u64) << 32 ^ series.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 #[test]
@@ -433,7 +199,7 @@ fn mutated_models_never_panic_in_the_cpu_interpreter() {
         assert!(r.is_ok(), "{}", r.unwrap_err());
         return;
     }
-    let per_model: usize = std::env::var("EDGETPU_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    let per_model: usize = std::env::var("EDGETPU_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let start = Instant::now();
     let mut panics = Vec::new();
     let mut slow = Vec::new();
@@ -447,8 +213,11 @@ fn mutated_models_never_panic_in_the_cpu_interpreter() {
             Arc::new(model),
             &Options { threads: 1, max_arena_bytes: MAX_ARENA, ..Options::default() },
         );
-        if let Err(e) = it {
-            println!("{name}: the original does not plan: {e}");
+        match it {
+            Err(e) => println!("{name}: the original does not plan: {e}"),
+            Ok(it) => {
+                assert!(it.arena_bytes() <= MAX_ARENA / 2, "{name} needs {} bytes: raise MAX_ARENA", it.arena_bytes())
+            }
         }
         for i in 0..per_model {
             let seed = seed_of(name, i);
@@ -480,9 +249,9 @@ fn mutated_models_never_panic_in_the_cpu_interpreter() {
     assert!(stages[3] > runs / 10, "too few mutants ran: {stages:?}");
 }
 
-/// Every shape dimension, small integer constant element and quantization scale / zero point of
-/// every model, set in turn to each edge value (at most `EDGETPU_EDGE_EDITS`, default 120, per
-/// model, spread evenly over its edits).
+/// Every shape dimension, integer constant element, builtin option field and quantization scale /
+/// zero point of every model, set in turn to each edge value: at most `EDGETPU_EDGE_EDITS`
+/// (default 120) edits per model, spread evenly over all of them.
 #[test]
 fn edge_values_never_panic_in_the_cpu_interpreter() {
     quiet_panics();
@@ -506,6 +275,11 @@ fn edge_values_never_panic_in_the_cpu_interpreter() {
                 edits.push((at, v.to_le_bytes()[..size].to_vec()));
             }
         }
+        for &(at, size) in &t.options {
+            for &v in INTERESTING {
+                edits.push((at, v.to_le_bytes()[..size].to_vec()));
+            }
+        }
         for &at in &t.scales {
             for &v in FLOATS {
                 edits.push((at, v.to_le_bytes().to_vec()));
@@ -514,6 +288,19 @@ fn edge_values_never_panic_in_the_cpu_interpreter() {
         for &at in &t.zero_points {
             for v in [-129i64, -128, 127, 128, 255, 256] {
                 edits.push((at, v.to_le_bytes().to_vec()));
+            }
+        }
+        // Operator code swaps: every kernel on every model's operators (not subsampled).
+        for (k, &f) in t.opcodes.iter().enumerate() {
+            for &code in BUILTINS {
+                let mut mutated = bytes.clone();
+                if set_opcode(&mut mutated, f, code) {
+                    runs += 1;
+                    match try_bytes(mutated, &mut Rng::new(seed_of(name, k))) {
+                        Ok(stage) => stages[stage as usize] += 1,
+                        Err(e) => panics.push(format!("{name}: operator code {k} = {code}: {e}")),
+                    }
+                }
             }
         }
         let step = edits.len().div_ceil(most).max(1);
@@ -552,7 +339,8 @@ fn with_input_shape(bytes: &[u8], dims: &[i32]) -> Vec<u8> {
     let t = &sg.tensors[sg.inputs[0]];
     assert_eq!(t.shape.len(), dims.len());
     let items: Vec<u8> = t.shape.iter().flat_map(|d| d.to_le_bytes()).collect();
-    let at = find_vectors(bytes, &[0..bytes.len()], &items, t.shape.len())[0];
+    let whole = 0..bytes.len();
+    let at = find_vectors(bytes, std::slice::from_ref(&whole), &items, t.shape.len())[0];
     let mut out = bytes.to_vec();
     for (k, d) in dims.iter().enumerate() {
         put(&mut out, at + 4 * k, &d.to_le_bytes());
@@ -585,4 +373,25 @@ fn huge_tensors_are_rejected_at_plan_time() {
     let err =
         Interpreter::new(model, &Options { threads: 1, max_arena_bytes: 1000, ..Options::default() }).unwrap_err();
     assert!(err.to_string().contains("bytes of activations"), "{err}");
+}
+
+#[test]
+fn one_variable_tensor_twice_as_lstm_state_is_an_error() {
+    quiet_panics();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/lstm/basic.tflite");
+    let mut bytes = std::fs::read(path).unwrap();
+    let model = Model::from_bytes(bytes.clone()).unwrap();
+    let op = &model.subgraphs()[0].operators[0];
+    assert_eq!(model.op_name(op), "UNIDIRECTIONAL_SEQUENCE_LSTM");
+    // Inputs 18 and 19 are the output and cell states: make both the output state.
+    let inputs = follow(&bytes, field(&bytes, op.file_offset, 1).unwrap()).unwrap();
+    let output_state = op.inputs[18].unwrap() as i32;
+    put(&mut bytes, inputs + 4 + 4 * 19, &output_state.to_le_bytes());
+    let model = Arc::new(Model::from_bytes(bytes).unwrap());
+    assert_eq!(model.subgraphs()[0].operators[0].inputs[19], op.inputs[18]);
+    CAUGHT.with(|c| *c.borrow_mut() = Some(String::new()));
+    let r = catch_unwind(AssertUnwindSafe(|| Interpreter::new(model, &Options { threads: 1, ..Options::default() })));
+    let caught = CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    let err = r.unwrap_or_else(|_| panic!("panicked: {caught}")).expect_err("the state tensor repeats");
+    assert!(err.to_string().contains("repeats"), "{err}");
 }

@@ -56,12 +56,12 @@ pub(crate) fn mac_row(q: Q8, x: &[u8], zp: i32, w: &[i32], acc: &mut [i32]) {
     match q {
         Q8::U8 => {
             for ((a, &wv), &xv) in acc.iter_mut().zip(w).zip(x) {
-                *a += wv * (xv as i32 - zp);
+                *a = a.wrapping_add(wv.wrapping_mul((xv as i32).wrapping_sub(zp)));
             }
         }
         Q8::I8 => {
             for ((a, &wv), &xv) in acc.iter_mut().zip(w).zip(x) {
-                *a += wv * (xv as i8 as i32 - zp);
+                *a = a.wrapping_add(wv.wrapping_mul((xv as i8 as i32).wrapping_sub(zp)));
             }
         }
     }
@@ -88,7 +88,7 @@ fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q
         start = unsafe { x86::requantize_avx2(acc, bias, stage, q, out) };
     }
     for c in start..acc.len() {
-        let a = acc[c] + bias.map_or(0, |b| b[c]);
+        let a = acc[c].wrapping_add(bias.map_or(0, |b| b[c]));
         out[c] = q.put(stage.apply(a, c));
     }
 }
@@ -137,10 +137,11 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
     let mut acc = [0i32; 8];
     for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
         for l in 0..8 {
-            acc[l] += ca[2 * l] as i32 * cb[2 * l] as i32 + ca[2 * l + 1] as i32 * cb[2 * l + 1] as i32;
+            let pair = ca[2 * l] as i32 * cb[2 * l] as i32 + ca[2 * l + 1] as i32 * cb[2 * l + 1] as i32;
+            acc[l] = acc[l].wrapping_add(pair);
         }
     }
-    acc.iter().sum()
+    acc.iter().fold(0i32, |s, &v| s.wrapping_add(v))
 }
 
 /// Weights packed for [`gemm_packed`]: k in pairs, output channels padded to 16,
@@ -335,7 +336,8 @@ pub(crate) fn gemm_u8_fused_portable(
                 dot = dot.wrapping_add(x * w);
             }
             let x = dot.wrapping_add(f.a[c].wrapping_mul(sx[i])).wrapping_add(f.c[c]);
-            let v = super::quant::multiply_by_quantized_multiplier(x, f.multiplier[c], f.shift[c]) + f.offset;
+            let v =
+                super::quant::multiply_by_quantized_multiplier(x, f.multiplier[c], f.shift[c]).wrapping_add(f.offset);
             out[i * oc + c] = q.put(v.clamp(f.min, f.max));
         }
     }

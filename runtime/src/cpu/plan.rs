@@ -1,10 +1,14 @@
 //! Building the immutable plan: kernels, resolved tensors and the arena layout.
 
 use super::kernel::{BuildCtx, Kernel, QuantParams, TensorInfo};
-use super::{ops, Options, MAX_INPUTS, MAX_OUTPUTS};
+use super::{ops, Options, MAX_INPUTS, MAX_OUTPUTS, MAX_STATE};
 use crate::error::{Error, Result};
 use crate::model::{Model, TensorType};
 use std::ops::Range;
+
+/// Ops whose kernels update their variable inputs in place (`Io::state`, carried over to the next
+/// invocation). Other ops read variable tensors like any input.
+const STATEFUL_OPS: &[&str] = &["UNIDIRECTIONAL_SEQUENCE_LSTM"];
 
 /// Where a tensor's bytes live.
 #[derive(Debug, Clone)]
@@ -26,6 +30,9 @@ pub(crate) struct Node {
     pub outputs: Vec<usize>,
     /// Positions in `inputs` of variable tensors (passed to the kernel as writable state).
     pub state: Vec<usize>,
+    /// Every output has zero elements: running the node would compute nothing (and a kernel
+    /// might still loop over the other, possibly huge, dimensions), so it is skipped.
+    pub empty: bool,
     pub kernel: Box<dyn Kernel>,
 }
 
@@ -145,6 +152,9 @@ impl Plan {
                 reference: options.reference,
                 vnni: !options.reference && super::gemm::vnni(),
             };
+            if outputs.is_empty() {
+                return Err(ctx.err("the node has no outputs"));
+            }
             if op.inputs.len() > MAX_INPUTS || outputs.len() > MAX_OUTPUTS {
                 return Err(ctx.err(format!(
                     "{} inputs and {} outputs; this runtime handles at most {MAX_INPUTS} and {MAX_OUTPUTS}",
@@ -159,6 +169,28 @@ impl Plan {
                     return Err(
                         ctx.err(format!("output {k} (tensor {t}) is also another output or an input of the node"))
                     );
+                }
+            }
+            // Variable inputs of stateful ops are passed to the kernel as writable state; they are
+            // taken out of the arena while the node runs, so there may be a few, each once.
+            let state: Vec<usize> = if STATEFUL_OPS.contains(&ctx.op_name) {
+                op.inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| {
+                        t.is_some_and(|t| sg.tensors[t].is_variable && model.tensor_data(&sg.tensors[t]).is_none())
+                    })
+                    .map(|(k, _)| k)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for (i, &k) in state.iter().enumerate() {
+                if state[..i].iter().any(|&j| op.inputs[j] == op.inputs[k]) || i >= MAX_STATE {
+                    return Err(ctx.err(format!(
+                        "variable input {k} (tensor {:?}) repeats another or is one too many (at most {MAX_STATE})",
+                        op.inputs[k]
+                    )));
                 }
             }
             let built = ops::build(&mut ctx)?;
@@ -181,16 +213,9 @@ impl Plan {
             nodes.push(Node {
                 index: op.index,
                 name: format!("{}/v{}", ctx.op_name, ctx.version),
-                state: op
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| {
-                        t.is_some_and(|t| sg.tensors[t].is_variable && model.tensor_data(&sg.tensors[t]).is_none())
-                    })
-                    .map(|(k, _)| k)
-                    .collect(),
+                state,
                 inputs: op.inputs.clone(),
+                empty: outputs.iter().all(|&t| tensors[t].byte_len() == 0),
                 outputs,
                 kernel: built.kernel,
             });
@@ -349,15 +374,17 @@ fn info_of(t: &crate::model::Tensor) -> Result<TensorInfo> {
     Ok(TensorInfo { index: t.index, name: t.name.clone(), shape, dtype: t.dtype, quant })
 }
 
-/// Activation memory an interpreter may allocate when [`Options::max_arena_bytes`] is 0: 2 GiB.
-pub(crate) const DEFAULT_MAX_ARENA_BYTES: usize = 1 << 31;
+/// Activation memory an interpreter may allocate when [`Options::max_arena_bytes`] is 0: 2 GiB
+/// (1 GiB on 32-bit targets).
+pub(crate) const DEFAULT_MAX_ARENA_BYTES: usize = if usize::BITS > 32 { 1 << 31 } else { 1 << 30 };
 
 /// The activation memory limit of `options`.
 pub(crate) fn max_arena_bytes(options: &Options) -> usize {
     if options.max_arena_bytes == 0 {
         DEFAULT_MAX_ARENA_BYTES
     } else {
-        options.max_arena_bytes
+        // Offsets into tensors are also computed as isize.
+        options.max_arena_bytes.min(isize::MAX as usize)
     }
 }
 
@@ -370,6 +397,17 @@ fn check_size(t: &TensorInfo, limit: usize) -> std::result::Result<usize, String
             "{} takes {size} bytes: the model needs at least {size} bytes of activations, more than the limit \
              of {limit} (Options::max_arena_bytes)",
             what()
+        ));
+    }
+    // Kernels compute strides and partial products of shapes: those must fit too when a zero
+    // dimension makes the tensor empty.
+    let elem = t.dtype.size_bytes().unwrap_or(1).max(1);
+    let span = t.shape.iter().try_fold(elem, |n, &d| n.checked_mul(d.max(1)));
+    if span.is_none_or(|s| s > limit) {
+        return Err(format!(
+            "{}: its nonzero dimensions span {} bytes, more than the limit of {limit} (Options::max_arena_bytes)",
+            what(),
+            span.map_or("more than usize::MAX".to_string(), |s| s.to_string())
         ));
     }
     Ok(size)

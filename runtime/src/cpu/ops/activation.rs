@@ -43,7 +43,9 @@ pub(crate) fn build_softmax(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let real =
         (ctx.options.beta as f64 * in_scale as f64 * (1i64 << (31 - bits)) as f64).min((1i64 << 31) as f64 - 1.0);
     let (multiplier, left_shift) = quant::quantize_multiplier(real);
-    if left_shift < 0 {
+    // TFLite's QuantizeMultiplierGreaterThanOne checks the multiplier is above 1 (a NaN or
+    // negative beta, or a tiny scale, fails here).
+    if real.is_nan() || real <= 1.0 || left_shift < 0 {
         return Err(ctx.err("softmax input scale is too small for the fixed-point kernel"));
     }
     let max_rescaled = ((1i64 << bits) - 1) as f64 * (1i64 << (31 - bits)) as f64 / (1i64 << left_shift) as f64;

@@ -33,7 +33,8 @@ impl OutputStage {
     #[inline(always)]
     pub fn apply(&self, acc: i32, channel: usize) -> i32 {
         let v = quant::multiply_by_quantized_multiplier(acc, self.multiplier[channel], self.shift[channel]);
-        (v + self.offset).clamp(self.min, self.max)
+        // Wrapping like TFLite's int32 arithmetic on x86: absurd multipliers must not panic.
+        v.wrapping_add(self.offset).clamp(self.min, self.max)
     }
 }
 
@@ -100,9 +101,12 @@ pub(crate) fn positive(ctx: &BuildCtx<'_>, what: &str, v: i32) -> Result<usize> 
 
 /// Checks that the output shape from the file (if any) equals `shape`, then sets it.
 pub(crate) fn set_output_shape(ctx: &mut BuildCtx<'_>, k: usize, shape: Vec<usize>) -> Result<()> {
-    let file = &ctx.outputs[k].shape;
-    let file_n: usize = file.iter().product();
-    let n: usize = shape.iter().product();
+    let file = &ctx.output(k)?.shape;
+    let file_n = file.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if n.is_none() {
+        return Err(ctx.err(format!("output {k} would have shape {shape:?}, whose size overflows")));
+    }
     if !file.is_empty() && file_n != n {
         return Err(ctx.err(format!("output {k} has shape {file:?} in the file, but the op computes {shape:?}")));
     }
@@ -168,7 +172,7 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
 /// Normalises a possibly negative axis against `rank`.
 pub(crate) fn axis(ctx: &BuildCtx<'_>, axis: i32, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as i32 } else { axis };
-    if a < 0 || a as usize >= rank.max(1) {
+    if a < 0 || a as usize >= rank {
         return Err(ctx.err(format!("axis {axis} is out of range for rank {rank}")));
     }
     Ok(a as usize)

@@ -244,11 +244,11 @@ impl Conv {
                                 let wb = (ky * g.k_w + kx) * g.in_c;
                                 for c in 0..g.in_c {
                                     let x = self.q_in.get(input, base + c) - self.in_zp;
-                                    acc += w[wb + c] as i32 * x;
+                                    acc = acc.wrapping_add((w[wb + c] as i32).wrapping_mul(x));
                                 }
                             }
                         }
-                        acc += self.bias[oc];
+                        acc = acc.wrapping_add(self.bias[oc]);
                         let o = ((b * g.out_h + oy) * g.out_w + ox) * g.out_c + oc;
                         out[o] = self.q_out.put(self.stage.apply(acc, oc));
                     }
@@ -537,10 +537,11 @@ impl Depthwise {
                                     }
                                     let i = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + ic;
                                     let x = self.q_in.get(input, i) - self.in_zp;
-                                    acc += self.weights[(ky * g.k_w + kx) * g.out_c + oc] * x;
+                                    acc = acc
+                                        .wrapping_add(self.weights[(ky * g.k_w + kx) * g.out_c + oc].wrapping_mul(x));
                                 }
                             }
-                            acc += self.bias[oc];
+                            acc = acc.wrapping_add(self.bias[oc]);
                             let o = ((b * g.out_h + oy) * g.out_w + ox) * g.out_c + oc;
                             out[o] = self.q_out.put(self.stage.apply(acc, oc));
                         }
@@ -643,7 +644,7 @@ impl Depthwise {
                             *xv = self.q_in.get(x, c) - self.in_zp;
                         }
                         for (o, a) in acc.iter_mut().enumerate() {
-                            *a += w[o] * xs[o / self.mult];
+                            *a = a.wrapping_add(w[o].wrapping_mul(xs[o / self.mult]));
                         }
                     }
                 }
@@ -755,9 +756,9 @@ impl Kernel for FullyConnected {
                     let mut acc = 0i32;
                     for i in 0..self.k {
                         let x = self.q_in.get(input, b * self.k + i) - self.in_zp;
-                        acc += self.weights[u * self.kp + i] as i32 * x;
+                        acc = acc.wrapping_add((self.weights[u * self.kp + i] as i32).wrapping_mul(x));
                     }
-                    acc += self.bias[u];
+                    acc = acc.wrapping_add(self.bias[u]);
                     out[b * self.units + u] = self.q_out.put(self.stage.apply(acc, u));
                 }
             }

@@ -589,8 +589,9 @@ pub(crate) fn build_relu(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let (is, iz) = input.qparams()?;
     let (os, oz) = output.qparams()?;
     let (tmin, tmax) = quant::type_range(output.dtype);
-    let amin = tmin.max(oz + (lo / os).round() as i32);
-    let amax = if hi.is_infinite() { tmax } else { tmax.min(oz + (hi / os).round() as i32) };
+    // Saturating: a tiny (absurd) output scale must not overflow.
+    let amin = tmin.max(oz.saturating_add((lo / os).round() as i32));
+    let amax = if hi.is_infinite() { tmax } else { tmax.min(oz.saturating_add((hi / os).round() as i32)) };
     let m = quant::quantize_multiplier((is / os) as f64);
     let k = Relu::Q { q, in_zp: iz, out_zp: oz, m, act: (amin, amax) };
     if !ctx.reference {

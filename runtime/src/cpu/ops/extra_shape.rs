@@ -82,18 +82,22 @@ struct View {
 
 /// Builds the view kernel after checking every offset it reads is inside the input.
 fn view(ctx: &BuildCtx<'_>, es: usize, in_len: usize, base: isize, dims: &[usize], strides: &[isize]) -> Result<Built> {
-    let count: usize = dims.iter().product();
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let count = count.ok_or_else(|| ctx.err(format!("the output dimensions {dims:?} overflow")))?;
     let mut merged: Vec<(usize, isize)> = Vec::new();
     if count > 0 {
-        let (mut lo, mut hi) = (base, base);
+        let (mut lo, mut hi) = (Some(base), Some(base));
         for (&d, &s) in dims.iter().zip(strides) {
-            let span = (d as isize - 1) * s;
-            if span < 0 {
-                lo += span;
-            } else {
-                hi += span;
+            let span = isize::try_from(d - 1).ok().and_then(|d| d.checked_mul(s));
+            match span {
+                Some(span) if span < 0 => lo = lo.and_then(|v| v.checked_add(span)),
+                Some(span) => hi = hi.and_then(|v| v.checked_add(span)),
+                None => (lo, hi) = (None, None),
             }
         }
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return Err(ctx.err(format!("the view {dims:?} with strides {strides:?} overflows")));
+        };
         if lo < 0 || hi >= in_len as isize {
             return Err(ctx.err(format!("reads elements {lo}..={hi} of an input with {in_len}")));
         }
@@ -205,9 +209,9 @@ fn build_slice(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     }
     let mut dims = Vec::with_capacity(rank);
     for k in 0..rank {
-        let d = x.shape[k] as i64;
-        let s = if size[k] == -1 { d - begin[k] } else { size[k] };
-        if begin[k] < 0 || s < 0 || begin[k] + s > d {
+        let (d, b) = (x.shape[k] as i64, begin[k]);
+        let s = if size[k] == -1 { d.saturating_sub(b) } else { size[k] };
+        if b < 0 || b > d || s < 0 || s > d - b {
             return Err(
                 ctx.err(format!("slice begin {} size {} is outside dimension {k} of size {d}", begin[k], size[k]))
             );
@@ -402,9 +406,9 @@ fn build_strided_slice(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         dims.push(count as usize);
         vstrides.push(a.stride as isize * s);
     }
-    let n: usize = dims.iter().product();
-    if n != out_shape.iter().product::<usize>() {
-        return Err(ctx.err(format!("the slice copies {n} elements into an output of shape {out_shape:?}")));
+    let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if n.is_none() || n != out_shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        return Err(ctx.err(format!("the slice copies {dims:?} elements into an output of shape {out_shape:?}")));
     }
     if dims.contains(&0) {
         base = 0;
@@ -426,6 +430,9 @@ fn build_depth_space(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     }
     let bs = bs as usize;
     let (sb, sh, sw) = ((h * w * c) as isize, (w * c) as isize, c as isize);
+    // The output dimensions multiply by the block size (squared): an absurd one must not overflow.
+    let grow = |v: usize, by: usize| v.checked_mul(by).ok_or_else(|| ctx.err(format!("block size {bs} is too large")));
+    let bs2 = grow(bs, bs)?;
     let (dims, strides, out) = if ctx.op_name == "SPACE_TO_DEPTH" {
         if h % bs != 0 || w % bs != 0 {
             return Err(ctx.err(format!("height {h} and width {w} must be multiples of the block size {bs}")));
@@ -434,14 +441,15 @@ fn build_depth_space(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         (
             vec![b, h / bs, w / bs, bs, bs, c],
             vec![sb, bsi * sh, bsi * sw, sh, sw, 1],
-            vec![b, h / bs, w / bs, c * bs * bs],
+            vec![b, h / bs, w / bs, grow(c, bs2)?],
         )
     } else {
-        if c % (bs * bs) != 0 {
+        if c % bs2 != 0 {
             return Err(ctx.err(format!("depth {c} must be a multiple of the squared block size {bs}")));
         }
-        let co = c / (bs * bs);
-        (vec![b, h, bs, w, bs, co], vec![sb, sh, (bs * co) as isize, sw, co as isize, 1], vec![b, h * bs, w * bs, co])
+        let co = c / bs2;
+        let out = vec![b, grow(h, bs)?, grow(w, bs)?, co];
+        (vec![b, h, bs, w, bs, co], vec![sb, sh, (bs * co) as isize, sw, co as isize, 1], out)
     };
     ctx.outputs[0].shape = out;
     view(ctx, es, x.num_elements(), 0, &dims, &strides)
@@ -532,12 +540,12 @@ impl Kernel for BatchToSpace {
 
 fn build_batch_to_space(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let (mut g, crops) = batch_geom(ctx, "crops")?;
-    let prod = g.block[0] * g.block[1];
+    let prod = g.block[0].checked_mul(g.block[1]).ok_or_else(|| ctx.err("the block sizes are too large"))?;
     let [n, h, w] = g.in_nhw;
     if n % prod != 0 {
         return Err(ctx.err(format!("batch {n} is not a multiple of the block size product {prod}")));
     }
-    let crop = |size: usize, k: usize| (size * g.block[k]).checked_sub(crops[k][0] + crops[k][1]);
+    let crop = |size: usize, k: usize| size.checked_mul(g.block[k])?.checked_sub(crops[k][0] + crops[k][1]);
     let (Some(oh), Some(ow)) = (crop(h, 0), crop(w, 1)) else {
         return Err(ctx.err(format!("crops {crops:?} exceed the output size")));
     };
@@ -583,7 +591,8 @@ impl Kernel for SpaceToBatch {
 fn build_space_to_batch(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let (mut g, pads) = batch_geom(ctx, "paddings")?;
     let [n, h, w] = g.in_nhw;
-    let mut out = [n * g.block[0] * g.block[1], 0, 0];
+    let batch = n.checked_mul(g.block[0]).and_then(|b| b.checked_mul(g.block[1]));
+    let mut out = [batch.ok_or_else(|| ctx.err(format!("block sizes {:?} are too large", g.block)))?, 0, 0];
     for (k, size) in [h, w].into_iter().enumerate() {
         let padded = size + pads[k][0] + pads[k][1];
         if padded % g.block[k] != 0 {

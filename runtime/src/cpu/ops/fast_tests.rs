@@ -152,7 +152,7 @@ proptest! {
         let all: Vec<u8> = (0..=255).collect();
         let f: Builder = if op == "QUANTIZE" { super::elementwise::build_quantize } else { super::elementwise::build_relu };
         let options = OpOptions::default();
-        let want = run(f, op, &options, &[input.clone()], &[None], &out, &[&all], true, 1).unwrap();
+        let want = run(f, op, &options, std::slice::from_ref(&input), &[None], &out, &[&all], true, 1).unwrap();
         let got = run(f, op, &options, &[input], &[None], &out, &[&all], false, 1).unwrap();
         prop_assert_eq!(got, want);
     }

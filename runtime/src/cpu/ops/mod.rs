@@ -11,9 +11,9 @@ mod conv;
 mod detection;
 mod elementwise;
 mod extra_act;
+mod extra_shape;
 #[cfg(test)]
 mod fast_tests;
-mod extra_shape;
 mod lstm;
 mod lstm_math;
 mod pool;

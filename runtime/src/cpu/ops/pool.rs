@@ -92,13 +92,15 @@ impl Kernel for Pool {
                         for ox in 0..self.ow {
                             let (fy0, fy1, fx0, fx1, iy0, ix0) = self.window(oy, ox);
                             for ch in 0..self.c {
-                                let mut acc: i32 = if self.max { i32::MIN } else { 0 };
-                                let mut count = 0i32;
+                                // TFLite sums in int32; i64 gives the same result wherever that
+                                // does not overflow (huge windows), and never panics.
+                                let mut acc: i64 = if self.max { i64::from(i32::MIN) } else { 0 };
+                                let mut count = 0i64;
                                 for fy in fy0..fy1 {
                                     for fx in fx0..fx1 {
                                         let iy = (iy0 + fy as isize) as usize;
                                         let ix = (ix0 + fx as isize) as usize;
-                                        let v = q.get(input, ((b * self.ih + iy) * self.iw + ix) * self.c + ch);
+                                        let v = q.get(input, ((b * self.ih + iy) * self.iw + ix) * self.c + ch) as i64;
                                         if self.max {
                                             acc = acc.max(v);
                                         } else {
@@ -116,7 +118,7 @@ impl Kernel for Pool {
                                 } else {
                                     (acc - count / 2) / count
                                 };
-                                let v = v.clamp(self.act.0, self.act.1);
+                                let v = v.clamp(self.act.0.into(), self.act.1.into()) as i32;
                                 out[((b * self.oh + oy) * self.ow + ox) * self.c + ch] = q.put(v);
                             }
                         }

@@ -29,6 +29,9 @@ struct Mean {
 pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let input = ctx.input(0)?.clone();
     let rank = input.shape.len();
+    if rank > 8 {
+        return Err(ctx.err(format!("rank {rank} is not supported (at most 8)")));
+    }
     let axes = le_i32(ctx.constant(1)?);
     let mut reduce = vec![false; rank];
     for &a in &axes {
@@ -143,6 +146,9 @@ pub(crate) fn build_arg_min_max(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let ax = axis(ctx, a, rank)?;
     let mut shape = input.shape.clone();
     shape.remove(ax);
+    if input.shape[ax] == 0 && shape.iter().all(|&d| d > 0) {
+        return Err(ctx.err(format!("axis {ax} of the input {:?} is empty: there is no extreme", input.shape)));
+    }
     set_output_shape(ctx, 0, shape)?;
     let out64 = match ctx.output(0)?.dtype {
         TensorType::INT64 => true,

@@ -39,6 +39,14 @@ fn build(ctx: &mut BuildCtx<'_>, bilinear: bool) -> Result<Built> {
         return Err(ctx.err(format!("size {size:?} must be two positive values")));
     }
     let (oh, ow) = (size[0] as usize, size[1] as usize);
+    if oh.max(ow) > 1 << 24 {
+        return Err(ctx.err(format!("size {size:?} is not supported (at most {} per dimension)", 1 << 24)));
+    }
+    // Empty inputs have nothing to interpolate; the int8 kernel's 10-bit fixed-point coordinates
+    // (as TFLite computes them in int32) need sizes below 2^20.
+    if ih == 0 || iw == 0 || ih.max(iw) > 1 << 20 {
+        return Err(ctx.err(format!("input {:?} is not supported (height and width 1 to 2^20)", input.shape)));
+    }
     set_output_shape(ctx, 0, vec![n, oh, ow, c])?;
     let elem = match input.dtype {
         TensorType::FLOAT32 => Elem::F32,

@@ -5,7 +5,11 @@ use crate::cpu::kernel::{cast, BuildCtx, Built, Io, Kernel};
 use crate::error::{Error, Result};
 use crate::model::TensorType;
 
+/// The element size of `t`, after checking every output has that type (the kernels copy bytes).
 fn elem_size(ctx: &BuildCtx<'_>, t: TensorType) -> Result<usize> {
+    if let Some(o) = ctx.outputs.iter().find(|o| o.dtype != t) {
+        return Err(ctx.err(format!("output tensor {} has type {}, the input {}", o.index, o.dtype.name(), t.name())));
+    }
     t.size_bytes().ok_or_else(|| ctx.err(format!("type {} has no fixed element size", t.name())))
 }
 
@@ -34,7 +38,8 @@ pub(crate) fn build_reshape(ctx: &mut BuildCtx<'_>) -> Result<Built> {
             None => ctx.options.new_shape.clone().unwrap_or_default(),
         };
         shape = wanted.iter().map(|&d| d as i64).collect();
-        let known: i64 = shape.iter().filter(|&&d| d >= 0).product();
+        let known = shape.iter().filter(|&&d| d >= 0).try_fold(1i64, |a, &d| a.checked_mul(d));
+        let known = known.ok_or_else(|| ctx.err(format!("the new shape {wanted:?} overflows")))?;
         if let Some(p) = shape.iter().position(|&d| d < 0) {
             if known == 0 || n as i64 % known != 0 {
                 return Err(ctx.err(format!("cannot reshape {} elements into {wanted:?}", n)));
@@ -43,7 +48,7 @@ pub(crate) fn build_reshape(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         }
     }
     let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-    if shape.iter().product::<usize>() != n {
+    if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(n) {
         return Err(ctx.err(format!("cannot reshape {:?} ({n} elements) into {shape:?}", input.shape)));
     }
     ctx.outputs[0].shape = shape;
