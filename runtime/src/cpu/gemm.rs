@@ -444,6 +444,21 @@ mod x86 {
         _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, offset), lo), hi)
     }
 
+    /// Narrows 8 already clamped i32 lanes to bytes and stores them at `out[at..at + 8]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store_bytes8(out: &mut [u8], at: usize, v: __m256i, q: Q8) {
+        let w16 = _mm256_packs_epi32(v, v);
+        let w8 = match q {
+            Q8::U8 => _mm256_packus_epi16(w16, w16),
+            Q8::I8 => _mm256_packs_epi16(w16, w16),
+        };
+        let both = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+        let dst = &mut out[at..at + 8];
+        // SAFETY: `dst` holds exactly 8 bytes; storel writes the low 8 bytes, unaligned.
+        unsafe { _mm_storel_epi64(dst.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(both)) }
+    }
+
     /// Narrows 8 already clamped i32 lanes to 8 bytes (little-endian in the result).
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -476,12 +491,15 @@ mod x86 {
     ) {
         let np = p.np;
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        for qq in 0..kq {
-            let wb = (qq * np + j) * 4;
-            let b0 = load_i8(&p.w, wb);
-            let b1 = load_i8(&p.w, wb + 32);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let x = _mm256_set1_epi32(quads[(i + r) * kq + qq]);
+        // Row slices and weight quads bounds-checked once, so the inner loop is loads and
+        // dot products only.
+        let rows: [&[i32]; R] = std::array::from_fn(|r| &quads[(i + r) * kq..(i + r + 1) * kq]);
+        for (qq, wq) in p.w.chunks_exact(np * 4).take(kq).enumerate() {
+            let w = &wq[j * 4..j * 4 + 64];
+            let b0 = load_i8(w, 0);
+            let b1 = load_i8(w, 32);
+            for (a, row) in acc.iter_mut().zip(rows.iter()) {
+                let x = _mm256_set1_epi32(row[qq]);
                 if SWAP {
                     a[0] = _mm256_dpbusd_epi32(a[0], b0, x);
                     a[1] = _mm256_dpbusd_epi32(a[1], b1, x);
@@ -504,13 +522,12 @@ mod x86 {
             for (r, a) in acc.iter().enumerate() {
                 let x =
                     _mm256_add_epi32(_mm256_add_epi32(a[h], _mm256_mullo_epi32(fa, _mm256_set1_epi32(sx[i + r]))), fc);
-                let bytes = narrow8(requant8(x, m, left, right, offset, lo, hi), q).to_le_bytes();
+                let v = requant8(x, m, left, right, offset, lo, hi);
                 let at = (i + r) * oc + col;
                 if n == 8 {
-                    // Fixed length: an inline 8-byte store rather than a memmove call.
-                    out[at..at + 8].copy_from_slice(&bytes);
+                    store_bytes8(out, at, v, q);
                 } else {
-                    out[at..at + n].copy_from_slice(&bytes[..n]);
+                    out[at..at + n].copy_from_slice(&narrow8(v, q).to_le_bytes()[..n]);
                 }
             }
         }

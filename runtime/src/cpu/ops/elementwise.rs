@@ -455,10 +455,12 @@ impl Kernel for Quantize {
             Quantize::FromFloat { q, scale, zp } => {
                 let x: &[f32] = cast(io.ins[0])?;
                 let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
-                for (o, &v) in out.iter_mut().zip(x) {
-                    let u = ((v as f64 / scale).round() as i32).saturating_add(zp);
-                    *o = q.put(u.clamp(lo, hi));
-                }
+                crate::cpu::gemm::with_avx2(|| {
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        let u = ((v as f64 / scale).round() as i32).saturating_add(zp);
+                        *o = q.put(u.clamp(lo, hi));
+                    }
+                });
             }
             Quantize::Requantize { .. } => {
                 for (o, &b) in out.iter_mut().zip(io.ins[0]) {
