@@ -36,6 +36,33 @@ struct Geometry {
     pad_w: usize,
 }
 
+/// Strides, dilations and padding from the options; output spatial size; sets the output shape.
+fn geometry(ctx: &mut BuildCtx<'_>, [n, ih, iw, ic]: [usize; 4], kh: usize, kw: usize, oc: usize) -> Result<Geometry> {
+    let o = ctx.options.clone();
+    let (sh, sw) = (positive(ctx, "stride_h", o.stride_h)?, positive(ctx, "stride_w", o.stride_w)?);
+    let (dh, dw) = (positive(ctx, "dilation_h", o.dilation_h)?, positive(ctx, "dilation_w", o.dilation_w)?);
+    let (oh, pad_h) = out_size_and_pad(o.padding, ih, kh, sh, dh);
+    let (ow, pad_w) = out_size_and_pad(o.padding, iw, kw, sw, dw);
+    set_output_shape(ctx, 0, vec![n, oh, ow, oc])?;
+    Ok(Geometry {
+        batches: n,
+        in_h: ih,
+        in_w: iw,
+        in_c: ic,
+        out_h: oh,
+        out_w: ow,
+        out_c: oc,
+        k_h: kh,
+        k_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        dil_h: dh,
+        dil_w: dw,
+        pad_h,
+        pad_w,
+    })
+}
+
 fn pack_weights(q: Q8, data: &[u8], rows: usize, k: usize, zp: &[i32], kp: usize) -> Vec<i16> {
     let mut w = vec![0i16; rows * kp];
     for r in 0..rows {
@@ -180,36 +207,14 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     if fic == 0 || ic % fic != 0 || fic != ic {
         return Err(ctx.err(format!("filter depth {fic} does not match input depth {ic} (grouped convolution)")));
     }
-    let o = ctx.options.clone();
-    let (sh, sw) = (positive(ctx, "stride_h", o.stride_h)?, positive(ctx, "stride_w", o.stride_w)?);
-    let (dh, dw) = (positive(ctx, "dilation_h", o.dilation_h)?, positive(ctx, "dilation_w", o.dilation_w)?);
-    let (oh, pad_h) = out_size_and_pad(o.padding, ih, kh, sh, dh);
-    let (ow, pad_w) = out_size_and_pad(o.padding, iw, kw, sw, dw);
-    set_output_shape(ctx, 0, vec![n, oh, ow, oc])?;
+    let g = geometry(ctx, [n, ih, iw, ic], kh, kw, oc)?;
     let output = ctx.output(0)?.clone();
-    let stage = conv_output_stage(ctx, &input, &filter, &output, oc, o.activation)?;
+    let stage = conv_output_stage(ctx, &input, &filter, &output, oc, ctx.options.activation)?;
     let k = kh * kw * ic;
     let kp = k.div_ceil(KPAD) * KPAD;
     let zp = filter_zero_points(ctx, 1)?;
     let weights = pack_weights(q_in, ctx.constant(1)?, oc, k, &zp, kp);
     let bias = bias_of(ctx, 2, oc)?;
-    let g = Geometry {
-        batches: n,
-        in_h: ih,
-        in_w: iw,
-        in_c: ic,
-        out_h: oh,
-        out_w: ow,
-        out_c: oc,
-        k_h: kh,
-        k_w: kw,
-        stride_h: sh,
-        stride_w: sw,
-        dil_h: dh,
-        dil_w: dw,
-        pad_h,
-        pad_w,
-    };
     let reference = ctx.reference;
     // Fast path scratch: im2col rows (i16) + accumulators, per thread.
     let np = oc.div_ceil(16) * 16;
@@ -478,11 +483,7 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
             filter.shape
         )));
     }
-    let (sh, sw) = (positive(ctx, "stride_h", o.stride_h)?, positive(ctx, "stride_w", o.stride_w)?);
-    let (dh, dw) = (positive(ctx, "dilation_h", o.dilation_h)?, positive(ctx, "dilation_w", o.dilation_w)?);
-    let (oh, pad_h) = out_size_and_pad(o.padding, ih, kh, sh, dh);
-    let (ow, pad_w) = out_size_and_pad(o.padding, iw, kw, sw, dw);
-    set_output_shape(ctx, 0, vec![n, oh, ow, oc])?;
+    let g = geometry(ctx, [n, ih, iw, ic], kh, kw, oc)?;
     let output = ctx.output(0)?.clone();
     let stage = conv_output_stage(ctx, &input, &filter, &output, oc, o.activation)?;
     let zp = filter_zero_points(ctx, 1)?;
@@ -495,23 +496,6 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         }
     }
     let bias = bias_of(ctx, 2, oc)?;
-    let g = Geometry {
-        batches: n,
-        in_h: ih,
-        in_w: iw,
-        in_c: ic,
-        out_h: oh,
-        out_w: ow,
-        out_c: oc,
-        k_h: kh,
-        k_w: kw,
-        stride_h: sh,
-        stride_w: sw,
-        dil_h: dh,
-        dil_w: dw,
-        pad_h,
-        pad_w,
-    };
     let in_zp = input.qparams()?.1;
     let reference = ctx.reference;
     let scratch = (oc * 4 + ic * 4) * 2 + 64;

@@ -152,33 +152,8 @@ impl Node {
         if let Some(b) = &self.bias {
             ins.push(b);
         }
-        let aligned: Vec<Vec<u64>> = ins
-            .iter()
-            .map(|b| {
-                let mut v = vec![0u64; b.len().div_ceil(8)];
-                bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..b.len()].copy_from_slice(b);
-                v
-            })
-            .collect();
-        let in_slices: Vec<&[u8]> =
-            aligned.iter().zip(&ins).map(|(v, b)| &bytemuck::cast_slice::<u64, u8>(v)[..b.len()]).collect();
-        let mut out = vec![0u64; out_len.div_ceil(8)];
-        let mut scratch = vec![0u64; (built.scratch_bytes * par.threads()).div_ceil(8)];
-        {
-            let out_bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut out)[..out_len];
-            for (i, b) in out_bytes.iter_mut().enumerate() {
-                *b = fill(i);
-            }
-            let mut outs = [out_bytes];
-            built.kernel.run(&mut Io {
-                ins: &in_slices,
-                outs: &mut outs,
-                state: &mut [],
-                scratch: bytemuck::cast_slice_mut(&mut scratch),
-                par,
-            })?;
-        }
-        Ok(bytemuck::cast_slice::<u64, u8>(&out)[..out_len].to_vec())
+        let outs = super::super::test_util::run_kernel(built, &ins, &[out_len], par, |_, i| fill(i))?;
+        Ok(outs.into_iter().next().unwrap_or_default())
     }
 
     /// Reference vs fast on 1 and 2 threads, byte for byte.

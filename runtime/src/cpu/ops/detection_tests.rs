@@ -2,7 +2,7 @@
 //! (shared with the PosenetDecoderOp tests).
 
 use super::*;
-use crate::cpu::kernel::{BuildCtx, Built, Io};
+use crate::cpu::kernel::{BuildCtx, Built};
 use crate::cpu::par::Par;
 use crate::cpu::{QuantParams, TensorInfo};
 use crate::model::OpOptions;
@@ -49,31 +49,13 @@ pub(in crate::cpu::ops) fn build_op(
     Ok((built, ctx.outputs))
 }
 
-/// Runs a built kernel on `ins` (copied to 8-byte aligned buffers); returns the float outputs.
+/// Runs a built kernel on `ins` (copied to 8-byte aligned buffers); returns the float outputs
+/// (pre-filled with NaN: the kernel must write every element).
 pub(in crate::cpu::ops) fn run_op(built: &Built, outputs: &[TensorInfo], ins: &[&[u8]]) -> Result<Vec<Vec<f32>>> {
-    let aligned: Vec<Vec<u64>> = ins
-        .iter()
-        .map(|b| {
-            let mut v = vec![0u64; b.len().div_ceil(8)];
-            bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..b.len()].copy_from_slice(b);
-            v
-        })
-        .collect();
-    let in_slices: Vec<&[u8]> =
-        aligned.iter().zip(ins).map(|(v, b)| &bytemuck::cast_slice::<u64, u8>(v)[..b.len()]).collect();
-    // Outputs pre-filled with garbage: the kernel must write every element.
-    let mut outs: Vec<Vec<f32>> = outputs.iter().map(|t| vec![f32::NAN; t.num_elements()]).collect();
-    let mut scratch = vec![0u64; built.scratch_bytes.div_ceil(8)];
-    let par = Par::new(1)?;
-    let mut out_slices: Vec<&mut [u8]> = outs.iter_mut().map(|o| bytemuck::cast_slice_mut(o)).collect();
-    built.kernel.run(&mut Io {
-        ins: &in_slices,
-        outs: &mut out_slices,
-        state: &mut [],
-        scratch: bytemuck::cast_slice_mut(&mut scratch),
-        par: &par,
-    })?;
-    Ok(outs)
+    let lens: Vec<usize> = outputs.iter().map(|t| t.num_elements() * 4).collect();
+    let nan = f32::NAN.to_le_bytes();
+    let outs = super::super::test_util::run_kernel(built, ins, &lens, &Par::new(1)?, |_, i| nan[i % 4])?;
+    Ok(outs.iter().map(|o| bytemuck::pod_collect_to_vec(o)).collect())
 }
 
 fn options(regular: bool, max_detections: i64, extra: &[(&str, f64)]) -> Vec<u8> {

@@ -3,7 +3,7 @@
 //! arg-max, each against its reference kernel on random shapes, scales and zero points.
 
 use super::common::Q8;
-use crate::cpu::kernel::{BuildCtx, Built, Io, QuantParams, TensorInfo};
+use crate::cpu::kernel::{BuildCtx, Built, QuantParams, TensorInfo};
 use crate::cpu::par::Par;
 use crate::error::Result;
 use crate::model::{Activation, OpOptions, TensorType};
@@ -49,32 +49,8 @@ fn run(
     };
     let built = f(&mut ctx)?;
     let len = ctx.outputs[0].byte_len();
-    let aligned: Vec<Vec<u64>> = ins
-        .iter()
-        .map(|b| {
-            let mut v = vec![0u64; b.len().div_ceil(8)];
-            bytemuck::cast_slice_mut::<u64, u8>(&mut v)[..b.len()].copy_from_slice(b);
-            v
-        })
-        .collect();
-    let slices: Vec<&[u8]> =
-        aligned.iter().zip(ins).map(|(v, b)| &bytemuck::cast_slice::<u64, u8>(v)[..b.len()]).collect();
-    let mut out = vec![0u64; len.div_ceil(8)];
-    let mut scratch = vec![0u64; (built.scratch_bytes * threads).div_ceil(8) + 1];
-    let par = Par::new(threads)?;
-    {
-        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut out)[..len];
-        bytes.fill(0xA5);
-        let mut outs = [bytes];
-        built.kernel.run(&mut Io {
-            ins: &slices,
-            outs: &mut outs,
-            state: &mut [],
-            scratch: bytemuck::cast_slice_mut(&mut scratch),
-            par: &par,
-        })?;
-    }
-    Ok(bytemuck::cast_slice::<u64, u8>(&out)[..len].to_vec())
+    let outs = super::test_util::run_kernel(&built, ins, &[len], &Par::new(threads)?, |_, _| 0xA5)?;
+    Ok(outs.into_iter().next().unwrap_or_default())
 }
 
 fn bytes(seed: u64, n: usize) -> Vec<u8> {

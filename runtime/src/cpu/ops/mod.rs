@@ -21,6 +21,8 @@ mod posenet;
 mod reduce;
 mod resize;
 mod shape;
+#[cfg(test)]
+mod test_util;
 mod transpose_conv;
 
 /// Builds the kernel of one node. Fails with the op, version, types and node index when the
