@@ -402,22 +402,6 @@ mod x86 {
         unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) }
     }
 
-    /// gemmlowp `SaturatingRoundingDoublingHighMul` on the four even 32-bit lanes (result in the
-    /// low half of each 64-bit lane). Multipliers are positive, so the saturating case
-    /// (both operands i32::MIN) cannot occur.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn srdhm_even(a: __m256i, b: __m256i) -> __m256i {
-        let p = _mm256_mul_epi32(a, b);
-        let zero = _mm256_setzero_si256();
-        let neg = _mm256_cmpgt_epi64(zero, p);
-        let abs = _mm256_sub_epi64(_mm256_xor_si256(p, neg), neg);
-        // (|p| + 2^30 - [p < 0]) >> 31, then the sign back: truncating division of p + nudge.
-        let nudge = _mm256_add_epi64(_mm256_set1_epi64x(1 << 30), neg);
-        let q = _mm256_srli_epi64::<31>(_mm256_add_epi64(abs, nudge));
-        _mm256_sub_epi64(_mm256_xor_si256(q, neg), neg)
-    }
-
     /// The output stage on 8 lanes: `x << left`, SaturatingRoundingDoublingHighMul by `m`,
     /// RoundingDivideByPOT by `right`, plus `offset`, clamped to `[lo, hi]`.
     #[inline]
@@ -434,9 +418,14 @@ mod x86 {
         let one = _mm256_set1_epi32(1);
         let zero = _mm256_setzero_si256();
         let x = _mm256_sllv_epi32(x, left);
-        let even = srdhm_even(x, m);
-        let odd = srdhm_even(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m));
-        let h = _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd));
+        // SaturatingRoundingDoublingHighMul: gemmlowp's sign-dependent nudge followed by a
+        // truncating division by 2^31 equals floor((x * m + 2^30) / 2^31) for every product, so
+        // the result is bits 31..62 of `x * m + 2^30`. Multipliers are positive, so the
+        // saturating case (both operands i32::MIN) cannot occur.
+        let n30 = _mm256_set1_epi64x(1 << 30);
+        let even = _mm256_add_epi64(_mm256_mul_epi32(x, m), n30);
+        let odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)), n30);
+        let h = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<31>(even), _mm256_slli_epi64::<1>(odd));
         let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
         let rem = _mm256_and_si256(h, mask);
         let threshold = _mm256_sub_epi32(_mm256_srli_epi32::<1>(mask), _mm256_cmpgt_epi32(zero, h));

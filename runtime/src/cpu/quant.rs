@@ -168,6 +168,34 @@ mod tests {
         let _ = rounding_divide_by_pot(-7, -3);
         let _ = rounding_divide_by_pot(i32::MIN, 200);
     }
+
+    /// The vector kernels compute SaturatingRoundingDoublingHighMul as
+    /// `floor((a * b + 2^30) / 2^31)`; that equals gemmlowp's nudge-and-truncate for every
+    /// non-saturating pair.
+    #[test]
+    fn doubling_high_mul_is_a_floor() {
+        let floor_form = |a: i32, b: i32| ((a as i64 * b as i64 + (1 << 30)) >> 31) as i32;
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let edges =
+            [0, 1, -1, 2, -2, 3, -3, i32::MAX, i32::MIN + 1, 1 << 30, -(1 << 30), (1 << 30) + 1, -(1 << 30) - 1];
+        for &a in &edges {
+            for &b in &edges {
+                if !(a == i32::MIN && b == i32::MIN) {
+                    assert_eq!(sat_rounding_doubling_high_mul(a, b), floor_form(a, b), "{a} {b}");
+                }
+            }
+        }
+        for _ in 0..1_000_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let (a, b) = (s as i32, (s >> 32) as i32);
+            // Small values too, where exact halves occur.
+            let (c, d) = (a >> 20, b & 0x7fff_ffff);
+            assert_eq!(sat_rounding_doubling_high_mul(a, b), floor_form(a, b), "{a} {b}");
+            assert_eq!(sat_rounding_doubling_high_mul(c, d), floor_form(c, d), "{c} {d}");
+        }
+    }
 }
 
 /// gemmlowp fixed-point functions on raw `i32` values; `ib` = integer bits of the operand.
