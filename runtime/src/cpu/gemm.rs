@@ -359,7 +359,8 @@ pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 pub(crate) const DW_MAX_TAPS: usize = 64;
 
 /// One depthwise output pixel (depth multiplier 1) for channels `0..n8` (a multiple of 8):
-/// `acc[c] = bias[c] + sum over taps (x[base_t + c] - zx) * w[tap_t][c]`, then the output stage.
+/// `acc[c] = init[c] + sum over taps (x[base_t + c] - zx) * w[tap_t][c]`, then the output stage
+/// (`init` is the bias, or the bias with the zero-point terms folded in when `zx` is 0).
 /// Returns how many channels were done (0 when the CPU lacks AVX2).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dw_pixel(
@@ -482,7 +483,10 @@ mod x86 {
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         // Row slices and weight quads bounds-checked once, so the inner loop is loads and
         // dot products only.
-        let rows: [&[i32]; R] = std::array::from_fn(|r| &quads[(i + r) * kq..(i + r + 1) * kq]);
+        let mut rows: [&[i32]; R] = [&[]; R];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = &quads[(i + r) * kq..(i + r + 1) * kq];
+        }
         for (qq, wq) in p.w.chunks_exact(np * 4).take(kq).enumerate() {
             let w = &wq[j * 4..j * 4 + 64];
             let b0 = load_i8(w, 0);
@@ -592,17 +596,50 @@ mod x86 {
         q_out: Q8,
         out: &mut [u8],
     ) -> usize {
+        if zx == 0 {
+            dw_pixel_body::<false>(input, q_in, 0, bases, taps, weights, oc, bias, st, q_out, out)
+        } else {
+            dw_pixel_body::<true>(input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out)
+        }
+    }
+
+    /// [`dw_pixel_avx2`] with the zero-point subtraction compiled in or out (`SUB`): interior
+    /// pixels start from `bias - zx * sum(w)` and skip it.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    fn dw_pixel_body<const SUB: bool>(
+        input: &[u8],
+        q_in: Q8,
+        zx: i32,
+        bases: &[usize],
+        taps: &[usize],
+        weights: &[i32],
+        oc: usize,
+        init: &[i32],
+        st: &OutputStage,
+        q_out: Q8,
+        out: &mut [u8],
+    ) -> usize {
         let n8 = oc / 8 * 8;
         let zxv = _mm256_set1_epi32(zx);
         let offset = _mm256_set1_epi32(st.offset);
         let (lo, hi) = (_mm256_set1_epi32(st.min), _mm256_set1_epi32(st.max));
+        let x_at = |at: usize| {
+            let x = load_bytes8(input, at, q_in);
+            if SUB {
+                _mm256_sub_epi32(x, zxv)
+            } else {
+                x
+            }
+        };
         let mut c = 0;
         // Four independent channel blocks at a time keep the multiply-add chains overlapped.
         while c + 32 <= n8 {
-            let mut acc = [load8(bias, c), load8(bias, c + 8), load8(bias, c + 16), load8(bias, c + 24)];
+            let mut acc = [load8(init, c), load8(init, c + 8), load8(init, c + 16), load8(init, c + 24)];
             for (&b, &t) in bases.iter().zip(taps) {
                 for (h, a) in acc.iter_mut().enumerate() {
-                    let x = _mm256_sub_epi32(load_bytes8(input, b + c + 8 * h, q_in), zxv);
+                    let x = x_at(b + c + 8 * h);
                     *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(x, load8(weights, t * oc + c + 8 * h)));
                 }
             }
@@ -610,18 +647,17 @@ mod x86 {
                 let cc = c + 8 * h;
                 let v =
                     requant8(*a, load8(&st.multiplier, cc), load8(&st.left, cc), load8(&st.right, cc), offset, lo, hi);
-                out[cc..cc + 8].copy_from_slice(&narrow8(v, q_out).to_le_bytes());
+                store_bytes8(out, cc, v, q_out);
             }
             c += 32;
         }
         while c < n8 {
-            let mut acc = load8(bias, c);
+            let mut acc = load8(init, c);
             for (&b, &t) in bases.iter().zip(taps) {
-                let x = _mm256_sub_epi32(load_bytes8(input, b + c, q_in), zxv);
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(x, load8(weights, t * oc + c)));
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(x_at(b + c), load8(weights, t * oc + c)));
             }
             let v = requant8(acc, load8(&st.multiplier, c), load8(&st.left, c), load8(&st.right, c), offset, lo, hi);
-            out[c..c + 8].copy_from_slice(&narrow8(v, q_out).to_le_bytes());
+            store_bytes8(out, c, v, q_out);
             c += 8;
         }
         n8

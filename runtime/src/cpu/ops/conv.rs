@@ -461,6 +461,9 @@ struct Depthwise {
     /// `[tap][out_channel]`, zero point subtracted.
     weights: Vec<i32>,
     bias: Vec<i32>,
+    /// `bias - in_zp * sum over all taps of w`: the accumulator start of pixels whose window is
+    /// entirely inside the input (their zero-point terms are then constant).
+    folded: Vec<i32>,
     stage: OutputStage,
     reference: bool,
 }
@@ -499,7 +502,14 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let in_zp = input.qparams()?.1;
     let reference = ctx.reference;
     let scratch = (oc * 4 + ic * 4) * 2 + 64;
-    Built::with_scratch(Depthwise { g, q_in, q_out, in_zp, mult, weights, bias, stage, reference }, scratch)
+    let taps = kh * kw;
+    let folded = (0..oc)
+        .map(|c| {
+            let sum = (0..taps).fold(0i32, |s, t| s.wrapping_add(weights[t * oc + c]));
+            bias[c].wrapping_sub(in_zp.wrapping_mul(sum))
+        })
+        .collect();
+    Built::with_scratch(Depthwise { g, q_in, q_out, in_zp, mult, weights, bias, folded, stage, reference }, scratch)
 }
 
 impl Depthwise {
@@ -589,15 +599,17 @@ impl Depthwise {
                         n += 1;
                     }
                 }
+                // A full window: the zero-point terms are the precomputed constant.
+                let (zx, init) = if n == g.k_h * g.k_w { (0, &self.folded) } else { (self.in_zp, &self.bias) };
                 done = gemm::dw_pixel(
                     input,
                     self.q_in,
-                    self.in_zp,
+                    zx,
                     &bases[..n],
                     &taps[..n],
                     &self.weights,
                     oc,
-                    &self.bias,
+                    init,
                     &self.stage,
                     self.q_out,
                     dst,
