@@ -67,6 +67,25 @@ impl Mean {
     /// Calls `f(output_index, input_index)` for every input element.
     fn walk(&self, mut f: impl FnMut(usize, usize)) {
         let rank = self.in_shape.len();
+        // Reduced axes forming one contiguous block (e.g. H and W of NHWC): three plain loops.
+        let first = self.reduce.iter().position(|&r| r);
+        let last = self.reduce.iter().rposition(|&r| r);
+        if let (Some(a), Some(b)) = (first, last) {
+            if self.reduce[a..=b].iter().all(|&r| r) {
+                let outer: usize = self.in_shape[..a].iter().product();
+                let red: usize = self.in_shape[a..=b].iter().product();
+                let inner: usize = self.in_shape[b + 1..].iter().product();
+                for o in 0..outer {
+                    for r in 0..red {
+                        let base = (o * red + r) * inner;
+                        for i in 0..inner {
+                            f(o * inner + i, base + i);
+                        }
+                    }
+                }
+                return;
+            }
+        }
         let mut idx = [0usize; 8];
         let total: usize = self.in_shape.iter().product();
         for i in 0..total {
