@@ -96,3 +96,22 @@ fn keras_lstm_state_carries_over() {
         assert_ne!(got[20..], got[..10], "the third run must differ from a fresh run (state carried over)");
     }
 }
+
+/// The portable kernels (what CPUs without AVX2, such as aarch64, run) reproduce the goldens
+/// too: the fast-kernel goldens again in a child process with `EDGETPU_CPU_ISA=portable`.
+#[test]
+fn portable_kernels_match_goldens() {
+    if std::env::var_os("EDGETPU_CPU_ISA").is_some() {
+        return; // the child itself
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("EDGETPU_CPU_ISA", "portable")
+        .arg("fast::")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "portable run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let passed: usize =
+        stdout.lines().find_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(passed >= 17, "expected every fast golden to run in the child, got {passed}:\n{stdout}");
+}

@@ -22,8 +22,18 @@ pub(crate) enum Isa {
     Avx2,
 }
 
+/// `EDGETPU_CPU_ISA=portable` turns the SIMD kernels off (read once): for comparing results
+/// and for testing the paths that CPUs without AVX2 (such as aarch64) take.
+fn forced_portable() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os("EDGETPU_CPU_ISA").is_some_and(|v| v == "portable"))
+}
+
 /// The best implementation on this CPU.
 pub(crate) fn best() -> Isa {
+    if forced_portable() {
+        return Isa::Portable;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") {
@@ -201,6 +211,9 @@ pub(crate) fn gemm_packed_portable(a: &[i16], m: usize, p: &Packed, out: &mut [i
 
 /// Whether the CPU has AVX-512 VNNI (with VL), for the 8-bit dot-product GEMM.
 pub(crate) fn vnni() -> bool {
+    if forced_portable() {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512vnni")
