@@ -187,6 +187,9 @@ pub(crate) struct Broadcast {
     /// Both inputs have the output's shape: indices are equal.
     pub same: bool,
     pub len: usize,
+    /// Input a has the output's shape and input b repeats a block of this many elements (b's
+    /// leading dimensions are 1, its trailing ones the output's): `index_b = index % period`.
+    pub b_period: Option<usize>,
 }
 
 impl Broadcast {
@@ -208,7 +211,13 @@ impl Broadcast {
             out.push(if x == 1 { y } else { x });
         }
         let (sa, sb) = (strides(&pa), strides(&pb));
-        let mut bc = Broadcast { shape: [1; 6], s1: [0; 6], s2: [0; 6], same: pa == pb, len: out.iter().product() };
+        let b_period = (pa == out && !out.is_empty()).then(|| {
+            let lead = pb.iter().take_while(|&&d| d == 1).count();
+            (pb[lead..] == out[lead..]).then(|| pb[lead..].iter().product::<usize>())
+        });
+        let b_period = b_period.flatten().filter(|&p| p > 0);
+        let mut bc =
+            Broadcast { shape: [1; 6], s1: [0; 6], s2: [0; 6], same: pa == pb, len: out.iter().product(), b_period };
         for d in 0..rank {
             let k = 6 - rank + d;
             bc.shape[k] = out[d];

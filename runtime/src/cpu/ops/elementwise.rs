@@ -204,6 +204,13 @@ impl Kernel for Table2 {
             for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
                 *o = self.table[(a as usize) << 8 | b as usize];
             }
+        } else if let Some(p) = self.bc.b_period {
+            // b repeats along the leading dimensions (e.g. a per-channel constant).
+            for (oc, xc) in out.chunks_mut(p).zip(x.chunks(p)) {
+                for ((o, &a), &b) in oc.iter_mut().zip(xc).zip(y) {
+                    *o = self.table[(a as usize) << 8 | b as usize];
+                }
+            }
         } else {
             self.bc.for_each(|o, i, j| out[o] = self.table[(x[i] as usize) << 8 | y[j] as usize]);
         }
