@@ -26,3 +26,8 @@ pub mod vision;
 
 pub use error::{Error, ErrorKind, Location, Result};
 pub use model::{Model, Operator, Subgraph, Tensor};
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
