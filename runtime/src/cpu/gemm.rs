@@ -377,6 +377,7 @@ pub(crate) const DW_MAX_TAPS: usize = 64;
 /// Returns how many channels were done (0 when the CPU lacks AVX2).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dw_pixel(
+    start: usize,
     input: &[u8],
     q_in: Q8,
     zx: i32,
@@ -392,9 +393,67 @@ pub(crate) fn dw_pixel(
     #[cfg(target_arch = "x86_64")]
     if st.vector && best() == Isa::Avx2 {
         // SAFETY: AVX2 was detected at run time (`best`).
-        return unsafe { x86::dw_pixel_avx2(input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out) };
+        return unsafe { x86::dw_pixel_avx2(start, input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out) };
     }
     let _ = (input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out);
+    start
+}
+
+/// Depthwise weights for full-window pixels, two taps per `vpmaddwd`: for each block of 16
+/// channels and each pair of taps, two vectors of interleaved `(w_a, w_b)` i16 pairs in the lane
+/// order of `unpacklo/hi_epi16` (channels 0-3 and 8-11, then 4-7 and 12-15).
+#[derive(Debug, Clone)]
+pub(crate) struct DwPairs {
+    pub w: Vec<i16>,
+    /// Channels covered: whole blocks of 16.
+    pub n16: usize,
+    pub pairs: usize,
+}
+
+impl DwPairs {
+    /// From `[tap][oc]` weights with the zero point already subtracted (each within i16).
+    pub fn new(weights: &[i32], taps: usize, oc: usize) -> DwPairs {
+        let n16 = oc / 16 * 16;
+        let pairs = taps.div_ceil(2);
+        let mut w = vec![0i16; (n16 / 16) * pairs * 32];
+        let at = |t: usize, c: usize| if t < taps { weights[t * oc + c] as i16 } else { 0 };
+        for b in 0..n16 / 16 {
+            for k in 0..pairs {
+                let base = (b * pairs + k) * 32;
+                for half in 0..2 {
+                    for j in 0..4 {
+                        for (lane, c) in [(2 * j, 16 * b + 4 * half + j), (8 + 2 * j, 16 * b + 8 + 4 * half + j)] {
+                            w[base + half * 16 + lane] = at(2 * k, c);
+                            w[base + half * 16 + lane + 1] = at(2 * k + 1, c);
+                        }
+                    }
+                }
+            }
+        }
+        DwPairs { w, n16, pairs }
+    }
+}
+
+/// One full-window depthwise pixel (depth multiplier 1, every tap inside the input, raw input
+/// bytes, zero-point terms folded into `init`) for the channels of `p`, two taps per
+/// `vpmaddwd`. Returns how many channels were done (0 without AVX2).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dw_pixel_pairs(
+    input: &[u8],
+    q_in: Q8,
+    bases: &[usize],
+    p: &DwPairs,
+    init: &[i32],
+    st: &OutputStage,
+    q_out: Q8,
+    out: &mut [u8],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if st.vector && best() == Isa::Avx2 && bases.len() <= 2 * p.pairs {
+        // SAFETY: AVX2 was detected at run time (`best`).
+        return unsafe { x86::dw_pixel_pairs_avx2(input, q_in, bases, p, init, st, q_out, out) };
+    }
+    let _ = (input, q_in, bases, p, init, st, q_out, out);
     0
 }
 
@@ -597,6 +656,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dw_pixel_avx2(
+        start: usize,
         input: &[u8],
         q_in: Q8,
         zx: i32,
@@ -610,9 +670,9 @@ mod x86 {
         out: &mut [u8],
     ) -> usize {
         if zx == 0 {
-            dw_pixel_body::<false>(input, q_in, 0, bases, taps, weights, oc, bias, st, q_out, out)
+            dw_pixel_body::<false>(start, input, q_in, 0, bases, taps, weights, oc, bias, st, q_out, out)
         } else {
-            dw_pixel_body::<true>(input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out)
+            dw_pixel_body::<true>(start, input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out)
         }
     }
 
@@ -622,6 +682,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
     fn dw_pixel_body<const SUB: bool>(
+        start: usize,
         input: &[u8],
         q_in: Q8,
         zx: i32,
@@ -646,7 +707,7 @@ mod x86 {
                 x
             }
         };
-        let mut c = 0;
+        let mut c = start;
         // Four independent channel blocks at a time keep the multiply-add chains overlapped.
         while c + 32 <= n8 {
             let mut acc = [load8(init, c), load8(init, c + 8), load8(init, c + 16), load8(init, c + 24)];
@@ -674,6 +735,69 @@ mod x86 {
             c += 8;
         }
         n8
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load_bytes16(s: &[u8], at: usize, q: Q8) -> __m256i {
+        let chunk = &s[at..at + 16];
+        // SAFETY: `chunk` holds exactly 16 bytes; loadu has no alignment requirement.
+        let v = unsafe { _mm_loadu_si128(chunk.as_ptr() as *const __m128i) };
+        match q {
+            Q8::U8 => _mm256_cvtepu8_epi16(v),
+            Q8::I8 => _mm256_cvtepi8_epi16(v),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load16(s: &[i16], at: usize) -> __m256i {
+        let chunk = &s[at..at + 16];
+        // SAFETY: `chunk` holds exactly 16 i16 (32 bytes); loadu has no alignment requirement.
+        unsafe { _mm256_loadu_si256(chunk.as_ptr() as *const __m256i) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dw_pixel_pairs_avx2(
+        input: &[u8],
+        q_in: Q8,
+        bases: &[usize],
+        p: &super::DwPairs,
+        init: &[i32],
+        st: &OutputStage,
+        q_out: Q8,
+        out: &mut [u8],
+    ) -> usize {
+        let offset = _mm256_set1_epi32(st.offset);
+        let (lo, hi) = (_mm256_set1_epi32(st.min), _mm256_set1_epi32(st.max));
+        let zero = _mm256_setzero_si256();
+        for b in 0..p.n16 / 16 {
+            let c = 16 * b;
+            let (mut acc_lo, mut acc_hi) = (zero, zero);
+            for k in 0..p.pairs {
+                let xa = load_bytes16(input, bases[2 * k] + c, q_in);
+                let xb = match bases.get(2 * k + 1) {
+                    Some(&bb) => load_bytes16(input, bb + c, q_in),
+                    None => zero,
+                };
+                let w = (b * p.pairs + k) * 32;
+                acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), load16(&p.w, w)));
+                acc_hi =
+                    _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), load16(&p.w, w + 16)));
+            }
+            // Back to channel order: c..c+8 and c+8..c+16.
+            let first = _mm256_permute2x128_si256::<0x20>(acc_lo, acc_hi);
+            let second = _mm256_permute2x128_si256::<0x31>(acc_lo, acc_hi);
+            for (h, a) in [first, second].into_iter().enumerate() {
+                let cc = c + 8 * h;
+                let x = _mm256_add_epi32(a, load8(init, cc));
+                let v =
+                    requant8(x, load8(&st.multiplier, cc), load8(&st.left, cc), load8(&st.right, cc), offset, lo, hi);
+                store_bytes8(out, cc, v, q_out);
+            }
+        }
+        p.n16
     }
 
     /// Requantizes whole groups of 8 channels; returns how many were done.

@@ -464,6 +464,8 @@ struct Depthwise {
     /// `bias - in_zp * sum over all taps of w`: the accumulator start of pixels whose window is
     /// entirely inside the input (their zero-point terms are then constant).
     folded: Vec<i32>,
+    /// Weights in tap pairs for full-window pixels (fast path, depth multiplier 1).
+    pairs: Option<gemm::DwPairs>,
     stage: OutputStage,
     reference: bool,
 }
@@ -509,7 +511,12 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
             bias[c].wrapping_sub(in_zp.wrapping_mul(sum))
         })
         .collect();
-    Built::with_scratch(Depthwise { g, q_in, q_out, in_zp, mult, weights, bias, folded, stage, reference }, scratch)
+    let pairs = (!reference && mult == 1 && taps <= gemm::DW_MAX_TAPS && oc >= 16)
+        .then(|| gemm::DwPairs::new(&weights, taps, oc));
+    Built::with_scratch(
+        Depthwise { g, q_in, q_out, in_zp, mult, weights, bias, folded, pairs, stage, reference },
+        scratch,
+    )
 }
 
 impl Depthwise {
@@ -600,8 +607,16 @@ impl Depthwise {
                     }
                 }
                 // A full window: the zero-point terms are the precomputed constant.
-                let (zx, init) = if n == g.k_h * g.k_w { (0, &self.folded) } else { (self.in_zp, &self.bias) };
+                let full = n == g.k_h * g.k_w;
+                let (zx, init) = if full { (0, &self.folded) } else { (self.in_zp, &self.bias) };
+                let start = match (&self.pairs, full) {
+                    (Some(p), true) => {
+                        gemm::dw_pixel_pairs(input, self.q_in, &bases[..n], p, init, &self.stage, self.q_out, dst)
+                    }
+                    _ => 0,
+                };
                 done = gemm::dw_pixel(
+                    start,
                     input,
                     self.q_in,
                     zx,
