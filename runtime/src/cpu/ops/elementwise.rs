@@ -429,7 +429,7 @@ pub(crate) fn build_cast(ctx: &mut BuildCtx<'_>) -> Result<Built> {
 }
 
 enum Quantize {
-    FromFloat { q: Q8, scale: f64, zp: i32 },
+    FromFloat { q: Q8, scale: f32, zp: i32 },
     Requantize { qi: Q8, qo: Q8, in_zp: i32, out_zp: i32, m: (i32, i32) },
 }
 
@@ -464,7 +464,7 @@ impl Kernel for Quantize {
                 let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
                 crate::cpu::gemm::with_avx2(|| {
                     for (o, &v) in out.iter_mut().zip(x) {
-                        let u = ((v as f64 / scale).round() as i32).saturating_add(zp);
+                        let u = ((v / scale).round() as i32).saturating_add(zp);
                         *o = q.put(u.clamp(lo, hi));
                     }
                 });
@@ -489,7 +489,7 @@ pub(crate) fn build_quantize(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         return Err(ctx.err("per-channel QUANTIZE outputs are not supported"));
     }
     let k = match input.dtype {
-        TensorType::FLOAT32 => Quantize::FromFloat { q: qo, scale: os as f64, zp: oz },
+        TensorType::FLOAT32 => Quantize::FromFloat { q: qo, scale: os, zp: oz },
         _ => {
             let qi = Q8::of(ctx, input.dtype)?;
             let (is, iz) = input.qparams()?;
