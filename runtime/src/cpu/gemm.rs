@@ -283,6 +283,9 @@ pub(crate) fn gemm_u8_portable(a: &[u8], m: usize, p: &PackedU8, out: &mut [i32]
 #[derive(Debug, Clone)]
 pub(crate) struct Fold {
     pub a: Vec<i32>,
+    /// The value of every `a` when they are all equal (the usual case): one scalar product per
+    /// row instead of a vector multiply per 8 channels.
+    pub a_uniform: Option<i32>,
     pub c: Vec<i32>,
     pub multiplier: Vec<i32>,
     pub shift: Vec<i32>,
@@ -300,7 +303,9 @@ impl Fold {
             x.resize(np, 0);
             x
         };
+        let a_uniform = a.first().copied().filter(|&a0| a.iter().all(|&v| v == a0));
         Fold {
+            a_uniform,
             a: pad(a),
             c: pad(c),
             multiplier: pad(&st.multiplier),
@@ -585,8 +590,11 @@ mod x86 {
             let (m, left, right) = (load8(&f.multiplier, col), load8(&f.left, col), load8(&f.right, col));
             let n = (oc - col).min(8);
             for (r, a) in acc.iter().enumerate() {
-                let x =
-                    _mm256_add_epi32(_mm256_add_epi32(a[h], _mm256_mullo_epi32(fa, _mm256_set1_epi32(sx[i + r]))), fc);
+                let asx = match f.a_uniform {
+                    Some(a0) => _mm256_set1_epi32(a0.wrapping_mul(sx[i + r])),
+                    None => _mm256_mullo_epi32(fa, _mm256_set1_epi32(sx[i + r])),
+                };
+                let x = _mm256_add_epi32(_mm256_add_epi32(a[h], asx), fc);
                 let v = requant8(x, m, left, right, offset, lo, hi);
                 let at = (i + r) * oc + col;
                 if n == 8 {
