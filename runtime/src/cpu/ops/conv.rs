@@ -305,7 +305,15 @@ impl Conv {
                     continue;
                 }
                 let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                dst.copy_from_slice(&input[base..base + g.in_c]);
+                let src = &input[base..base + g.in_c];
+                // Fixed-size copies for the usual small depths (RGB inputs): no memcpy call.
+                match g.in_c {
+                    1 => dst[0] = src[0],
+                    3 => dst[..3].copy_from_slice(&src[..3]),
+                    4 => dst[..4].copy_from_slice(&src[..4]),
+                    8 => dst[..8].copy_from_slice(&src[..8]),
+                    _ => dst.copy_from_slice(src),
+                }
             }
         }
         row_sum(v.q, &row[..self.k])
