@@ -474,6 +474,8 @@ struct Depthwise {
     folded: Vec<i32>,
     /// Weights in tap pairs for full-window pixels (fast path, depth multiplier 1).
     pairs: Option<gemm::DwPairs>,
+    /// Byte offset of each tap from the window's top-left input pixel.
+    rel: Vec<usize>,
     stage: OutputStage,
     reference: bool,
 }
@@ -519,10 +521,11 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
             bias[c].wrapping_sub(in_zp.wrapping_mul(sum))
         })
         .collect();
+    let rel = (0..kh * kw).map(|t| ((t / kw) * g.dil_h * iw + (t % kw) * g.dil_w) * ic).collect();
     let pairs = (!reference && mult == 1 && taps <= gemm::DW_MAX_TAPS && oc >= 16)
         .then(|| gemm::DwPairs::new(&weights, taps, oc));
     Built::with_scratch(
-        Depthwise { g, q_in, q_out, in_zp, mult, weights, bias, folded, pairs, stage, reference },
+        Depthwise { rel, g, q_in, q_out, in_zp, mult, weights, bias, folded, pairs, stage, reference },
         scratch,
     )
 }
@@ -599,19 +602,35 @@ impl Depthwise {
             let mut done = 0;
             if vector {
                 let mut n = 0;
-                for ky in 0..g.k_h {
-                    let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
-                    if iy < 0 || iy >= g.in_h as isize {
-                        continue;
+                let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+                let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+                let inside = iy0 >= 0
+                    && ix0 >= 0
+                    && iy0 as usize + (g.k_h - 1) * g.dil_h < g.in_h
+                    && ix0 as usize + (g.k_w - 1) * g.dil_w < g.in_w;
+                if inside {
+                    // Every tap inside: offsets from the window's corner, precomputed.
+                    let origin = ((b * g.in_h + iy0 as usize) * g.in_w + ix0 as usize) * g.in_c;
+                    for (t, &rel) in self.rel.iter().enumerate() {
+                        bases[t] = origin + rel;
+                        taps[t] = t;
                     }
-                    for kx in 0..g.k_w {
-                        let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
-                        if ix < 0 || ix >= g.in_w as isize {
+                    n = self.rel.len();
+                } else {
+                    for ky in 0..g.k_h {
+                        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+                        if iy < 0 || iy >= g.in_h as isize {
                             continue;
                         }
-                        bases[n] = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                        taps[n] = ky * g.k_w + kx;
-                        n += 1;
+                        for kx in 0..g.k_w {
+                            let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                            if ix < 0 || ix >= g.in_w as isize {
+                                continue;
+                            }
+                            bases[n] = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
+                            taps[n] = ky * g.k_w + kx;
+                            n += 1;
+                        }
                     }
                 }
                 // A full window: the zero-point terms are the precomputed constant.
