@@ -511,6 +511,25 @@ mod x86 {
         _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, offset), lo), hi)
     }
 
+    /// Narrows two vectors of 8 already clamped i32 lanes (channels `at..at + 8` and
+    /// `at + 8..at + 16`) to bytes and stores them at `out[at..at + 16]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store_bytes16(out: &mut [u8], at: usize, v0: __m256i, v1: __m256i, q: Q8) {
+        // packs works within 128-bit lanes: [v0 0-3, v1 0-3 | v0 4-7, v1 4-7] as i16.
+        let w16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+        // Now [v0 0-3, v0 4-7 | v1 0-3, v1 4-7]; narrow again and take the low 8 bytes of
+        // each lane.
+        let w8 = match q {
+            Q8::U8 => _mm256_packus_epi16(w16, w16),
+            Q8::I8 => _mm256_packs_epi16(w16, w16),
+        };
+        let both = _mm256_permute4x64_epi64::<0b00_00_10_00>(w8);
+        let dst = &mut out[at..at + 16];
+        // SAFETY: `dst` holds exactly 16 bytes; storeu has no alignment requirement.
+        unsafe { _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(both)) }
+    }
+
     /// Narrows 8 already clamped i32 lanes to bytes and stores them at `out[at..at + 8]`.
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -581,6 +600,32 @@ mod x86 {
         }
         let offset = _mm256_set1_epi32(f.offset);
         let (lo, hi) = (_mm256_set1_epi32(f.min), _mm256_set1_epi32(f.max));
+        if j + 16 <= oc {
+            // Both halves valid: requantize 16 channels per row and store them with one
+            // 16-byte narrowing.
+            let (fa0, fc0) = (load8(&f.a, j), load8(&f.c, j));
+            let (fa1, fc1) = (load8(&f.a, j + 8), load8(&f.c, j + 8));
+            let (m0, l0, r0) = (load8(&f.multiplier, j), load8(&f.left, j), load8(&f.right, j));
+            let (m1, l1, r1) = (load8(&f.multiplier, j + 8), load8(&f.left, j + 8), load8(&f.right, j + 8));
+            for (r, a) in acc.iter().enumerate() {
+                let (asx0, asx1) = match f.a_uniform {
+                    Some(a0) => {
+                        let v = _mm256_set1_epi32(a0.wrapping_mul(sx[i + r]));
+                        (v, v)
+                    }
+                    None => {
+                        let s = _mm256_set1_epi32(sx[i + r]);
+                        (_mm256_mullo_epi32(fa0, s), _mm256_mullo_epi32(fa1, s))
+                    }
+                };
+                let x0 = _mm256_add_epi32(_mm256_add_epi32(a[0], asx0), fc0);
+                let x1 = _mm256_add_epi32(_mm256_add_epi32(a[1], asx1), fc1);
+                let v0 = requant8(x0, m0, l0, r0, offset, lo, hi);
+                let v1 = requant8(x1, m1, l1, r1, offset, lo, hi);
+                store_bytes16(out, (i + r) * oc + j, v0, v1, q);
+            }
+            return;
+        }
         for h in 0..2 {
             let col = j + 8 * h;
             if col >= oc {
