@@ -295,8 +295,23 @@ impl Conv {
         let oy = (p / g.out_w) % g.out_h;
         let b = p / (g.out_w * g.out_h);
         row[self.k..].fill(0);
+        let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+        // With no horizontal dilation and the whole tap row inside the input, the k_w taps of
+        // one filter row are one contiguous run of input bytes: one copy per filter row.
+        let row_inside = g.dil_w == 1 && ix0 >= 0 && ix0 as usize + g.k_w <= g.in_w;
+        let run = g.k_w * g.in_c;
         for ky in 0..g.k_h {
             let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+            if row_inside && iy >= 0 && iy < g.in_h as isize {
+                let base = ((b * g.in_h + iy as usize) * g.in_w + ix0 as usize) * g.in_c;
+                let dst = &mut row[ky * run..(ky + 1) * run];
+                let src = &input[base..base + run];
+                match run {
+                    9 => dst[..9].copy_from_slice(&src[..9]),
+                    _ => dst.copy_from_slice(src),
+                }
+                continue;
+            }
             for kx in 0..g.k_w {
                 let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
                 let dst = &mut row[(ky * g.k_w + kx) * g.in_c..][..g.in_c];
