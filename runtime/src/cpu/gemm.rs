@@ -651,7 +651,8 @@ mod x86 {
         }
     }
 
-    /// Fused byte GEMM and output stage over tiles of 6 rows x 16 output channels.
+    /// Fused byte GEMM and output stage over tiles of 8 rows x 16 output channels (AVX-512VL gives
+    /// the 16 accumulators, 2 weight vectors and the broadcast 32 registers).
     #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm_u8_fused_vnni(
@@ -671,16 +672,20 @@ mod x86 {
         };
         let mut i = 0;
         while i < m {
-            let rows = (m - i).min(6);
+            let rows = (m - i).min(8);
             let mut j = 0;
             while j < oc {
                 match (rows, p.unsigned_weights) {
+                    (8, false) => tile_fused::<8, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (7, false) => tile_fused::<7, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (6, false) => tile_fused::<6, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (5, false) => tile_fused::<5, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (4, false) => tile_fused::<4, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (3, false) => tile_fused::<3, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (2, false) => tile_fused::<2, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (_, false) => tile_fused::<1, false>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (8, true) => tile_fused::<8, true>(quads, i, kq, p, j, sx, f, q, out, oc),
+                    (7, true) => tile_fused::<7, true>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (6, true) => tile_fused::<6, true>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (5, true) => tile_fused::<5, true>(quads, i, kq, p, j, sx, f, q, out, oc),
                     (4, true) => tile_fused::<4, true>(quads, i, kq, p, j, sx, f, q, out, oc),
