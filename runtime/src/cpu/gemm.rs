@@ -847,13 +847,11 @@ mod x86 {
             // Back to channel order: c..c+8 and c+8..c+16.
             let first = _mm256_permute2x128_si256::<0x20>(acc_lo, acc_hi);
             let second = _mm256_permute2x128_si256::<0x31>(acc_lo, acc_hi);
-            for (h, a) in [first, second].into_iter().enumerate() {
-                let cc = c + 8 * h;
-                let x = _mm256_add_epi32(a, load8(init, cc));
-                let v =
-                    requant8(x, load8(&st.multiplier, cc), load8(&st.left, cc), load8(&st.right, cc), offset, lo, hi);
-                store_bytes8(out, cc, v, q_out);
-            }
+            let (x0, x1) = (_mm256_add_epi32(first, load8(init, c)), _mm256_add_epi32(second, load8(init, c + 8)));
+            let c8 = c + 8;
+            let v0 = requant8(x0, load8(&st.multiplier, c), load8(&st.left, c), load8(&st.right, c), offset, lo, hi);
+            let v1 = requant8(x1, load8(&st.multiplier, c8), load8(&st.left, c8), load8(&st.right, c8), offset, lo, hi);
+            store_bytes16(out, c, v0, v1, q_out);
         }
         p.n16
     }
