@@ -93,8 +93,8 @@ pub(crate) fn requantize_row(acc: &[i32], stage: &OutputStage, q: Q8, out: &mut 
 fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q: Q8, out: &mut [u8]) {
     let mut start = 0;
     #[cfg(target_arch = "x86_64")]
-    if stage.vector && best() == Isa::Avx2 {
-        // SAFETY: AVX2 was detected at run time (`best`).
+    if stage.vector {
+        // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
         start = unsafe { x86::requantize_avx2(acc, bias, stage, q, out) };
     }
     for c in start..acc.len() {
@@ -396,8 +396,8 @@ pub(crate) fn dw_pixel(
     out: &mut [u8],
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if st.vector && best() == Isa::Avx2 {
-        // SAFETY: AVX2 was detected at run time (`best`).
+    if st.vector {
+        // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
         return unsafe { x86::dw_pixel_avx2(start, input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out) };
     }
     let _ = (input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out);
@@ -454,8 +454,8 @@ pub(crate) fn dw_pixel_pairs(
     out: &mut [u8],
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if st.vector && best() == Isa::Avx2 && bases.len() <= 2 * p.pairs {
-        // SAFETY: AVX2 was detected at run time (`best`).
+    if st.vector && bases.len() <= 2 * p.pairs {
+        // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
         return unsafe { x86::dw_pixel_pairs_avx2(input, q_in, bases, p, init, st, q_out, out) };
     }
     let _ = (input, q_in, bases, p, init, st, q_out, out);

@@ -17,8 +17,9 @@ pub(crate) struct OutputStage {
     pub left: Vec<i32>,
     /// `max(-shift, 0)` per channel, at most 31 (vector kernels).
     pub right: Vec<i32>,
-    /// Whether the vector kernels apply (they do not reproduce left shifts of 31 or more,
-    /// which only absurd scales produce).
+    /// Whether the AVX2 kernels apply: the CPU has AVX2 (detected when the stage is built)
+    /// and no left shift reaches 31 (only absurd scales produce those; the vector code does not
+    /// reproduce x86's masking of such shifts).
     pub vector: bool,
 }
 
@@ -26,7 +27,7 @@ impl OutputStage {
     pub fn new(multiplier: Vec<i32>, shift: Vec<i32>, offset: i32, min: i32, max: i32) -> OutputStage {
         let left = shift.iter().map(|&s| s.max(0)).collect();
         let right = shift.iter().map(|&s| (-s).clamp(0, 31)).collect();
-        let vector = shift.iter().all(|&s| s < 31);
+        let vector = shift.iter().all(|&s| s < 31) && crate::cpu::gemm::best() != crate::cpu::gemm::Isa::Portable;
         OutputStage { multiplier, shift, offset, min, max, left, right, vector }
     }
 
