@@ -657,20 +657,24 @@ impl Depthwise {
                     }
                     _ => 0,
                 };
-                done = gemm::dw_pixel(
-                    start,
-                    input,
-                    self.q_in,
-                    zx,
-                    &bases[..n],
-                    &taps[..n],
-                    &self.weights,
-                    oc,
-                    init,
-                    &self.stage,
-                    self.q_out,
-                    dst,
-                );
+                done = if start == oc {
+                    oc
+                } else {
+                    gemm::dw_pixel(
+                        start,
+                        input,
+                        self.q_in,
+                        zx,
+                        &bases[..n],
+                        &taps[..n],
+                        &self.weights,
+                        oc,
+                        init,
+                        &self.stage,
+                        self.q_out,
+                        dst,
+                    )
+                };
                 if done == oc {
                     continue;
                 }
