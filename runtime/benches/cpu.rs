@@ -129,7 +129,7 @@ fn main() {
         return;
     }
     let quick = !std::env::args().any(|a| a == "--bench");
-    let runs = if quick { 2 } else { 30 };
+    let runs = if quick { 2 } else { 100 };
     println!("CPU benchmark: median invoke latency (ms) over {runs} runs after 3 warm-up runs; ratio = ours / ai-edge-litert (XNNPACK)");
     println!("{:<36} {:>3} {:>10} {:>10} {:>7}", "model", "thr", "ours", "litert", "ratio");
     for (stem, file) in MODELS {
