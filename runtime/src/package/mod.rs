@@ -22,9 +22,11 @@
 pub(crate) mod executable_generated;
 mod executable;
 pub mod flexbuffer;
+mod link;
 mod types;
 
 pub use executable::Executable;
+pub use link::{read_bits, write_bits, BufferAddresses};
 pub use types::{
     Bitstream, DataType, Description, DmaHint, DmaHints, ExecutableType, FieldOffset, Layer, OutputInfo, OutputLayout,
     OutputSlice, Position,
