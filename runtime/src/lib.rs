@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
+pub mod device;
 pub mod error;
 mod fb;
 pub mod model;

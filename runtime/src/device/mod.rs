@@ -1,0 +1,8 @@
+//! Talking to a Coral device. Work in progress: this module holds the pieces of the USB
+//! protocol that do not need a device: the CSR map and its control-request encoding
+//! ([`csr`]), and the bulk-out headers, event packets and interrupt words ([`usb_frame`]).
+//! The driver (open/close sequences, firmware download, running an executable) is not
+//! implemented yet; nothing here has talked to hardware.
+
+pub mod csr;
+pub mod usb_frame;
