@@ -6,3 +6,4 @@
 
 pub mod csr;
 pub mod usb_frame;
+pub mod usb_plan;

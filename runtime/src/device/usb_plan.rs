@@ -1,0 +1,159 @@
+//! The USB transfers of one executable run, derived from its DMA hints in order (PROTOCOL.md
+//! §2.2-2.4), single-endpoint mode: each host-to-device request is an 8-byte header then its
+//! payload in bulk-outs of at most 1 MiB on endpoint 0x01; outputs are read on 0x81; the run
+//! ends with an event of tag 4 on 0x82.
+
+use super::usb_frame::{Tag, MAX_BULK_OUT};
+use crate::error::{Error, Result};
+use crate::package::{DmaHint, Executable};
+
+/// Where the bytes of a bulk-out request come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Linked instruction bitstream `chunk`, whole.
+    Instructions {
+        /// Bitstream index.
+        chunk: usize,
+    },
+    /// Bytes `[offset, offset + size)` of input layer `layer` (index into the executable's
+    /// input layers), batch `batch`, padded buffer.
+    Input {
+        /// Input layer index.
+        layer: usize,
+        /// Batch.
+        batch: usize,
+        /// Byte offset.
+        offset: usize,
+    },
+    /// Bytes `[offset, offset + size)` of the executable's parameters.
+    Parameters {
+        /// Byte offset.
+        offset: usize,
+    },
+    /// Bytes of the scratch buffer.
+    Scratch {
+        /// Byte offset.
+        offset: usize,
+    },
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A request on endpoint 0x01: the header, then `size` bytes of `source` in bulk-outs of at
+    /// most [`MAX_BULK_OUT`] bytes. When `after_outputs` is set, every earlier bulk-in must have
+    /// completed before this request starts (bulk-out traffic can block output completion).
+    BulkOut {
+        /// Header tag.
+        tag: Tag,
+        /// Payload bytes.
+        size: usize,
+        /// Where they come from.
+        source: Source,
+        /// Wait for earlier outputs first.
+        after_outputs: bool,
+    },
+    /// Read `size` bytes on endpoint 0x81 into output layer `layer` (batch `batch`) at `offset`.
+    BulkIn {
+        /// Output layer index (or `usize::MAX` for scratch).
+        layer: usize,
+        /// Batch.
+        batch: usize,
+        /// Byte offset in the padded output buffer.
+        offset: usize,
+        /// Bytes.
+        size: usize,
+    },
+    /// Wait for an event packet with tag 4 + `number` on endpoint 0x82.
+    WaitInterrupt {
+        /// Scalar-core interrupt number.
+        number: u8,
+    },
+    /// Wait until every earlier transfer has completed.
+    Fence,
+}
+
+impl Step {
+    /// Sizes of the bulk-out transfers of a request step (after its 8-byte header).
+    pub fn chunks(&self) -> impl Iterator<Item = usize> {
+        let size = match self {
+            Step::BulkOut { size, .. } => *size,
+            _ => 0,
+        };
+        (0..size.div_ceil(MAX_BULK_OUT)).map(move |i| (size - i * MAX_BULK_OUT).min(MAX_BULK_OUT))
+    }
+}
+
+/// The steps of one run of `exe`. Executables whose hints are not fully deterministic need the
+/// device-descriptor mode (PROTOCOL.md §2.3), which this runtime does not implement yet.
+pub fn plan(exe: &Executable<'_>) -> Result<Vec<Step>> {
+    if !exe.dma_hints.fully_deterministic {
+        return Err(Error::unsupported(format!(
+            "executable {} ({}) has DMA hints that are not fully deterministic; running it needs the device-descriptor \
+             mode, which this runtime does not support yet",
+            exe.index,
+            exe.kind.name()
+        )));
+    }
+    let layer = |layers: &[crate::package::Layer], name: &str, what: &str| {
+        layers.iter().position(|l| l.name == name).ok_or_else(|| {
+            Error::unsupported(format!("a DMA hint names {what} layer {name:?}, which the executable does not have"))
+        })
+    };
+    let mut steps = Vec::with_capacity(exe.dma_hints.hints.len());
+    let mut outputs_pending = false;
+    for hint in &exe.dma_hints.hints {
+        let out = |tag, size, source| Step::BulkOut { tag, size, source, after_outputs: outputs_pending };
+        let step = match hint {
+            DmaHint::Instruction { chunk } => {
+                let size = exe.bitstreams.get(*chunk).map(|b| b.data.len()).ok_or_else(|| {
+                    Error::unsupported(format!("an instruction hint names chunk {chunk}, which does not exist"))
+                })?;
+                out(Tag::Instructions, size, Source::Instructions { chunk: *chunk })
+            }
+            DmaHint::Input { name, batch, offset, size } => {
+                let l = layer(&exe.input_layers, name, "input")?;
+                out(Tag::InputActivations, *size, Source::Input { layer: l, batch: *batch, offset: *offset })
+            }
+            DmaHint::Parameter { offset, size } => out(Tag::Parameters, *size, Source::Parameters { offset: *offset }),
+            DmaHint::Scratch { infeed: true, offset, size } => {
+                out(Tag::InputActivations, *size, Source::Scratch { offset: *offset })
+            }
+            DmaHint::Scratch { infeed: false, offset, size } => {
+                outputs_pending = true;
+                Step::BulkIn { layer: usize::MAX, batch: 0, offset: *offset, size: *size }
+            }
+            DmaHint::Output { name, batch, offset, size } => {
+                outputs_pending = true;
+                let l = layer(&exe.output_layers, name, "output")?;
+                Step::BulkIn { layer: l, batch: *batch, offset: *offset, size: *size }
+            }
+            DmaHint::Interrupt { number } => Step::WaitInterrupt { number: *number },
+            DmaHint::Fence => {
+                outputs_pending = false;
+                Step::Fence
+            }
+        };
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_at_most_one_mebibyte() {
+        let s = |size| Step::BulkOut {
+            tag: Tag::Parameters,
+            size,
+            source: Source::Parameters { offset: 0 },
+            after_outputs: false,
+        };
+        assert_eq!(s(0).chunks().collect::<Vec<_>>(), Vec::<usize>::new());
+        assert_eq!(s(566_912).chunks().collect::<Vec<_>>(), [566_912]);
+        assert_eq!(s(3 << 20).chunks().collect::<Vec<_>>(), [1 << 20, 1 << 20, 1 << 20]);
+        assert_eq!(s((1 << 20) + 5).chunks().collect::<Vec<_>>(), [1 << 20, 5]);
+    }
+}
