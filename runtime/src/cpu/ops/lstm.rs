@@ -592,17 +592,6 @@ mod tests {
         );
     }
 
-    /// The LSTM node of the keras MNIST model, on the LSTM inputs TFLite (BUILTIN_REF) computed
-    /// for the two golden images.
-    #[test]
-    fn keras_mnist_lstm_matches_tflite() {
-        let model = shared_testdata().join("keras_lstm_mnist_ptq.tflite");
-        for tag in ["mnist_nine", "random1"] {
-            let got = run_node(&model, 1, &data(&format!("keras_{tag}.in.bin"))).unwrap();
-            assert_same(tag, &got, &data(&format!("keras_{tag}.out.bin")));
-        }
-    }
-
     /// Generated one-op models (tests/data/lstm/*.tflite, made with the flatbuffer schema and run
     /// through ai-edge-litert 2.3.0 BUILTIN_REF): CIFG, peephole, projection (narrower and wider than the
     /// cells, with and without bias and clip), layer norm, time-major, several batches.

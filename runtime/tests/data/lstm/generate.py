@@ -1,8 +1,7 @@
 """Test data of the integer UNIDIRECTIONAL_SEQUENCE_LSTM kernel (runtime/src/cpu/ops/lstm.rs).
 
-1. keras_<tag>.{in,out}.bin: the LSTM node's input and output of keras_lstm_mnist_ptq.tflite for
-   the golden inputs, from ai-edge-litert BUILTIN_REF with experimental_preserve_all_tensors.
-2. <variant>.tflite + .in.bin + .out.bin: generated one-op models.
+<variant>.tflite + .in.bin + .out.bin: generated one-op models. (The keras model of the shared test
+data is checked end to end by the golden tests, reading everything from ../shared.)
 
 Run: python3 generate.py (needs ai-edge-litert 2.3.0, tflite, flatbuffers, numpy).
 
@@ -159,20 +158,3 @@ make('layer_norm_peephole_projection', 4, 2, 5, 7, 8, 6, peephole=True, projecti
 make('layer_norm_cifg', 5, 2, 4, 5, 16, 16, cifg=True, layer_norm=True, cell_log2=-10)
 make('projection_wide', 6, 1, 6, 4, 6, 9, projection=True, cell_log2=-14)
 
-
-def keras():
-    m = os.path.join(SHARED, 'keras_lstm_mnist_ptq.tflite')
-    g = os.path.join(SHARED, 'golden/keras_lstm_mnist_ptq/')
-    for tag in ['mnist_nine', 'random1']:
-        it = Interpreter(model_path=m, experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                         experimental_preserve_all_tensors=True, num_threads=1)
-        it.allocate_tensors()
-        x = np.fromfile(g + tag + '.in0.bin', dtype=np.uint8).reshape(1, 28, 28)
-        it.set_tensor(it.get_input_details()[0]['index'], x)
-        it.invoke()
-        assert np.array_equal(it.get_tensor(28).ravel(), np.fromfile(g + tag + '.out0.bin', dtype=np.uint8))
-        it.get_tensor(16).tofile(OUT + f'keras_{tag}.in.bin')  # LSTM input (after QUANTIZE)
-        it.get_tensor(24).tofile(OUT + f'keras_{tag}.out.bin')  # LSTM output
-
-
-keras()
