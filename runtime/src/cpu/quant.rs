@@ -89,6 +89,41 @@ pub fn multiply_by_quantized_multiplier_greater_than_one(x: i32, multiplier: i32
     sat_rounding_doubling_high_mul(x.wrapping_mul(1i32.wrapping_shl(left_shift as u32)), multiplier)
 }
 
+/// TFLite's `GetInvSqrtQuantizedMultiplierExp(input, reverse_shift)`: `1 / sqrt(input)` as a
+/// multiplier and shift (a Newton-Raphson iteration in gemmlowp fixed point with 3 integer bits).
+/// Used by L2_NORMALIZATION and the LSTM layer norm.
+pub fn inv_sqrt_quantized_multiplier_exp(mut input: i32, reverse_shift: i32) -> (i32, i32) {
+    if input <= 1 {
+        return (i32::MAX, 0);
+    }
+    let mut shift = 11i32;
+    while input >= 1 << 29 {
+        input /= 4;
+        shift += 1;
+    }
+    let max_left_shift_bits = (input as u32).leading_zeros() as i32 - 1;
+    let left_shift_bit_pairs = max_left_shift_bits / 2 - 1;
+    shift -= left_shift_bit_pairs;
+    input <<= 2 * left_shift_bit_pairs;
+    // Q3.28 values: F3 * F3 is F6 (raw SaturatingRoundingDoublingHighMul); Rescale<3> from F6 / F9
+    // shifts left by 3 / 6.
+    let half_input = rounding_divide_by_pot(input >> 1, 1);
+    const HALF_THREE: i32 = (1 << 28) + (1 << 27);
+    let mut x: i32 = 1 << 28;
+    for _ in 0..5 {
+        let x3 = fixed::mul_by_pot(sat_rounding_doubling_high_mul(sat_rounding_doubling_high_mul(x, x), x), 6);
+        let d =
+            sat_rounding_doubling_high_mul(HALF_THREE, x).wrapping_sub(sat_rounding_doubling_high_mul(half_input, x3));
+        x = fixed::mul_by_pot(d, 3);
+    }
+    let mut out = sat_rounding_doubling_high_mul(x, 1518500250); // 1/sqrt(2) in Q0.31
+    if shift < 0 {
+        out = out.wrapping_shl((-shift) as u32);
+        shift = 0;
+    }
+    (out, shift * reverse_shift)
+}
+
 /// Integer range of a quantized type.
 pub fn type_range(dtype: crate::model::TensorType) -> (i32, i32) {
     use crate::model::TensorType as T;
@@ -167,6 +202,16 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(1000, 33), 501);
         let _ = rounding_divide_by_pot(-7, -3);
         let _ = rounding_divide_by_pot(i32::MIN, 200);
+    }
+
+    #[test]
+    fn inv_sqrt_is_close() {
+        for &v in &[2, 3, 10, 100, 1000, 12345, 65025, 1 << 20, (1 << 29) + 7, (1 << 30) + 12345, i32::MAX] {
+            let (m, s) = inv_sqrt_quantized_multiplier_exp(v, -1);
+            let got = m as f64 / 2f64.powi(31) * 2f64.powi(s);
+            let want = 1.0 / (v as f64).sqrt();
+            assert!((got / want - 1.0).abs() < 1e-3, "{v}: {got} vs {want}");
+        }
     }
 
     /// The vector kernels compute SaturatingRoundingDoublingHighMul as

@@ -115,10 +115,20 @@ impl Kernel for SoftmaxF {
 
 /// A 256-entry lookup table from input byte to output byte.
 pub(crate) struct Lut {
-    pub table: [u8; 256],
+    table: [u8; 256],
+    /// `Some(k)` when the table is `b ^ k` (uint8 <-> int8 with zero points 128 apart, the usual
+    /// QUANTIZE at a model's edges): a vectorisable loop then replaces the lookups.
+    xor: Option<u8>,
 }
 
 impl Lut {
+    /// A kernel looking bytes up in `table`.
+    pub fn new(table: [u8; 256]) -> Lut {
+        let k = table[0];
+        let xor = (0..256).all(|b| table[b] == b as u8 ^ k).then_some(k);
+        Lut { table, xor }
+    }
+
     /// TFLite's `LUTPopulate` for 8-bit types with a float transform.
     pub fn populate(
         q_in: Q8,
@@ -143,16 +153,13 @@ impl Lut {
             let quantized = (rescaled + out_zp as f32) as i32;
             table[byte] = q_out.put(quantized.clamp(lo, hi));
         }
-        Lut { table }
+        Lut::new(table)
     }
 }
 
 impl Kernel for Lut {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
-        // A table that is a constant XOR (uint8 <-> int8 with the same scale and zero points
-        // 128 apart, the usual QUANTIZE at a model's edges) runs as a vectorisable loop.
-        let k = self.table[0];
-        if (0..256).all(|b| self.table[b] == b as u8 ^ k) {
+        if let Some(k) = self.xor {
             for (o, &i) in io.outs[0].iter_mut().zip(io.ins[0]) {
                 *o = i ^ k;
             }

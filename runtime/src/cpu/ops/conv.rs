@@ -11,7 +11,7 @@
 
 use super::common::{conv_output_stage, dims4, le_i32, out_size_and_pad, positive, set_output_shape, OutputStage, Q8};
 use crate::cpu::gemm;
-use crate::cpu::kernel::{cast_mut, BuildCtx, Built, Io, Kernel};
+use crate::cpu::kernel::{cast_mut, BuildCtx, Built, Io, Kernel, TensorInfo};
 use crate::error::Result;
 use crate::model::TensorType;
 
@@ -34,6 +34,19 @@ struct Geometry {
     dil_w: usize,
     pad_h: usize,
     pad_w: usize,
+}
+
+/// Input 0 and the constant weights (input 1) of a convolution-like op, with their 8-bit
+/// input and output types; hybrid (float/int mixed) weights are refused.
+fn operands(ctx: &BuildCtx<'_>, what: &str) -> Result<(TensorInfo, TensorInfo, Q8, Q8)> {
+    let input = ctx.input(0)?.clone();
+    let filter = ctx.input(1)?.clone();
+    let q_in = Q8::of(ctx, input.dtype)?;
+    let q_out = Q8::of(ctx, ctx.output(0)?.dtype)?;
+    if filter.dtype != input.dtype {
+        return Err(ctx.err(format!("{what} and input types differ (hybrid operations are not supported)")));
+    }
+    Ok((input, filter, q_in, q_out))
 }
 
 /// Strides, dilations and padding from the options; output spatial size; sets the output shape.
@@ -195,13 +208,7 @@ fn layout(weights: Vec<i16>, n: usize, kp: usize, reference: bool) -> (Vec<i16>,
 }
 
 pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    let input = ctx.input(0)?.clone();
-    let filter = ctx.input(1)?.clone();
-    let q_in = Q8::of(ctx, input.dtype)?;
-    let q_out = Q8::of(ctx, ctx.output(0)?.dtype)?;
-    if filter.dtype != input.dtype {
-        return Err(ctx.err("filter and input types differ (hybrid or 16x8 convolutions are not supported)"));
-    }
+    let (input, filter, q_in, q_out) = operands(ctx, "filter")?;
     let [n, ih, iw, ic] = dims4(ctx, &input, "input")?;
     let [oc, kh, kw, fic] = dims4(ctx, &filter, "filter")?;
     if fic == 0 || ic % fic != 0 || fic != ic {
@@ -496,13 +503,7 @@ struct Depthwise {
 }
 
 pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    let input = ctx.input(0)?.clone();
-    let filter = ctx.input(1)?.clone();
-    let q_in = Q8::of(ctx, input.dtype)?;
-    let q_out = Q8::of(ctx, ctx.output(0)?.dtype)?;
-    if filter.dtype != input.dtype {
-        return Err(ctx.err("filter and input types differ (hybrid depthwise convolutions are not supported)"));
-    }
+    let (input, filter, q_in, q_out) = operands(ctx, "filter")?;
     let [n, ih, iw, ic] = dims4(ctx, &input, "input")?;
     let [one, kh, kw, oc] = dims4(ctx, &filter, "filter")?;
     let o = ctx.options.clone();
@@ -755,13 +756,7 @@ struct FullyConnected {
 }
 
 pub(crate) fn build_fully_connected(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    let input = ctx.input(0)?.clone();
-    let filter = ctx.input(1)?.clone();
-    let q_in = Q8::of(ctx, input.dtype)?;
-    let q_out = Q8::of(ctx, ctx.output(0)?.dtype)?;
-    if filter.dtype != input.dtype {
-        return Err(ctx.err("weights and input types differ (hybrid fully-connected is not supported)"));
-    }
+    let (input, filter, q_in, q_out) = operands(ctx, "weights")?;
     if ctx.options.weights_format != 0 {
         return Err(ctx.err("shuffled weights formats are not supported"));
     }

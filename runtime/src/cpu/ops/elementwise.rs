@@ -439,7 +439,7 @@ fn byte_table(f: impl Fn(u8) -> u8) -> super::activation::Lut {
     for (i, t) in table.iter_mut().enumerate() {
         *t = f(i as u8);
     }
-    super::activation::Lut { table }
+    super::activation::Lut::new(table)
 }
 
 impl Quantize {

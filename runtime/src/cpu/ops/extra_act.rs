@@ -8,7 +8,7 @@
 use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel, TensorInfo};
 use crate::cpu::quant::{
     multiply_by_quantized_multiplier as mbqm, multiply_by_quantized_multiplier_smaller_than_one_exp,
-    quantize_multiplier, rounding_divide_by_pot, sat_rounding_doubling_high_mul as srdhm,
+    quantize_multiplier, rounding_divide_by_pot,
 };
 use crate::error::Result;
 use crate::model::{Activation, TensorType};
@@ -56,27 +56,12 @@ fn q8_byte(t: TensorType, v: i32) -> u8 {
     }
 }
 
-/// `out[i] = table[in[i]]` on bytes.
-struct Lut {
-    table: [u8; 256],
-}
-
-impl Kernel for Lut {
-    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
-        let (x, y) = (io.ins[0], &mut *io.outs[0]);
-        for (o, &i) in y.iter_mut().zip(x) {
-            *o = self.table[i as usize];
-        }
-        Ok(())
-    }
-}
-
 fn lut(t: TensorType, f: impl Fn(i32) -> i32) -> Result<Built> {
     let mut table = [0u8; 256];
     for (b, v) in q8_values(t) {
         table[b as usize] = q8_byte(t, f(v));
     }
-    Built::new(Lut { table })
+    Built::new(super::activation::Lut::new(table))
 }
 
 /// A float element-wise function.
@@ -474,52 +459,6 @@ fn build_prelu(ctx: &mut BuildCtx<'_>) -> Result<Built> {
 
 // ------------------------------------------------------------------------------------------ L2_NORMALIZATION
 
-/// gemmlowp `SaturatingRoundingMultiplyByPOT` with a positive exponent.
-fn sat_shift_left(x: i32, exponent: i32) -> i32 {
-    let threshold = (1i32 << (31 - exponent)) - 1;
-    if x > threshold {
-        i32::MAX
-    } else if x < -threshold {
-        i32::MIN
-    } else {
-        x << exponent
-    }
-}
-
-/// TFLite's `GetInvSqrtQuantizedMultiplierExp`: `1 / sqrt(input)` as a multiplier and a shift
-/// (a Newton-Raphson iteration in gemmlowp fixed point with 3 integer bits).
-fn inv_sqrt_quantized_multiplier_exp(input: i32, reverse_shift: i32) -> (i32, i32) {
-    if input <= 1 {
-        return (i32::MAX, 0);
-    }
-    let mut input = input;
-    let mut shift = 11;
-    while input >= 1 << 29 {
-        input /= 4;
-        shift += 1;
-    }
-    let max_left_shift_bits = (input as u32).leading_zeros() as i32 - 1;
-    let left_shift_bit_pairs = max_left_shift_bits / 2 - 1;
-    shift -= left_shift_bit_pairs;
-    input <<= 2 * left_shift_bit_pairs;
-    // Q3.28 values: F3 * F3 is F6 (raw SRDHM), Rescale<3> from F6 / F9 shifts left by 3 / 6.
-    let fixedpoint_input = input >> 1;
-    let half_input = rounding_divide_by_pot(fixedpoint_input, 1);
-    let half_three = (1 << 28) + (1 << 27);
-    let mut x = 1i32 << 28;
-    for _ in 0..5 {
-        let x3 = sat_shift_left(srdhm(srdhm(x, x), x), 6);
-        x = sat_shift_left(srdhm(half_three, x).wrapping_sub(srdhm(half_input, x3)), 3);
-    }
-    let half_sqrt_2 = 1518500250;
-    let mut out = srdhm(x, half_sqrt_2);
-    if shift < 0 {
-        out = ((out as u32) << (-shift).min(31)) as i32;
-        shift = 0;
-    }
-    (out, shift * reverse_shift)
-}
-
 struct L2Norm {
     depth: usize,
     dtype: TensorType,
@@ -547,7 +486,7 @@ impl Kernel for L2Norm {
                         let diff = v as i32 - self.in_zp;
                         s.wrapping_add(diff * diff)
                     });
-                    let (m, shift) = inv_sqrt_quantized_multiplier_exp(sum, -1);
+                    let (m, shift) = crate::cpu::quant::inv_sqrt_quantized_multiplier_exp(sum, -1);
                     for (o, &v) in yr.iter_mut().zip(xr) {
                         let diff = v as i32 - self.in_zp;
                         let r = multiply_by_quantized_multiplier_smaller_than_one_exp(128 * diff, m, shift);
@@ -562,7 +501,7 @@ impl Kernel for L2Norm {
                         let diff = v as i32 - self.in_zp;
                         s.wrapping_add(diff * diff)
                     });
-                    let (m, shift) = inv_sqrt_quantized_multiplier_exp(sum, -1);
+                    let (m, shift) = crate::cpu::quant::inv_sqrt_quantized_multiplier_exp(sum, -1);
                     for (o, &v) in yr.iter_mut().zip(xr) {
                         let r = mbqm(v as i32 - self.in_zp, m, shift + 7);
                         *o = r.clamp(-128, 127) as i8;
@@ -619,15 +558,5 @@ mod tests {
         assert!(broadcast_shape(&[2, 3], &[4, 3]).is_none());
         let same = Broadcast::new(&[3, 4], &[3, 4], &[3, 4]).unwrap();
         assert_eq!((same.rank, same.inner()), (1, (12, 1, 1)));
-    }
-
-    #[test]
-    fn inv_sqrt_is_close() {
-        for &v in &[2, 3, 10, 1000, 65025, 1 << 20, (1 << 30) + 12345] {
-            let (m, s) = inv_sqrt_quantized_multiplier_exp(v, -1);
-            let got = m as f64 * 2f64.powi(s) / 2f64.powi(31);
-            let want = 1.0 / (v as f64).sqrt();
-            assert!((got / want - 1.0).abs() < 1e-3, "{v}: {got} vs {want}");
-        }
     }
 }

@@ -7,9 +7,7 @@
 //! `int16_t`, so plain additions wrap; the helpers below reproduce that with `wrapping_*`.
 
 use crate::cpu::kernel::{BuildCtx, TensorInfo};
-use crate::cpu::quant::{
-    multiply_by_quantized_multiplier as mbqm, rounding_divide_by_pot, sat_rounding_doubling_high_mul,
-};
+use crate::cpu::quant::{multiply_by_quantized_multiplier as mbqm, rounding_divide_by_pot};
 use crate::error::Result;
 use crate::model::TensorType;
 
@@ -179,51 +177,6 @@ pub(super) fn logistic16(a: i16, int_bits: i32) -> i16 {
 
 // ---- 32-bit helpers ----
 
-/// `SaturatingRoundingMultiplyByPOT<exponent>` on int32 for a positive exponent.
-fn mul_pot32(x: i32, exponent: i32) -> i32 {
-    let threshold = (1i32 << (31 - exponent)) - 1;
-    if x > threshold {
-        i32::MAX
-    } else if x < -threshold {
-        i32::MIN
-    } else {
-        x << exponent
-    }
-}
-
-/// TFLite's `GetInvSqrtQuantizedMultiplierExp(input, reverse_shift)`: `1 / sqrt(input)` as a
-/// multiplier and shift.
-pub(super) fn inv_sqrt_quantized_multiplier_exp(mut input: i32, reverse_shift: i32) -> (i32, i32) {
-    if input <= 1 {
-        return (i32::MAX, 0);
-    }
-    let mut shift = 11i32;
-    while input >= 1 << 29 {
-        input /= 4;
-        shift += 1;
-    }
-    let max_left_shift_bits = (input as u32).leading_zeros() as i32 - 1;
-    let left_shift_bit_pairs = max_left_shift_bits / 2 - 1;
-    shift -= left_shift_bit_pairs;
-    input <<= 2 * left_shift_bit_pairs;
-    // Q3.28 Newton-Raphson iteration for 1/sqrt, starting from 1.
-    let half_input = rounding_divide_by_pot(input >> 1, 1);
-    const HALF_THREE: i32 = (1 << 28) + (1 << 27);
-    let mut x: i32 = 1 << 28;
-    for _ in 0..5 {
-        let x3 = mul_pot32(sat_rounding_doubling_high_mul(sat_rounding_doubling_high_mul(x, x), x), 6);
-        let d =
-            sat_rounding_doubling_high_mul(HALF_THREE, x).wrapping_sub(sat_rounding_doubling_high_mul(half_input, x3));
-        x = mul_pot32(d, 3);
-    }
-    let mut out = sat_rounding_doubling_high_mul(x, 1518500250);
-    if shift < 0 {
-        out = out.wrapping_shl((-shift) as u32);
-        shift = 0;
-    }
-    (out, shift * reverse_shift)
-}
-
 // ---- portable tensor_utils kernels ----
 
 /// `MatrixBatchVectorMultiplyAccumulate` (int8 x int8 -> int16/int8 with bias, scale and
@@ -301,7 +254,7 @@ pub(super) fn apply_layer_norm(gate: &mut [i16], ln: &LayerNorm, n_batch: usize,
         if variance2 < 1 {
             variance2 = ln.variance_guard;
         }
-        let (inv_a, inv_b) = inv_sqrt_quantized_multiplier_exp(variance2, -1);
+        let (inv_a, inv_b) = crate::cpu::quant::inv_sqrt_quantized_multiplier_exp(variance2, -1);
         for (j, v) in row.iter_mut().enumerate() {
             let shifted = (*v as i32).wrapping_mul(1024).wrapping_sub(mean);
             let rescaled = mbqm(shifted, inv_a, inv_b);
@@ -444,16 +397,5 @@ mod tests {
         }
         assert_eq!(tanh16(0, 3), 0);
         assert_eq!(logistic16(0, 3), 16384);
-    }
-
-    #[test]
-    fn inv_sqrt_is_close() {
-        for &v in &[2, 3, 100, 12345, 1 << 20, (1 << 29) + 7, i32::MAX] {
-            let (m, s) = inv_sqrt_quantized_multiplier_exp(v, -1);
-            // 1/sqrt(v) = m / 2^31 * 2^(-s) ... with the reversed sign convention.
-            let got = m as f64 / 2f64.powi(31) * 2f64.powi(s);
-            let want = 1.0 / (v as f64).sqrt();
-            assert!((got / want - 1.0).abs() < 1e-3, "{v}: {got} vs {want}");
-        }
     }
 }
