@@ -36,6 +36,25 @@ struct Geometry {
     pad_w: usize,
 }
 
+impl Geometry {
+    /// Calls `f(tap, base)` for every filter tap of output pixel (b, oy, ox) in tap order:
+    /// `base` is the byte offset of the input pixel under the tap, `None` when it falls in the
+    /// padding.
+    #[inline(always)]
+    fn taps(&self, b: usize, oy: usize, ox: usize, mut f: impl FnMut(usize, Option<usize>)) {
+        for ky in 0..self.k_h {
+            let iy = (oy * self.stride_h + ky * self.dil_h) as isize - self.pad_h as isize;
+            let y_in = iy >= 0 && iy < self.in_h as isize;
+            for kx in 0..self.k_w {
+                let ix = (ox * self.stride_w + kx * self.dil_w) as isize - self.pad_w as isize;
+                let base = (y_in && ix >= 0 && ix < self.in_w as isize)
+                    .then(|| ((b * self.in_h + iy as usize) * self.in_w + ix as usize) * self.in_c);
+                f(ky * self.k_w + kx, base);
+            }
+        }
+    }
+}
+
 /// Input 0 and the constant weights (input 1) of a convolution-like op, with their 8-bit
 /// input and output types; hybrid (float/int mixed) weights are refused.
 fn operands(ctx: &BuildCtx<'_>, what: &str) -> Result<(TensorInfo, TensorInfo, Q8, Q8)> {
@@ -242,24 +261,14 @@ impl Conv {
                     for oc in 0..g.out_c {
                         let mut acc: i32 = 0;
                         let w = &self.weights[oc * self.kp..];
-                        for ky in 0..g.k_h {
-                            let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
-                            if iy < 0 || iy >= g.in_h as isize {
-                                continue;
-                            }
-                            for kx in 0..g.k_w {
-                                let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
-                                if ix < 0 || ix >= g.in_w as isize {
-                                    continue;
-                                }
-                                let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                                let wb = (ky * g.k_w + kx) * g.in_c;
+                        g.taps(b, oy, ox, |t, base| {
+                            if let Some(base) = base {
                                 for c in 0..g.in_c {
                                     let x = self.q_in.get(input, base + c) - self.in_zp;
-                                    acc = acc.wrapping_add((w[wb + c] as i32).wrapping_mul(x));
+                                    acc = acc.wrapping_add((w[t * g.in_c + c] as i32).wrapping_mul(x));
                                 }
                             }
-                        }
+                        });
                         acc = acc.wrapping_add(self.bias[oc]);
                         let o = ((b * g.out_h + oy) * g.out_w + ox) * g.out_c + oc;
                         out[o] = self.q_out.put(self.stage.apply(acc, oc));
@@ -276,19 +285,13 @@ impl Conv {
         let oy = (p / g.out_w) % g.out_h;
         let b = p / (g.out_w * g.out_h);
         row[self.k..].fill(0);
-        for ky in 0..g.k_h {
-            let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
-            for kx in 0..g.k_w {
-                let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
-                let dst = &mut row[(ky * g.k_w + kx) * g.in_c..][..g.in_c];
-                if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize {
-                    dst.fill(0);
-                    continue;
-                }
-                let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                gemm::widen(self.q_in, &input[base..base + g.in_c], self.in_zp, dst);
+        g.taps(b, oy, ox, |t, base| {
+            let dst = &mut row[t * g.in_c..][..g.in_c];
+            match base {
+                Some(base) => gemm::widen(self.q_in, &input[base..base + g.in_c], self.in_zp, dst),
+                None => dst.fill(0),
             }
-        }
+        });
     }
 }
 
@@ -556,19 +559,12 @@ impl Depthwise {
                         for m in 0..self.mult {
                             let oc = ic * self.mult + m;
                             let mut acc = 0i32;
-                            for ky in 0..g.k_h {
-                                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
-                                for kx in 0..g.k_w {
-                                    let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
-                                    if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize {
-                                        continue;
-                                    }
-                                    let i = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c + ic;
-                                    let x = self.q_in.get(input, i) - self.in_zp;
-                                    acc = acc
-                                        .wrapping_add(self.weights[(ky * g.k_w + kx) * g.out_c + oc].wrapping_mul(x));
+                            g.taps(b, oy, ox, |t, base| {
+                                if let Some(base) = base {
+                                    let x = self.q_in.get(input, base + ic) - self.in_zp;
+                                    acc = acc.wrapping_add(self.weights[t * g.out_c + oc].wrapping_mul(x));
                                 }
-                            }
+                            });
                             acc = acc.wrapping_add(self.bias[oc]);
                             let o = ((b * g.out_h + oy) * g.out_w + ox) * g.out_c + oc;
                             out[o] = self.q_out.put(self.stage.apply(acc, oc));
@@ -633,21 +629,13 @@ impl Depthwise {
                     }
                     n = self.rel.len();
                 } else {
-                    for ky in 0..g.k_h {
-                        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
-                        if iy < 0 || iy >= g.in_h as isize {
-                            continue;
-                        }
-                        for kx in 0..g.k_w {
-                            let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
-                            if ix < 0 || ix >= g.in_w as isize {
-                                continue;
-                            }
-                            bases[n] = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                            taps[n] = ky * g.k_w + kx;
+                    g.taps(b, oy, ox, |t, base| {
+                        if let Some(base) = base {
+                            bases[n] = base;
+                            taps[n] = t;
                             n += 1;
                         }
-                    }
+                    });
                 }
                 // A full window: the zero-point terms are the precomputed constant.
                 let full = n == g.k_h * g.k_w;
@@ -682,18 +670,9 @@ impl Depthwise {
             }
             // Remaining channels (or everything without the vector path).
             acc[done..].copy_from_slice(&self.bias[done..]);
-            for ky in 0..g.k_h {
-                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
-                if iy < 0 || iy >= g.in_h as isize {
-                    continue;
-                }
-                for kx in 0..g.k_w {
-                    let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
-                    if ix < 0 || ix >= g.in_w as isize {
-                        continue;
-                    }
-                    let base = ((b * g.in_h + iy as usize) * g.in_w + ix as usize) * g.in_c;
-                    let w = &self.weights[(ky * g.k_w + kx) * oc..][..oc];
+            g.taps(b, oy, ox, |t, base| {
+                if let Some(base) = base {
+                    let w = &self.weights[t * oc..][..oc];
                     let x = &input[base..base + g.in_c];
                     if self.mult == 1 {
                         gemm::mac_row(self.q_in, &x[done..], self.in_zp, &w[done..], &mut acc[done..]);
@@ -706,7 +685,7 @@ impl Depthwise {
                         }
                     }
                 }
-            }
+            });
             if done == 0 {
                 gemm::requantize_row(acc, &self.stage, self.q_out, dst);
             } else {
