@@ -24,6 +24,16 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Any other I/O failure.
     Io,
+    /// A device is held by another process or driver.
+    Busy,
+    /// A device went away (unplugged, reset, re-enumerated).
+    Disconnected,
+    /// A device did not answer in time.
+    Timeout,
+    /// A device answered something the protocol does not allow (or refused a request).
+    Protocol,
+    /// A device reported an error of its own (a fatal-error interrupt, a failed firmware download).
+    DeviceFault,
 }
 
 /// Where in a model file an error was found.
@@ -78,6 +88,16 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// Talking to a device failed.
+    #[error("{device}: {reason}")]
+    Device {
+        /// The device (selection string or USB path and id).
+        device: String,
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// What happened, and where helpful what to do.
+        reason: String,
+    },
 }
 
 fn source_name(path: &Option<PathBuf>) -> String {
@@ -99,6 +119,7 @@ impl Error {
             Error::InvalidModel { .. } => ErrorKind::InvalidModel,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::Device { kind, .. } => *kind,
         }
     }
 
@@ -127,6 +148,10 @@ impl Error {
 
     pub(crate) fn argument(reason: impl Into<String>) -> Self {
         Error::InvalidArgument { reason: reason.into() }
+    }
+
+    pub(crate) fn device(device: impl Into<String>, kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Error::Device { device: device.into(), kind, reason: reason.into() }
     }
 
     pub(crate) fn unsupported(reason: impl Into<String>) -> Self {

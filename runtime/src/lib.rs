@@ -19,6 +19,7 @@
 
 pub mod cpu;
 pub mod device;
+pub mod transport;
 pub mod error;
 mod fb;
 pub mod model;

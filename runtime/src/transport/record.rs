@@ -1,0 +1,1 @@
+//! Record and replay of USB sessions (JSON lines). Being written.

@@ -1,0 +1,1 @@
+//! The transfer-level simulator of a Coral USB Accelerator. Being written.

@@ -1,0 +1,1 @@
+//! The USB backend on rusb. Being written.
