@@ -5,7 +5,10 @@ mod bench;
 mod classify;
 mod common;
 mod detect;
+mod devices;
+mod doctor;
 mod draw;
+mod firmware;
 mod inspect;
 mod run;
 mod segment;
@@ -42,6 +45,12 @@ enum Command {
     Segment(segment::Args),
     /// Measure a model's CPU latency: warm-up, then p50/p90/p99 over many invocations.
     Bench(bench::Args),
+    /// List the Coral USB Accelerators attached: selection string, state and USB link speed.
+    Devices(devices::Args),
+    /// Check this machine's setup for a Coral (udev rules, permissions, group, firmware, USB link).
+    Doctor(doctor::Args),
+    /// Download the USB Accelerator's firmware image, or show where the runtime looks for it.
+    Firmware(firmware::Args),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -52,6 +61,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Detect(args) => detect::run(&args),
         Command::Segment(args) => segment::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Devices(args) => devices::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
+        Command::Firmware(args) => firmware::run(&args),
     }
 }
 
@@ -93,7 +105,20 @@ fn advice(kind: edgetpu::ErrorKind) -> Option<&'static str> {
             Some("the file is damaged or not a TFLite model; download it again or re-export it from the converter")
         }
         edgetpu::ErrorKind::NotFound => Some("check the path"),
-        edgetpu::ErrorKind::PermissionDenied => Some("check the file's permissions"),
+        edgetpu::ErrorKind::PermissionDenied => Some(
+            "for a file, check its permissions; for a Coral, install the udev rules (`sudo udev/install.sh`) and \
+             replug it, or join the plugdev group (`sudo usermod -aG plugdev $USER`, then log in again)",
+        ),
+        edgetpu::ErrorKind::Busy => {
+            Some("another process is using the Coral: stop it, or pick another Coral (`edgetpu devices` lists them)")
+        }
+        edgetpu::ErrorKind::Disconnected | edgetpu::ErrorKind::Timeout => {
+            Some("replug the Coral, check the cable, and use a USB 3 port (`edgetpu devices` shows the link speed)")
+        }
+        edgetpu::ErrorKind::DeviceFault | edgetpu::ErrorKind::Protocol => Some(
+            "run `edgetpu doctor`; to report the problem, attach the trace recorded by \
+             `edgetpu doctor --record FILE`",
+        ),
         edgetpu::ErrorKind::InvalidArgument => Some(
             "check the arguments against the model: `edgetpu inspect MODEL` lists its inputs and outputs \
              (index, shape, type)",

@@ -19,11 +19,11 @@
 
 pub mod cpu;
 pub mod device;
-pub mod transport;
 pub mod error;
 mod fb;
 pub mod model;
 pub mod package;
+pub mod transport;
 pub mod vision;
 
 pub use error::{Error, ErrorKind, Location, Result};

@@ -6,6 +6,12 @@
 //! implemented yet; nothing here has talked to hardware.
 
 pub mod csr;
+pub mod dfu;
+pub mod discovery;
+pub mod firmware_path;
 pub mod layout;
+pub mod program;
+pub mod sequence;
+pub mod usb;
 pub mod usb_frame;
 pub mod usb_plan;

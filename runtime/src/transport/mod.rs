@@ -244,6 +244,11 @@ pub trait UsbBus: Send + Sync + fmt::Debug {
     fn devices(&self) -> Result<Vec<UsbDeviceInfo>, UsbError>;
     /// Opens the device at `path`.
     fn open(&self, path: &UsbPath) -> Result<Box<dyn UsbIo>, UsbError>;
+    /// Waits `d` for devices to settle (re-enumeration after a reset). The simulator advances
+    /// its virtual clock instead of sleeping.
+    fn settle(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
 }
 
 impl<T: UsbIo + ?Sized> UsbIo for Box<T> {
@@ -302,10 +307,33 @@ impl UsbErrorKind {
             UsbErrorKind::NotFound => K::NotFound,
             UsbErrorKind::PermissionDenied => K::PermissionDenied,
             UsbErrorKind::Busy => K::Busy,
-            UsbErrorKind::Stall | UsbErrorKind::Overflow | UsbErrorKind::InvalidParam | UsbErrorKind::ReplayMismatch => {
-                K::Protocol
-            }
+            UsbErrorKind::Stall
+            | UsbErrorKind::Overflow
+            | UsbErrorKind::InvalidParam
+            | UsbErrorKind::ReplayMismatch => K::Protocol,
             UsbErrorKind::Other => K::Io,
         }
     }
 }
+
+/// What the device logic needs from any Coral (ARCHITECTURE.md): CSR access, sending one DMA
+/// request, receiving output bytes, and waiting for events and interrupts. The USB backend is
+/// [`usb_transport::UsbTransport`] over any [`UsbIo`].
+pub trait Transport: Send + fmt::Debug {
+    /// The device, for error messages (e.g. `usb:1-2 (18d1:9302)`).
+    fn name(&self) -> String;
+    /// Reads a CSR.
+    fn read_csr(&mut self, reg: crate::device::csr::Csr) -> crate::Result<u64>;
+    /// Writes a CSR.
+    fn write_csr(&mut self, reg: crate::device::csr::Csr, value: u64) -> crate::Result<()>;
+    /// Sends one host-to-device request of `tag` with these bytes.
+    fn send(&mut self, tag: crate::device::usb_frame::Tag, bytes: &[u8]) -> crate::Result<()>;
+    /// Receives exactly `buf.len()` output bytes.
+    fn recv(&mut self, buf: &mut [u8]) -> crate::Result<()>;
+    /// Waits for the next event (or fails with the fatal error the device reported instead).
+    fn wait_event(&mut self) -> crate::Result<crate::device::usb_frame::Event>;
+    /// Whether the link is slower than USB 3.
+    fn is_usb2(&self) -> bool;
+}
+
+pub mod usb_transport;

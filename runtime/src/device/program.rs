@@ -1,0 +1,206 @@
+//! A compiled model's executables prepared for a device: transfer plans, padded input and
+//! output buffers, and instruction bitstreams linked once with the buffers' addresses.
+//!
+//! Over USB the device never dereferences the addresses in the instructions (the data arrives
+//! in hint order), so, as libedgetpu does, the runtime links in host addresses of its own
+//! buffers; they never move, so the bitstreams are linked once here, not per inference.
+
+use super::layout;
+use super::usb_plan::{self, Source, Step};
+use crate::error::{Error, Result};
+use crate::package::{BufferAddresses, Executable, ExecutableType, Package};
+
+/// One executable's buffers.
+#[derive(Debug)]
+pub struct PreparedExecutable {
+    /// Index in the package's multi-executable.
+    pub index: usize,
+    /// Type.
+    pub kind: ExecutableType,
+    /// The transfers of one run.
+    pub steps: Vec<Step>,
+    /// Linked instruction bitstreams.
+    pub linked: Vec<Vec<u8>>,
+    /// Padded input buffers, one per (batch, input layer).
+    pub inputs: Vec<Vec<u8>>,
+    /// Padded output buffers, one per (batch, output layer).
+    pub outputs: Vec<Vec<u8>>,
+    /// Scratch buffer.
+    pub scratch: Vec<u8>,
+    /// Input layers per batch.
+    pub input_layers: usize,
+    /// Output layers per batch.
+    pub output_layers: usize,
+}
+
+impl PreparedExecutable {
+    /// Index of (batch, layer) in [`Self::inputs`].
+    pub fn input_index(&self, layer: usize, batch: usize) -> usize {
+        batch * self.input_layers + layer
+    }
+    /// Index of (batch, layer) in [`Self::outputs`].
+    pub fn output_index(&self, layer: usize, batch: usize) -> usize {
+        batch * self.output_layers + layer
+    }
+}
+
+fn layer_bytes(l: &crate::package::Layer) -> usize {
+    l.size_bytes.saturating_mul(l.execution_count.max(1))
+}
+
+impl PreparedExecutable {
+    /// Plans and links `exe`.
+    pub fn new(exe: &Executable<'_>) -> Result<PreparedExecutable> {
+        let steps = usb_plan::plan(exe)?;
+        let batch = exe.batch_size.max(1);
+        let inputs: Vec<Vec<u8>> =
+            (0..batch).flat_map(|_| exe.input_layers.iter().map(|l| vec![0u8; layer_bytes(l)])).collect();
+        let outputs: Vec<Vec<u8>> =
+            (0..batch).flat_map(|_| exe.output_layers.iter().map(|l| vec![0u8; layer_bytes(l)])).collect();
+        let scratch = vec![0u8; exe.scratch_size_bytes.saturating_mul(batch)];
+        let mut addr = BufferAddresses {
+            parameters: (!exe.parameters.is_empty()).then_some(exe.parameters.as_ptr() as u64),
+            scratch: (!scratch.is_empty()).then_some(scratch.as_ptr() as u64),
+            ..Default::default()
+        };
+        for b in 0..batch {
+            for (k, l) in exe.input_layers.iter().enumerate() {
+                addr.inputs.push((l.name.clone(), b, inputs[b * exe.input_layers.len() + k].as_ptr() as u64));
+            }
+            for (k, l) in exe.output_layers.iter().enumerate() {
+                addr.outputs.push((l.name.clone(), b, outputs[b * exe.output_layers.len() + k].as_ptr() as u64));
+            }
+        }
+        let linked = exe.link(&addr)?;
+        let p = PreparedExecutable {
+            index: exe.index,
+            kind: exe.kind,
+            steps,
+            linked,
+            inputs,
+            outputs,
+            scratch,
+            input_layers: exe.input_layers.len(),
+            output_layers: exe.output_layers.len(),
+        };
+        p.check(exe)?;
+        Ok(p)
+    }
+
+    /// Checks every step's byte range against its buffer once, so that runs cannot fail on it.
+    fn check(&self, exe: &Executable<'_>) -> Result<()> {
+        let n_in = exe.input_layers.len().max(1);
+        let n_out = exe.output_layers.len().max(1);
+        for (i, s) in self.steps.iter().enumerate() {
+            let (len, offset, size, what) = match s {
+                Step::BulkOut { size, source, .. } => match source {
+                    Source::Instructions { chunk } => (self.linked[*chunk].len(), 0, *size, "instructions"),
+                    Source::Input { layer, batch, offset } => {
+                        (self.inputs.get(batch * n_in + layer).map_or(0, |b| b.len()), *offset, *size, "input")
+                    }
+                    Source::Parameters { offset } => (exe.parameters.len(), *offset, *size, "parameters"),
+                    Source::Scratch { offset } => (self.scratch.len(), *offset, *size, "scratch"),
+                },
+                Step::BulkIn { layer, batch, offset, size } => {
+                    let len = if *layer == usize::MAX {
+                        self.scratch.len()
+                    } else {
+                        self.outputs.get(batch * n_out + layer).map_or(0, |b| b.len())
+                    };
+                    (len, *offset, *size, "output")
+                }
+                _ => continue,
+            };
+            if offset.checked_add(size).is_none_or(|end| end > len) {
+                return Err(Error::invalid(
+                    exe.offset,
+                    format!("executables[{}].dma_hints.hints[{i}]", exe.index),
+                    format!("the hint covers bytes {offset}..+{size} of a {len}-byte {what} buffer"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every executable of a package, prepared.
+#[derive(Debug)]
+pub struct Program {
+    /// The parameter-caching executable, if the package has one.
+    pub caching: Option<PreparedExecutable>,
+    /// The executable that runs inferences.
+    pub main: PreparedExecutable,
+    /// The package's caching token (0: none).
+    pub token: u64,
+    /// Identifies the parameter-caching executable (a hash of its instructions and parameters):
+    /// co-compiled models share a token but each caches its own parameters.
+    pub caching_key: u64,
+}
+
+fn fnv(bytes: &[u8], mut h: u64) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+impl Program {
+    /// Prepares `package`'s executables.
+    pub fn new(package: &Package<'_>) -> Result<Program> {
+        package.ensure_runnable()?;
+        Ok(Program {
+            caching: package.parameter_caching().map(PreparedExecutable::new).transpose()?,
+            main: PreparedExecutable::new(package.main())?,
+            token: package.caching_token(),
+            caching_key: package.parameter_caching().map_or(0, |e| {
+                let h = e.bitstreams.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| fnv(b.data, h));
+                fnv(&(e.parameters.len() as u64).to_le_bytes(), fnv(e.parameters, h))
+            }),
+        })
+    }
+
+    /// Copies dense inputs (one per input layer of batch 0, in layer order) into the padded
+    /// buffers, flipping the MSB of signed layers.
+    pub fn set_inputs(&mut self, exe: &Executable<'_>, inputs: &[&[u8]]) -> Result<()> {
+        if inputs.len() != exe.input_layers.len() {
+            return Err(Error::argument(format!(
+                "{} inputs given, the executable has {} ({})",
+                inputs.len(),
+                exe.input_layers.len(),
+                exe.input_layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        for ((l, buf), data) in exe.input_layers.iter().zip(self.main.inputs.iter_mut()).zip(inputs) {
+            let want = l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
+            if data.len() != want {
+                return Err(Error::argument(format!(
+                    "input {:?} has {} bytes, the layer takes {want}",
+                    l.name,
+                    data.len()
+                )));
+            }
+            buf[..want].copy_from_slice(data);
+            buf[want..].fill(0);
+            layout::flip_signed(l, &mut buf[..want]);
+        }
+        Ok(())
+    }
+
+    /// Re-lays-out the padded device outputs into dense tensors (one per output layer of batch
+    /// 0), flipping the MSB of signed layers.
+    pub fn get_outputs(&mut self, exe: &Executable<'_>, outputs: &mut [&mut [u8]]) -> Result<()> {
+        if outputs.len() != exe.output_layers.len() {
+            return Err(Error::argument(format!(
+                "{} output buffers given, the executable has {} outputs",
+                outputs.len(),
+                exe.output_layers.len()
+            )));
+        }
+        for ((l, buf), out) in exe.output_layers.iter().zip(self.main.outputs.iter_mut()).zip(outputs.iter_mut()) {
+            layout::flip_signed(l, buf);
+            layout::output_from_device(l, buf, out)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! The open and close register sequences of the USB Accelerator (PROTOCOL.md §1.10-1.11), step
+//! by step, over any [`Transport`], and the performance levels.
+
+use super::csr::{self, Csr};
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::Transport;
+
+/// Clock setting of the chip (PROTOCOL.md §8). The USB Accelerator defaults to [`Performance::High`];
+/// [`Performance::Max`] runs the TPU core at 500 MHz and should only be used at an ambient
+/// temperature of at most 25 °C (35 °C for the lower levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Performance {
+    /// TPU core 62.5 MHz, AXI 125 MHz, USB 8051 250 MHz.
+    Low,
+    /// TPU core 125 MHz, AXI 125 MHz, 8051 500 MHz.
+    Medium,
+    /// TPU core 250 MHz, AXI 125 MHz, 8051 500 MHz (the default for the USB Accelerator).
+    #[default]
+    High,
+    /// TPU core 500 MHz, AXI 250 MHz, 8051 500 MHz (opt-in: runs hot).
+    Max,
+}
+
+impl Performance {
+    /// Bits 28-31 of `scu_ctrl_3`: `rg_gcb_clkdiv` (28-29), `rg_axi_clk_125m` (30),
+    /// `rg_8051_clk_250m` (31).
+    pub fn clock_bits(self) -> u32 {
+        match self {
+            Performance::Low => 3 << 28 | 1 << 30 | 1 << 31,
+            Performance::Medium => 2 << 28 | 1 << 30,
+            Performance::High => 1 << 28 | 1 << 30,
+            Performance::Max => 0,
+        }
+    }
+
+    /// Parses `low`, `medium`, `high` or `max`.
+    pub fn parse(s: &str) -> Option<Performance> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Some(Performance::Low),
+            "medium" => Some(Performance::Medium),
+            "high" => Some(Performance::High),
+            "max" => Some(Performance::Max),
+            _ => None,
+        }
+    }
+}
+
+/// Run-control value.
+const RUN: u64 = 1;
+const HALT: u64 = 2;
+
+/// Registers set by a run-control change, before the tile broadcast.
+const CORE_RUN_CONTROLS: [Csr; 5] = [
+    csr::SCALAR_CORE_RUN_CONTROL,
+    csr::AV_DATA_POP_RUN_CONTROL,
+    csr::PARAMETER_POP_RUN_CONTROL,
+    csr::INFEED_RUN_CONTROL,
+    csr::OUTFEED_RUN_CONTROL,
+];
+/// Tile registers set (broadcast to every tile) after `tileconfig0` := 0x7F.
+const TILE_RUN_CONTROLS: [Csr; 10] = [
+    csr::OP_RUN_CONTROL,
+    csr::NARROW_TO_WIDE_RUN_CONTROL,
+    csr::WIDE_TO_NARROW_RUN_CONTROL,
+    csr::MESH_BUS0_RUN_CONTROL,
+    csr::MESH_BUS1_RUN_CONTROL,
+    csr::MESH_BUS2_RUN_CONTROL,
+    csr::MESH_BUS3_RUN_CONTROL,
+    csr::RING_BUS_CONSUMER0_RUN_CONTROL,
+    csr::RING_BUS_CONSUMER1_RUN_CONTROL,
+    csr::RING_BUS_PRODUCER_RUN_CONTROL,
+];
+const TOP_LEVEL_CONTROLS: [Csr; 4] = [
+    csr::TOP_LEVEL_INT_0_CONTROL,
+    csr::TOP_LEVEL_INT_1_CONTROL,
+    csr::TOP_LEVEL_INT_2_CONTROL,
+    csr::TOP_LEVEL_INT_3_CONTROL,
+];
+
+/// Most reads of a register polled for a state change before giving up (libedgetpu polls
+/// forever; a device that never gets there is reported instead).
+const MAX_POLLS: usize = 1000;
+
+fn field(v: u64, lo: u32, bits: u32) -> u64 {
+    (v >> lo) & ((1 << bits) - 1)
+}
+
+fn set_field(v: u64, lo: u32, bits: u32, x: u64) -> u64 {
+    let m = ((1u64 << bits) - 1) << lo;
+    (v & !m) | ((x << lo) & m)
+}
+
+fn poll<T: Transport + ?Sized>(t: &mut T, reg: Csr, what: &str, done: impl Fn(u64) -> bool) -> Result<()> {
+    for _ in 0..MAX_POLLS {
+        if done(t.read_csr(reg)?) {
+            return Ok(());
+        }
+    }
+    Err(Error::device(
+        t.name(),
+        ErrorKind::Timeout,
+        format!("{} (0x{:x}) did not reach {what} after {MAX_POLLS} reads; replug the device", reg.name, reg.offset),
+    ))
+}
+
+fn rmw<T: Transport + ?Sized>(t: &mut T, reg: Csr, f: impl Fn(u64) -> u64) -> Result<()> {
+    let v = t.read_csr(reg)?;
+    t.write_csr(reg, f(v))
+}
+
+/// Step 4 of the open sequence, and the last of the close sequence: put the core to sleep.
+fn enter_reset<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
+    let v = t.read_csr(csr::SCU_CTRL_3)?;
+    if field(v, 22, 2) == 3 {
+        return Ok(());
+    }
+    t.write_csr(csr::SCU_CTRL_3, set_field(v, 22, 2, 3))?;
+    poll(t, csr::SCU_CTRL_3, "cur_pwr_state 2 (asleep)", |v| field(v, 8, 2) == 2)?;
+    t.write_csr(csr::GCBB_CREDIT0, 0xF)?;
+    t.write_csr(csr::GCBB_CREDIT0, 0)
+}
+
+fn run_control<T: Transport + ?Sized>(t: &mut T, value: u64) -> Result<()> {
+    for reg in CORE_RUN_CONTROLS {
+        t.write_csr(reg, value)?;
+    }
+    t.write_csr(csr::TILECONFIG0, 0x7F)?;
+    poll(t, csr::TILECONFIG0, "0x7F (all tiles)", |v| v == 0x7F)?;
+    for reg in TILE_RUN_CONTROLS {
+        t.write_csr(reg, value)?;
+    }
+    Ok(())
+}
+
+/// Whether the link is High-Speed (USB 2), which sets 256-byte output chunks.
+pub(crate) fn outfeed_chunk_length(usb2: bool) -> u64 {
+    if usb2 {
+        0x20
+    } else {
+        0x80
+    }
+}
+
+/// The open sequence after the device is open and interface 0 claimed (PROTOCOL.md §1.10
+/// steps 1-9).
+pub fn open<T: Transport + ?Sized>(t: &mut T, performance: Performance, usb2: bool) -> Result<()> {
+    // 1. Top-level handler: PHYs active, remember whether hardware clock gating is on.
+    rmw(t, csr::SCU_CTRL_0, |v| set_field(set_field(v, 8, 3, 0), 11, 3, 0))?;
+    let gated = field(t.read_csr(csr::SCU_CTRL_2)?, 18, 2) == 1;
+    // 2. Software clock gating: nothing to do over USB. 3. Hardware clock gate off.
+    if gated {
+        rmw(t, csr::SCU_CTRL_2, |v| set_field(v, 18, 2, 2))?;
+    }
+    // 4. Enter reset.
+    enter_reset(t)?;
+    // 5. Quit reset with the clocks of the performance level.
+    rmw(t, csr::SCU_CTRL_3, |v| {
+        let v = set_field(v, 22, 2, 2);
+        set_field(v, 28, 4, (performance.clock_bits() >> 28) as u64)
+    })?;
+    poll(t, csr::SCU_CTRL_3, "cur_pwr_state 0 (awake)", |v| field(v, 8, 2) == 0)?;
+    poll(t, csr::SCALAR_CORE_RUN_CONTROL, "0 (out of reset)", |v| v == 0)?;
+    t.write_csr(csr::IDLE_REGISTER, 1)?;
+    t.write_csr(csr::TILECONFIG0, 0x7F)?;
+    poll(t, csr::TILECONFIG0, "0x7F (all tiles)", |v| v == 0x7F)?;
+    t.write_csr(csr::DEEP_SLEEP, 0x1E02)?;
+    // 6. Hardware clock gating on.
+    let v = t.read_csr(csr::SCU_CTRL_2)?;
+    if field(v, 18, 2) != 1 {
+        t.write_csr(csr::SCU_CTRL_2, set_field(v, 18, 2, 1))?;
+    }
+    // 7. Chip set-up: e-fuse revision (informative), event descriptors for interrupts only,
+    //    single bulk-out endpoint, output chunk size for the link.
+    let _efuse_revision = field(t.read_csr(csr::OMC0_00)?, 24, 8);
+    t.write_csr(csr::DESCR_EP, 0xF0)?;
+    t.write_csr(csr::MULTI_BO_EP, 0)?;
+    t.write_csr(csr::OUTFEED_CHUNK_LENGTH, outfeed_chunk_length(usb2))?;
+    // 8. Run.
+    run_control(t, RUN)?;
+    // 9. Interrupts.
+    t.write_csr(csr::FATAL_ERR_INT_CONTROL, 1)?;
+    for reg in TOP_LEVEL_CONTROLS {
+        t.write_csr(reg, 1)?;
+    }
+    rmw(t, csr::OMC0_D4, |v| set_field(v, 31, 1, 1))?;
+    rmw(t, csr::RAMBIST_CTRL_1, |v| set_field(set_field(v, 16, 3, 0), 20, 3, 0))?;
+    rmw(t, csr::SCU_CTR_7, |v| set_field(set_field(v, 16, 2, 0), 18, 2, 0))?;
+    t.write_csr(csr::SLV_ABM_EN, 1)?;
+    t.write_csr(csr::MST_ABM_EN, 1)?;
+    t.write_csr(csr::SLV_ERR_RESP_ISR_MASK, 3)?;
+    t.write_csr(csr::MST_ERR_RESP_ISR_MASK, 3)?;
+    rmw(t, csr::OMC0_D8, |v| set_field(v, 31, 1, 1))
+}
+
+/// The close sequence (PROTOCOL.md §1.11 steps 3-5): interrupts off, halt, reset.
+pub fn close<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
+    for reg in TOP_LEVEL_CONTROLS {
+        t.write_csr(reg, 0)?;
+    }
+    rmw(t, csr::OMC0_D4, |v| set_field(v, 31, 1, 0))?;
+    rmw(t, csr::RAMBIST_CTRL_1, |v| set_field(set_field(v, 16, 3, 0), 20, 3, 7))?;
+    rmw(t, csr::SCU_CTR_7, |v| set_field(set_field(v, 16, 2, 0), 18, 2, 3))?;
+    t.write_csr(csr::SLV_ABM_EN, 0)?;
+    t.write_csr(csr::MST_ABM_EN, 0)?;
+    t.write_csr(csr::SLV_ERR_RESP_ISR_MASK, 0)?;
+    t.write_csr(csr::MST_ERR_RESP_ISR_MASK, 0)?;
+    rmw(t, csr::OMC0_D8, |v| set_field(v, 31, 1, 0))?;
+    t.write_csr(csr::FATAL_ERR_INT_CONTROL, 0)?;
+    run_control(t, HALT)?;
+    enter_reset(t)
+}
+
+/// Handles an interrupt word from endpoint 0x83: a fatal error becomes an error carrying the
+/// decoded HIB error bits (after clearing the status); top-level interrupts (thermal, PCIe
+/// error, MBIST) are cleared and reported in the returned list.
+pub fn handle_interrupt<T: Transport + ?Sized>(
+    t: &mut T,
+    word: super::usb_frame::InterruptWord,
+) -> Result<Vec<&'static str>> {
+    if word.fatal {
+        let status = t.read_csr(csr::HIB_ERROR_STATUS)?;
+        let first = if status != 0 { t.read_csr(csr::HIB_FIRST_ERROR_STATUS)? } else { 0 };
+        t.write_csr(csr::FATAL_ERR_INT_STATUS, 0)?;
+        return Err(Error::device(
+            t.name(),
+            ErrorKind::DeviceFault,
+            format!(
+                "the chip reported a fatal error: hib_error_status 0x{status:x} ({}), first error 0x{first:x}; the device \
+                 will be reset and reopened",
+                super::usb_frame::hib_errors(status).join(", ")
+            ),
+        ));
+    }
+    const NAMES: [&str; 4] = ["thermal shutdown", "PCIe error", "MBIST", "thermal warning"];
+    const STATUS: [Csr; 4] = [
+        csr::TOP_LEVEL_INT_0_STATUS,
+        csr::TOP_LEVEL_INT_1_STATUS,
+        csr::TOP_LEVEL_INT_2_STATUS,
+        csr::TOP_LEVEL_INT_3_STATUS,
+    ];
+    let mut seen = Vec::new();
+    for k in 0..4 {
+        if word.top_level[k] {
+            if k == 0 || k == 3 {
+                // Thermal: clear warn_o / sd_o with warn_clear (bit 29) / sd_clear (bit 28).
+                let v = t.read_csr(csr::OMC0_DC)?;
+                let clear = if k == 3 { (v >> 31 & 1) << 29 } else { (v >> 30 & 1) << 28 };
+                if clear != 0 {
+                    t.write_csr(csr::OMC0_DC, v | clear)?;
+                }
+            }
+            t.write_csr(STATUS[k], 0)?;
+            seen.push(NAMES[k]);
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_bits_match_the_real_max_trace() {
+        // The real Max-performance write of PROTOCOL.md §1.10 has bits 28-31 clear; High sets
+        // clkdiv 1 and the 125 MHz AXI bit.
+        assert_eq!(Performance::Max.clock_bits(), 0);
+        assert_eq!(Performance::High.clock_bits(), 0x5000_0000);
+        assert_eq!(Performance::Low.clock_bits() >> 28, 0b1111);
+        assert_eq!(Performance::default(), Performance::High);
+        assert_eq!(Performance::parse("MAX"), Some(Performance::Max));
+        assert_eq!(Performance::parse("turbo"), None);
+        assert_eq!(set_field(0x00C5_025C, 22, 2, 2), 0x0085_025C);
+    }
+}

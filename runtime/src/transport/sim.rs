@@ -1,1 +1,0 @@
-//! The transfer-level simulator of a Coral USB Accelerator. Being written.

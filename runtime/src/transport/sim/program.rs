@@ -1,0 +1,320 @@
+//! What the simulated device knows about the programs it runs: the executables registered with
+//! it (so that it can check each request against the DMA hints) and the output oracle.
+
+use super::{ExecSink, Violation};
+use crate::device::layout;
+use crate::device::usb_frame::Tag;
+use crate::device::usb_plan::{self, Source, Step};
+use crate::package::{ExecutableType, Layer, Package};
+use std::sync::{Arc, Mutex};
+
+/// Where the simulated device's output values come from. It cannot execute Edge TPU
+/// instructions, so an oracle computes what they would produce.
+pub trait Oracle: Send {
+    /// Fills `outputs` (dense TFLite bytes of each output layer of the executable, in layer order)
+    /// from `inputs` (dense bytes of each input layer, in order). Errors are reported by the
+    /// simulator as a device fault.
+    fn compute(&mut self, inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<(), String>;
+    /// A short description for logs and CLI output.
+    fn describe(&self) -> String;
+}
+
+/// Deterministic pseudo-random output bytes (for models without a CPU twin).
+#[derive(Debug, Clone)]
+pub struct SeededOracle {
+    state: u64,
+}
+
+impl SeededOracle {
+    /// An oracle whose bytes follow from `seed` (and the number of runs so far).
+    pub fn new(seed: u64) -> SeededOracle {
+        SeededOracle { state: seed ^ 0x9E37_79B9_7F4A_7C15 }
+    }
+}
+
+impl Oracle for SeededOracle {
+    fn compute(&mut self, _inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<(), String> {
+        for out in outputs {
+            for b in out.iter_mut() {
+                // xorshift64*
+                self.state ^= self.state >> 12;
+                self.state ^= self.state << 25;
+                self.state ^= self.state >> 27;
+                *b = (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+            }
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "seeded bytes (no CPU twin: output values are not meaningful)".into()
+    }
+}
+
+/// The CPU twin of a compiled model (the `*_quant.tflite` it was compiled from) run by the CPU
+/// interpreter: the executable's input layers are the twin's graph inputs of the same names, and
+/// its output layers are tensors of the same names, read after the twin's invocation.
+pub struct CpuTwinOracle {
+    interp: crate::cpu::Interpreter,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+    path: String,
+}
+
+impl CpuTwinOracle {
+    /// Prepares the twin `model` for an executable with these input and output layers.
+    pub fn new(model: Arc<crate::Model>, inputs: &[Layer], outputs: &[Layer]) -> crate::Result<CpuTwinOracle> {
+        let path = model.path().map_or_else(|| "the CPU twin".to_string(), |p| p.display().to_string());
+        let sg = model.subgraphs().first().ok_or_else(|| crate::Error::argument(format!("{path} has no subgraph")))?;
+        let find = |name: &str| {
+            sg.tensors.iter().position(|t| t.name == name).ok_or_else(|| {
+                crate::Error::argument(format!(
+                    "{path} has no tensor named {name:?}, so it cannot stand in for this executable (is it the \
+                     model this one was compiled from?)"
+                ))
+            })
+        };
+        let mut in_idx = Vec::new();
+        for l in inputs {
+            let t = find(&l.name)?;
+            let pos = sg.inputs.iter().position(|&i| i == t).ok_or_else(|| {
+                crate::Error::unsupported(format!(
+                    "the executable starts at {:?}, an intermediate tensor of {path}; the simulator's CPU-twin oracle \
+                     can only start at the twin's graph inputs",
+                    l.name
+                ))
+            })?;
+            in_idx.push(pos);
+        }
+        let out_idx = outputs.iter().map(|l| find(&l.name)).collect::<crate::Result<Vec<_>>>()?;
+        let options = crate::cpu::Options { threads: 1, keep: out_idx.clone(), ..Default::default() };
+        let interp = crate::cpu::Interpreter::new(model, &options)?;
+        Ok(CpuTwinOracle { interp, inputs: in_idx, outputs: out_idx, path })
+    }
+}
+
+impl Oracle for CpuTwinOracle {
+    fn compute(&mut self, inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<(), String> {
+        for (&i, bytes) in self.inputs.iter().zip(inputs) {
+            self.interp.set_input(i, bytes).map_err(|e| e.to_string())?;
+        }
+        self.interp.invoke().map_err(|e| e.to_string())?;
+        for (&t, out) in self.outputs.iter().zip(outputs.iter_mut()) {
+            let v = self.interp.tensor(t).map_err(|e| e.to_string())?;
+            if v.len() != out.len() {
+                return Err(format!("{}: tensor {t} has {} bytes, the layer {}", self.path, v.len(), out.len()));
+            }
+            out.copy_from_slice(v);
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        format!("CPU twin {}", self.path)
+    }
+}
+
+/// 64-bit FNV-1a, to compare parameter streams without keeping them.
+pub(crate) fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+pub(crate) const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One executable as the simulated device knows it.
+pub(crate) struct SimExe {
+    pub name: String,
+    pub kind: ExecutableType,
+    pub token: u64,
+    /// For an EXECUTION_ONLY executable, the offset (from itself, in the registry) of its
+    /// parameter-caching partner, whose parameters must be cached before it runs.
+    pub partner: Option<usize>,
+    /// Instruction chunks with every linked field zeroed, and the field bit offsets.
+    pub chunks: Vec<(Vec<u8>, Vec<usize>)>,
+    pub steps: Vec<Step>,
+    pub inputs: Vec<Layer>,
+    pub outputs: Vec<Layer>,
+    pub batch: usize,
+    pub param_hash: u64,
+    pub instruction_bytes: usize,
+    pub oracle: Option<Arc<Mutex<dyn Oracle>>>,
+}
+
+fn mask(chunk: &mut [u8], bits: &[usize]) {
+    for &b in bits {
+        // Field offsets were checked at decode time to lie inside their bitstream.
+        let _ = crate::package::write_bits(chunk, b, 0);
+    }
+}
+
+impl SimExe {
+    pub(crate) fn from_package(
+        package: &Package<'_>,
+        name: &str,
+        oracle: Option<Arc<Mutex<dyn Oracle>>>,
+    ) -> crate::Result<Vec<SimExe>> {
+        let caching = package.parameter_caching().is_some();
+        let mut out = Vec::new();
+        let exes = package.parameter_caching().into_iter().chain(std::iter::once(package.main()));
+        for exe in exes {
+            let chunks = exe
+                .bitstreams
+                .iter()
+                .map(|b| {
+                    let bits: Vec<usize> = b.field_offsets.iter().map(|f| f.offset_bit).collect();
+                    let mut c = b.data.to_vec();
+                    mask(&mut c, &bits);
+                    (c, bits)
+                })
+                .collect();
+            let is_main = exe.kind != ExecutableType::ParameterCaching;
+            out.push(SimExe {
+                name: format!("{name} executable {} ({})", exe.index, exe.kind.name()),
+                kind: exe.kind,
+                token: exe.parameter_caching_token,
+                partner: (is_main && caching).then_some(1),
+                chunks,
+                steps: usb_plan::plan(exe)?,
+                inputs: exe.input_layers.clone(),
+                outputs: exe.output_layers.clone(),
+                batch: exe.batch_size.max(1),
+                param_hash: fnv(FNV0, exe.parameters),
+                instruction_bytes: exe.bitstreams.iter().map(|b| b.data.len()).sum(),
+                oracle: if is_main { oracle.clone() } else { None },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether linked chunk `i` is this executable's chunk `i` (fields masked).
+    pub(crate) fn chunk_matches(&self, i: usize, linked: &mut [u8]) -> bool {
+        let Some((want, bits)) = self.chunks.get(i) else { return false };
+        if want.len() != linked.len() {
+            return false;
+        }
+        mask(linked, bits);
+        want == linked
+    }
+
+    fn layer_bytes(l: &Layer) -> usize {
+        l.size_bytes * l.execution_count.max(1)
+    }
+
+    /// Padded input buffers, one per (batch, layer).
+    pub(crate) fn input_buffers(&self) -> Vec<Vec<u8>> {
+        (0..self.batch).flat_map(|_| self.inputs.iter().map(|l| vec![0u8; Self::layer_bytes(l)])).collect()
+    }
+
+    /// Runs the oracle on the received inputs and returns the padded device output buffers, one
+    /// per (batch, layer).
+    pub(crate) fn compute(&self, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+        let mut device_out = Vec::new();
+        for b in 0..self.batch {
+            let mut dense_in = Vec::new();
+            for (k, l) in self.inputs.iter().enumerate() {
+                let n = l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
+                let padded = &inputs[b * self.inputs.len() + k];
+                let mut d = padded[..n.min(padded.len())].to_vec();
+                layout::flip_signed(l, &mut d);
+                dense_in.push(d);
+            }
+            let mut dense_out: Vec<Vec<u8>> = self
+                .outputs
+                .iter()
+                .map(|l| vec![0u8; l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1)])
+                .collect();
+            let oracle = self.oracle.as_ref().ok_or("this executable has no output oracle")?;
+            let refs: Vec<&[u8]> = dense_in.iter().map(|v| v.as_slice()).collect();
+            oracle.lock().map_err(|_| "the oracle panicked earlier")?.compute(&refs, &mut dense_out)?;
+            for (l, d) in self.outputs.iter().zip(&dense_out) {
+                let mut dev = vec![0u8; Self::layer_bytes(l)];
+                layout::output_to_device(l, d, &mut dev).map_err(|e| e.to_string())?;
+                layout::flip_signed(l, &mut dev);
+                device_out.push(dev);
+            }
+        }
+        Ok(device_out)
+    }
+}
+
+/// Progress of one run on the simulated device.
+pub(crate) struct Run {
+    pub exe: usize,
+    /// Index of the next step.
+    pub step: usize,
+    /// The request being received: (tag, total, received so far).
+    pub receiving: Option<(Tag, usize, usize)>,
+    pub instr: Vec<u8>,
+    pub inputs: Vec<Vec<u8>>,
+    pub outputs: Option<Vec<Vec<u8>>>,
+    pub param_hash: u64,
+    pub identified: bool,
+}
+
+impl Run {
+    pub(crate) fn new(exe: usize, inputs: Vec<Vec<u8>>) -> Run {
+        Run {
+            exe,
+            step: 0,
+            receiving: None,
+            instr: Vec::new(),
+            inputs,
+            outputs: None,
+            param_hash: FNV0,
+            identified: false,
+        }
+    }
+}
+
+/// Handles the payload bytes of the request step `step` of `exe`.
+pub(crate) fn absorb(exe: &SimExe, run: &mut Run, step: &Step, at: usize, data: &[u8]) {
+    if let Step::BulkOut { source, .. } = step {
+        match source {
+            Source::Instructions { .. } => run.instr.extend_from_slice(data),
+            Source::Input { layer, batch, offset } => {
+                let k = batch * exe.inputs.len() + layer;
+                if let Some(buf) = run.inputs.get_mut(k) {
+                    let start = (offset + at).min(buf.len());
+                    let end = (start + data.len()).min(buf.len());
+                    buf[start..end].copy_from_slice(&data[..end - start]);
+                }
+            }
+            Source::Parameters { .. } => run.param_hash = fnv(run.param_hash, data),
+            Source::Scratch { .. } => {}
+        }
+    }
+}
+
+/// Runs the device-side steps (outputs, interrupts, fences) that follow the last completed
+/// request, until the next request step or the end.
+pub(crate) fn device_steps(exe: &SimExe, run: &mut Run, sink: &mut dyn ExecSink) -> Result<(), Violation> {
+    while let Some(step) = exe.steps.get(run.step) {
+        match step {
+            Step::BulkOut { .. } => return Ok(()),
+            Step::BulkIn { layer, batch, offset, size } => {
+                if run.outputs.is_none() {
+                    sink.compute_time(exe.instruction_bytes);
+                    let outs = exe.compute(&run.inputs).map_err(|e| Violation::fault(format!("{}: {e}", exe.name)))?;
+                    run.outputs = Some(outs);
+                }
+                let outs = run.outputs.as_deref().unwrap_or_default();
+                if *layer == usize::MAX {
+                    sink.output(&vec![0u8; *size]);
+                } else {
+                    let buf = &outs[batch * exe.outputs.len() + layer];
+                    let end = (offset + size).min(buf.len());
+                    let start = (*offset).min(end);
+                    sink.output(&buf[start..end]);
+                    if end - start < *size {
+                        sink.output(&vec![0u8; size - (end - start)]);
+                    }
+                }
+            }
+            Step::WaitInterrupt { number } => sink.event(Tag::Interrupt(*number)),
+            Step::Fence => {}
+        }
+        run.step += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! [`Transport`] over a [`UsbIo`]: CSRs as vendor control requests (PROTOCOL.md §1.6), requests
+//! as an 8-byte header then bulk-outs of at most 1 MiB on 0x01 (§1.7), outputs through the
+//! bulk-in queue on 0x81 (§1.8), events on 0x82 and interrupts on 0x83 (§1.9).
+
+use super::{Setup, Transport, UsbError, UsbIo};
+use crate::device::csr::{self, Csr};
+use crate::device::sequence;
+use crate::device::usb_frame::{self, Event, InterruptWord, Tag, MAX_BULK_OUT};
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// Bulk-in buffers kept for outputs (`USB_BULK_IN_QUEUE_CAPACITY`).
+pub const BULK_IN_QUEUE: usize = 32;
+/// Control transfers are retried this many times on a USB error other than a disconnect.
+const CONTROL_RETRIES: usize = 5;
+
+/// The output queue: 32 buffers of the device's chunk size (1 KiB, 256 B on USB 2), allocated
+/// once. A completed read may finish one output and spill into the next; the spill is kept here.
+/// Transfers are synchronous (one read in flight at a time).
+#[derive(Debug)]
+struct BulkInQueue {
+    buffers: Vec<Vec<u8>>,
+    next: usize,
+    /// The buffer holding unread bytes, and their range.
+    spill: Option<(usize, usize, usize)>,
+}
+
+impl BulkInQueue {
+    fn new(chunk: usize) -> BulkInQueue {
+        BulkInQueue { buffers: (0..BULK_IN_QUEUE).map(|_| vec![0; chunk]).collect(), next: 0, spill: None }
+    }
+}
+
+/// The USB transport.
+#[derive(Debug)]
+pub struct UsbTransport<I: UsbIo> {
+    io: I,
+    timeout: Duration,
+    usb2: bool,
+    queue: BulkInQueue,
+    name: String,
+}
+
+impl<I: UsbIo> UsbTransport<I> {
+    /// Wraps an opened application-mode device (interface 0 already claimed).
+    pub fn new(io: I, timeout: Duration) -> UsbTransport<I> {
+        let info = io.info();
+        let usb2 = info.speed.is_usb2();
+        let name = format!("usb:{} ({:04x}:{:04x})", info.path, info.vendor, info.product);
+        let chunk = if usb2 { 256 } else { 1024 };
+        UsbTransport { io, timeout, usb2, queue: BulkInQueue::new(chunk), name }
+    }
+
+    /// The USB handle.
+    pub fn io_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
+
+    /// Gives the USB handle back.
+    pub fn into_io(self) -> I {
+        self.io
+    }
+
+    /// Drops output bytes left over from an interrupted run.
+    pub fn discard_pending(&mut self) {
+        self.queue.spill = None;
+    }
+
+    fn usb_err(&self, e: UsbError, what: &str) -> Error {
+        Error::device(self.name.clone(), e.kind.error_kind(), format!("{what}: {e}"))
+    }
+
+    fn control_out(&mut self, setup: Setup, data: &[u8], what: &str) -> Result<()> {
+        let mut last = None;
+        for _ in 0..CONTROL_RETRIES {
+            match self.io.control_out(setup, data, self.timeout) {
+                Ok(()) => return Ok(()),
+                Err(e) if retryable(e) => last = Some(e),
+                Err(e) => return Err(self.usb_err(e, what)),
+            }
+        }
+        Err(self.usb_err(last.expect("at least one try"), what))
+    }
+
+    fn control_in(&mut self, setup: Setup, buf: &mut [u8], what: &str) -> Result<usize> {
+        let mut last = None;
+        for _ in 0..CONTROL_RETRIES {
+            match self.io.control_in(setup, buf, self.timeout) {
+                Ok(n) => return Ok(n),
+                Err(e) if retryable(e) => last = Some(e),
+                Err(e) => return Err(self.usb_err(e, what)),
+            }
+        }
+        Err(self.usb_err(last.expect("at least one try"), what))
+    }
+
+    /// Reads the interrupt endpoint once (briefly) and handles what it reports.
+    fn check_interrupt(&mut self) -> Result<()> {
+        let mut w = [0u8; 4];
+        match self.io.interrupt_in(0x83, &mut w, Duration::from_millis(10)) {
+            Ok(n) => {
+                let word = InterruptWord::parse(&w[..n])
+                    .map_err(|e| Error::device(self.name.clone(), crate::ErrorKind::Protocol, e.to_string()))?;
+                sequence::handle_interrupt(self, word).map(|_| ())
+            }
+            Err(e) if e.kind == super::UsbErrorKind::Timeout => Ok(()),
+            Err(e) => Err(self.usb_err(e, "reading the interrupt endpoint 0x83")),
+        }
+    }
+}
+
+fn retryable(e: UsbError) -> bool {
+    !matches!(
+        e.kind,
+        super::UsbErrorKind::Disconnected
+            | super::UsbErrorKind::NotFound
+            | super::UsbErrorKind::PermissionDenied
+            | super::UsbErrorKind::ReplayMismatch
+    )
+}
+
+impl<I: UsbIo> Transport for UsbTransport<I> {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn read_csr(&mut self, reg: Csr) -> Result<u64> {
+        let r = csr::read_request(reg);
+        let setup = Setup { request_type: r.request_type, request: r.request, value: r.value, index: r.index };
+        let mut buf = [0u8; 8];
+        let n = self.control_in(setup, &mut buf[..r.length as usize], reg.name)?;
+        csr::read_value(reg, &buf[..n])
+            .map_err(|e| Error::device(self.name.clone(), crate::ErrorKind::Protocol, e.to_string()))
+    }
+
+    fn write_csr(&mut self, reg: Csr, value: u64) -> Result<()> {
+        let r = csr::write_request(reg, value);
+        let setup = Setup { request_type: r.request_type, request: r.request, value: r.value, index: r.index };
+        let mut data = [0u8; 8];
+        data[..r.data.len()].copy_from_slice(&r.data);
+        self.control_out(setup, &data[..r.data.len()], reg.name)
+    }
+
+    fn send(&mut self, tag: Tag, bytes: &[u8]) -> Result<()> {
+        let header = usb_frame::bulk_out_header(tag, bytes.len())?;
+        let what = |_: &Self, sent: usize| format!("sending {tag:?} ({} bytes, {sent} sent)", bytes.len());
+        match self.io.bulk_out(0x01, &header, self.timeout) {
+            Ok(8) => {}
+            Ok(n) => {
+                return Err(Error::device(
+                    self.name.clone(),
+                    crate::ErrorKind::Protocol,
+                    format!("the device took {n} of the 8 header bytes"),
+                ))
+            }
+            Err(e) => return Err(self.usb_err(e, &what(self, 0))),
+        }
+        let mut sent = 0;
+        for chunk in bytes.chunks(MAX_BULK_OUT) {
+            match self.io.bulk_out(0x01, chunk, self.timeout) {
+                Ok(n) if n == chunk.len() => sent += n,
+                Ok(n) => {
+                    return Err(Error::device(
+                        self.name.clone(),
+                        crate::ErrorKind::Protocol,
+                        format!("{}: the device took {n} of {} bytes", what(self, sent), chunk.len()),
+                    ))
+                }
+                Err(e) => return Err(self.usb_err(e, &what(self, sent))),
+            }
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, out: &mut [u8]) -> Result<()> {
+        let mut filled = 0;
+        while filled < out.len() {
+            if let Some((b, start, end)) = self.queue.spill {
+                let n = (end - start).min(out.len() - filled);
+                out[filled..filled + n].copy_from_slice(&self.queue.buffers[b][start..start + n]);
+                filled += n;
+                self.queue.spill = if start + n < end { Some((b, start + n, end)) } else { None };
+                continue;
+            }
+            let b = self.queue.next;
+            self.queue.next = (b + 1) % BULK_IN_QUEUE;
+            let buf = &mut self.queue.buffers[b];
+            buf.fill(0);
+            match self.io.bulk_in(0x81, buf, self.timeout) {
+                Ok(n) => self.queue.spill = Some((b, 0, n)),
+                Err(e) => {
+                    if e.kind == super::UsbErrorKind::Timeout {
+                        self.check_interrupt()?;
+                    }
+                    let msg = format!("reading output ({filled} of {} bytes received)", out.len());
+                    return Err(self.usb_err(e, &msg));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_event(&mut self) -> Result<Event> {
+        let mut p = [0u8; 16];
+        match self.io.bulk_in(0x82, &mut p, self.timeout) {
+            Ok(n) => Event::parse(&p[..n])
+                .map_err(|e| Error::device(self.name.clone(), crate::ErrorKind::Protocol, e.to_string())),
+            Err(e) => {
+                if e.kind == super::UsbErrorKind::Timeout {
+                    // No completion: the device may have reported a fatal error instead.
+                    self.check_interrupt()?;
+                }
+                Err(self.usb_err(e, "waiting for the completion event on 0x82"))
+            }
+        }
+    }
+
+    fn is_usb2(&self) -> bool {
+        self.usb2
+    }
+}
