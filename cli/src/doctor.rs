@@ -17,6 +17,17 @@ pub struct Args {
     /// ~/.local/share/edgetpu/apex_latest_single_ep.bin).
     #[arg(long, value_name = "PATH")]
     pub firmware: Option<PathBuf>,
+    /// Also record a whole session with the device (firmware if needed, open, close) as a
+    /// JSON-lines trace in FILE, to attach to a bug report.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// With --record: the device (usb, usb:N, usb:<bus>-<ports>, or sim for the simulator, which
+    /// skips the system checks).
+    #[arg(long, default_value = "usb")]
+    pub device: String,
+    /// With --record: a compiled model to run once (zero inputs) during the recorded session.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<PathBuf>,
 }
 
 /// Where udev looks for rules files.
@@ -62,6 +73,10 @@ impl Check {
 const INSTALL_RULES: &str = "run `sudo udev/install.sh` from the edgetpu repository, then replug the Coral";
 
 pub fn run(args: &Args) -> Result<()> {
+    let sim = args.device == "sim" || args.device == "sim:usb";
+    if let (Some(file), true) = (&args.record, sim) {
+        return crate::record_session::record(file, &args.device, args.firmware.as_deref(), args.model.as_deref());
+    }
     let mut checks = Vec::new();
     let linux = cfg!(target_os = "linux");
     if linux {
@@ -94,6 +109,9 @@ pub fn run(args: &Args) -> Result<()> {
 
     for c in &checks {
         print!("{}", render(c));
+    }
+    if let Some(file) = &args.record {
+        crate::record_session::record(file, &args.device, args.firmware.as_deref(), args.model.as_deref())?;
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     let warned = checks.iter().filter(|c| c.status == Status::Warn).count();

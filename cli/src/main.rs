@@ -10,8 +10,10 @@ mod doctor;
 mod draw;
 mod firmware;
 mod inspect;
+mod record_session;
 mod run;
 mod segment;
+mod tpu;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -124,8 +126,8 @@ fn advice(kind: edgetpu::ErrorKind) -> Option<&'static str> {
              (index, shape, type)",
         ),
         edgetpu::ErrorKind::Unsupported => Some(
-            "this runtime cannot run the model on the CPU (yet); `edgetpu-custom-op` needs the Edge TPU: for a \
-             *_edgetpu.tflite model, run the CPU model it was compiled from",
+            "a *_edgetpu.tflite model runs with --device usb (or sim, the simulator); the CPU model it was compiled \
+             from runs with --device cpu",
         ),
         _ => None,
     }

@@ -47,7 +47,76 @@ fn reads_the_device_descriptor() {
     assert_eq!(id, (coral.info.vendor, coral.info.product), "the descriptor matches what the bus listed");
 }
 
-// ---------------------------------------------------------------------------------------------
-// To be added here: opening a Coral (firmware download from DFU mode, the open sequence) and
-// running an inference on it, once the device open/run/close API exists.
-// ---------------------------------------------------------------------------------------------
+/// The shared test data (models and firmware), as in the other test groups.
+fn testdata() -> std::path::PathBuf {
+    let dir = std::env::var_os("EDGETPU_TESTDATA").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"),
+        std::path::PathBuf::from,
+    );
+    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
+    dir
+}
+
+fn options() -> edgetpu::device::usb::UsbOptions {
+    // EDGETPU_FIRMWARE or the data directory, else the shared copy.
+    let firmware = edgetpu::device::firmware_path::locate(None)
+        .unwrap_or_else(|_| testdata().join("../firmware/apex_latest_single_ep.bin"));
+    edgetpu::device::usb::UsbOptions { firmware: Some(firmware), ..Default::default() }
+}
+
+#[test]
+fn opens_and_closes_with_firmware_if_needed() {
+    let bus = std::sync::Arc::new(bus());
+    let acc = edgetpu::device::usb::UsbAccelerator::open_selected(bus.clone(), "usb", options())
+        .expect("firmware (if needed) and the open sequence");
+    println!("{} open at {}", acc.name(), acc.speed());
+    acc.close().expect("the close sequence");
+    // After the firmware the Coral shows its application id.
+    let coral = discovery::select(bus.as_ref(), &discovery::Selector::Any).unwrap();
+    assert_eq!((coral.info.vendor, coral.info.product), APP_ID);
+}
+
+#[test]
+fn one_inference_equals_the_cpu_twin() {
+    use edgetpu::device::program::Program;
+    use edgetpu::package::Package;
+    let dir = testdata();
+    let model = edgetpu::Model::open(dir.join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap();
+    let twin = std::sync::Arc::new(edgetpu::Model::open(dir.join("mobilenet_v1_0.25_128_quant.tflite")).unwrap());
+    let pkgs = Package::all(&model).unwrap();
+    let mut program = Program::new(&pkgs[0]).unwrap();
+    let input: Vec<u8> = (0..128 * 128 * 3).map(|i| (i * 13 % 256) as u8).collect();
+    let mut out = vec![0u8; 1001];
+    let bus = std::sync::Arc::new(bus());
+    let mut acc = edgetpu::device::usb::UsbAccelerator::open_selected(bus, "usb", options()).unwrap();
+    for run in 0..3 {
+        let start = std::time::Instant::now();
+        acc.run(&mut program, &pkgs[0], &[&input], &mut [&mut out]).expect("an inference");
+        println!("inference {run}: {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
+    }
+    acc.close().unwrap();
+    let mut cpu = edgetpu::cpu::Interpreter::new(twin, &Default::default()).unwrap();
+    cpu.set_input(0, &input).unwrap();
+    cpu.invoke().unwrap();
+    let want = cpu.output(0).unwrap();
+    let top = |v: &[u8]| v.iter().enumerate().max_by_key(|(_, &s)| s).map(|(i, _)| i);
+    println!("top class: Edge TPU {:?}, CPU {:?}", top(&out), top(want));
+    // The Edge TPU's arithmetic need not be bit-exact with TFLite's reference kernels: the top
+    // class must agree; the byte differences are printed for the report.
+    let diff = out.iter().zip(want).filter(|(a, b)| a != b).count();
+    let max = out.iter().zip(want).map(|(&a, &b)| (a as i32 - b as i32).abs()).max().unwrap_or(0);
+    println!("{diff} of 1001 output bytes differ from the CPU twin, by at most {max}");
+    assert_eq!(top(&out), top(want), "the top class differs from the CPU twin's");
+}
+
+#[test]
+fn records_a_session_for_a_report() {
+    // Writes target/hw-session.jsonl: attach it to a hardware report (HARDWARE.md).
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/hw-session.jsonl");
+    let file = std::fs::File::create(&path).unwrap();
+    let rec = std::sync::Arc::new(edgetpu::transport::record::RecordingBus::new(bus(), Box::new(file)).unwrap());
+    let acc = edgetpu::device::usb::UsbAccelerator::open_selected(rec.clone(), "usb", options()).unwrap();
+    acc.close().unwrap();
+    rec.finish().unwrap();
+    println!("recorded {}", path.display());
+}

@@ -1,9 +1,15 @@
-//! Talking to a Coral device. Work in progress: this module holds the pieces of the USB
-//! protocol that do not need a device: the CSR map and its control-request encoding
-//! ([`csr`]), the bulk-out headers, event packets and interrupt words ([`usb_frame`]), the
-//! transfers of one executable run ([`usb_plan`]) and the output re-layout ([`layout`]).
-//! The driver (open/close sequences, firmware download, running an executable) is not
-//! implemented yet; nothing here has talked to hardware.
+//! Talking to a Coral device.
+//!
+//! * [`usb::UsbAccelerator`] is a Coral USB Accelerator: it downloads the firmware when the
+//!   device needs it ([`dfu`]), runs the open and close register sequences ([`sequence`], every
+//!   register named once in [`csr`]), runs prepared executables ([`program`]) by their DMA hints
+//!   ([`usb_plan`], framing in [`usb_frame`]) with parameter caching, re-lays-out outputs
+//!   ([`layout`]) and recovers from failures by resetting and reopening the device.
+//! * [`discovery`] lists Corals and parses selection strings (`usb`, `usb:N`, `usb:<path>`);
+//!   [`firmware_path`] finds the firmware image.
+//!
+//! Everything runs over the [`crate::transport`] seams, so it is tested against the simulator
+//! ([`crate::transport::sim`]) and recorded traces; it has not yet run on real hardware.
 
 pub mod csr;
 pub mod dfu;

@@ -1,14 +1,19 @@
 //! A compiled model's executables prepared for a device: transfer plans, padded input and
 //! output buffers, and instruction bitstreams linked once with the buffers' addresses.
 //!
-//! Over USB the device never dereferences the addresses in the instructions (the data arrives
-//! in hint order), so, as libedgetpu does, the runtime links in host addresses of its own
-//! buffers; they never move, so the bitstreams are linked once here, not per inference.
+//! Over USB the device never dereferences the addresses in the instructions: the data arrives in
+//! hint order (libedgetpu links in host virtual addresses, which the chip cannot reach). The
+//! runtime links in fixed, distinct, page-aligned addresses in the shape of user-space ones
+//! ([`USB_ADDRESS_BASE`] + k·2³² for the k-th buffer), so the bitstreams are linked once here,
+//! not per inference, and a session is byte-for-byte reproducible (recorded traces replay).
 
 use super::layout;
 use super::usb_plan::{self, Source, Step};
 use crate::error::{Error, Result};
-use crate::package::{BufferAddresses, Executable, ExecutableType, Package};
+use crate::package::{Executable, ExecutableType, Package};
+
+/// Base of the addresses linked into instructions sent over USB (a user-space-like address).
+pub const USB_ADDRESS_BASE: u64 = 0x0000_7f00_0000_0000;
 
 /// One executable's buffers.
 #[derive(Debug)]
@@ -58,20 +63,7 @@ impl PreparedExecutable {
         let outputs: Vec<Vec<u8>> =
             (0..batch).flat_map(|_| exe.output_layers.iter().map(|l| vec![0u8; layer_bytes(l)])).collect();
         let scratch = vec![0u8; exe.scratch_size_bytes.saturating_mul(batch)];
-        let mut addr = BufferAddresses {
-            parameters: (!exe.parameters.is_empty()).then_some(exe.parameters.as_ptr() as u64),
-            scratch: (!scratch.is_empty()).then_some(scratch.as_ptr() as u64),
-            ..Default::default()
-        };
-        for b in 0..batch {
-            for (k, l) in exe.input_layers.iter().enumerate() {
-                addr.inputs.push((l.name.clone(), b, inputs[b * exe.input_layers.len() + k].as_ptr() as u64));
-            }
-            for (k, l) in exe.output_layers.iter().enumerate() {
-                addr.outputs.push((l.name.clone(), b, outputs[b * exe.output_layers.len() + k].as_ptr() as u64));
-            }
-        }
-        let linked = exe.link(&addr)?;
+        let linked = exe.link(&exe.tag_addresses(USB_ADDRESS_BASE))?;
         let p = PreparedExecutable {
             index: exe.index,
             kind: exe.kind,

@@ -337,3 +337,27 @@ pub trait Transport: Send + fmt::Debug {
 }
 
 pub mod usb_transport;
+
+impl<T: UsbBus + ?Sized> UsbBus for Box<T> {
+    fn devices(&self) -> Result<Vec<UsbDeviceInfo>, UsbError> {
+        (**self).devices()
+    }
+    fn open(&self, path: &UsbPath) -> Result<Box<dyn UsbIo>, UsbError> {
+        (**self).open(path)
+    }
+    fn settle(&self, d: Duration) {
+        (**self).settle(d)
+    }
+}
+
+impl<T: UsbBus + ?Sized> UsbBus for std::sync::Arc<T> {
+    fn devices(&self) -> Result<Vec<UsbDeviceInfo>, UsbError> {
+        (**self).devices()
+    }
+    fn open(&self, path: &UsbPath) -> Result<Box<dyn UsbIo>, UsbError> {
+        (**self).open(path)
+    }
+    fn settle(&self, d: Duration) {
+        (**self).settle(d)
+    }
+}

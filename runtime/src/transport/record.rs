@@ -274,6 +274,10 @@ impl<B: UsbBus> UsbBus for RecordingBus<B> {
         self.inner.devices()
     }
 
+    fn settle(&self, d: Duration) {
+        self.inner.settle(d);
+    }
+
     fn open(&self, path: &UsbPath) -> std::result::Result<Box<dyn UsbIo>, UsbError> {
         let t_us = u64::try_from(lock(&self.sink).start.elapsed().as_micros()).unwrap_or(u64::MAX);
         let r = self.inner.open(path);

@@ -302,6 +302,9 @@ impl fmt::Debug for ReplayBus {
 }
 
 impl UsbBus for ReplayBus {
+    /// A replayed device needs no time to settle.
+    fn settle(&self, _: std::time::Duration) {}
+
     fn devices(&self) -> Result<Vec<UsbDeviceInfo>, UsbError> {
         let cursor = lock(&self.replay.cursor);
         let ahead = self.replay.ops[cursor.pos.min(self.replay.ops.len())..]

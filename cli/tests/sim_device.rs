@@ -1,0 +1,177 @@
+//! `--device sim` end to end: a compiled model runs through the USB driver against the
+//! simulator and gives its CPU twin's bytes; the output says it was simulated and where the
+//! values came from; `doctor --record` writes a trace that replays without the simulator.
+
+use edgetpu::device::program::Program;
+use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
+use edgetpu::package::Package;
+use edgetpu::transport::record::ReplayBus;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+fn testdata() -> PathBuf {
+    let dir = match std::env::var_os("EDGETPU_TESTDATA") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"),
+    };
+    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
+    dir
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgetpu-cli-sim-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn edgetpu(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgetpu")).args(args).env_remove("EDGETPU_FIRMWARE").output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn run_on_the_simulated_accelerator_gives_the_cpu_twins_bytes() {
+    let dir = scratch("run");
+    let input = dir.join("in.bin");
+    std::fs::write(&input, (0..128 * 128 * 3).map(|i| (i * 31 % 256) as u8).collect::<Vec<u8>>()).unwrap();
+    let compiled = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
+    let twin = testdata().join("mobilenet_v1_0.25_128_quant.tflite");
+    let firmware = testdata().join("../firmware/apex_latest_single_ep.bin");
+    let (tpu_dir, cpu_dir) = (dir.join("tpu"), dir.join("cpu"));
+    let args = [
+        "run",
+        "--device",
+        "sim",
+        "--firmware",
+        firmware.to_str().unwrap(),
+        "--model",
+        compiled.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output-dir",
+        tpu_dir.to_str().unwrap(),
+    ];
+    let (ok, stdout, stderr) = edgetpu(&args);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("sim:usb") && stderr.contains("no hardware"), "{stderr}");
+    assert!(stderr.contains("CPU twin") && stderr.contains("mobilenet_v1_0.25_128_quant.tflite"), "{stderr}");
+    assert!(stderr.contains("downloading firmware: 10783 / 10783 bytes"), "progress is shown: {stderr}");
+    assert!(stdout.contains("simulated"), "{stdout}");
+    let (ok, _, stderr) = edgetpu(&[
+        "run",
+        "--model",
+        twin.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output-dir",
+        cpu_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let a = std::fs::read(tpu_dir.join("out0.bin")).unwrap();
+    assert_eq!(a.len(), 1001);
+    assert_eq!(a, std::fs::read(cpu_dir.join("out0.bin")).unwrap());
+
+    // The alias, and no twin beside the model: seeded bytes, said so.
+    let lone = dir.join("lone_edgetpu.tflite");
+    std::fs::copy(&compiled, &lone).unwrap();
+    let (ok, _, stderr) = edgetpu(&[
+        "run",
+        "--device",
+        "sim:usb",
+        "--model",
+        lone.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output-dir",
+        dir.join("seeded").to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("seeded bytes") && stderr.contains("--sim-oracle"), "{stderr}");
+    assert!(stderr.contains("starts with its firmware loaded"), "no firmware was given: {stderr}");
+    // --sim-oracle names the twin explicitly.
+    let (ok, _, stderr) = edgetpu(&[
+        "run",
+        "--device",
+        "sim",
+        "--sim-oracle",
+        twin.to_str().unwrap(),
+        "--model",
+        lone.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output-dir",
+        dir.join("oracle").to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(std::fs::read(dir.join("oracle/out0.bin")).unwrap(), a);
+}
+
+#[test]
+fn a_model_with_cpu_ops_says_what_to_do() {
+    let dir = scratch("hybrid");
+    let input = dir.join("in.bin");
+    std::fs::write(&input, vec![0u8; 513 * 513 * 3]).unwrap();
+    let compiled = testdata().join("deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite");
+    let (ok, _, stderr) = edgetpu(&[
+        "run",
+        "--device",
+        "sim",
+        "--model",
+        compiled.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("hybrid interpreter"), "{stderr}");
+    assert!(stderr.contains("deeplabv3_mnv2_dm05_pascal_quant.tflite with --device cpu"), "{stderr}");
+    let (ok, _, stderr) = edgetpu(&[
+        "run",
+        "--device",
+        "tpu0",
+        "--model",
+        compiled.to_str().unwrap(),
+        "--input",
+        "x",
+        "--output-dir",
+        "y",
+    ]);
+    assert!(!ok && stderr.contains("use cpu, usb"), "{stderr}");
+}
+
+#[test]
+fn doctor_records_a_session_that_replays() {
+    let dir = scratch("record");
+    let trace = dir.join("session.jsonl");
+    let model = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
+    let firmware = testdata().join("../firmware/apex_latest_single_ep.bin");
+    let (ok, stdout, stderr) = edgetpu(&[
+        "doctor",
+        "--device",
+        "sim",
+        "--record",
+        trace.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--firmware",
+        firmware.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("recorded") && stdout.contains("simulated device"), "{stdout}");
+
+    // Replay the same session (firmware, open, one inference on zeros, close) from the file.
+    let replay = Arc::new(ReplayBus::from_file(&trace).unwrap());
+    let options = UsbOptions { firmware: Some(firmware), ..Default::default() };
+    let mut acc = UsbAccelerator::open_selected(replay.clone(), "usb", options).unwrap();
+    let m = edgetpu::Model::open(&model).unwrap();
+    let pkgs = Package::all(&m).unwrap();
+    let mut program = Program::new(&pkgs[0]).unwrap();
+    let input = vec![0u8; 128 * 128 * 3];
+    let mut out = vec![0u8; 1001];
+    acc.run(&mut program, &pkgs[0], &[&input], &mut [&mut out]).unwrap();
+    acc.close().unwrap();
+    replay.done().unwrap();
+}
