@@ -4,14 +4,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn testdata() -> PathBuf {
-    let dir = match std::env::var_os("EDGETPU_TESTDATA") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"),
-    };
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+mod common;
+
+use common::testdata;
 
 fn inspect(path: &std::path::Path, json: bool) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgetpu"));

@@ -6,29 +6,14 @@ use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
 use edgetpu::transport::record::ReplayBus;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
-fn testdata() -> PathBuf {
-    let dir = match std::env::var_os("EDGETPU_TESTDATA") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"),
-    };
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+mod common;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("edgetpu-cli-sim-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{edgetpu, testdata};
 
-fn edgetpu(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_edgetpu")).args(args).env_remove("EDGETPU_FIRMWARE").output().unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+fn scratch(name: &str) -> std::path::PathBuf {
+    common::scratch("sim", name)
 }
 
 #[test]

@@ -179,32 +179,30 @@ pub fn open<T: Transport + ?Sized>(t: &mut T, performance: Performance, usb2: bo
     run_control(t, RUN)?;
     // 9. Interrupts.
     t.write_csr(csr::FATAL_ERR_INT_CONTROL, 1)?;
+    chip_interrupts(t, true)
+}
+
+/// Enables (open step 9) or disables (close step 3) the top-level interrupts and their chip-level
+/// sources: thermal warning, MBIST and boot failures (status bits written 0, W1C), PCIe error
+/// reporting, thermal shutdown.
+fn chip_interrupts<T: Transport + ?Sized>(t: &mut T, on: bool) -> Result<()> {
+    let (bit, mbist_mask, boot_mask, isr_mask) = if on { (1, 0, 0, 3) } else { (0, 7, 3, 0) };
     for reg in TOP_LEVEL_CONTROLS {
-        t.write_csr(reg, 1)?;
+        t.write_csr(reg, bit)?;
     }
-    rmw(t, csr::OMC0_D4, |v| set_field(v, 31, 1, 1))?;
-    rmw(t, csr::RAMBIST_CTRL_1, |v| set_field(set_field(v, 16, 3, 0), 20, 3, 0))?;
-    rmw(t, csr::SCU_CTR_7, |v| set_field(set_field(v, 16, 2, 0), 18, 2, 0))?;
-    t.write_csr(csr::SLV_ABM_EN, 1)?;
-    t.write_csr(csr::MST_ABM_EN, 1)?;
-    t.write_csr(csr::SLV_ERR_RESP_ISR_MASK, 3)?;
-    t.write_csr(csr::MST_ERR_RESP_ISR_MASK, 3)?;
-    rmw(t, csr::OMC0_D8, |v| set_field(v, 31, 1, 1))
+    rmw(t, csr::OMC0_D4, |v| set_field(v, 31, 1, bit))?;
+    rmw(t, csr::RAMBIST_CTRL_1, |v| set_field(set_field(v, 16, 3, 0), 20, 3, mbist_mask))?;
+    rmw(t, csr::SCU_CTR_7, |v| set_field(set_field(v, 16, 2, 0), 18, 2, boot_mask))?;
+    t.write_csr(csr::SLV_ABM_EN, bit)?;
+    t.write_csr(csr::MST_ABM_EN, bit)?;
+    t.write_csr(csr::SLV_ERR_RESP_ISR_MASK, isr_mask)?;
+    t.write_csr(csr::MST_ERR_RESP_ISR_MASK, isr_mask)?;
+    rmw(t, csr::OMC0_D8, |v| set_field(v, 31, 1, bit))
 }
 
 /// The close sequence (PROTOCOL.md §1.11 steps 3-5): interrupts off, halt, reset.
 pub fn close<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
-    for reg in TOP_LEVEL_CONTROLS {
-        t.write_csr(reg, 0)?;
-    }
-    rmw(t, csr::OMC0_D4, |v| set_field(v, 31, 1, 0))?;
-    rmw(t, csr::RAMBIST_CTRL_1, |v| set_field(set_field(v, 16, 3, 0), 20, 3, 7))?;
-    rmw(t, csr::SCU_CTR_7, |v| set_field(set_field(v, 16, 2, 0), 18, 2, 3))?;
-    t.write_csr(csr::SLV_ABM_EN, 0)?;
-    t.write_csr(csr::MST_ABM_EN, 0)?;
-    t.write_csr(csr::SLV_ERR_RESP_ISR_MASK, 0)?;
-    t.write_csr(csr::MST_ERR_RESP_ISR_MASK, 0)?;
-    rmw(t, csr::OMC0_D8, |v| set_field(v, 31, 1, 0))?;
+    chip_interrupts(t, false)?;
     t.write_csr(csr::FATAL_ERR_INT_CONTROL, 0)?;
     run_control(t, HALT)?;
     enter_reset(t)

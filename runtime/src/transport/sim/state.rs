@@ -54,7 +54,7 @@ pub(crate) struct SimState {
     cached: Vec<usize>,
     out: VecDeque<u8>,
     events: VecDeque<[u8; 16]>,
-    interrupts: VecDeque<u32>,
+    interrupts: VecDeque<[u8; 4]>,
     pub violations: Vec<String>,
     pub stats: SimStats,
     pub clock: Duration,
@@ -99,7 +99,7 @@ fn stall() -> UsbError {
 struct Sink<'a> {
     out: &'a mut VecDeque<u8>,
     events: &'a mut VecDeque<[u8; 16]>,
-    interrupts: &'a mut VecDeque<u32>,
+    interrupts: &'a mut VecDeque<[u8; 4]>,
     csrs: &'a mut HashMap<u32, u64>,
     clock: &'a mut Duration,
     compute_per_byte: Duration,
@@ -119,7 +119,7 @@ impl ExecSink for Sink<'_> {
             self.csrs.insert(csr::HIB_ERROR_STATUS.offset, bit);
             self.csrs.insert(csr::HIB_FIRST_ERROR_STATUS.offset, bit);
             self.csrs.insert(csr::FATAL_ERR_INT_STATUS.offset, 1);
-            self.interrupts.push_back(1);
+            self.interrupts.push_back(1u32.to_le_bytes());
             return;
         }
         let mut e = [0u8; 16];
@@ -730,7 +730,7 @@ impl SimState {
 
     pub fn bulk_in(&mut self, endpoint: u8, buf: &mut [u8], timeout: Duration) -> Result<usize, UsbError> {
         let fault = self.bulk_common(endpoint, timeout)?;
-        let (n, lost) = match endpoint {
+        let n = match endpoint {
             0x81 => {
                 if self.out.is_empty() {
                     self.advance(timeout);
@@ -747,24 +747,17 @@ impl SimState {
                 }
                 self.stats.bulk_in_transfers += 1;
                 self.stats.bulk_in_bytes += keep as u64;
-                (keep, n - keep)
+                keep
             }
-            0x82 => {
-                let Some(e) = self.events.front().copied() else {
+            0x82 => match take_packet(&mut self.events, buf, fault == Some(FaultKind::ShortRead), endpoint)? {
+                Some(n) => n,
+                None => {
                     self.advance(timeout);
                     return Err(UsbError::new(UsbErrorKind::Timeout, endpoint));
-                };
-                if buf.len() < 16 {
-                    return Err(UsbError::new(UsbErrorKind::Overflow, endpoint));
                 }
-                self.events.pop_front();
-                let keep = if fault == Some(FaultKind::ShortRead) { 8 } else { 16 };
-                buf[..keep].copy_from_slice(&e[..keep]);
-                (keep, 16 - keep)
-            }
+            },
             _ => return Err(UsbError::new(UsbErrorKind::InvalidParam, endpoint)),
         };
-        let _ = lost;
         self.transfer_time(n);
         Ok(n)
     }
@@ -774,16 +767,30 @@ impl SimState {
         if endpoint != 0x83 {
             return Err(UsbError::new(UsbErrorKind::InvalidParam, endpoint));
         }
-        let Some(w) = self.interrupts.front().copied() else {
-            self.advance(timeout);
-            return Err(UsbError::new(UsbErrorKind::Timeout, endpoint));
-        };
-        if buf.len() < 4 {
-            return Err(UsbError::new(UsbErrorKind::Overflow, endpoint));
+        match take_packet(&mut self.interrupts, buf, fault == Some(FaultKind::ShortRead), endpoint)? {
+            Some(n) => Ok(n),
+            None => {
+                self.advance(timeout);
+                Err(UsbError::new(UsbErrorKind::Timeout, endpoint))
+            }
         }
-        self.interrupts.pop_front();
-        let keep = if fault == Some(FaultKind::ShortRead) { 2 } else { 4 };
-        buf[..keep].copy_from_slice(&w.to_le_bytes()[..keep]);
-        Ok(keep)
     }
+}
+
+/// Hands the next packet of `queue` to a read (`None`: nothing queued); a short read delivers
+/// half of it and loses the rest.
+fn take_packet<const N: usize>(
+    queue: &mut VecDeque<[u8; N]>,
+    buf: &mut [u8],
+    short: bool,
+    endpoint: u8,
+) -> Result<Option<usize>, UsbError> {
+    let Some(p) = queue.front().copied() else { return Ok(None) };
+    if buf.len() < N {
+        return Err(UsbError::new(UsbErrorKind::Overflow, endpoint));
+    }
+    queue.pop_front();
+    let keep = if short { N / 2 } else { N };
+    buf[..keep].copy_from_slice(&p[..keep]);
+    Ok(Some(keep))
 }
