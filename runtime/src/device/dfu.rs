@@ -159,30 +159,31 @@ pub fn verify(io: &mut dyn UsbIo, dfu: DfuInterface, image: &[u8], timeout: Dura
     Ok(())
 }
 
-/// Opens the device at `path` after waiting for it to settle, up to [`OPEN_RETRIES`] times.
-pub fn open_retry(bus: &dyn UsbBus, path: &UsbPath) -> Result<Box<dyn UsbIo>> {
+/// Opens the device at `path`, up to [`OPEN_RETRIES`] times, waiting [`SETTLE`] before each try
+/// (libedgetpu waits before the first try too; a device that was not just reset is tried at once
+/// when `just_reset` is false).
+pub fn open_retry(bus: &dyn UsbBus, path: &UsbPath, just_reset: bool) -> Result<Box<dyn UsbIo>> {
+    // Every failure is retried: right after a re-enumeration the device may be missing, or its
+    // node may not have its udev permissions yet. The last failure is the one reported.
     let mut last = UsbError::new(UsbErrorKind::NotFound, 0);
-    for _ in 0..OPEN_RETRIES {
-        bus.settle(SETTLE);
+    for attempt in 0..OPEN_RETRIES {
+        if just_reset || attempt > 0 {
+            bus.settle(SETTLE);
+        }
         match bus.open(path) {
             Ok(io) => return Ok(io),
-            Err(e) if matches!(e.kind, UsbErrorKind::NotFound | UsbErrorKind::Disconnected | UsbErrorKind::Other) => {
-                last = e
-            }
-            Err(e) => {
-                return Err(Error::device(
-                    format!("usb:{path}"),
-                    e.kind.error_kind(),
-                    format!("opening the device: {e}"),
-                ))
-            }
+            Err(e) => last = e,
         }
     }
+    let kind = match last.kind {
+        UsbErrorKind::Disconnected | UsbErrorKind::Other => ErrorKind::NotFound,
+        k => k.error_kind(),
+    };
     Err(Error::device(
         format!("usb:{path}"),
-        ErrorKind::NotFound,
+        kind,
         format!(
-            "the device did not come back at this port after {OPEN_RETRIES} tries ({last}); replug it and check \
+            "the device could not be opened at this port after {OPEN_RETRIES} tries ({last}); replug it and check \
              `edgetpu devices`"
         ),
     ))
@@ -199,13 +200,13 @@ pub fn prepare(
     timeout: Duration,
     progress: Progress,
 ) -> Result<Box<dyn UsbIo>> {
-    let mut io = open_retry(bus, path)?;
+    let mut io = open_retry(bus, path, false)?;
     let ids = read_ids(io.as_mut(), timeout)?;
     if ids == DFU_ID {
         let image = firmware()?;
         io.reset().map_err(|e| usb(io.info(), e, "resetting the port before the firmware download"))?;
         drop(io);
-        let mut io = open_retry(bus, path)?;
+        let mut io = open_retry(bus, path, true)?;
         let mut config = vec![0u8; 9 + 512];
         let setup = Setup { request_type: 0x80, request: 6, value: 0x0200, index: 0 };
         let n = io
@@ -228,7 +229,7 @@ pub fn prepare(
             format!("unrecognized USB vendor/product id {:04x}:{:04x}", ids.0, ids.1),
         ));
     }
-    let mut io = open_retry(bus, path)?;
+    let mut io = open_retry(bus, path, true)?;
     let info = io.info().clone();
     if (info.vendor, info.product) != APP_ID {
         return Err(dev_err(
