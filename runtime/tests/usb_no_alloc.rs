@@ -1,0 +1,83 @@
+//! A steady-state TPU inference over USB does not touch the heap on the host side: a counting
+//! global allocator, which leaves out what the simulated device itself allocates, sees no
+//! allocation in 50 inferences after the first.
+
+mod common;
+
+use edgetpu::device::program::Program;
+use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
+use edgetpu::package::Package;
+use edgetpu::transport::sim::{self, SeededOracle, SimBus, SimConfig, TimeModel};
+use edgetpu::Model;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls made outside the
+// simulated device.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !sim::in_device() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !sim::in_device() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations(name: &str) -> usize {
+    let model = Model::open(common::testdata().join(name)).unwrap();
+    let pkgs = Package::all(&model).unwrap();
+    let pkg = &pkgs[0];
+    let sim = SimBus::new(SimConfig { start_in_dfu: false, time: TimeModel::zero(), ..Default::default() });
+    sim.load(pkg, name, Some(Arc::new(Mutex::new(SeededOracle::new(1))))).unwrap();
+    let mut acc = UsbAccelerator::open(Arc::new(sim.clone()), &sim.config_path(), UsbOptions::default()).unwrap();
+    let mut program = Program::new(pkg).unwrap();
+    let size = |l: &edgetpu::package::Layer| l.num_elements() * l.data_type.size_bytes();
+    let inputs: Vec<Vec<u8>> = pkg.main().input_layers.iter().map(|l| vec![2u8; size(l)]).collect();
+    let mut outputs: Vec<Vec<u8>> = pkg.main().output_layers.iter().map(|l| vec![0u8; size(l)]).collect();
+    let ins: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    acc.run(&mut program, pkg, &ins, &mut outs).unwrap();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..50 {
+        acc.run(&mut program, pkg, &ins, &mut outs).unwrap();
+    }
+    let n = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    // The counter does see the host's allocations.
+    let probe = ALLOCATIONS.load(Ordering::Relaxed);
+    std::hint::black_box(vec![0u8; 16]);
+    assert!(ALLOCATIONS.load(Ordering::Relaxed) > probe, "the counting allocator is not counting");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    n
+}
+
+#[test]
+fn steady_state_inferences_do_not_allocate() {
+    for name in [
+        "mobilenet_v1_0.75_192_quant_edgetpu.tflite",
+        "pipeline/ssd_mobilenet_v2_coco_quant_postprocess_segment_0_of_3_edgetpu.tflite",
+        "tools/split_concat_edgetpu.tflite",
+    ] {
+        assert_eq!(allocations(name), 0, "{name}");
+    }
+}
