@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 /// Records a session with the device chosen by `device` (`usb`, `usb:N`, `usb:<path>`, or `sim`)
 /// into `file`; with `model`, the session includes one inference on zero inputs.
 pub fn record(file: &Path, device: &str, firmware: Option<&Path>, model: Option<&Path>) -> Result<()> {
-    let model = model.map(Model::open).transpose()?;
-    let pkgs = model.as_ref().map(Package::all).transpose()?;
+    let model = model.map(Model::open).transpose()?.map(Arc::new);
+    let pkgs = model.as_deref().map(Package::all).transpose()?;
     let sim = device == "sim" || device == "sim:usb";
     let firmware_file = edgetpu::device::firmware_path::locate(firmware).ok();
     let bus: Box<dyn UsbBus> = if sim {
@@ -36,7 +36,7 @@ pub fn record(file: &Path, device: &str, firmware: Option<&Path>, model: Option<
     let session = || -> Result<()> {
         let mut acc = UsbAccelerator::open_selected(recording.clone(), selector, options)?;
         if let Some(pkg) = pkgs.as_ref().and_then(|p| p.first()) {
-            let mut program = Program::new(pkg)?;
+            let mut program = Program::new(model.as_ref().expect("packages come from the model"), pkg)?;
             let exe = pkg.main();
             let size =
                 |l: &edgetpu::package::Layer| l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
@@ -44,7 +44,7 @@ pub fn record(file: &Path, device: &str, firmware: Option<&Path>, model: Option<
             let mut outputs: Vec<Vec<u8>> = exe.output_layers.iter().map(|l| vec![0u8; size(l)]).collect();
             let ins: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
             let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
-            acc.run(&mut program, pkg, &ins, &mut outs).context("the recorded inference")?;
+            acc.run(&mut program, &ins, &mut outs).context("the recorded inference")?;
         }
         acc.close()?;
         Ok(())

@@ -58,7 +58,6 @@ pub fn twin_path(compiled: &Path) -> Option<PathBuf> {
 
 /// A compiled model opened on a device, ready to run.
 pub struct TpuRun {
-    model: Arc<Model>,
     program: Program,
     acc: UsbAccelerator,
     /// Dense input sizes, in order.
@@ -164,7 +163,7 @@ pub fn open(model_path: &Path, args: &DeviceArgs) -> Result<TpuRun> {
         }
         eprintln!("{banner}");
     }
-    let program = Program::new(pkg)?;
+    let program = Program::new(&model, pkg)?;
     let size = |l: &edgetpu::package::Layer| l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
     let in_perm = in_perm.unwrap_or_default();
     let out_perm = out_perm.unwrap_or_default();
@@ -178,17 +177,16 @@ pub fn open(model_path: &Path, args: &DeviceArgs) -> Result<TpuRun> {
         output_sizes[g] = size(&exe.output_layers[k]);
     }
     drop(pkgs);
-    Ok(TpuRun { model, program, acc, input_sizes, output_sizes, in_perm, out_perm })
+    Ok(TpuRun { program, acc, input_sizes, output_sizes, in_perm, out_perm })
 }
 
 impl TpuRun {
     /// Runs one inference; inputs and outputs in the graph's order.
     pub fn run(&mut self, inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<()> {
-        let pkgs = Package::all(&self.model)?;
         let ins: Vec<&[u8]> = self.in_perm.iter().map(|&g| inputs[g]).collect();
         let mut layer_out: Vec<Vec<u8>> = self.out_perm.iter().map(|&g| vec![0u8; outputs[g].len()]).collect();
         let mut refs: Vec<&mut [u8]> = layer_out.iter_mut().map(|v| v.as_mut_slice()).collect();
-        self.acc.run(&mut self.program, &pkgs[0], &ins, &mut refs)?;
+        self.acc.run(&mut self.program, &ins, &mut refs)?;
         for (k, &g) in self.out_perm.iter().enumerate() {
             outputs[g] = std::mem::take(&mut layer_out[k]);
         }

@@ -151,12 +151,12 @@ fn doctor_records_a_session_that_replays() {
     let replay = Arc::new(ReplayBus::from_file(&trace).unwrap());
     let options = UsbOptions { firmware: Some(firmware), ..Default::default() };
     let mut acc = UsbAccelerator::open_selected(replay.clone(), "usb", options).unwrap();
-    let m = edgetpu::Model::open(&model).unwrap();
+    let m = Arc::new(edgetpu::Model::open(&model).unwrap());
     let pkgs = Package::all(&m).unwrap();
-    let mut program = Program::new(&pkgs[0]).unwrap();
+    let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let input = vec![0u8; 128 * 128 * 3];
     let mut out = vec![0u8; 1001];
-    acc.run(&mut program, &pkgs[0], &[&input], &mut [&mut out]).unwrap();
+    acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
     acc.close().unwrap();
     replay.done().unwrap();
 }

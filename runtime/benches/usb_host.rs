@@ -66,13 +66,13 @@ fn main() {
     println!("host cost per TPU invoke over USB (simulator, time model zero), {RUNS} invokes");
     println!("{:<72} {:>9} {:>11} {:>13} {:>7}", "model", "host µs", "allocs/inv", "USB3 model µs", "share");
     for name in MODELS {
-        let model = Model::open(dir.join(name)).unwrap();
+        let model = Arc::new(Model::open(dir.join(name)).unwrap());
         let pkgs = Package::all(&model).unwrap();
         let pkg = &pkgs[0];
         let sim = SimBus::new(SimConfig { start_in_dfu: false, time: TimeModel::zero(), ..Default::default() });
         sim.load(pkg, name, Some(Arc::new(Mutex::new(SeededOracle::new(1))))).unwrap();
         let mut acc = UsbAccelerator::open(Arc::new(sim.clone()), &sim.config_path(), UsbOptions::default()).unwrap();
-        let mut program = Program::new(pkg).unwrap();
+        let mut program = Program::new(&model, pkg).unwrap();
         let main = pkg.main();
         let inputs: Vec<Vec<u8>> =
             main.input_layers.iter().map(|l| vec![1u8; l.num_elements() * l.data_type.size_bytes()]).collect();
@@ -81,7 +81,7 @@ fn main() {
         let in_refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
         let mut run = |acc: &mut UsbAccelerator, program: &mut Program| {
             let mut out_refs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
-            acc.run(program, pkg, &in_refs, &mut out_refs).unwrap();
+            acc.run(program, &in_refs, &mut out_refs).unwrap();
         };
         // Warm-up: the first invoke caches the parameters.
         for _ in 0..20 {
@@ -104,7 +104,7 @@ fn main() {
             for (slot, v) in out_refs.iter_mut().zip(outputs.iter_mut()) {
                 *slot = v.as_mut_slice();
             }
-            acc.run(&mut program, pkg, &in_refs, &mut out_refs[..n]).unwrap();
+            acc.run(&mut program, &in_refs, &mut out_refs[..n]).unwrap();
         }
         let total = start.elapsed();
         let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs0;

@@ -81,17 +81,18 @@ fn one_inference_equals_the_cpu_twin() {
     use edgetpu::device::program::Program;
     use edgetpu::package::Package;
     let dir = testdata();
-    let model = edgetpu::Model::open(dir.join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap();
+    let model =
+        std::sync::Arc::new(edgetpu::Model::open(dir.join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap());
     let twin = std::sync::Arc::new(edgetpu::Model::open(dir.join("mobilenet_v1_0.25_128_quant.tflite")).unwrap());
     let pkgs = Package::all(&model).unwrap();
-    let mut program = Program::new(&pkgs[0]).unwrap();
+    let mut program = Program::new(&model, &pkgs[0]).unwrap();
     let input: Vec<u8> = (0..128 * 128 * 3).map(|i| (i * 13 % 256) as u8).collect();
     let mut out = vec![0u8; 1001];
     let bus = std::sync::Arc::new(bus());
     let mut acc = edgetpu::device::usb::UsbAccelerator::open_selected(bus, "usb", options()).unwrap();
     for run in 0..3 {
         let start = std::time::Instant::now();
-        acc.run(&mut program, &pkgs[0], &[&input], &mut [&mut out]).expect("an inference");
+        acc.run(&mut program, &[&input], &mut [&mut out]).expect("an inference");
         println!("inference {run}: {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
     }
     acc.close().unwrap();

@@ -23,22 +23,22 @@ fn options(performance: Performance) -> UsbOptions {
 fn session(
     bus: Arc<dyn edgetpu::transport::UsbBus>,
     path: &UsbPath,
-    model: &Model,
+    model: &Arc<Model>,
     p: Performance,
 ) -> edgetpu::Result<Vec<u8>> {
     let pkgs = Package::all(model)?;
     let mut acc = UsbAccelerator::open(bus, path, options(p))?;
-    let mut program = Program::new(&pkgs[0])?;
+    let mut program = Program::new(model, &pkgs[0])?;
     let input: Vec<u8> = (0..128 * 128 * 3).map(|i| (i % 256) as u8).collect();
     let mut out = vec![0u8; 1001];
-    acc.run(&mut program, &pkgs[0], &[&input], &mut [&mut out])?;
+    acc.run(&mut program, &[&input], &mut [&mut out])?;
     acc.close()?;
     Ok(out)
 }
 
 #[test]
 fn a_recorded_session_replays_exactly() {
-    let model = Model::open(common::testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap();
+    let model = Arc::new(Model::open(common::testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap());
     let pkgs = Package::all(&model).unwrap();
     let sim = SimBus::new(SimConfig::default());
     sim.load(&pkgs[0], "mnv1", Some(Arc::new(Mutex::new(SeededOracle::new(3))))).unwrap();

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_millis(100);
 
-fn model() -> Model {
-    Model::open(common::testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap()
+fn model() -> Arc<Model> {
+    Arc::new(Model::open(common::testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap())
 }
 
 /// A simulator that knows the model, and a transport on it; `open` runs the open sequence.
@@ -48,7 +48,7 @@ fn assert_refused(r: edgetpu::Result<()>, sim: &SimBus, says: &str) {
 fn an_inference_without_cached_parameters_is_refused() {
     let m = model();
     let pkgs = Package::all(&m).unwrap();
-    let mut program = Program::new(&pkgs[0]).unwrap();
+    let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let r = run_executable(&mut t, &mut program.main, pkgs[0].main().parameters);
     assert_refused(r, &sim, "parameters are not cached");
@@ -58,7 +58,7 @@ fn an_inference_without_cached_parameters_is_refused() {
 fn the_right_order_is_accepted_and_answered() {
     let m = model();
     let pkgs = Package::all(&m).unwrap();
-    let mut program = Program::new(&pkgs[0]).unwrap();
+    let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let pc = pkgs[0].parameter_caching().unwrap();
     run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters).unwrap();
@@ -73,7 +73,7 @@ fn the_right_order_is_accepted_and_answered() {
 fn a_header_that_disagrees_with_the_hints_is_refused() {
     let m = model();
     let pkgs = Package::all(&m).unwrap();
-    let program = Program::new(&pkgs[0]).unwrap();
+    let program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let pc = program.caching.as_ref().unwrap();
     t.send(Tag::Instructions, &pc.linked[0]).unwrap();
@@ -95,7 +95,7 @@ fn a_request_out_of_order_is_refused() {
 fn instructions_of_no_known_executable_are_refused() {
     let m = model();
     let pkgs = Package::all(&m).unwrap();
-    let program = Program::new(&pkgs[0]).unwrap();
+    let program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let mut bad = program.caching.as_ref().unwrap().linked[0].clone();
     bad[0] ^= 0xff;
@@ -107,7 +107,7 @@ fn instructions_of_no_known_executable_are_refused() {
 fn traffic_before_the_open_sequence_is_refused() {
     let m = model();
     let pkgs = Package::all(&m).unwrap();
-    let program = Program::new(&pkgs[0]).unwrap();
+    let program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, false);
     let r = t.send(Tag::Instructions, &program.caching.as_ref().unwrap().linked[0]);
     assert_refused(r, &sim, "before the open sequence");
@@ -117,7 +117,7 @@ fn traffic_before_the_open_sequence_is_refused() {
 fn a_request_while_an_output_is_unread_is_refused() {
     let m = model();
     let pkgs = Package::all(&m).unwrap();
-    let mut program = Program::new(&pkgs[0]).unwrap();
+    let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let pc = pkgs[0].parameter_caching().unwrap();
     run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters).unwrap();

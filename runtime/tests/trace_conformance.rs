@@ -165,7 +165,7 @@ fn firmware_path() -> std::path::PathBuf {
 /// closes it, and returns the control transfers.
 fn session(config: SimConfig, performance: Performance, infer: bool) -> (Vec<Ctl>, SimBus) {
     let sim = SimBus::new(config);
-    let model = Model::open(common::testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap();
+    let model = Arc::new(Model::open(common::testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite")).unwrap());
     let pkgs = Package::all(&model).unwrap();
     sim.load(&pkgs[0], "mobilenet_v1_0.25_128", Some(Arc::new(Mutex::new(SeededOracle::new(7))))).unwrap();
     let log: Log = Arc::default();
@@ -174,10 +174,10 @@ fn session(config: SimConfig, performance: Performance, infer: bool) -> (Vec<Ctl
     let options = UsbOptions { performance, firmware: Some(firmware_path()), ..Default::default() };
     let mut acc = UsbAccelerator::open(bus, &path, options).unwrap();
     if infer {
-        let mut program = Program::new(&pkgs[0]).unwrap();
+        let mut program = Program::new(&model, &pkgs[0]).unwrap();
         let input = vec![0u8; 128 * 128 * 3];
         let mut out = vec![0u8; 1001];
-        acc.run(&mut program, &pkgs[0], &[&input], &mut [&mut out]).unwrap();
+        acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
     }
     acc.close().unwrap();
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());

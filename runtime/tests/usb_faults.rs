@@ -54,12 +54,12 @@ fn check(fault: Fault, kind: ErrorKind, message_has: &str) -> edgetpu::transport
     let r = rig();
     let pkgs = Package::all(&r.model).unwrap();
     let pkg = &pkgs[0];
-    let mut program = Program::new(pkg).unwrap();
+    let mut program = Program::new(&r.model, pkg).unwrap();
     let mut acc = open(&r.sim).unwrap();
     let input: Vec<u8> = (0..128 * 128 * 3).map(|i| (i * 7 % 251) as u8).collect();
     let want = expected(&r.twin, &input);
     let mut out = vec![0u8; 1001];
-    acc.run(&mut program, pkg, &[&input], &mut [&mut out]).unwrap();
+    acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
     assert_eq!(out, want);
     let cached = pkg.cached_parameter_bytes() as u64;
     let params_before = r.sim.stats().parameter_bytes;
@@ -67,7 +67,7 @@ fn check(fault: Fault, kind: ErrorKind, message_has: &str) -> edgetpu::transport
     r.sim.inject(fault);
     let t0 = r.sim.elapsed();
     let wall = std::time::Instant::now();
-    let err = acc.run(&mut program, pkg, &[&input], &mut [&mut out]).unwrap_err();
+    let err = acc.run(&mut program, &[&input], &mut [&mut out]).unwrap_err();
     assert_eq!(err.kind(), kind, "{fault:?}: {err}");
     assert!(err.to_string().contains(message_has), "{fault:?}: {err}");
     assert!(err.to_string().contains("usb:1-2"), "the error names the device: {err}");
@@ -76,7 +76,7 @@ fn check(fault: Fault, kind: ErrorKind, message_has: &str) -> edgetpu::transport
 
     // The next inference resets and reopens the device and caches the parameters again.
     out.fill(0);
-    acc.run(&mut program, pkg, &[&input], &mut [&mut out]).unwrap();
+    acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
     assert_eq!(out, want, "{fault:?}: wrong output after recovery");
     assert_eq!(acc.recoveries(), 1);
     let sent = r.sim.stats().parameter_bytes - params_before;
@@ -147,10 +147,10 @@ fn failed_firmware_download_then_success() {
     let mut acc = open(&r.sim).unwrap();
     assert_eq!(r.sim.stats().firmware_downloads, 1);
     let pkgs = Package::all(&r.model).unwrap();
-    let mut program = Program::new(&pkgs[0]).unwrap();
+    let mut program = Program::new(&r.model, &pkgs[0]).unwrap();
     let input = vec![3u8; 128 * 128 * 3];
     let mut out = vec![0u8; 1001];
-    acc.run(&mut program, &pkgs[0], &[&input], &mut [&mut out]).unwrap();
+    acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
     assert_eq!(out, expected(&r.twin, &input));
 }
 

@@ -45,22 +45,22 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn allocations(name: &str) -> usize {
-    let model = Model::open(common::testdata().join(name)).unwrap();
+    let model = Arc::new(Model::open(common::testdata().join(name)).unwrap());
     let pkgs = Package::all(&model).unwrap();
     let pkg = &pkgs[0];
     let sim = SimBus::new(SimConfig { start_in_dfu: false, time: TimeModel::zero(), ..Default::default() });
     sim.load(pkg, name, Some(Arc::new(Mutex::new(SeededOracle::new(1))))).unwrap();
     let mut acc = UsbAccelerator::open(Arc::new(sim.clone()), &sim.config_path(), UsbOptions::default()).unwrap();
-    let mut program = Program::new(pkg).unwrap();
+    let mut program = Program::new(&model, pkg).unwrap();
     let size = |l: &edgetpu::package::Layer| l.num_elements() * l.data_type.size_bytes();
     let inputs: Vec<Vec<u8>> = pkg.main().input_layers.iter().map(|l| vec![2u8; size(l)]).collect();
     let mut outputs: Vec<Vec<u8>> = pkg.main().output_layers.iter().map(|l| vec![0u8; size(l)]).collect();
     let ins: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
     let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    acc.run(&mut program, pkg, &ins, &mut outs).unwrap();
+    acc.run(&mut program, &ins, &mut outs).unwrap();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..50 {
-        acc.run(&mut program, pkg, &ins, &mut outs).unwrap();
+        acc.run(&mut program, &ins, &mut outs).unwrap();
     }
     let n = ALLOCATIONS.load(Ordering::Relaxed) - before;
     // The counter does see the host's allocations.

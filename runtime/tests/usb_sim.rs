@@ -72,7 +72,7 @@ fn classification_through_the_usb_driver_equals_the_cpu_twin() {
 
     let pkgs = Package::all(&s.model).unwrap();
     let pkg = &pkgs[0];
-    let mut program = Program::new(pkg).unwrap();
+    let mut program = Program::new(&s.model, pkg).unwrap();
     let layer = &pkg.main().input_layers[0];
     let out_layer = &pkg.main().output_layers[0];
     let in_len = layer.num_elements() * layer.data_type.size_bytes();
@@ -82,7 +82,7 @@ fn classification_through_the_usb_driver_equals_the_cpu_twin() {
     assert!(cached > 0, "this model caches its parameters");
     for run in 0..3u32 {
         let input = pseudo_random(in_len, run + 1);
-        acc.run(&mut program, pkg, &[&input], &mut [&mut out]).unwrap();
+        acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
         let want = cpu_outputs(&s.twin, &input);
         assert_eq!(out, want[0], "run {run}: TPU output differs from the CPU twin");
         // The parameters went once; only the streamed part goes with each inference.
@@ -117,11 +117,9 @@ fn device_for(models: &[(&str, &str)], config: SimConfig) -> (SimBus, UsbAcceler
     (bus, acc, loaded)
 }
 
-fn infer(acc: &mut UsbAccelerator, model: &Model, program: &mut Program, input: &[u8]) -> Vec<u8> {
-    let pkgs = Package::all(model).unwrap();
-    let l = &pkgs[0].main().output_layers[0];
-    let mut out = vec![0u8; l.num_elements() * l.data_type.size_bytes()];
-    acc.run(program, &pkgs[0], &[input], &mut [&mut out]).unwrap();
+fn infer(acc: &mut UsbAccelerator, program: &mut Program, input: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; program.output_sizes().next().unwrap()];
+    acc.run(program, &[input], &mut [&mut out]).unwrap();
     out
 }
 
@@ -136,10 +134,10 @@ fn every_compiled_classifier_matches_its_twin_over_usb3_and_usb2() {
             assert_eq!(acc.speed(), speed);
             let (model, twin) = &loaded[0];
             let pkgs = Package::all(model).unwrap();
-            let mut program = Program::new(&pkgs[0]).unwrap();
+            let mut program = Program::new(model, &pkgs[0]).unwrap();
             let l = &pkgs[0].main().input_layers[0];
             let input = pseudo_random(l.num_elements(), 99);
-            let out = infer(&mut acc, model, &mut program, &input);
+            let out = infer(&mut acc, &mut program, &input);
             assert_eq!(out, cpu_outputs(twin, &input)[0], "{name} at {speed}");
             // USB 2 reads outputs in 256-byte chunks, USB 3 in 1 KiB ones.
             let chunk = if speed == edgetpu::transport::Speed::High { 256 } else { 1024 };
@@ -162,7 +160,7 @@ fn co_compiled_models_share_the_cache_and_take_turns_without_reloading() {
     let pa = Package::all(&loaded[0].0).unwrap();
     let pb = Package::all(&loaded[1].0).unwrap();
     assert_eq!(pa[0].caching_token(), pb[0].caching_token(), "co-compiled models share a token");
-    let mut programs = [Program::new(&pa[0]).unwrap(), Program::new(&pb[0]).unwrap()];
+    let mut programs = [Program::new(&loaded[0].0, &pa[0]).unwrap(), Program::new(&loaded[1].0, &pb[0]).unwrap()];
     let cached = (pa[0].cached_parameter_bytes() + pb[0].cached_parameter_bytes()) as u64;
     let streamed = [pa[0].streamed_parameter_bytes() as u64, pb[0].streamed_parameter_bytes() as u64];
     let mut expected_bytes = 0;
@@ -171,7 +169,7 @@ fn co_compiled_models_share_the_cache_and_take_turns_without_reloading() {
         let (model, twin) = &loaded[k];
         let pkgs = Package::all(model).unwrap();
         let input = pseudo_random(pkgs[0].main().input_layers[0].num_elements(), turn as u32);
-        let out = infer(&mut acc, model, &mut programs[k], &input);
+        let out = infer(&mut acc, &mut programs[k], &input);
         assert_eq!(out, cpu_outputs(twin, &input)[0], "turn {turn}");
         expected_bytes += streamed[k];
     }
@@ -191,12 +189,13 @@ fn models_with_other_tokens_evict_each_other() {
     );
     let pkgs: Vec<_> = loaded.iter().map(|(m, _)| Package::all(m).unwrap()).collect();
     assert_ne!(pkgs[0][0].caching_token(), pkgs[1][0].caching_token());
-    let mut programs = [Program::new(&pkgs[0][0]).unwrap(), Program::new(&pkgs[1][0]).unwrap()];
+    let mut programs =
+        [Program::new(&loaded[0].0, &pkgs[0][0]).unwrap(), Program::new(&loaded[1].0, &pkgs[1][0]).unwrap()];
     let mut expected_bytes = 0;
     for turn in 0..4 {
         let k = turn % 2;
         let input = pseudo_random(pkgs[k][0].main().input_layers[0].num_elements(), 5);
-        let out = infer(&mut acc, &loaded[k].0, &mut programs[k], &input);
+        let out = infer(&mut acc, &mut programs[k], &input);
         assert_eq!(out, cpu_outputs(&loaded[k].1, &input)[0]);
         expected_bytes += (pkgs[k][0].cached_parameter_bytes() + pkgs[k][0].streamed_parameter_bytes()) as u64;
     }

@@ -10,7 +10,10 @@
 use super::layout;
 use super::usb_plan::{self, Source, Step};
 use crate::error::{Error, Result};
-use crate::package::{Executable, ExecutableType, Package};
+use crate::package::{Executable, ExecutableType, Layer, Package};
+use crate::Model;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Base of the addresses linked into instructions sent over USB (a user-space-like address).
 pub const USB_ADDRESS_BASE: u64 = 0x0000_7f00_0000_0000;
@@ -36,6 +39,8 @@ pub struct PreparedExecutable {
     pub input_layers: usize,
     /// Output layers per batch.
     pub output_layers: usize,
+    /// Where the executable's parameters are in the model file.
+    pub parameters: Range<usize>,
 }
 
 impl PreparedExecutable {
@@ -74,6 +79,7 @@ impl PreparedExecutable {
             scratch,
             input_layers: exe.input_layers.len(),
             output_layers: exe.output_layers.len(),
+            parameters: exe.parameters_offset..exe.parameters_offset + exe.parameters.len(),
         };
         p.check(exe)?;
         Ok(p)
@@ -115,9 +121,10 @@ impl PreparedExecutable {
     }
 }
 
-/// Every executable of a package, prepared.
+/// Every executable of a package, prepared, with the model they come from.
 #[derive(Debug)]
 pub struct Program {
+    model: Arc<Model>,
     /// The parameter-caching executable, if the package has one.
     pub caching: Option<PreparedExecutable>,
     /// The executable that runs inferences.
@@ -127,6 +134,10 @@ pub struct Program {
     /// Identifies the parameter-caching executable (a hash of its instructions and parameters):
     /// co-compiled models share a token but each caches its own parameters.
     pub caching_key: u64,
+    /// The main executable's input layers, in the custom op's input order.
+    pub inputs: Vec<Layer>,
+    /// The main executable's output layers, in the custom op's output order.
+    pub outputs: Vec<Layer>,
 }
 
 fn fnv(bytes: &[u8], mut h: u64) -> u64 {
@@ -137,11 +148,23 @@ fn fnv(bytes: &[u8], mut h: u64) -> u64 {
     h
 }
 
+fn dense_len(l: &Layer) -> usize {
+    l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1)
+}
+
 impl Program {
-    /// Prepares `package`'s executables.
-    pub fn new(package: &Package<'_>) -> Result<Program> {
+    /// Prepares `package`, which must have been decoded from `model`.
+    pub fn new(model: &Arc<Model>, package: &Package<'_>) -> Result<Program> {
         package.ensure_runnable()?;
+        let bytes = model.bytes();
+        for exe in package.parameter_caching().into_iter().chain([package.main()]) {
+            let r = exe.parameters_offset..exe.parameters_offset + exe.parameters.len();
+            if bytes.get(r.clone()).is_none_or(|b| b.as_ptr() != exe.parameters.as_ptr()) {
+                return Err(Error::argument("the package was not decoded from this model"));
+            }
+        }
         Ok(Program {
+            model: model.clone(),
             caching: package.parameter_caching().map(PreparedExecutable::new).transpose()?,
             main: PreparedExecutable::new(package.main())?,
             token: package.caching_token(),
@@ -149,22 +172,51 @@ impl Program {
                 let h = e.bitstreams.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| fnv(b.data, h));
                 fnv(&(e.parameters.len() as u64).to_le_bytes(), fnv(e.parameters, h))
             }),
+            inputs: package.main().input_layers.clone(),
+            outputs: package.main().output_layers.clone(),
         })
+    }
+
+    /// Prepares the only Edge TPU package of `model`.
+    pub fn for_model(model: &Arc<Model>) -> Result<Program> {
+        let pkgs = Package::all(model)?;
+        match pkgs.as_slice() {
+            [one] => Program::new(model, one),
+            _ => Err(Error::argument(format!(
+                "the model has {} Edge TPU steps; prepare each with Program::new",
+                pkgs.len()
+            ))),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Dense byte size of each input (custom op input order).
+    pub fn input_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.inputs.iter().map(dense_len)
+    }
+
+    /// Dense byte size of each output (custom op output order).
+    pub fn output_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.outputs.iter().map(dense_len)
     }
 
     /// Copies dense inputs (one per input layer of batch 0, in layer order) into the padded
     /// buffers, flipping the MSB of signed layers.
-    pub fn set_inputs(&mut self, exe: &Executable<'_>, inputs: &[&[u8]]) -> Result<()> {
-        if inputs.len() != exe.input_layers.len() {
+    pub fn set_inputs(&mut self, inputs: &[&[u8]]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
             return Err(Error::argument(format!(
                 "{} inputs given, the executable has {} ({})",
                 inputs.len(),
-                exe.input_layers.len(),
-                exe.input_layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.inputs.len(),
+                self.inputs.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        for ((l, buf), data) in exe.input_layers.iter().zip(self.main.inputs.iter_mut()).zip(inputs) {
-            let want = l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
+        for ((l, buf), data) in self.inputs.iter().zip(self.main.inputs.iter_mut()).zip(inputs) {
+            let want = dense_len(l);
             if data.len() != want {
                 return Err(Error::argument(format!(
                     "input {:?} has {} bytes, the layer takes {want}",
@@ -181,15 +233,15 @@ impl Program {
 
     /// Re-lays-out the padded device outputs into dense tensors (one per output layer of batch
     /// 0), flipping the MSB of signed layers.
-    pub fn get_outputs(&mut self, exe: &Executable<'_>, outputs: &mut [&mut [u8]]) -> Result<()> {
-        if outputs.len() != exe.output_layers.len() {
+    pub fn get_outputs(&mut self, outputs: &mut [&mut [u8]]) -> Result<()> {
+        if outputs.len() != self.outputs.len() {
             return Err(Error::argument(format!(
                 "{} output buffers given, the executable has {} outputs",
                 outputs.len(),
-                exe.output_layers.len()
+                self.outputs.len()
             )));
         }
-        for ((l, buf), out) in exe.output_layers.iter().zip(self.main.outputs.iter_mut()).zip(outputs.iter_mut()) {
+        for ((l, buf), out) in self.outputs.iter().zip(self.main.outputs.iter_mut()).zip(outputs.iter_mut()) {
             layout::flip_signed(l, buf);
             layout::output_from_device(l, buf, out)?;
         }

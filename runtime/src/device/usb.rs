@@ -7,7 +7,6 @@ use super::sequence::{self, Performance};
 use super::usb_frame::Tag;
 use super::usb_plan::{Source, Step};
 use crate::error::{Error, ErrorKind, Result};
-use crate::package::Package;
 use crate::transport::usb_transport::UsbTransport;
 use crate::transport::{Speed, Transport, UsbBus, UsbIo, UsbPath};
 use std::path::PathBuf;
@@ -162,23 +161,17 @@ impl UsbAccelerator {
         self.bring_up()
     }
 
-    /// Runs one inference of `package` (prepared as `program`): the parameter-caching executable
-    /// first when the chip does not hold this package's parameters, then the main executable
-    /// with `inputs` (dense, one per input layer); `outputs` receive the dense outputs. A device
-    /// left broken by an earlier failure is recovered first.
-    pub fn run(
-        &mut self,
-        program: &mut Program,
-        package: &Package<'_>,
-        inputs: &[&[u8]],
-        outputs: &mut [&mut [u8]],
-    ) -> Result<()> {
+    /// Runs one inference of `program`: its parameter-caching executable first when the chip
+    /// does not hold its parameters, then the main executable with `inputs` (dense, one per
+    /// input layer); `outputs` receive the dense outputs. A device left broken by an earlier
+    /// failure is recovered first.
+    pub fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
         if self.transport.is_none() {
             self.recover()?;
         }
-        program.set_inputs(package.main(), inputs)?;
-        match self.run_prepared(program, package) {
-            Ok(()) => program.get_outputs(package.main(), outputs),
+        program.set_inputs(inputs)?;
+        match self.run_prepared(program) {
+            Ok(()) => program.get_outputs(outputs),
             Err(e) => {
                 if matches!(
                     e.kind(),
@@ -196,25 +189,30 @@ impl UsbAccelerator {
         }
     }
 
-    fn run_prepared(&mut self, program: &mut Program, package: &Package<'_>) -> Result<()> {
+    fn run_prepared(&mut self, program: &mut Program) -> Result<()> {
         let t = self.transport.as_mut().ok_or_else(|| {
             Error::device(format!("usb:{}", self.path), ErrorKind::Disconnected, "the device is not open")
         })?;
         let token = program.token;
-        if let (Some(pc), Some(exe)) = (program.caching.as_mut(), package.parameter_caching()) {
+        let key = program.caching_key;
+        let model = program.model().clone();
+        let bytes = model.bytes();
+        if let Some(pc) = program.caching.as_mut() {
             // libedgetpu's rule (PROTOCOL.md §2.1, §5): a token of 0 or another token than the
             // chip's invalidates the cache; a caching executable not yet run under the token runs.
             if token == 0 || self.cached_token != Some(token) {
                 self.cached_token = None;
                 self.cached.clear();
             }
-            if !self.cached.contains(&program.caching_key) {
-                run_executable(t, pc, exe.parameters)?;
+            if !self.cached.contains(&key) {
+                let params = pc.parameters.clone();
+                run_executable(t, pc, &bytes[params])?;
                 self.cached_token = Some(token);
-                self.cached.push(program.caching_key);
+                self.cached.push(key);
             }
         }
-        run_executable(t, &mut program.main, package.main().parameters)
+        let params = program.main.parameters.clone();
+        run_executable(t, &mut program.main, &bytes[params])
     }
 
     /// Closes the device: the close sequence, then the handle is released (no port reset).
