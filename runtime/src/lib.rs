@@ -23,6 +23,7 @@ pub mod error;
 mod fb;
 pub mod model;
 pub mod package;
+pub mod sched;
 pub mod transport;
 pub mod vision;
 

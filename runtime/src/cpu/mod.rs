@@ -52,6 +52,36 @@ pub struct Options {
     /// allocate; 0 means the default, 2 GiB. A model that needs more fails to plan with an error
     /// saying how much it needs, instead of allocating it.
     pub max_arena_bytes: usize,
+    /// Runs the operators the CPU does not: the Edge TPU steps (`edgetpu-custom-op`). Without
+    /// one, a compiled model fails to plan at its Edge TPU step.
+    pub delegate: Option<Arc<dyn Delegate>>,
+}
+
+/// Something that runs the `edgetpu-custom-op` nodes of a graph for the interpreter: the
+/// hybrid CPU + Edge TPU execution of compiled models (see [`crate::sched`]).
+pub trait Delegate: Send + Sync + std::fmt::Debug {
+    /// Prepares the custom op `op` of subgraph `subgraph` of `model`, once, at plan time.
+    fn prepare(
+        &self,
+        model: &Arc<Model>,
+        subgraph: usize,
+        op: &crate::model::Operator,
+    ) -> Result<Box<dyn DelegateStep>>;
+}
+
+/// One prepared Edge TPU step.
+pub trait DelegateStep: Send + Sync {
+    /// Runs it: `inputs` and `outputs` are the node's tensors, in the operator's order, exactly
+    /// their TFLite sizes.
+    fn run(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()>;
+}
+
+struct DelegateKernel(Box<dyn DelegateStep>);
+
+impl kernel::Kernel for DelegateKernel {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        self.0.run(io.ins, io.outs)
+    }
 }
 
 /// Most inputs / outputs one node may have.
@@ -232,6 +262,50 @@ impl Interpreter {
                     }
                     e => e,
                 })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs only the section of the graph between some tensors and others: writes `inputs`
+    /// (tensor index, bytes; each must be a graph input or listed in [`Options::keep`]), then
+    /// runs the nodes from the first one that reads any of them to the last one that writes any
+    /// of `outputs` (which must be readable too). This is how the simulator computes what an Edge
+    /// TPU step would from the CPU model it was compiled from, when the step starts in the middle
+    /// of that model.
+    pub fn invoke_section(&mut self, inputs: &[(usize, &[u8])], outputs: &[usize]) -> Result<()> {
+        let plan = Arc::clone(&self.plan);
+        for &(t, bytes) in inputs {
+            let info = plan.tensors.get(t).ok_or_else(|| Error::argument(format!("tensor {t} does not exist")))?;
+            if !plan.readable[t] || bytes.len() != info.byte_len() {
+                return Err(Error::argument(format!(
+                    "tensor {t} ({:?}) cannot be set: it must be kept (Options::keep) and take {} bytes, {} given",
+                    info.name,
+                    info.byte_len(),
+                    bytes.len()
+                )));
+            }
+            match plan.locs[t] {
+                plan::Loc::Slot(s) => {
+                    bytemuck::cast_slice_mut::<u64, u8>(&mut self.slots[s])[..bytes.len()].copy_from_slice(bytes)
+                }
+                _ => return Err(Error::argument(format!("tensor {t} is not in the arena"))),
+            }
+        }
+        let reads = |n: &plan::Node| n.inputs.iter().any(|i| i.is_some_and(|i| inputs.iter().any(|&(t, _)| t == i)));
+        let writes = |n: &plan::Node| n.outputs.iter().any(|o| outputs.contains(o));
+        let first = plan.nodes.iter().position(reads);
+        let last = plan.nodes.iter().rposition(writes);
+        let (Some(first), Some(last)) = (first, last) else {
+            return Err(Error::argument("no node reads those inputs or writes those outputs"));
+        };
+        if let Some(&t) = outputs.iter().find(|&&t| !plan.readable.get(t).copied().unwrap_or(false)) {
+            return Err(Error::argument(format!("tensor {t} is not kept (Options::keep)")));
+        }
+        let par = Arc::clone(&self.par);
+        par.install(|| {
+            for node in plan.nodes.get(first..=last).unwrap_or_default() {
+                self.run_node(&plan, node)?;
             }
             Ok(())
         })

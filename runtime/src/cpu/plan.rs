@@ -5,6 +5,7 @@ use super::{ops, Options, MAX_INPUTS, MAX_OUTPUTS, MAX_STATE};
 use crate::error::{Error, Result};
 use crate::model::{Model, TensorType};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Ops whose kernels update their variable inputs in place (`Io::state`, carried over to the next
 /// invocation). Other ops read variable tensors like any input.
@@ -83,7 +84,7 @@ impl Plan {
         self.slot_bytes.iter().sum()
     }
 
-    pub(crate) fn build(model: &Model, options: &Options) -> Result<Plan> {
+    pub(crate) fn build(model: &Arc<Model>, options: &Options) -> Result<Plan> {
         let sg = model.subgraphs().get(options.subgraph).ok_or_else(|| {
             Error::argument(format!(
                 "subgraph {} does not exist; the model has {}",
@@ -193,7 +194,13 @@ impl Plan {
                     )));
                 }
             }
-            let built = ops::build(&mut ctx)?;
+            let built = match (&options.delegate, ctx.op_name) {
+                (Some(d), "edgetpu-custom-op") => {
+                    let step = d.prepare(model, options.subgraph, op).map_err(|e| e.with_path(model.path()))?;
+                    super::kernel::Built::new(super::DelegateKernel(step))?
+                }
+                _ => ops::build(&mut ctx)?,
+            };
             for (k, &t) in outputs.iter().enumerate() {
                 if matches!(locs[t], Loc::Const(_) | Loc::Owned(_)) {
                     return Err(ctx.err(format!("output {k} (tensor {t}) is a constant")));

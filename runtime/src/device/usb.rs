@@ -57,6 +57,15 @@ pub fn load_firmware(explicit: Option<&std::path::Path>) -> Result<Vec<u8>> {
     Ok(image)
 }
 
+/// What one run cost in parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunInfo {
+    /// The chip already held the model's cached parameters (or it has none to cache).
+    pub cache_hit: bool,
+    /// Parameter bytes sent: the cached blob when it had to be loaded, plus the streamed part.
+    pub parameter_bytes: usize,
+}
+
 /// An open USB Accelerator.
 #[derive(Debug)]
 pub struct UsbAccelerator {
@@ -165,13 +174,13 @@ impl UsbAccelerator {
     /// does not hold its parameters, then the main executable with `inputs` (dense, one per
     /// input layer); `outputs` receive the dense outputs. A device left broken by an earlier
     /// failure is recovered first.
-    pub fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
+    pub fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
         if self.transport.is_none() {
             self.recover()?;
         }
         program.set_inputs(inputs)?;
         match self.run_prepared(program) {
-            Ok(()) => program.get_outputs(outputs),
+            Ok(info) => program.get_outputs(outputs).map(|()| info),
             Err(e) => {
                 if matches!(
                     e.kind(),
@@ -189,12 +198,13 @@ impl UsbAccelerator {
         }
     }
 
-    fn run_prepared(&mut self, program: &mut Program) -> Result<()> {
+    fn run_prepared(&mut self, program: &mut Program) -> Result<RunInfo> {
         let t = self.transport.as_mut().ok_or_else(|| {
             Error::device(format!("usb:{}", self.path), ErrorKind::Disconnected, "the device is not open")
         })?;
         let token = program.token;
         let key = program.caching_key;
+        let mut info = RunInfo { cache_hit: true, parameter_bytes: 0 };
         let model = program.model().clone();
         let bytes = model.bytes();
         if let Some(pc) = program.caching.as_mut() {
@@ -206,13 +216,17 @@ impl UsbAccelerator {
             }
             if !self.cached.contains(&key) {
                 let params = pc.parameters.clone();
+                info.cache_hit = false;
+                info.parameter_bytes += params.len();
                 run_executable(t, pc, &bytes[params])?;
                 self.cached_token = Some(token);
                 self.cached.push(key);
             }
         }
         let params = program.main.parameters.clone();
-        run_executable(t, &mut program.main, &bytes[params])
+        info.parameter_bytes += params.len();
+        run_executable(t, &mut program.main, &bytes[params])?;
+        Ok(info)
     }
 
     /// Closes the device: the close sequence, then the handle is released (no port reset).

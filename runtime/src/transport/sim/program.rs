@@ -51,10 +51,14 @@ impl Oracle for SeededOracle {
 }
 
 /// The CPU twin of a compiled model (the `*_quant.tflite` it was compiled from) run by the CPU
-/// interpreter: the executable's input layers are the twin's graph inputs of the same names, and
-/// its output layers are tensors of the same names, read after the twin's invocation.
+/// interpreter: the executable's input and output layers are the twin's tensors of the same
+/// names. When the inputs are the twin's graph inputs the whole twin runs; otherwise (an Edge TPU
+/// step in the middle of a model) only the section between those tensors runs.
 pub struct CpuTwinOracle {
     interp: crate::cpu::Interpreter,
+    /// The twin's graph input index of each layer input, when every layer input is one.
+    graph_inputs: Option<Vec<usize>>,
+    /// Tensor index of each layer input.
     inputs: Vec<usize>,
     outputs: Vec<usize>,
     path: String,
@@ -73,31 +77,31 @@ impl CpuTwinOracle {
                 ))
             })
         };
-        let mut in_idx = Vec::new();
-        for l in inputs {
-            let t = find(&l.name)?;
-            let pos = sg.inputs.iter().position(|&i| i == t).ok_or_else(|| {
-                crate::Error::unsupported(format!(
-                    "the executable starts at {:?}, an intermediate tensor of {path}; the simulator's CPU-twin oracle \
-                     can only start at the twin's graph inputs",
-                    l.name
-                ))
-            })?;
-            in_idx.push(pos);
-        }
+        let in_idx = inputs.iter().map(|l| find(&l.name)).collect::<crate::Result<Vec<_>>>()?;
         let out_idx = outputs.iter().map(|l| find(&l.name)).collect::<crate::Result<Vec<_>>>()?;
-        let options = crate::cpu::Options { threads: 1, keep: out_idx.clone(), ..Default::default() };
+        let graph_inputs: Option<Vec<usize>> = in_idx.iter().map(|&t| sg.inputs.iter().position(|&i| i == t)).collect();
+        let mut keep = out_idx.clone();
+        keep.extend(&in_idx);
+        let options = crate::cpu::Options { threads: 1, keep, ..Default::default() };
         let interp = crate::cpu::Interpreter::new(model, &options)?;
-        Ok(CpuTwinOracle { interp, inputs: in_idx, outputs: out_idx, path })
+        Ok(CpuTwinOracle { interp, graph_inputs, inputs: in_idx, outputs: out_idx, path })
     }
 }
 
 impl Oracle for CpuTwinOracle {
     fn compute(&mut self, inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<(), String> {
-        for (&i, bytes) in self.inputs.iter().zip(inputs) {
-            self.interp.set_input(i, bytes).map_err(|e| e.to_string())?;
+        match &self.graph_inputs {
+            Some(positions) => {
+                for (&i, bytes) in positions.iter().zip(inputs) {
+                    self.interp.set_input(i, bytes).map_err(|e| e.to_string())?;
+                }
+                self.interp.invoke().map_err(|e| e.to_string())?;
+            }
+            None => {
+                let given: Vec<(usize, &[u8])> = self.inputs.iter().copied().zip(inputs.iter().copied()).collect();
+                self.interp.invoke_section(&given, &self.outputs).map_err(|e| e.to_string())?;
+            }
         }
-        self.interp.invoke().map_err(|e| e.to_string())?;
         for (&t, out) in self.outputs.iter().zip(outputs.iter_mut()) {
             let v = self.interp.tensor(t).map_err(|e| e.to_string())?;
             if v.len() != out.len() {

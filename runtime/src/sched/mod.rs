@@ -1,0 +1,627 @@
+//! The runtime over Edge TPU devices: runs compiled models whole (CPU ops and Edge TPU steps),
+//! keeps parameters resident where they pay, and uses every attached device.
+//!
+//! A [`Runtime`] owns its devices, each driven by a worker thread that takes Edge TPU jobs from
+//! one bounded queue. [`Runtime::interpreter`] gives a [`crate::cpu::Interpreter`] for any model,
+//! compiled or not: its `edgetpu-custom-op` nodes become jobs on the queue; everything else runs
+//! on the CPU in the calling thread, bit-exactly like TFLite. Many threads may hold interpreters
+//! of the same or different models on one runtime.
+//!
+//! **Residency.** A chip holds the cached parameters of one caching token (co-compiled models
+//! share one and cache side by side). Under [`Policy::Residency`] a free device takes, from the
+//! queue, a job whose parameters it already holds before any other, then one of a model pinned to
+//! it, then the oldest job; a job is overtaken at most [`RuntimeOptions::max_bypass`] times.
+//! Models are pinned to devices round-robin when they are first seen. [`Policy::Fifo`] is
+//! libedgetpu's behaviour: first come, first served, the cache dropped whenever the token changes.
+//!
+//! **Several devices.** Free devices take queued jobs of the same model in parallel (data
+//! parallelism); the queue is bounded, and submitting blocks while it is full (back-pressure).
+//! [`pipeline::Pipeline`] runs a model compiled into segments across devices.
+
+pub mod pipeline;
+
+use crate::cpu::{Delegate, DelegateStep, Interpreter, Options};
+use crate::device::program::Program;
+use crate::device::usb::{RunInfo, UsbAccelerator, UsbOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Model, Operator};
+use crate::package::Package;
+use crate::transport::sim::{CpuTwinOracle, Oracle, SeededOracle, SimBus, SimConfig, TimeModel};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A device the runtime can run prepared programs on.
+pub trait Accelerator: Send + std::fmt::Debug {
+    /// Its selection string.
+    fn name(&self) -> String;
+    /// Runs one inference of `program`.
+    fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo>;
+    /// Closes it.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+impl Accelerator for UsbAccelerator {
+    fn name(&self) -> String {
+        UsbAccelerator::name(self)
+    }
+    fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
+        UsbAccelerator::run(self, program, inputs, outputs)
+    }
+    fn close(self: Box<Self>) -> Result<()> {
+        UsbAccelerator::close(*self)
+    }
+}
+
+/// How a free device chooses its next job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Prefer jobs whose parameters the device holds, then models pinned to it, then the oldest.
+    #[default]
+    Residency,
+    /// First come, first served (libedgetpu's behaviour).
+    Fifo,
+}
+
+/// How a runtime schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Job choice.
+    pub policy: Policy,
+    /// Most jobs waiting in the queue; submitting more blocks.
+    pub queue_capacity: usize,
+    /// Most times a job may be overtaken by later ones (fairness).
+    pub max_bypass: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions { policy: Policy::Residency, queue_capacity: 64, max_bypass: 8 }
+    }
+}
+
+/// What one device has done.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceMetrics {
+    /// Selection string.
+    pub name: String,
+    /// Edge TPU steps run.
+    pub inferences: u64,
+    /// Parameter bytes sent (cached blobs loaded plus streamed parameters).
+    pub parameter_bytes: u64,
+    /// Runs whose cached parameters were already on the chip.
+    pub cache_hits: u64,
+    /// Runs that had to load cached parameters first.
+    pub cache_misses: u64,
+    /// Time spent running jobs.
+    pub busy: Duration,
+    /// Failed runs.
+    pub errors: u64,
+}
+
+/// Where simulated devices take output values from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SimOracle {
+    /// The CPU model beside each compiled model (its name without `_edgetpu`), else seeded bytes.
+    #[default]
+    Twin,
+    /// This CPU model, for every compiled model.
+    Model(PathBuf),
+    /// Seeded bytes.
+    Seeded,
+}
+
+/// The CPU twin of a compiled model: the file beside it with `_edgetpu` removed from its name,
+/// if it exists.
+pub fn twin_path(compiled: &Path) -> Option<PathBuf> {
+    let name = compiled.file_name()?.to_str()?;
+    let twin = name.replacen("_edgetpu", "", 1);
+    (twin != name).then(|| compiled.with_file_name(twin)).filter(|p| p.is_file())
+}
+
+/// One Edge TPU step of one interpreter: a prepared program per device.
+struct Step {
+    name: String,
+    programs: Vec<Mutex<Program>>,
+    token: u64,
+    key: u64,
+    /// Preferred device (pinning).
+    affinity: usize,
+    /// Device the step must run on (pipelines).
+    pinned: Option<usize>,
+    output_sizes: Vec<usize>,
+}
+
+type Reply = mpsc::SyncSender<Result<Vec<Vec<u8>>>>;
+
+struct Job {
+    step: Arc<Step>,
+    inputs: Vec<Vec<u8>>,
+    reply: Reply,
+    bypassed: usize,
+}
+
+/// The parameters a device holds: token and caching keys.
+#[derive(Debug, Default, Clone)]
+struct Resident {
+    token: Option<u64>,
+    keys: Vec<u64>,
+}
+
+impl Resident {
+    fn holds(&self, step: &Step) -> bool {
+        step.key == 0 || (self.token == Some(step.token) && self.keys.contains(&step.key))
+    }
+    fn after_run(&mut self, step: &Step, ok: bool) {
+        if !ok {
+            *self = Resident::default();
+        } else if step.key != 0 {
+            if step.token == 0 || self.token != Some(step.token) {
+                self.keys.clear();
+            }
+            self.token = Some(step.token);
+            if !self.keys.contains(&step.key) {
+                self.keys.push(step.key);
+            }
+        }
+    }
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+    resident: Vec<Resident>,
+    /// Models seen so far, by caching key, and the device each is pinned to.
+    pins: Vec<(u64, usize)>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    space: Condvar,
+    options: RuntimeOptions,
+    names: Vec<String>,
+    metrics: Vec<Mutex<DeviceMetrics>>,
+    sims: Vec<SimBus>,
+    oracle: SimOracle,
+    /// Packages already registered with the simulated devices: (model bytes address, operator).
+    registered: Mutex<Vec<(usize, usize)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn pick(&self, q: &Queue, d: usize) -> Option<usize> {
+        let eligible = |j: &Job| j.step.pinned.is_none_or(|p| p == d);
+        let first = q.jobs.iter().position(eligible)?;
+        if self.options.policy == Policy::Fifo || q.jobs[first].bypassed >= self.options.max_bypass {
+            return Some(first);
+        }
+        let resident = &q.resident[d];
+        q.jobs
+            .iter()
+            .position(|j| eligible(j) && resident.holds(&j.step))
+            .or_else(|| q.jobs.iter().position(|j| eligible(j) && j.step.affinity == d))
+            .or(Some(first))
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        let mut q = lock(&self.queue);
+        while q.jobs.len() >= self.options.queue_capacity.max(1) && !q.closed {
+            q = self.space.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if q.closed {
+            return Err(Error::device("runtime", ErrorKind::Disconnected, "the runtime is shutting down"));
+        }
+        q.jobs.push_back(job);
+        drop(q);
+        self.work.notify_all();
+        Ok(())
+    }
+
+    fn worker(self: Arc<Self>, d: usize, mut acc: Box<dyn Accelerator>) {
+        loop {
+            let job = {
+                let mut q = lock(&self.queue);
+                loop {
+                    if let Some(i) = self.pick(&q, d) {
+                        for j in q.jobs.iter_mut().take(i) {
+                            j.bypassed += 1;
+                        }
+                        let job = q.jobs.remove(i).expect("picked index exists");
+                        self.space.notify_one();
+                        break Some(job);
+                    }
+                    if q.closed {
+                        break None;
+                    }
+                    q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let Some(job) = job else { break };
+            let start = Instant::now();
+            let result = {
+                let mut program = lock(&job.step.programs[d]);
+                let ins: Vec<&[u8]> = job.inputs.iter().map(|v| v.as_slice()).collect();
+                let mut outs: Vec<Vec<u8>> = job.step.output_sizes.iter().map(|&n| vec![0u8; n]).collect();
+                let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                acc.run(&mut program, &ins, &mut refs).map(|info| (info, outs))
+            };
+            {
+                let mut m = lock(&self.metrics[d]);
+                m.busy += start.elapsed();
+                match &result {
+                    Ok((info, _)) => {
+                        m.inferences += 1;
+                        m.parameter_bytes += info.parameter_bytes as u64;
+                        if info.cache_hit {
+                            m.cache_hits += 1;
+                        } else {
+                            m.cache_misses += 1;
+                        }
+                    }
+                    Err(_) => m.errors += 1,
+                }
+            }
+            lock(&self.queue).resident[d].after_run(&job.step, result.is_ok());
+            // Wake workers that left jobs for this device's residency to change.
+            self.work.notify_all();
+            let _ = job.reply.send(result.map(|(_, outs)| outs).map_err(|e| e.with_step(&job.step.name)));
+        }
+        if let Err(e) = acc.close() {
+            eprintln!("closing {}: {e}", self.names[d]);
+        }
+    }
+}
+
+impl Error {
+    fn with_step(self, step: &str) -> Error {
+        match self {
+            Error::Device { device, kind, reason } => {
+                Error::Device { device, kind, reason: format!("{step}: {reason}") }
+            }
+            e => e,
+        }
+    }
+}
+
+/// Devices and the queue of Edge TPU jobs over them.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("devices", &self.shared.names).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime over these devices.
+    pub fn new(devices: Vec<Box<dyn Accelerator>>, options: RuntimeOptions) -> Result<Runtime> {
+        Self::with_sims(devices, Vec::new(), SimOracle::Seeded, options)
+    }
+
+    fn with_sims(
+        devices: Vec<Box<dyn Accelerator>>,
+        sims: Vec<SimBus>,
+        oracle: SimOracle,
+        options: RuntimeOptions,
+    ) -> Result<Runtime> {
+        if devices.is_empty() {
+            return Err(Error::device("runtime", ErrorKind::NotFound, "no Edge TPU device to run on"));
+        }
+        let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                closed: false,
+                resident: vec![Resident::default(); devices.len()],
+                pins: Vec::new(),
+            }),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            options,
+            metrics: names
+                .iter()
+                .map(|n| Mutex::new(DeviceMetrics { name: n.clone(), ..Default::default() }))
+                .collect(),
+            names,
+            sims,
+            oracle,
+            registered: Mutex::new(Vec::new()),
+        });
+        let workers = devices
+            .into_iter()
+            .enumerate()
+            .map(|(d, acc)| {
+                let s = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("edgetpu-device-{d}"))
+                    .spawn(move || s.worker(d, acc))
+                    .map_err(|e| Error::device("runtime", ErrorKind::Io, format!("starting a device thread: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Runtime { shared, workers })
+    }
+
+    /// A runtime over `n` simulated USB Accelerators (running their firmware already), each with
+    /// the time model `time`; output values come from `oracle`.
+    pub fn simulated(n: usize, time: TimeModel, oracle: SimOracle, options: RuntimeOptions) -> Result<Runtime> {
+        let mut sims = Vec::new();
+        let mut devices: Vec<Box<dyn Accelerator>> = Vec::new();
+        for k in 0..n {
+            let config = SimConfig {
+                path: crate::transport::UsbPath { bus: 1, ports: vec![k as u8 + 1] },
+                start_in_dfu: false,
+                time,
+                ..Default::default()
+            };
+            let sim = SimBus::new(config);
+            let acc = UsbAccelerator::open(Arc::new(sim.clone()), &sim.config_path(), UsbOptions::default())?;
+            sims.push(sim);
+            devices.push(Box::new(SimNamed { inner: acc, index: k }));
+        }
+        Self::with_sims(devices, sims, oracle, options)
+    }
+
+    /// Opens the devices of a comma-separated list: `usb`, `usb:N`, `usb:<bus>-<ports>`, `sim`
+    /// (alias `sim:usb`) or `sim:N` (each `sim` entry is another simulated accelerator).
+    pub fn open(list: &str, usb: UsbOptions, oracle: SimOracle, options: RuntimeOptions) -> Result<Runtime> {
+        let entries: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let sims = entries.iter().filter(|e| e.starts_with("sim")).count();
+        if sims > 0 && sims != entries.len() {
+            return Err(Error::argument("--device: do not mix simulated and real devices in one list"));
+        }
+        if sims > 0 {
+            return Self::simulated(sims, TimeModel::usb3(), oracle, options);
+        }
+        let mut devices: Vec<Box<dyn Accelerator>> = Vec::new();
+        let bus = usb_bus()?;
+        for e in entries {
+            if e.starts_with("pci") {
+                return Err(Error::device(
+                    e,
+                    ErrorKind::Unsupported,
+                    "the PCIe backend (M.2, Mini-PCIe, Dev Board) is not written yet; use a USB Accelerator",
+                ));
+            }
+            devices.push(Box::new(UsbAccelerator::open_selected(bus.clone(), e, usb.clone())?));
+        }
+        Self::new(devices, options)
+    }
+
+    /// Selection strings of the devices, in order.
+    pub fn devices(&self) -> &[String] {
+        &self.shared.names
+    }
+
+    /// The simulated devices, when the runtime runs on the simulator.
+    pub fn sims(&self) -> &[SimBus] {
+        &self.shared.sims
+    }
+
+    /// Per-device metrics so far.
+    pub fn metrics(&self) -> Vec<DeviceMetrics> {
+        self.shared.metrics.iter().map(|m| lock(m).clone()).collect()
+    }
+
+    /// Jobs waiting in the queue now.
+    pub fn queue_depth(&self) -> usize {
+        lock(&self.shared.queue).jobs.len()
+    }
+
+    /// An interpreter for `model` whose Edge TPU steps run on this runtime's devices (any free
+    /// one) and whose other ops run on the CPU.
+    pub fn interpreter(&self, model: Arc<Model>, options: &Options) -> Result<Interpreter> {
+        self.interpreter_on(model, options, None)
+    }
+
+    /// Like [`Self::interpreter`], with every Edge TPU step bound to device `device` (pipeline
+    /// stages).
+    pub fn interpreter_on(&self, model: Arc<Model>, options: &Options, device: Option<usize>) -> Result<Interpreter> {
+        if let Some(d) = device.filter(|&d| d >= self.shared.names.len()) {
+            return Err(Error::argument(format!(
+                "device {d} does not exist; the runtime has {}",
+                self.shared.names.len()
+            )));
+        }
+        let delegate = TpuDelegate { shared: self.shared.clone(), device };
+        let options = Options { delegate: Some(Arc::new(delegate)), ..options.clone() };
+        Interpreter::new(model, &options)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.work.notify_all();
+        self.shared.space.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn usb_bus() -> Result<Arc<dyn crate::transport::UsbBus>> {
+    #[cfg(feature = "usb")]
+    {
+        let bus = crate::transport::usb::RusbBus::new()
+            .map_err(|e| Error::device("usb", e.kind.error_kind(), format!("cannot initialise libusb: {e}")))?;
+        Ok(Arc::new(bus))
+    }
+    #[cfg(not(feature = "usb"))]
+    Err(Error::device("usb", ErrorKind::Unsupported, "this build has no USB backend (cargo feature `usb`)"))
+}
+
+/// A simulated accelerator, named `sim:N`.
+#[derive(Debug)]
+struct SimNamed {
+    inner: UsbAccelerator,
+    index: usize,
+}
+
+impl Accelerator for SimNamed {
+    fn name(&self) -> String {
+        format!("sim:{}", self.index)
+    }
+    fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
+        self.inner.run(program, inputs, outputs)
+    }
+    fn close(self: Box<Self>) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+/// The interpreter's delegate: prepares each Edge TPU step for every device and turns its runs
+/// into jobs.
+struct TpuDelegate {
+    shared: Arc<Shared>,
+    device: Option<usize>,
+}
+
+impl std::fmt::Debug for TpuDelegate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpuDelegate").field("devices", &self.shared.names).field("device", &self.device).finish()
+    }
+}
+
+impl TpuDelegate {
+    fn register_with_sims(&self, model: &Arc<Model>, op: usize, package: &Package<'_>) -> Result<()> {
+        if self.shared.sims.is_empty() {
+            return Ok(());
+        }
+        let id = (model.bytes().as_ptr() as usize, op);
+        let mut reg = lock(&self.shared.registered);
+        if reg.contains(&id) {
+            return Ok(());
+        }
+        let exe = package.main();
+        let twin = match &self.shared.oracle {
+            SimOracle::Twin => model.path().and_then(twin_path),
+            SimOracle::Model(p) => Some(p.clone()),
+            SimOracle::Seeded => None,
+        };
+        let oracle: Arc<Mutex<dyn Oracle>> = match twin {
+            Some(t) => {
+                let twin = Arc::new(Model::open(&t)?);
+                Arc::new(Mutex::new(CpuTwinOracle::new(twin, &exe.input_layers, &exe.output_layers)?))
+            }
+            None => Arc::new(Mutex::new(SeededOracle::new(op as u64))),
+        };
+        let name = model.path().map_or_else(|| "model".to_string(), |p| p.display().to_string());
+        for sim in &self.shared.sims {
+            sim.load(package, &name, Some(oracle.clone()))?;
+        }
+        reg.push(id);
+        Ok(())
+    }
+}
+
+impl Delegate for TpuDelegate {
+    fn prepare(&self, model: &Arc<Model>, subgraph: usize, op: &Operator) -> Result<Box<dyn DelegateStep>> {
+        let sg = model
+            .subgraphs()
+            .get(subgraph)
+            .ok_or_else(|| Error::argument(format!("subgraph {subgraph} does not exist")))?;
+        let package = Package::decode(model, sg, op)?;
+        let n = self.shared.names.len();
+        let programs = (0..n).map(|_| Program::new(model, &package).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+        let exe = package.main();
+        if let Some(l) = exe.output_layers.iter().find(|l| l.name.ends_with("_variable_output")) {
+            return Err(Error::unsupported(format!(
+                "the Edge TPU step at operator {} writes state back into its input ({:?}); running such steps \
+                 (recurrent models) is not supported yet",
+                op.index, l.name
+            )));
+        }
+        // The custom op's tensors must be the executable's layers, by position and size.
+        let tensor_len = |t: Option<usize>| t.and_then(|t| sg.tensors.get(t)).map(|t| t.num_elements());
+        for (what, tensors, layers) in
+            [("input", &op.inputs, &exe.input_layers), ("output", &op.outputs, &exe.output_layers)]
+        {
+            if tensors.len() != layers.len() {
+                return Err(Error::unsupported(format!(
+                    "the Edge TPU step at operator {} has {} {what}s but its executable {} {what} layers",
+                    op.index,
+                    tensors.len(),
+                    layers.len()
+                )));
+            }
+            for (k, (t, l)) in tensors.iter().zip(layers).enumerate() {
+                let n = l.num_elements() * l.execution_count.max(1);
+                if tensor_len(*t) != Some(n) {
+                    return Err(Error::unsupported(format!(
+                        "the Edge TPU step at operator {}: {what} {k} has {:?} elements, its layer {:?} {n}",
+                        op.index,
+                        tensor_len(*t),
+                        l.name
+                    )));
+                }
+            }
+        }
+        self.register_with_sims(model, op.index, &package)?;
+        let first = lock(&programs[0]);
+        let (token, key) = (first.token, first.caching_key);
+        let output_sizes: Vec<usize> = first.output_sizes().collect();
+        drop(first);
+        let affinity = {
+            let mut q = lock(&self.shared.queue);
+            match q.pins.iter().find(|(k, _)| *k == key && key != 0) {
+                Some(&(_, d)) => d,
+                None => {
+                    let d = q.pins.len() % n;
+                    q.pins.push((key, d));
+                    d
+                }
+            }
+        };
+        let name = format!(
+            "{} operator {}",
+            model.path().map_or_else(|| "model".to_string(), |p| p.display().to_string()),
+            op.index
+        );
+        Ok(Box::new(StepHandle {
+            shared: self.shared.clone(),
+            step: Arc::new(Step { name, programs, token, key, affinity, pinned: self.device, output_sizes }),
+        }))
+    }
+}
+
+struct StepHandle {
+    shared: Arc<Shared>,
+    step: Arc<Step>,
+}
+
+impl DelegateStep for StepHandle {
+    fn run(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job = Job {
+            step: self.step.clone(),
+            inputs: inputs.iter().map(|b| b.to_vec()).collect(),
+            reply: tx,
+            bypassed: 0,
+        };
+        self.shared.submit(job)?;
+        let outs =
+            rx.recv().map_err(|_| Error::device("runtime", ErrorKind::Disconnected, "the device thread stopped"))??;
+        for (dst, src) in outputs.iter_mut().zip(&outs) {
+            if dst.len() != src.len() {
+                return Err(Error::argument(format!(
+                    "{}: an output of {} bytes for a tensor of {}",
+                    self.step.name,
+                    src.len(),
+                    dst.len()
+                )));
+            }
+            dst.copy_from_slice(src);
+        }
+        Ok(())
+    }
+}

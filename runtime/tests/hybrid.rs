@@ -1,0 +1,117 @@
+//! Compiled models run whole, CPU steps and Edge TPU steps together, through the runtime on the
+//! simulated accelerator whose oracle is the CPU twin: every output equals the twin's.
+
+mod common;
+
+use edgetpu::cpu::{Interpreter, Options};
+use edgetpu::sched::{Runtime, RuntimeOptions, SimOracle};
+use edgetpu::transport::sim::TimeModel;
+use edgetpu::{ErrorKind, Model};
+use std::sync::Arc;
+
+fn bytes(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Runs `compiled` through a simulated runtime and `twin` on the CPU with the same inputs
+/// (twice, different inputs) and asserts equal outputs.
+fn check(compiled: &str, twin: &str, oracle: SimOracle) {
+    let dir = common::testdata();
+    let rt = Runtime::simulated(1, TimeModel::zero(), oracle, RuntimeOptions::default()).unwrap();
+    let model = Arc::new(Model::open(dir.join(compiled)).unwrap());
+    let mut tpu = rt.interpreter(model, &Options { threads: 1, ..Default::default() }).unwrap();
+    let mut cpu =
+        Interpreter::new(Arc::new(Model::open(dir.join(twin)).unwrap()), &Options { threads: 1, ..Default::default() })
+            .unwrap();
+    assert_eq!(tpu.inputs().len(), cpu.inputs().len(), "{compiled}");
+    for round in 0..2u32 {
+        for i in 0..cpu.inputs().len() {
+            let input = bytes(cpu.input_mut(i).unwrap().len(), round * 7 + i as u32 + 1);
+            cpu.set_input(i, &input).unwrap();
+            tpu.set_input(i, &input).unwrap();
+        }
+        cpu.invoke().unwrap();
+        tpu.invoke().unwrap_or_else(|e| panic!("{compiled}: {e}"));
+        for j in 0..cpu.outputs().len() {
+            assert_eq!(tpu.output(j).unwrap(), cpu.output(j).unwrap(), "{compiled} round {round} output {j}");
+        }
+    }
+    let m = &rt.metrics()[0];
+    assert_eq!(m.inferences, 2, "{compiled}: {m:?}");
+    for sim in rt.sims() {
+        assert!(sim.violations().is_empty(), "{compiled}: {:?}", sim.violations());
+    }
+}
+
+#[test]
+fn classifiers() {
+    for name in ["mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant", "mobilenet_v1_0.75_192_quant"] {
+        check(&format!("{name}_edgetpu.tflite"), &format!("{name}.tflite"), SimOracle::Twin);
+    }
+}
+
+#[test]
+fn deeplab_with_cpu_resize_and_argmax() {
+    check(
+        "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite",
+        "deeplabv3_mnv2_dm05_pascal_quant.tflite",
+        SimOracle::Twin,
+    );
+}
+
+#[test]
+fn movenet_with_cpu_ops_before_and_after() {
+    check(
+        "movenet_single_pose_lightning_ptq_edgetpu.tflite",
+        "movenet_single_pose_lightning_ptq.tflite",
+        SimOracle::Twin,
+    );
+}
+
+#[test]
+fn posenet_with_the_cpu_decoder() {
+    check(
+        "posenet/posenet_mobilenet_v1_075_353_481_16_quant_decoder_edgetpu.tflite",
+        "posenet/posenet_mobilenet_v1_075_353_481_16_quant_decoder.tflite",
+        SimOracle::Twin,
+    );
+}
+
+#[test]
+fn split_concat_with_tiled_outputs_in_another_order() {
+    check("tools/split_concat_edgetpu.tflite", "tools/split_concat.tflite", SimOracle::Twin);
+}
+
+#[test]
+fn co_compiled_models() {
+    let dir = common::testdata();
+    for (compiled, twin) in [
+        (
+            "cocompilation/mobilenet_v1_0.25_128_quant_cocompiled_with_mobilenet_v1_0.5_160_quant_edgetpu.tflite",
+            "mobilenet_v1_0.25_128_quant.tflite",
+        ),
+        (
+            "cocompilation/mobilenet_v1_0.5_160_quant_cocompiled_with_mobilenet_v1_0.25_128_quant_edgetpu.tflite",
+            "mobilenet_v1_0.5_160_quant.tflite",
+        ),
+    ] {
+        check(compiled, twin, SimOracle::Model(dir.join(twin)));
+    }
+}
+
+#[test]
+fn non_deterministic_executables_are_refused_clearly() {
+    let rt = Runtime::simulated(1, TimeModel::zero(), SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+    let model = Arc::new(Model::open(common::testdata().join("keras_lstm_mnist_ptq_edgetpu.tflite")).unwrap());
+    let err = rt.interpreter(model, &Options::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("not fully deterministic"), "{err}");
+}
