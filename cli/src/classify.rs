@@ -56,7 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
         for c in &classes {
             println!("{:.5}  {:>5}  {}", c.score, c.id, c.label.as_deref().unwrap_or(""));
         }
-        println!("invoke: {invoke_ms:.2} ms on {} threads", it.threads());
+        println!("invoke: {invoke_ms:.2} ms on {} threads{}", it.threads(), loaded.device_note());
     }
     Ok(())
 }

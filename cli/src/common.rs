@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// `--model` and `--threads`.
+/// `--model`, `--threads` and where to run.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// The model file (.tflite, CPU model).
+    /// The model file (.tflite: a CPU model, or a compiled *_edgetpu.tflite one).
     #[arg(long, short)]
     pub model: PathBuf,
     /// Threads for the CPU kernels (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: crate::tpu::DeviceArgs,
 }
 
 /// `--image` and how it becomes the input tensor.
@@ -40,17 +42,31 @@ pub struct ImageArgs {
 /// An interpreter and what it took to make it.
 pub struct Loaded {
     pub it: Interpreter,
-    /// Milliseconds to open and plan the model.
+    /// Milliseconds to open and plan the model (and open the devices).
     pub load_ms: f64,
+    /// The devices a compiled model's Edge TPU steps run on (dropped after `it`).
+    pub runtime: Option<edgetpu::sched::Runtime>,
 }
 
-/// Opens `args.model` and plans it for the CPU, keeping tensors `keep` readable.
+impl Loaded {
+    /// What ran the model, for the `invoke:` line.
+    pub fn device_note(&self) -> String {
+        crate::tpu::note(self.runtime.as_ref())
+    }
+}
+
+/// Opens `args.model` and plans it (CPU ops on the CPU, Edge TPU steps on the devices of
+/// `--device`), keeping tensors `keep` readable.
 pub fn load(args: &ModelArgs, keep: Vec<usize>) -> Result<Loaded> {
     let start = Instant::now();
     let model = Arc::new(Model::open(&args.model)?);
     let options = Options { threads: args.threads, keep, ..Options::default() };
-    let it = Interpreter::new(model, &options)?;
-    Ok(Loaded { it, load_ms: ms(start) })
+    let runtime = crate::tpu::runtime_for(&args.model, &model, &args.device)?;
+    let it = match &runtime {
+        Some(rt) => rt.interpreter(model, &options)?,
+        None => Interpreter::new(model, &options)?,
+    };
+    Ok(Loaded { it, load_ms: ms(start), runtime })
 }
 
 /// Milliseconds since `start`.

@@ -89,7 +89,7 @@ pub fn run(args: &Args) -> Result<()> {
         if let Some(out) = &args.output {
             println!("wrote {}", out.display());
         }
-        println!("invoke: {invoke_ms:.2} ms on {} threads", it.threads());
+        println!("invoke: {invoke_ms:.2} ms on {} threads{}", it.threads(), loaded.device_note());
     }
     Ok(())
 }

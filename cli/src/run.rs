@@ -27,8 +27,6 @@ pub struct Args {
     /// Print a JSON document instead of text.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub device: crate::tpu::DeviceArgs,
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>> {
@@ -44,9 +42,6 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if !args.device.is_cpu() {
-        return run_tpu(args);
-    }
     let keep = args.outputs.clone().unwrap_or_default();
     let mut loaded = common::load(&args.model, keep.clone())?;
     let it = &mut loaded.it;
@@ -114,67 +109,7 @@ pub fn run(args: &Args) -> Result<()> {
                 w["nbytes"]
             );
         }
-        println!("invoke: {invoke_ms:.2} ms on {} threads", it.threads());
+        println!("invoke: {invoke_ms:.2} ms on {} threads{}", it.threads(), loaded.device_note());
     }
     Ok(())
-}
-
-/// `run` of a compiled model on an Edge TPU (or the simulator).
-fn run_tpu(args: &Args) -> Result<()> {
-    if args.outputs.is_some() {
-        bail!(
-            "--outputs reads intermediate tensors of the CPU interpreter; it does not apply with --device {}",
-            args.device.device
-        );
-    }
-    let start = std::time::Instant::now();
-    let mut tpu = crate::tpu::open(&args.model.model, &args.device)?;
-    let load_ms = common::ms(start);
-    if args.inputs.len() != tpu.input_sizes.len() {
-        bail!("the model has {} inputs but {} --input files were given", tpu.input_sizes.len(), args.inputs.len());
-    }
-    let inputs = args.inputs.iter().map(|p| read_input(p)).collect::<Result<Vec<_>>>()?;
-    let refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
-    let mut outputs: Vec<Vec<u8>> = tpu.output_sizes.iter().map(|&n| vec![0u8; n]).collect();
-    let start = std::time::Instant::now();
-    tpu.run(&refs, &mut outputs)?;
-    let invoke_ms = common::ms(start);
-    std::fs::create_dir_all(&args.output_dir)
-        .map_err(|source| edgetpu::Error::Io { path: args.output_dir.clone(), source })?;
-    let mut written = Vec::new();
-    for (j, bytes) in outputs.iter().enumerate() {
-        let file = args.output_dir.join(format!("out{j}.bin"));
-        std::fs::write(&file, bytes).map_err(|source| edgetpu::Error::Io { path: file.clone(), source })?;
-        let sha = Sha256::digest(bytes).iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
-        written.push(json!({"file": file.display().to_string(), "nbytes": bytes.len(), "sha256": sha}));
-    }
-    tpu.close()?;
-    if args.json {
-        let doc = json!({
-            "model": args.model.model.display().to_string(),
-            "device": args.device.device,
-            "device_note": tpu_note(&args.device.device),
-            "load_ms": load_ms,
-            "invoke_ms": invoke_ms,
-            "outputs": written,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        for w in &written {
-            println!("{}  {} bytes", w["file"].as_str().unwrap_or(""), w["nbytes"]);
-        }
-        println!("invoke: {invoke_ms:.2} ms on {}{}", args.device.device, tpu_note(&args.device.device));
-    }
-    Ok(())
-}
-
-fn tpu_note(device: &str) -> &'static str {
-    if device.starts_with("sim") {
-        " (simulated: the time is the host's, not an Edge TPU's)"
-    } else {
-        ""
-    }
 }

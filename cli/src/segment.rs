@@ -81,7 +81,7 @@ pub fn run(args: &Args) -> Result<()> {
             println!("{id:>5}  {label:<20}  {n:>9} px  {:5.1} %", 100.0 * n as f64 / total as f64);
         }
         println!("wrote {} ({}x{})", args.output.display(), mask.width, mask.height);
-        println!("invoke: {invoke_ms:.2} ms on {} threads", it.threads());
+        println!("invoke: {invoke_ms:.2} ms on {} threads{}", it.threads(), loaded.device_note());
     }
     Ok(())
 }

@@ -1,29 +1,28 @@
-//! Running a compiled model on an Edge TPU: `--device usb|usb:N|usb:<path>|sim|sim:usb`.
+//! Where a model runs: `--device cpu | usb | usb:N | usb:<bus>-<ports> | sim | sim:N`, several
+//! separated by commas (data-parallel and pipelined runs).
 //!
-//! A compiled model whose graph is exactly one `edgetpu-custom-op` runs here; one with CPU ops
-//! around its Edge TPU step needs the hybrid interpreter, which is not written yet, and is
-//! refused with a message naming its CPU twin.
+//! By default (`auto`) a compiled model runs on the first USB Accelerator and a CPU model on the
+//! CPU. Compiled models run whole: their CPU ops on the CPU, their Edge TPU steps on the devices.
 
-use anyhow::{bail, Context, Result};
-use edgetpu::device::program::Program;
+use anyhow::{bail, Result};
 use edgetpu::device::sequence::Performance;
-use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
+use edgetpu::device::usb::UsbOptions;
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{CpuTwinOracle, Oracle, SeededOracle, SimBus, SimConfig};
-use edgetpu::transport::UsbBus;
-use edgetpu::Model;
+use edgetpu::sched::{twin_path, Runtime, RuntimeOptions, SimOracle};
+use edgetpu::{ErrorKind, Model};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Where to run.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeviceArgs {
-    /// cpu, or an Edge TPU for a compiled model: usb (the first Coral USB Accelerator), usb:N,
-    /// usb:<bus>-<ports>, or sim (alias sim:usb: the simulated accelerator, no hardware).
-    #[arg(long, default_value = "cpu")]
+    /// auto (a compiled model on the first USB Accelerator, a CPU model on the CPU), cpu, usb,
+    /// usb:N, usb:<bus>-<ports>, sim (alias sim:usb: a simulated accelerator, no hardware), or a
+    /// comma-separated list of devices (usb:0,usb:1 or sim:0,sim:1) to use several.
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// With --device sim: the CPU model whose outputs the simulator returns (default: the file
-    /// beside the compiled model with `_edgetpu` removed from its name).
+    /// beside the compiled model with `_edgetpu` removed from its name, else seeded bytes).
     #[arg(long)]
     pub sim_oracle: Option<PathBuf>,
     /// Firmware image for an accelerator that needs it (default: EDGETPU_FIRMWARE, then the
@@ -39,109 +38,41 @@ fn parse_performance(s: &str) -> Result<Performance, String> {
     Performance::parse(s).ok_or_else(|| format!("{s:?}: use low, medium, high or max"))
 }
 
-impl DeviceArgs {
-    /// Whether the CPU is asked for.
-    pub fn is_cpu(&self) -> bool {
-        self.device == "cpu"
-    }
-    fn is_sim(&self) -> bool {
-        self.device == "sim" || self.device == "sim:usb"
-    }
+fn is_sim(list: &str) -> bool {
+    list.split(',').all(|e| e.trim().starts_with("sim"))
 }
 
-/// The CPU twin of a compiled model: the file beside it with `_edgetpu` removed from its name.
-pub fn twin_path(compiled: &Path) -> Option<PathBuf> {
-    let name = compiled.file_name()?.to_str()?;
-    let twin = name.replacen("_edgetpu", "", 1);
-    (twin != name).then(|| compiled.with_file_name(twin)).filter(|p| p.is_file())
-}
-
-/// A compiled model opened on a device, ready to run.
-pub struct TpuRun {
-    program: Program,
-    acc: UsbAccelerator,
-    /// Dense input sizes, in order.
-    pub input_sizes: Vec<usize>,
-    /// Dense output sizes, in order.
-    pub output_sizes: Vec<usize>,
-    /// Graph input index of each executable input layer.
-    in_perm: Vec<usize>,
-    /// Graph output index of each executable output layer.
-    out_perm: Vec<usize>,
-}
-
-/// Opens `model_path` for the device in `args`.
-pub fn open(model_path: &Path, args: &DeviceArgs) -> Result<TpuRun> {
-    if !(args.is_sim() || args.device == "usb" || args.device.starts_with("usb:")) {
-        bail!("--device {:?}: use cpu, usb, usb:N, usb:<bus>-<ports> or sim", args.device);
-    }
-    let model = Arc::new(Model::open(model_path)?);
-    let pkgs = Package::all(&model)?;
-    let sg = &model.subgraphs()[0];
-    // The graph must be the custom op alone; its inputs and outputs may be listed in another
-    // order than the graph's.
-    let perm = |op: &[Option<usize>], graph: &[usize]| -> Option<Vec<usize>> {
-        (op.len() == graph.len()).then_some(())?;
-        op.iter().map(|t| graph.iter().position(|g| Some(*g) == *t)).collect()
+/// The runtime a model needs for `args`, or `None` for the CPU. Prints what the user must know
+/// (simulated device and where its values come from, USB 2 links) on stderr.
+pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Option<Runtime>> {
+    let compiled = !Package::all(model)?.is_empty();
+    let list = match args.device.as_str() {
+        "cpu" if compiled => {
+            let twin = twin_path(path).map_or_else(
+                || "the CPU model it was compiled from".to_string(),
+                |t| format!("its CPU model {}", t.display()),
+            );
+            bail!(
+                "{} is compiled for the Edge TPU: run it with --device usb (or sim, the simulator), or run {twin} with \
+                 --device cpu",
+                path.display()
+            );
+        }
+        "cpu" => return Ok(None),
+        "auto" if !compiled => return Ok(None),
+        "auto" => "usb",
+        other => other,
     };
-    let op = sg.operators.first();
-    let in_perm = op.and_then(|op| perm(&op.inputs, &sg.inputs));
-    let out_perm = op.and_then(|op| perm(&op.outputs, &sg.outputs));
-    let whole = pkgs.len() == 1 && sg.operators.len() == 1 && in_perm.is_some() && out_perm.is_some();
-    if pkgs.is_empty() {
-        bail!(
-            "{} is not compiled for the Edge TPU (no edgetpu-custom-op); run it with --device cpu",
-            model_path.display()
-        );
+    for e in list.split(',').map(str::trim) {
+        let ok = e == "usb" || e.starts_with("usb:") || e.starts_with("sim") || e.starts_with("pci");
+        if !ok {
+            bail!("--device {e:?}: use cpu, usb, usb:N, usb:<bus>-<ports>, sim or sim:N (several separated by commas)");
+        }
     }
-    if !whole {
-        let twin = twin_path(model_path)
-            .map_or(String::new(), |t| format!(": run its CPU twin {} with --device cpu", t.display()));
-        return Err(edgetpu::Error::Unsupported {
-            path: Some(model_path.to_path_buf()),
-            reason: format!(
-                "this compiled model's graph is more than one Edge TPU step ({} operators, {} on the Edge TPU); \
-                 running CPU and TPU steps together needs the hybrid interpreter, which is not written \
-                 yet{twin}",
-                sg.operators.len(),
-                pkgs.len()
-            ),
-        }
-        .into());
-    }
-    let pkg = &pkgs[0];
-    let exe = pkg.main();
-    let mut options =
-        UsbOptions { performance: args.performance, firmware: args.firmware.clone(), ..Default::default() };
-    let bus: Arc<dyn UsbBus> = if args.is_sim() {
-        let firmware = edgetpu::device::firmware_path::locate(args.firmware.as_deref()).ok();
-        let sim = SimBus::new(SimConfig { start_in_dfu: firmware.is_some(), ..Default::default() });
-        let twin = args.sim_oracle.clone().or_else(|| twin_path(model_path));
-        let oracle: Arc<Mutex<dyn Oracle>> = match &twin {
-            Some(t) => {
-                let twin_model =
-                    Arc::new(Model::open(t).with_context(|| format!("the simulator's oracle {}", t.display()))?);
-                Arc::new(Mutex::new(CpuTwinOracle::new(twin_model, &exe.input_layers, &exe.output_layers)?))
-            }
-            None => Arc::new(Mutex::new(SeededOracle::new(0))),
-        };
-        let mut banner = format!(
-            "device: sim:usb, a simulated Coral USB Accelerator (no hardware); outputs from {}",
-            oracle.lock().map(|o| o.describe()).unwrap_or_default()
-        );
-        if twin.is_none() {
-            banner.push_str(": pass --sim-oracle CPU_MODEL for real values");
-        }
-        match firmware {
-            Some(f) => options.firmware = Some(f),
-            None => banner
-                .push_str("\nsim: no firmware image found, so the simulated device starts with its firmware loaded"),
-        }
-        eprintln!("{banner}");
-        sim.load(pkg, &model_path.display().to_string(), Some(oracle))?;
-        Arc::new(sim)
-    } else {
-        Arc::new(crate::devices::open_bus()?)
+    let sim = is_sim(list);
+    let oracle = match &args.sim_oracle {
+        Some(p) => SimOracle::Model(p.clone()),
+        None => SimOracle::Twin,
     };
     let progress: Arc<dyn Fn(usize, usize) + Send + Sync> = Arc::new(|sent, total| {
         // About twenty updates, in place.
@@ -153,48 +84,55 @@ pub fn open(model_path: &Path, args: &DeviceArgs) -> Result<TpuRun> {
             eprintln!();
         }
     });
-    options.progress = Some(progress);
-    let selector = if args.is_sim() { "usb" } else { args.device.as_str() };
-    let acc = UsbAccelerator::open_selected(bus, selector, options)?;
-    if !args.is_sim() {
-        let mut banner = format!("device: {} ({})", acc.name(), acc.speed());
-        if acc.speed().is_usb2() {
-            banner.push_str("\nwarning: USB 2 link: transfers are slower; use a USB 3 port and cable");
+    let usb = UsbOptions {
+        performance: args.performance,
+        firmware: args.firmware.clone(),
+        progress: Some(progress),
+        ..Default::default()
+    };
+    let runtime = match Runtime::open(list, usb, oracle.clone(), RuntimeOptions::default()) {
+        Ok(rt) => rt,
+        Err(e) if compiled && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Io) => {
+            let twin = twin_path(path).map_or_else(
+                || "run the CPU model it was compiled from with --device cpu".to_string(),
+                |t| format!("its CPU model {} runs with --model {} --device cpu", t.display(), t.display()),
+            );
+            bail!("{e}\nno Edge TPU to run the compiled model {} on: {twin}", path.display());
         }
-        eprintln!("{banner}");
+        Err(e) => return Err(e.into()),
+    };
+    if sim {
+        let values = match &oracle {
+            SimOracle::Model(p) => format!("the CPU model {}", p.display()),
+            _ => match twin_path(path) {
+                Some(t) => format!("the CPU twin {}", t.display()),
+                None => "seeded bytes, which are not real results: pass --sim-oracle CPU_MODEL".to_string(),
+            },
+        };
+        let firmware = if runtime.sims().iter().all(|s| s.firmware().is_some()) {
+            "firmware downloaded"
+        } else {
+            "no firmware image found, so they start with their firmware loaded"
+        };
+        eprintln!(
+            "device: {} — simulated Coral USB Accelerator(s), no hardware ({firmware}); Edge TPU outputs from {values}",
+            runtime.devices().join(",")
+        );
+    } else {
+        eprintln!("device: {}", runtime.devices().join(","));
     }
-    let program = Program::new(&model, pkg)?;
-    let size = |l: &edgetpu::package::Layer| l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
-    let in_perm = in_perm.unwrap_or_default();
-    let out_perm = out_perm.unwrap_or_default();
-    // Sizes in the graph's order.
-    let mut input_sizes = vec![0; in_perm.len()];
-    for (k, &g) in in_perm.iter().enumerate() {
-        input_sizes[g] = size(&exe.input_layers[k]);
-    }
-    let mut output_sizes = vec![0; out_perm.len()];
-    for (k, &g) in out_perm.iter().enumerate() {
-        output_sizes[g] = size(&exe.output_layers[k]);
-    }
-    drop(pkgs);
-    Ok(TpuRun { program, acc, input_sizes, output_sizes, in_perm, out_perm })
+    Ok(Some(runtime))
 }
 
-impl TpuRun {
-    /// Runs one inference; inputs and outputs in the graph's order.
-    pub fn run(&mut self, inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<()> {
-        let ins: Vec<&[u8]> = self.in_perm.iter().map(|&g| inputs[g]).collect();
-        let mut layer_out: Vec<Vec<u8>> = self.out_perm.iter().map(|&g| vec![0u8; outputs[g].len()]).collect();
-        let mut refs: Vec<&mut [u8]> = layer_out.iter_mut().map(|v| v.as_mut_slice()).collect();
-        self.acc.run(&mut self.program, &ins, &mut refs)?;
-        for (k, &g) in self.out_perm.iter().enumerate() {
-            outputs[g] = std::mem::take(&mut layer_out[k]);
-        }
-        Ok(())
-    }
-
-    /// Closes the device.
-    pub fn close(self) -> Result<()> {
-        Ok(self.acc.close()?)
+/// How an invocation time reads for a runtime: `None` for the CPU.
+pub fn note(runtime: Option<&Runtime>) -> String {
+    match runtime {
+        None => String::new(),
+        Some(rt) if rt.sims().is_empty() => format!(" + Edge TPU {}", rt.devices().join(",")),
+        Some(rt) => format!(
+            " + simulated Edge TPU {} (USB 3 time model: {:.2} ms of simulated device time so far)",
+            rt.devices().join(","),
+            rt.sims().iter().map(|s| s.elapsed().as_secs_f64() * 1e3).sum::<f64>()
+        ),
     }
 }

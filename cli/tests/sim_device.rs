@@ -40,7 +40,7 @@ fn run_on_the_simulated_accelerator_gives_the_cpu_twins_bytes() {
     ];
     let (ok, stdout, stderr) = edgetpu(&args);
     assert!(ok, "{stderr}");
-    assert!(stderr.contains("sim:usb") && stderr.contains("no hardware"), "{stderr}");
+    assert!(stderr.contains("sim:0") && stderr.contains("no hardware"), "{stderr}");
     assert!(stderr.contains("CPU twin") && stderr.contains("mobilenet_v1_0.25_128_quant.tflite"), "{stderr}");
     assert!(stderr.contains("downloading firmware: 10783 / 10783 bytes"), "progress is shown: {stderr}");
     assert!(stdout.contains("simulated"), "{stdout}");
@@ -74,7 +74,7 @@ fn run_on_the_simulated_accelerator_gives_the_cpu_twins_bytes() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("seeded bytes") && stderr.contains("--sim-oracle"), "{stderr}");
-    assert!(stderr.contains("starts with its firmware loaded"), "no firmware was given: {stderr}");
+    assert!(stderr.contains("start with their firmware loaded"), "no firmware was given: {stderr}");
     // --sim-oracle names the twin explicitly.
     let (ok, _, stderr) = edgetpu(&[
         "run",
@@ -94,25 +94,48 @@ fn run_on_the_simulated_accelerator_gives_the_cpu_twins_bytes() {
 }
 
 #[test]
-fn a_model_with_cpu_ops_says_what_to_do() {
+fn a_model_with_cpu_ops_runs_whole_and_equals_its_twin() {
     let dir = scratch("hybrid");
     let input = dir.join("in.bin");
-    std::fs::write(&input, vec![0u8; 513 * 513 * 3]).unwrap();
+    std::fs::write(&input, (0..513 * 513 * 3).map(|i| (i * 7 % 256) as u8).collect::<Vec<u8>>()).unwrap();
     let compiled = testdata().join("deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite");
+    let twin = testdata().join("deeplabv3_mnv2_dm05_pascal_quant.tflite");
+    let run = |model: &std::path::Path, device: &str, out: &str| {
+        let out_dir = dir.join(out);
+        let (ok, _, stderr) = edgetpu(&[
+            "run",
+            "--device",
+            device,
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        std::fs::read(out_dir.join("out0.bin")).unwrap()
+    };
+    // The Edge TPU step on the simulator, the resize and argmax after it on the CPU.
+    assert_eq!(run(&compiled, "sim", "tpu"), run(&twin, "cpu", "cpu"));
+}
+
+#[test]
+fn compiled_models_without_an_edge_tpu_name_their_cpu_twin() {
+    let compiled = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
     let (ok, _, stderr) = edgetpu(&[
         "run",
         "--device",
-        "sim",
+        "cpu",
         "--model",
         compiled.to_str().unwrap(),
         "--input",
-        input.to_str().unwrap(),
+        "x",
         "--output-dir",
-        dir.to_str().unwrap(),
+        "y",
     ]);
     assert!(!ok);
-    assert!(stderr.contains("hybrid interpreter"), "{stderr}");
-    assert!(stderr.contains("deeplabv3_mnv2_dm05_pascal_quant.tflite with --device cpu"), "{stderr}");
+    assert!(stderr.contains("mobilenet_v1_0.25_128_quant.tflite with --device cpu"), "{stderr}");
     let (ok, _, stderr) = edgetpu(&[
         "run",
         "--device",

@@ -354,17 +354,30 @@ impl Runtime {
     /// A runtime over `n` simulated USB Accelerators (running their firmware already), each with
     /// the time model `time`; output values come from `oracle`.
     pub fn simulated(n: usize, time: TimeModel, oracle: SimOracle, options: RuntimeOptions) -> Result<Runtime> {
+        Self::simulated_with(n, time, oracle, options, UsbOptions::default(), false)
+    }
+
+    /// Like [`Self::simulated`]; with `in_dfu` the simulated devices start in DFU mode and get the
+    /// firmware of `usb` first.
+    pub fn simulated_with(
+        n: usize,
+        time: TimeModel,
+        oracle: SimOracle,
+        options: RuntimeOptions,
+        usb: UsbOptions,
+        in_dfu: bool,
+    ) -> Result<Runtime> {
         let mut sims = Vec::new();
         let mut devices: Vec<Box<dyn Accelerator>> = Vec::new();
         for k in 0..n {
             let config = SimConfig {
                 path: crate::transport::UsbPath { bus: 1, ports: vec![k as u8 + 1] },
-                start_in_dfu: false,
+                start_in_dfu: in_dfu,
                 time,
                 ..Default::default()
             };
             let sim = SimBus::new(config);
-            let acc = UsbAccelerator::open(Arc::new(sim.clone()), &sim.config_path(), UsbOptions::default())?;
+            let acc = UsbAccelerator::open(Arc::new(sim.clone()), &sim.config_path(), usb.clone())?;
             sims.push(sim);
             devices.push(Box::new(SimNamed { inner: acc, index: k }));
         }
@@ -380,7 +393,11 @@ impl Runtime {
             return Err(Error::argument("--device: do not mix simulated and real devices in one list"));
         }
         if sims > 0 {
-            return Self::simulated(sims, TimeModel::usb3(), oracle, options);
+            // With a firmware image at hand the simulated devices start in DFU mode and get it.
+            let firmware = crate::device::firmware_path::locate(usb.firmware.as_deref()).ok();
+            let in_dfu = firmware.is_some();
+            let usb = UsbOptions { firmware, ..usb };
+            return Self::simulated_with(sims, TimeModel::usb3(), oracle, options, usb, in_dfu);
         }
         let mut devices: Vec<Box<dyn Accelerator>> = Vec::new();
         let bus = usb_bus()?;
@@ -452,8 +469,14 @@ impl Drop for Runtime {
 fn usb_bus() -> Result<Arc<dyn crate::transport::UsbBus>> {
     #[cfg(feature = "usb")]
     {
-        let bus = crate::transport::usb::RusbBus::new()
-            .map_err(|e| Error::device("usb", e.kind.error_kind(), format!("cannot initialise libusb: {e}")))?;
+        let bus = crate::transport::usb::RusbBus::new().map_err(|e| {
+            let why = if cfg!(target_os = "linux") && !Path::new("/dev/bus/usb").exists() {
+                ": this system has no /dev/bus/usb (no USB host controller, or a container without USB passed through)"
+            } else {
+                ""
+            };
+            Error::device("usb", e.kind.error_kind(), format!("cannot initialise libusb ({:?}){why}", e.kind))
+        })?;
         Ok(Arc::new(bus))
     }
     #[cfg(not(feature = "usb"))]

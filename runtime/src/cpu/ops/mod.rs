@@ -66,8 +66,8 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         | "DEPTH_TO_SPACE" => extra_shape::build(ctx),
         "TRANSPOSE_CONV" => transpose_conv::build(ctx),
         "edgetpu-custom-op" => Err(ctx.err(
-            "this is an Edge TPU step: running it needs the Edge TPU driver, which this runtime does not have \
-             yet; run the CPU model it was compiled from (the *_quant.tflite twin) instead",
+            "this is an Edge TPU step: run the model through an edgetpu::sched::Runtime (an Edge TPU or the \
+             simulator), or run the CPU model it was compiled from (the *_quant.tflite twin) on the CPU",
         )),
         _ => Err(ctx.err("no CPU kernel for this op in this runtime")),
     }
