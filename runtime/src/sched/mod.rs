@@ -173,6 +173,8 @@ impl Resident {
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Devices take no job while set (see [`Runtime::hold`]).
+    held: bool,
     resident: Vec<Resident>,
     /// Models seen so far, by caching key, and the device each is pinned to.
     pins: Vec<(u64, usize)>,
@@ -197,6 +199,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn pick(&self, q: &Queue, d: usize) -> Option<usize> {
+        if q.held {
+            return None;
+        }
         let eligible = |j: &Job| j.step.pinned.is_none_or(|p| p == d);
         let first = q.jobs.iter().position(eligible)?;
         if self.options.policy == Policy::Fifo || q.jobs[first].bypassed >= self.options.max_bypass {
@@ -322,6 +327,7 @@ impl Runtime {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 closed: false,
+                held: false,
                 resident: vec![Resident::default(); devices.len()],
                 pins: Vec::new(),
             }),
@@ -429,6 +435,13 @@ impl Runtime {
         self.shared.metrics.iter().map(|m| lock(m).clone()).collect()
     }
 
+    /// Stops the devices from taking jobs until the returned guard is dropped: jobs queue up
+    /// meanwhile (for tests and benchmarks of the job choice).
+    pub fn hold(&self) -> Hold<'_> {
+        lock(&self.shared.queue).held = true;
+        Hold { runtime: self }
+    }
+
     /// Jobs waiting in the queue now.
     pub fn queue_depth(&self) -> usize {
         lock(&self.shared.queue).jobs.len()
@@ -452,6 +465,19 @@ impl Runtime {
         let delegate = TpuDelegate { shared: self.shared.clone(), device };
         let options = Options { delegate: Some(Arc::new(delegate)), ..options.clone() };
         Interpreter::new(model, &options)
+    }
+}
+
+/// Keeps the devices from taking jobs while it lives ([`Runtime::hold`]).
+#[derive(Debug)]
+pub struct Hold<'a> {
+    runtime: &'a Runtime,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        lock(&self.runtime.shared.queue).held = false;
+        self.runtime.shared.work.notify_all();
     }
 }
 

@@ -19,28 +19,30 @@ pub trait Oracle: Send {
     fn describe(&self) -> String;
 }
 
-/// Deterministic pseudo-random output bytes (for models without a CPU twin).
+/// Deterministic pseudo-random output bytes (for models without a CPU twin): a function of the
+/// seed and the input bytes, so the same inputs always give the same outputs.
 #[derive(Debug, Clone)]
 pub struct SeededOracle {
-    state: u64,
+    seed: u64,
 }
 
 impl SeededOracle {
-    /// An oracle whose bytes follow from `seed` (and the number of runs so far).
+    /// An oracle whose bytes follow from `seed` and the inputs.
     pub fn new(seed: u64) -> SeededOracle {
-        SeededOracle { state: seed ^ 0x9E37_79B9_7F4A_7C15 }
+        SeededOracle { seed: seed ^ 0x9E37_79B9_7F4A_7C15 }
     }
 }
 
 impl Oracle for SeededOracle {
-    fn compute(&mut self, _inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<(), String> {
+    fn compute(&mut self, inputs: &[&[u8]], outputs: &mut [Vec<u8>]) -> Result<(), String> {
+        let mut state = inputs.iter().fold(self.seed, |h, i| fnv(h, i)) | 1;
         for out in outputs {
             for b in out.iter_mut() {
                 // xorshift64*
-                self.state ^= self.state >> 12;
-                self.state ^= self.state << 25;
-                self.state ^= self.state >> 27;
-                *b = (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                *b = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
             }
         }
         Ok(())
