@@ -60,6 +60,8 @@ pub(crate) struct SimState {
     pub clock: Duration,
     /// Wall time spent handling transfers.
     pub device_wall: Duration,
+    /// Modelled time not slept yet (real-time mode).
+    sleep_debt: Duration,
     faults: Vec<Fault>,
     /// Whether the chip has completed a run since its last reset (shows in `scu_ctrl_3`).
     has_run: bool,
@@ -174,6 +176,7 @@ impl SimState {
             stats: SimStats::default(),
             clock: Duration::ZERO,
             device_wall: Duration::ZERO,
+            sleep_debt: Duration::ZERO,
             faults: Vec::new(),
             has_run: false,
         }
@@ -182,7 +185,14 @@ impl SimState {
     pub fn advance(&mut self, d: Duration) {
         self.clock += d;
         if self.config.time.realtime {
-            std::thread::sleep(d);
+            // Sleep in steps of at least a millisecond: shorter sleeps overshoot by more than
+            // they last.
+            self.sleep_debt += d;
+            if self.sleep_debt >= Duration::from_millis(1) {
+                let start = std::time::Instant::now();
+                std::thread::sleep(self.sleep_debt);
+                self.sleep_debt = self.sleep_debt.saturating_sub(start.elapsed());
+            }
         }
     }
 
