@@ -1,4 +1,5 @@
-//! `edgetpu bench`: CPU latency of a model.
+//! `edgetpu bench`: latency of a model on the CPU, or on Edge TPU devices (`--device`): with
+//! several devices, throughput of data-parallel inferences; with `--segments`, of a pipeline.
 
 use crate::common::{self, ModelArgs};
 use anyhow::{bail, Result};
@@ -20,17 +21,21 @@ pub struct Args {
     /// Print a JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With Edge TPU devices: the model is compiled into these segments (comma-separated, in
+    /// order; --model is the first): run them as a pipeline, segment k on device k.
+    #[arg(long, value_delimiter = ',')]
+    pub segments: Option<Vec<std::path::PathBuf>>,
 }
 
 /// The `p`-th percentile (nearest rank) of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Deterministic input bytes: pseudo-random for 8-bit inputs, small values for float and int
 /// inputs (a random bit pattern could be NaN or an out-of-range index).
-fn fill(bytes: &mut [u8], dtype: TensorType, seed: &mut u64) {
+pub fn fill(bytes: &mut [u8], dtype: TensorType, seed: &mut u64) {
     let mut next = || {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (*seed >> 33) as u32
@@ -52,6 +57,12 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("--iterations must be at least 1");
     }
     let mut loaded = common::load(&args.model, Vec::new())?;
+    if let Some(rt) = loaded.runtime.take() {
+        return crate::bench_devices::run(args, &loaded.it, &rt);
+    }
+    if args.segments.is_some() {
+        bail!("--segments needs Edge TPU devices (--device usb:0,usb:1,... or sim:0,sim:1,...)");
+    }
     let it = &mut loaded.it;
     let mut seed = 0x5eed_u64;
     let types: Vec<TensorType> = it.inputs().iter().map(|t| t.dtype).collect();

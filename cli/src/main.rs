@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_devices;
 mod classify;
 mod common;
 mod detect;

@@ -183,3 +183,55 @@ fn doctor_records_a_session_that_replays() {
     acc.close().unwrap();
     replay.done().unwrap();
 }
+
+#[test]
+fn classify_and_bench_on_simulated_devices() {
+    let t = testdata();
+    let compiled = t.join("mobilenet_v1_0.5_160_quant_edgetpu.tflite");
+    let twin = t.join("mobilenet_v1_0.5_160_quant.tflite");
+    let image = t.join("cat.bmp");
+    let labels = t.join("imagenet_labels.txt");
+    let classify = |model: &std::path::Path, device: &str| {
+        let (ok, stdout, stderr) = edgetpu(&[
+            "classify",
+            "--device",
+            device,
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(ok, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        v["classes"].clone()
+    };
+    let tpu = classify(&compiled, "sim");
+    assert_eq!(tpu, classify(&twin, "cpu"));
+    assert!(tpu[0]["label"].as_str().unwrap().contains("cat"), "{tpu}");
+
+    // Data-parallel on two simulated devices: every device works, each loads the parameters once.
+    let (ok, stdout, stderr) = edgetpu(&[
+        "bench",
+        "--device",
+        "sim:0,sim:1",
+        "--model",
+        compiled.to_str().unwrap(),
+        "--iterations",
+        "40",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    let runs: u64 = devices.iter().map(|d| d["inferences"].as_u64().unwrap()).sum();
+    assert!(runs >= 40, "{v}");
+    for d in devices {
+        assert!(d["inferences"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(d["cache_misses"].as_u64().unwrap(), 1, "{v}");
+    }
+    assert!(v["throughput_per_s"].as_f64().unwrap() > 0.0);
+}
