@@ -2,7 +2,7 @@
 //! given, or pipelined over `--segments`, with each device's metrics.
 
 use crate::bench::{fill, percentile, Args};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use edgetpu::cpu::{Interpreter, Options};
 use edgetpu::sched::pipeline::{Pipeline, Pool};
 use edgetpu::sched::Runtime;
@@ -23,67 +23,24 @@ pub fn run(args: &Args, it: &Interpreter, rt: &Runtime) -> Result<()> {
     let names: Vec<String> = it.inputs().iter().map(|t| t.name.clone()).collect();
     let devices = rt.devices().len();
     let in_flight = 2 * devices;
-    let mut times = Vec::with_capacity(args.iterations);
-    let total;
     let mode;
-    match &args.segments {
+    let (total, mut times) = match &args.segments {
         Some(rest) => {
             let mut segs = vec![Arc::new(Model::open(&args.model.model)?)];
             for p in rest {
                 segs.push(Arc::new(Model::open(p)?));
             }
-            if segs.len() < 2 {
-                bail!("--segments lists the segments after the first (--model)");
-            }
             mode = format!("pipeline of {} segments on {devices} device(s)", segs.len());
             let mut p = Pipeline::new(rt, &segs, in_flight, &options)?;
             let named: Vec<(String, Vec<u8>)> = names.iter().cloned().zip(inputs.iter().cloned()).collect();
-            for _ in 0..args.warmup.max(1) {
-                p.send(named.clone())?;
-                p.recv()?;
-            }
-            let mut sent = std::collections::VecDeque::new();
-            let start = Instant::now();
-            for _ in 0..args.iterations {
-                p.send(named.clone())?;
-                sent.push_back(Instant::now());
-                if p.pending() >= in_flight as u64 {
-                    p.recv()?;
-                    times.push(crate::common::ms(sent.pop_front().expect("one was sent")));
-                }
-            }
-            while p.pending() > 0 {
-                p.recv()?;
-                times.push(crate::common::ms(sent.pop_front().expect("one was sent")));
-            }
-            total = crate::common::ms(start);
+            timed(args, in_flight, &mut p, |p| p.send(named.clone()), |p| p.recv().map(drop), |p| p.pending())?
         }
         None => {
             mode = format!("data-parallel on {devices} device(s), {in_flight} in flight");
             let mut pool = Pool::new(rt, it.model().clone(), in_flight, in_flight, &options)?;
-            for _ in 0..args.warmup.max(devices) {
-                pool.send(inputs.clone())?;
-            }
-            while pool.pending() > 0 {
-                pool.recv()?;
-            }
-            let mut sent = std::collections::VecDeque::new();
-            let start = Instant::now();
-            for _ in 0..args.iterations {
-                pool.send(inputs.clone())?;
-                sent.push_back(Instant::now());
-                if pool.pending() >= in_flight as u64 {
-                    pool.recv()?;
-                    times.push(crate::common::ms(sent.pop_front().expect("one was sent")));
-                }
-            }
-            while pool.pending() > 0 {
-                pool.recv()?;
-                times.push(crate::common::ms(sent.pop_front().expect("one was sent")));
-            }
-            total = crate::common::ms(start);
+            timed(args, in_flight, &mut pool, |p| p.send(inputs.clone()), |p| p.recv().map(drop), |p| p.pending())?
         }
-    }
+    };
     times.sort_by(f64::total_cmp);
     let (p50, p90, p99) = (percentile(&times, 50.0), percentile(&times, 90.0), percentile(&times, 99.0));
     let rate = args.iterations as f64 / (total / 1e3);
@@ -127,4 +84,41 @@ pub fn run(args: &Args, it: &Interpreter, rt: &Runtime) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Warm-up (at least one inference per device), then `args.iterations` inferences with
+/// `in_flight` outstanding: (total ms, each inference's send-to-receive ms).
+fn timed<S>(
+    args: &Args,
+    in_flight: usize,
+    s: &mut S,
+    send: impl Fn(&mut S) -> edgetpu::Result<()>,
+    recv: impl Fn(&mut S) -> edgetpu::Result<()>,
+    pending: impl Fn(&S) -> u64,
+) -> Result<(f64, Vec<f64>)> {
+    for _ in 0..args.warmup.max(in_flight) {
+        send(s)?;
+        if pending(s) >= in_flight as u64 {
+            recv(s)?;
+        }
+    }
+    while pending(s) > 0 {
+        recv(s)?;
+    }
+    let mut times = Vec::with_capacity(args.iterations);
+    let mut sent = std::collections::VecDeque::new();
+    let start = Instant::now();
+    for _ in 0..args.iterations {
+        send(s)?;
+        sent.push_back(Instant::now());
+        if pending(s) >= in_flight as u64 {
+            recv(s)?;
+            times.extend(sent.pop_front().map(crate::common::ms));
+        }
+    }
+    while pending(s) > 0 {
+        recv(s)?;
+        times.extend(sent.pop_front().map(crate::common::ms));
+    }
+    Ok((crate::common::ms(start), times))
 }

@@ -9,18 +9,6 @@ use edgetpu::transport::sim::TimeModel;
 use edgetpu::{ErrorKind, Model};
 use std::sync::Arc;
 
-fn bytes(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Runs `compiled` through a simulated runtime and `twin` on the CPU with the same inputs
 /// (twice, different inputs) and asserts equal outputs.
 fn check(compiled: &str, twin: &str, oracle: SimOracle) {
@@ -34,7 +22,7 @@ fn check(compiled: &str, twin: &str, oracle: SimOracle) {
     assert_eq!(tpu.inputs().len(), cpu.inputs().len(), "{compiled}");
     for round in 0..2u32 {
         for i in 0..cpu.inputs().len() {
-            let input = bytes(cpu.input_mut(i).unwrap().len(), round * 7 + i as u32 + 1);
+            let input = common::noise(cpu.input_mut(i).unwrap().len(), round * 7 + i as u32 + 1);
             cpu.set_input(i, &input).unwrap();
             tpu.set_input(i, &input).unwrap();
         }

@@ -11,18 +11,6 @@ use edgetpu::Model;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn bytes(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn open(path: &str) -> Arc<Model> {
     Arc::new(Model::open(common::testdata().join(path)).unwrap())
 }
@@ -87,7 +75,7 @@ fn chain(rt: &Runtime, segs: &[Arc<Model>], image: &[u8]) -> Vec<(String, Vec<u8
 fn pipeline_on(devices: usize) {
     let rt = Runtime::simulated(devices, TimeModel::zero(), SimOracle::Seeded, RuntimeOptions::default()).unwrap();
     let segs: Vec<Arc<Model>> = SEGMENTS.iter().map(|p| open(p)).collect();
-    let images: Vec<Vec<u8>> = (0..6).map(|k| bytes(300 * 300 * 3, k + 1)).collect();
+    let images: Vec<Vec<u8>> = (0..6).map(|k| common::noise(300 * 300 * 3, k + 1)).collect();
     let expected: Vec<_> = images.iter().map(|img| chain(&rt, &segs, img)).collect();
     let before: Vec<u64> = rt.metrics().iter().map(|m| m.inferences).collect();
     let mut p = Pipeline::new(&rt, &segs, 2, &one_thread()).unwrap();
@@ -132,7 +120,7 @@ fn one_model_data_parallel_on_four_devices() {
     let model = open("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
     let mut twin = Interpreter::new(open("mobilenet_v1_0.25_128_quant.tflite"), &one_thread()).unwrap();
     let mut pool = Pool::new(&rt, model, 8, 4, &one_thread()).unwrap();
-    let inputs: Vec<Vec<u8>> = (0..64).map(|k| bytes(128 * 128 * 3, k)).collect();
+    let inputs: Vec<Vec<u8>> = (0..64).map(|k| common::noise(128 * 128 * 3, k)).collect();
     let mut outs = Vec::new();
     for x in &inputs {
         pool.send(vec![x.clone()]).unwrap();
@@ -172,7 +160,7 @@ fn turns(policy: Policy, models: &[&str], rounds: usize) -> u64 {
         let mut queued = 0;
         for r in 0..rounds {
             for (k, pool) in pools.iter_mut().enumerate() {
-                pool.send(vec![bytes(sizes[k], r as u32)]).unwrap();
+                pool.send(vec![common::noise(sizes[k], r as u32)]).unwrap();
                 queued += 1;
                 // Wait until the job is in the device queue, so that the order is A, B, C, A, ...
                 let start = std::time::Instant::now();
@@ -239,7 +227,7 @@ fn many_threads_many_models_two_devices() {
             let mut cpu = Interpreter::new(open(twin), &one_thread()).unwrap();
             for r in 0..15u32 {
                 for i in 0..cpu.inputs().len() {
-                    let x = bytes(cpu.inputs()[i].byte_len(), r * 31 + t as u32 * 7 + i as u32);
+                    let x = common::noise(cpu.inputs()[i].byte_len(), r * 31 + t as u32 * 7 + i as u32);
                     cpu.set_input(i, &x).unwrap();
                     tpu.set_input(i, &x).unwrap();
                 }

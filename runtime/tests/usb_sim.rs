@@ -42,18 +42,6 @@ fn setup(name: &str, config: SimConfig) -> Setup {
     Setup { model, twin, bus }
 }
 
-fn pseudo_random(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn cpu_outputs(twin: &Arc<Model>, input: &[u8]) -> Vec<Vec<u8>> {
     let mut cpu = Interpreter::new(twin.clone(), &Options::default()).unwrap();
     cpu.set_input(0, input).unwrap();
@@ -81,7 +69,7 @@ fn classification_through_the_usb_driver_equals_the_cpu_twin() {
     let streamed = pkg.streamed_parameter_bytes() as u64;
     assert!(cached > 0, "this model caches its parameters");
     for run in 0..3u32 {
-        let input = pseudo_random(in_len, run + 1);
+        let input = common::noise(in_len, run + 1);
         acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
         let want = cpu_outputs(&s.twin, &input);
         assert_eq!(out, want[0], "run {run}: TPU output differs from the CPU twin");
@@ -136,7 +124,7 @@ fn every_compiled_classifier_matches_its_twin_over_usb3_and_usb2() {
             let pkgs = Package::all(model).unwrap();
             let mut program = Program::new(model, &pkgs[0]).unwrap();
             let l = &pkgs[0].main().input_layers[0];
-            let input = pseudo_random(l.num_elements(), 99);
+            let input = common::noise(l.num_elements(), 99);
             let out = infer(&mut acc, &mut program, &input);
             assert_eq!(out, cpu_outputs(twin, &input)[0], "{name} at {speed}");
             // USB 2 reads outputs in 256-byte chunks, USB 3 in 1 KiB ones.
@@ -168,7 +156,7 @@ fn co_compiled_models_share_the_cache_and_take_turns_without_reloading() {
         let k = turn % 2;
         let (model, twin) = &loaded[k];
         let pkgs = Package::all(model).unwrap();
-        let input = pseudo_random(pkgs[0].main().input_layers[0].num_elements(), turn as u32);
+        let input = common::noise(pkgs[0].main().input_layers[0].num_elements(), turn as u32);
         let out = infer(&mut acc, &mut programs[k], &input);
         assert_eq!(out, cpu_outputs(twin, &input)[0], "turn {turn}");
         expected_bytes += streamed[k];
@@ -194,7 +182,7 @@ fn models_with_other_tokens_evict_each_other() {
     let mut expected_bytes = 0;
     for turn in 0..4 {
         let k = turn % 2;
-        let input = pseudo_random(pkgs[k][0].main().input_layers[0].num_elements(), 5);
+        let input = common::noise(pkgs[k][0].main().input_layers[0].num_elements(), 5);
         let out = infer(&mut acc, &mut programs[k], &input);
         assert_eq!(out, cpu_outputs(&loaded[k].1, &input)[0]);
         expected_bytes += (pkgs[k][0].cached_parameter_bytes() + pkgs[k][0].streamed_parameter_bytes()) as u64;

@@ -93,3 +93,16 @@ pub fn diff_summary(got: &[u8], want: &[u8]) -> String {
         want[diffs[0]]
     )
 }
+
+/// Deterministic pseudo-random bytes (xorshift32) for test inputs.
+pub fn noise(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
