@@ -10,11 +10,8 @@ use crate::package::Layer;
 fn runs(layer: &Layer, device_len: usize, dense_len: usize, mut f: impl FnMut(usize, usize, usize)) -> Result<()> {
     let out =
         layer.output.as_ref().ok_or_else(|| Error::argument(format!("layer {:?} is not an output", layer.name)))?;
-    if out.shape_info.is_some() {
-        return Err(Error::unsupported(format!(
-            "output {:?} is described by shape_info slices, which this runtime does not re-lay-out yet",
-            layer.name
-        )));
+    if let Some(slices) = &out.shape_info {
+        return slice_runs(layer, slices, device_len, dense_len, f);
     }
     let es = layer.data_type.size_bytes();
     let one = layer.num_elements() * es;
@@ -82,5 +79,176 @@ pub fn flip_signed(layer: &Layer, bytes: &mut [u8]) {
         for e in bytes.chunks_exact_mut(es) {
             e[es - 1] ^= 0x80;
         }
+    }
+}
+
+/// Most dimensions of a `shape_info` slice.
+const MAX_DIMS: usize = 8;
+
+/// The runs of an output described by `shape_info` (PROTOCOL.md §3.7, §6): each slice is a
+/// strided block of the device buffer at its byte offset; element `p` of a slice (a position in
+/// the layer's shape) sits at `offset + Σ stride[d]·(p[d] − start[d])` elements there, and at the
+/// packed index of `p` in the layer's shape in the dense tensor.
+fn slice_runs(
+    layer: &Layer,
+    slices: &[crate::package::OutputSlice],
+    device_len: usize,
+    dense_len: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) -> Result<()> {
+    let bad = |why: String| Error::argument(format!("output {:?}: shape_info {why}", layer.name));
+    if layer.execution_count.max(1) != 1 {
+        return Err(bad("with several executions per inference is not supported".into()));
+    }
+    let shape = layer.shape.as_deref().ok_or_else(|| bad("without a layer shape".into()))?;
+    let dims = shape.len();
+    if dims == 0 || dims > MAX_DIMS {
+        return Err(bad(format!("has {dims} dimensions")));
+    }
+    let es = layer.data_type.size_bytes().max(1);
+    // Packed strides of the layer's shape (the dense tensor).
+    let mut dense_stride = [0i64; MAX_DIMS];
+    let mut total = 1i64;
+    for d in (0..dims).rev() {
+        let (a, b) = shape[d];
+        dense_stride[d] = total;
+        total = total
+            .checked_mul(i64::from(b) - i64::from(a) + 1)
+            .filter(|&t| t > 0)
+            .ok_or_else(|| bad(format!("has an empty or huge dimension {d}")))?;
+    }
+    if (total as u128) * es as u128 != dense_len as u128 {
+        return Err(bad(format!("describes {total} elements, the tensor has {} bytes", dense_len)));
+    }
+    for (i, sl) in slices.iter().enumerate() {
+        if sl.shape.len() != dims
+            || sl.stride.len() != dims
+            || sl.offset < 0
+            || !(sl.offset as usize).is_multiple_of(es)
+        {
+            return Err(bad(format!(
+                "slice {i} has {} dimensions, {} strides and offset {}",
+                sl.shape.len(),
+                sl.stride.len(),
+                sl.offset
+            )));
+        }
+        for (d, ((&(a, b), &(lo, hi)), &stride)) in sl.shape.iter().zip(shape).zip(&sl.stride).enumerate() {
+            if a > b || a < lo || b > hi || stride < 0 {
+                return Err(bad(format!(
+                    "slice {i} dimension {d} ({a}..={b}, stride {stride}) lies outside the layer"
+                )));
+            }
+        }
+        // Walk the slice's positions, innermost dimension as one run when both sides are
+        // contiguous in it.
+        let inner = dims - 1;
+        let run_len = (sl.shape[inner].1 - sl.shape[inner].0 + 1) as usize;
+        let contiguous = sl.stride[inner] == 1;
+        let mut pos = [0i64; MAX_DIMS];
+        for (p, &(a, _)) in pos.iter_mut().zip(&sl.shape) {
+            *p = i64::from(a);
+        }
+        loop {
+            let mut src = i64::from(sl.offset) / es as i64;
+            let mut dst = 0i64;
+            for d in 0..dims {
+                src += i64::from(sl.stride[d]) * (pos[d] - i64::from(sl.shape[d].0));
+                dst += dense_stride[d] * (pos[d] - i64::from(shape[d].0));
+            }
+            let (count, step) = if contiguous { (1, run_len * es) } else { (run_len, es) };
+            for k in 0..count as i64 {
+                // Element indices are i64 (from i32 fields): no overflow; the byte range is
+                // checked against both buffers before use.
+                let s0 = (src + k * i64::from(sl.stride[inner])) * es as i64;
+                let d0 = (dst + k) * es as i64;
+                let fits = |at: i64, len: usize| at >= 0 && (at as u64).saturating_add(step as u64) <= len as u64;
+                if !fits(s0, device_len) || !fits(d0, dense_len) {
+                    return Err(bad(format!("slice {i} reaches past the buffers ({device_len} device bytes)")));
+                }
+                f(s0 as usize, d0 as usize, step);
+            }
+            // Next position (odometer over the outer dimensions; the innermost is done).
+            let mut done = true;
+            let mut d = inner;
+            while d > 0 {
+                d -= 1;
+                pos[d] += 1;
+                if pos[d] <= i64::from(sl.shape[d].1) {
+                    done = false;
+                    break;
+                }
+                pos[d] = i64::from(sl.shape[d].0);
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::{DataType, OutputInfo, OutputSlice};
+
+    /// A [2, 3, 4, 5] 16-bit output stored as two batch slices with z padded to 8 elements, the
+    /// second slice after a 64-byte gap.
+    fn sliced() -> Layer {
+        let slice = |b: i32, offset: i32| OutputSlice {
+            shape: vec![(b, b), (0, 2), (0, 3), (0, 4)],
+            stride: vec![96, 32, 8, 1],
+            offset,
+        };
+        Layer {
+            name: "out".into(),
+            size_bytes: 2 * 96 * 2 + 64,
+            y_dim: 3,
+            x_dim: 4,
+            z_dim: 5,
+            zero_point: 0,
+            scale: 1.0,
+            data_type: DataType::FixedPoint16,
+            execution_count: 1,
+            cache_on_dram: false,
+            shape: Some(vec![(0, 1), (0, 2), (0, 3), (0, 4)]),
+            output: Some(OutputInfo { layout: None, shape_info: Some(vec![slice(0, 0), slice(1, 96 * 2 + 64)]) }),
+        }
+    }
+
+    #[test]
+    fn shape_info_slices_round_trip_and_land_where_the_strides_say() {
+        let l = sliced();
+        let dense: Vec<u8> = (0..2 * 3 * 4 * 5 * 2).map(|i| (i * 7 % 251) as u8).collect();
+        let mut device = vec![0xEEu8; l.size_bytes];
+        output_to_device(&l, &dense, &mut device).unwrap();
+        // Element (1, 2, 3, 4): dense index 1·60 + 2·20 + 3·5 + 4 = 119; device element
+        // (96·2 + 64)/2 + 2·32 + 3·8 + 4 = 220.
+        assert_eq!(device[220 * 2..220 * 2 + 2], dense[119 * 2..119 * 2 + 2]);
+        // z padding is untouched.
+        assert_eq!(device[5 * 2..8 * 2], [0xEE; 6]);
+        let mut back = vec![0u8; dense.len()];
+        output_from_device(&l, &device, &mut back).unwrap();
+        assert_eq!(back, dense);
+    }
+
+    #[test]
+    fn bad_shape_info_is_an_error_not_a_panic() {
+        let mut l = sliced();
+        let mut device = vec![0u8; l.size_bytes];
+        let mut dense = vec![0u8; 240];
+        if let Some(s) = l.output.as_mut().and_then(|o| o.shape_info.as_mut()) {
+            s[1].offset = 10_000;
+        }
+        assert!(output_from_device(&l, &device, &mut dense).is_err());
+        let mut l = sliced();
+        if let Some(s) = l.output.as_mut().and_then(|o| o.shape_info.as_mut()) {
+            s[0].shape[1] = (0, 9);
+        }
+        assert!(output_from_device(&l, &device, &mut dense).is_err());
+        let mut l = sliced();
+        l.shape = None;
+        assert!(output_to_device(&l, &dense, &mut device).is_err());
     }
 }
