@@ -116,7 +116,10 @@ fn ssd_segments_pipelined_on_fewer_devices() {
 
 #[test]
 fn one_model_data_parallel_on_four_devices() {
-    let rt = Runtime::simulated(4, TimeModel::zero(), SimOracle::Twin, RuntimeOptions::default()).unwrap();
+    // The devices take their modelled time for real, so a busy device hands work to the others
+    // (with no time at all one device is always free and keeps everything, rightly).
+    let time = TimeModel { realtime: true, ..TimeModel::usb3() };
+    let rt = Runtime::simulated(4, time, SimOracle::Twin, RuntimeOptions::default()).unwrap();
     let model = open("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
     let mut twin = Interpreter::new(open("mobilenet_v1_0.25_128_quant.tflite"), &one_thread()).unwrap();
     let mut pool = Pool::new(&rt, model, 8, 4, &one_thread()).unwrap();
@@ -251,5 +254,27 @@ fn many_threads_many_models_two_devices() {
     assert_eq!(m.iter().map(|d| d.inferences).sum::<u64>(), 6 * 15);
     for sim in rt.sims() {
         assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+}
+
+#[test]
+fn models_that_fit_are_pinned_one_per_device_and_never_reloaded() {
+    let rt = Runtime::simulated(3, TimeModel::zero(), SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+    let models = [
+        "mobilenet_v1_0.25_128_quant_edgetpu.tflite",
+        "mobilenet_v1_0.5_160_quant_edgetpu.tflite",
+        "mobilenet_v1_0.75_192_quant_edgetpu.tflite",
+    ];
+    let mut its: Vec<Interpreter> = models.iter().map(|m| rt.interpreter(open(m), &one_thread()).unwrap()).collect();
+    for round in 0..10 {
+        for it in &mut its {
+            let n = it.inputs()[0].byte_len();
+            it.set_input(0, &common::noise(n, round)).unwrap();
+            it.invoke().unwrap();
+        }
+    }
+    let m = rt.metrics();
+    for d in &m {
+        assert_eq!((d.inferences, d.cache_misses), (10, 1), "one model per device: {m:?}");
     }
 }

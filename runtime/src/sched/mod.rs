@@ -175,8 +175,10 @@ struct Queue {
     closed: bool,
     /// Devices take no job while set (see [`Runtime::hold`]).
     held: bool,
+    /// Which devices are waiting for a job.
+    idle: Vec<bool>,
     resident: Vec<Resident>,
-    /// Models seen so far, by caching key, and the device each is pinned to.
+    /// Models seen so far, by caching token, and the device each is pinned to.
     pins: Vec<(u64, usize)>,
 }
 
@@ -207,12 +209,23 @@ impl Shared {
         if self.options.policy == Policy::Fifo || q.jobs[first].bypassed >= self.options.max_bypass {
             return Some(first);
         }
+        // 1. A job whose parameters this device holds; 2. one of a model pinned here; 3. the
+        // oldest job that no idle device holds or is pinned to (this device steals it rather than
+        // let it wait).
         let resident = &q.resident[d];
+        let wanted_elsewhere = |j: &Job| {
+            (0..q.idle.len()).any(|e| {
+                e != d
+                    && q.idle[e]
+                    && j.step.pinned.is_none_or(|p| p == e)
+                    && (q.resident[e].holds(&j.step) || j.step.affinity == e)
+            })
+        };
         q.jobs
             .iter()
             .position(|j| eligible(j) && resident.holds(&j.step))
             .or_else(|| q.jobs.iter().position(|j| eligible(j) && j.step.affinity == d))
-            .or(Some(first))
+            .or_else(|| q.jobs.iter().position(|j| eligible(j) && !wanted_elsewhere(j)))
     }
 
     fn submit(&self, job: Job) -> Result<()> {
@@ -235,6 +248,7 @@ impl Shared {
                 let mut q = lock(&self.queue);
                 loop {
                     if let Some(i) = self.pick(&q, d) {
+                        q.idle[d] = false;
                         for j in q.jobs.iter_mut().take(i) {
                             j.bypassed += 1;
                         }
@@ -273,7 +287,13 @@ impl Shared {
                     Err(_) => m.errors += 1,
                 }
             }
-            lock(&self.queue).resident[d].after_run(&job.step, result.is_ok());
+            {
+                // Free again from here on: other devices leave this one the jobs it should take
+                // even before its thread is back in the queue.
+                let mut q = lock(&self.queue);
+                q.resident[d].after_run(&job.step, result.is_ok());
+                q.idle[d] = true;
+            }
             // Wake workers that left jobs for this device's residency to change.
             self.work.notify_all();
             let _ = job.reply.send(result.map(|(_, outs)| outs).map_err(|e| e.with_step(&job.step.name)));
@@ -328,6 +348,7 @@ impl Runtime {
                 jobs: VecDeque::new(),
                 closed: false,
                 held: false,
+                idle: vec![true; devices.len()],
                 resident: vec![Resident::default(); devices.len()],
                 pins: Vec::new(),
             }),
@@ -620,16 +641,22 @@ impl Delegate for TpuDelegate {
         let (token, key) = (first.token, first.caching_key);
         let output_sizes: Vec<usize> = first.output_sizes().collect();
         drop(first);
-        let affinity = {
+        // Models whose cached parameters fit on the chip are pinned to a device, round-robin in
+        // the order they are first seen (co-compiled models, one token, share one); others have
+        // no preferred device.
+        let affinity = if package.fits_on_chip() {
             let mut q = lock(&self.shared.queue);
-            match q.pins.iter().find(|(k, _)| *k == key && key != 0) {
+            let pin = if token != 0 { token } else { key };
+            match q.pins.iter().find(|(k, _)| *k == pin) {
                 Some(&(_, d)) => d,
                 None => {
                     let d = q.pins.len() % n;
-                    q.pins.push((key, d));
+                    q.pins.push((pin, d));
                     d
                 }
             }
+        } else {
+            usize::MAX
         };
         let name = format!(
             "{} operator {}",

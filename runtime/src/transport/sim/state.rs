@@ -673,7 +673,11 @@ impl SimState {
         if let Step::BulkOut { source: Source::Instructions { chunk }, .. } = step {
             let mut instr = std::mem::take(&mut run.instr);
             if !run.identified {
-                let found = candidates.iter().copied().find(|&i| self.exes[i].chunk_matches(0, &mut instr.clone()));
+                let found = match candidates.as_slice() {
+                    // One candidate: mask the received bytes in place.
+                    [only] => Some(*only).filter(|&i| self.exes[i].chunk_matches(0, &mut instr)),
+                    _ => candidates.iter().copied().find(|&i| self.exes[i].chunk_matches(0, &mut instr.clone())),
+                };
                 let Some(i) = found else {
                     return Err(Violation::host(format!(
                         "{} bytes of instructions that match no registered executable (linked fields aside)",
