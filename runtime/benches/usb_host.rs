@@ -10,43 +10,17 @@
 use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{self, SeededOracle, SimBus, SimConfig, TimeModel};
+use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig, TimeModel};
 use edgetpu::Model;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls made outside the
-// simulated device.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !sim::in_device() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !sim::in_device() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../tests/common/host_alloc.rs"]
+mod host_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: host_alloc::Counting = host_alloc::Counting;
 
 const MODELS: &[&str] = &[
     "mobilenet_v1_0.75_192_quant_edgetpu.tflite",
@@ -95,7 +69,7 @@ fn main() {
         sim.set_time_model(TimeModel::zero());
 
         let device0 = sim.device_wall_time();
-        let allocs0 = ALLOCATIONS.load(Ordering::Relaxed);
+        let allocs0 = host_alloc::allocations();
         let start = Instant::now();
         for _ in 0..RUNS {
             // The output buffers are re-borrowed each time without allocating.
@@ -107,7 +81,7 @@ fn main() {
             acc.run(&mut program, &in_refs, &mut out_refs[..n]).unwrap();
         }
         let total = start.elapsed();
-        let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs0;
+        let allocs = host_alloc::allocations() - allocs0;
         let device = sim.device_wall_time() - device0;
         let host_us = (total - device).as_secs_f64() * 1e6 / RUNS as f64;
         println!(

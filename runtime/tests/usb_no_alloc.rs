@@ -7,42 +7,15 @@ mod common;
 use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{self, SeededOracle, SimBus, SimConfig, TimeModel};
+use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig, TimeModel};
 use edgetpu::Model;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls made outside the
-// simulated device.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !sim::in_device() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !sim::in_device() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/host_alloc.rs"]
+mod host_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: host_alloc::Counting = host_alloc::Counting;
 
 fn allocations(name: &str) -> usize {
     let model = Arc::new(Model::open(common::testdata().join(name)).unwrap());
@@ -58,15 +31,15 @@ fn allocations(name: &str) -> usize {
     let ins: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
     let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
     acc.run(&mut program, &ins, &mut outs).unwrap();
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = host_alloc::allocations();
     for _ in 0..50 {
         acc.run(&mut program, &ins, &mut outs).unwrap();
     }
-    let n = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let n = host_alloc::allocations() - before;
     // The counter does see the host's allocations.
-    let probe = ALLOCATIONS.load(Ordering::Relaxed);
+    let probe = host_alloc::allocations();
     std::hint::black_box(vec![0u8; 16]);
-    assert!(ALLOCATIONS.load(Ordering::Relaxed) > probe, "the counting allocator is not counting");
+    assert!(host_alloc::allocations() > probe, "the counting allocator is not counting");
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     n
 }
