@@ -6,6 +6,7 @@ use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
 use edgetpu::transport::record::ReplayBus;
+use std::path::Path;
 use std::sync::Arc;
 
 mod common;
@@ -14,6 +15,23 @@ use common::{edgetpu, testdata};
 
 fn scratch(name: &str) -> std::path::PathBuf {
     common::scratch("sim", name)
+}
+
+/// `edgetpu run --device DEVICE --model MODEL --input INPUT --output-dir OUT EXTRA...`.
+fn run(device: &str, model: &Path, input: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "run",
+        "--device",
+        device,
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    edgetpu(&args)
 }
 
 #[test]
@@ -25,34 +43,13 @@ fn run_on_the_simulated_accelerator_gives_the_cpu_twins_bytes() {
     let twin = testdata().join("mobilenet_v1_0.25_128_quant.tflite");
     let firmware = testdata().join("../firmware/apex_latest_single_ep.bin");
     let (tpu_dir, cpu_dir) = (dir.join("tpu"), dir.join("cpu"));
-    let args = [
-        "run",
-        "--device",
-        "sim",
-        "--firmware",
-        firmware.to_str().unwrap(),
-        "--model",
-        compiled.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output-dir",
-        tpu_dir.to_str().unwrap(),
-    ];
-    let (ok, stdout, stderr) = edgetpu(&args);
+    let (ok, stdout, stderr) = run("sim", &compiled, &input, &tpu_dir, &["--firmware", firmware.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("sim:0") && stderr.contains("no hardware"), "{stderr}");
     assert!(stderr.contains("CPU twin") && stderr.contains("mobilenet_v1_0.25_128_quant.tflite"), "{stderr}");
     assert!(stderr.contains("downloading firmware: 10783 / 10783 bytes"), "progress is shown: {stderr}");
     assert!(stdout.contains("simulated"), "{stdout}");
-    let (ok, _, stderr) = edgetpu(&[
-        "run",
-        "--model",
-        twin.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output-dir",
-        cpu_dir.to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = run("cpu", &twin, &input, &cpu_dir, &[]);
     assert!(ok, "{stderr}");
     let a = std::fs::read(tpu_dir.join("out0.bin")).unwrap();
     assert_eq!(a.len(), 1001);
@@ -61,34 +58,12 @@ fn run_on_the_simulated_accelerator_gives_the_cpu_twins_bytes() {
     // The alias, and no twin beside the model: seeded bytes, said so.
     let lone = dir.join("lone_edgetpu.tflite");
     std::fs::copy(&compiled, &lone).unwrap();
-    let (ok, _, stderr) = edgetpu(&[
-        "run",
-        "--device",
-        "sim:usb",
-        "--model",
-        lone.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output-dir",
-        dir.join("seeded").to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = run("sim:usb", &lone, &input, &dir.join("seeded"), &[]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("seeded bytes") && stderr.contains("--sim-oracle"), "{stderr}");
     assert!(stderr.contains("start with their firmware loaded"), "no firmware was given: {stderr}");
     // --sim-oracle names the twin explicitly.
-    let (ok, _, stderr) = edgetpu(&[
-        "run",
-        "--device",
-        "sim",
-        "--sim-oracle",
-        twin.to_str().unwrap(),
-        "--model",
-        lone.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output-dir",
-        dir.join("oracle").to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = run("sim", &lone, &input, &dir.join("oracle"), &["--sim-oracle", twin.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert_eq!(std::fs::read(dir.join("oracle/out0.bin")).unwrap(), a);
 }
@@ -100,24 +75,14 @@ fn a_model_with_cpu_ops_runs_whole_and_equals_its_twin() {
     std::fs::write(&input, (0..513 * 513 * 3).map(|i| (i * 7 % 256) as u8).collect::<Vec<u8>>()).unwrap();
     let compiled = testdata().join("deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite");
     let twin = testdata().join("deeplabv3_mnv2_dm05_pascal_quant.tflite");
-    let run = |model: &std::path::Path, device: &str, out: &str| {
-        let out_dir = dir.join(out);
-        let (ok, _, stderr) = edgetpu(&[
-            "run",
-            "--device",
-            device,
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output-dir",
-            out_dir.to_str().unwrap(),
-        ]);
+    let out = |model: &Path, device: &str, name: &str| {
+        let out_dir = dir.join(name);
+        let (ok, _, stderr) = run(device, model, &input, &out_dir, &[]);
         assert!(ok, "{stderr}");
         std::fs::read(out_dir.join("out0.bin")).unwrap()
     };
     // The Edge TPU step on the simulator, the resize and argmax after it on the CPU.
-    assert_eq!(run(&compiled, "sim", "tpu"), run(&twin, "cpu", "cpu"));
+    assert_eq!(out(&compiled, "sim", "tpu"), out(&twin, "cpu", "cpu"));
 }
 
 #[test]

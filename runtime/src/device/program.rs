@@ -46,11 +46,11 @@ pub struct PreparedExecutable {
 impl PreparedExecutable {
     /// Index of (batch, layer) in [`Self::inputs`].
     pub fn input_index(&self, layer: usize, batch: usize) -> usize {
-        batch * self.input_layers + layer
+        batch.saturating_mul(self.input_layers).saturating_add(layer)
     }
     /// Index of (batch, layer) in [`Self::outputs`].
     pub fn output_index(&self, layer: usize, batch: usize) -> usize {
-        batch * self.output_layers + layer
+        batch.saturating_mul(self.output_layers).saturating_add(layer)
     }
 }
 
@@ -87,15 +87,16 @@ impl PreparedExecutable {
 
     /// Checks every step's byte range against its buffer once, so that runs cannot fail on it.
     fn check(&self, exe: &Executable<'_>) -> Result<()> {
-        let n_in = exe.input_layers.len().max(1);
-        let n_out = exe.output_layers.len().max(1);
         for (i, s) in self.steps.iter().enumerate() {
             let (len, offset, size, what) = match s {
                 Step::BulkOut { size, source, .. } => match source {
                     Source::Instructions { chunk } => (self.linked[*chunk].len(), 0, *size, "instructions"),
-                    Source::Input { layer, batch, offset } => {
-                        (self.inputs.get(batch * n_in + layer).map_or(0, |b| b.len()), *offset, *size, "input")
-                    }
+                    Source::Input { layer, batch, offset } => (
+                        self.inputs.get(self.input_index(*layer, *batch)).map_or(0, |b| b.len()),
+                        *offset,
+                        *size,
+                        "input",
+                    ),
                     Source::Parameters { offset } => (exe.parameters.len(), *offset, *size, "parameters"),
                     Source::Scratch { offset } => (self.scratch.len(), *offset, *size, "scratch"),
                 },
@@ -103,7 +104,7 @@ impl PreparedExecutable {
                     let len = if *layer == usize::MAX {
                         self.scratch.len()
                     } else {
-                        self.outputs.get(batch * n_out + layer).map_or(0, |b| b.len())
+                        self.outputs.get(self.output_index(*layer, *batch)).map_or(0, |b| b.len())
                     };
                     (len, *offset, *size, "output")
                 }

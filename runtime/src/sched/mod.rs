@@ -132,15 +132,22 @@ struct Step {
     affinity: usize,
     /// Device the step must run on (pipelines).
     pinned: Option<usize>,
-    output_sizes: Vec<usize>,
+    /// The step's input and output tensors, allocated once: the caller fills the inputs, the
+    /// device thread the outputs (one run of a step at a time, see [`StepHandle`]).
+    io: Mutex<StepIo>,
 }
 
-type Reply = mpsc::SyncSender<Result<Vec<Vec<u8>>>>;
+struct StepIo {
+    inputs: Vec<Vec<u8>>,
+    outputs: Vec<Vec<u8>>,
+}
+
+/// Most inputs or outputs of one Edge TPU step.
+const MAX_TENSORS: usize = 32;
 
 struct Job {
     step: Arc<Step>,
-    inputs: Vec<Vec<u8>>,
-    reply: Reply,
+    reply: mpsc::SyncSender<Result<()>>,
     bypassed: usize,
 }
 
@@ -266,16 +273,24 @@ impl Shared {
             let start = Instant::now();
             let result = {
                 let mut program = lock(&job.step.programs[d]);
-                let ins: Vec<&[u8]> = job.inputs.iter().map(|v| v.as_slice()).collect();
-                let mut outs: Vec<Vec<u8>> = job.step.output_sizes.iter().map(|&n| vec![0u8; n]).collect();
-                let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-                acc.run(&mut program, &ins, &mut refs).map(|info| (info, outs))
+                let mut io = lock(&job.step.io);
+                let StepIo { inputs, outputs } = &mut *io;
+                let (n_in, n_out) = (inputs.len(), outputs.len());
+                let mut ins: [&[u8]; MAX_TENSORS] = [&[]; MAX_TENSORS];
+                let mut outs: [&mut [u8]; MAX_TENSORS] = Default::default();
+                for (slot, v) in ins.iter_mut().zip(inputs.iter()) {
+                    *slot = v;
+                }
+                for (slot, v) in outs.iter_mut().zip(outputs.iter_mut()) {
+                    *slot = v;
+                }
+                acc.run(&mut program, &ins[..n_in], &mut outs[..n_out])
             };
             {
                 let mut m = lock(&self.metrics[d]);
                 m.busy += start.elapsed();
                 match &result {
-                    Ok((info, _)) => {
+                    Ok(info) => {
                         m.inferences += 1;
                         m.parameter_bytes += info.parameter_bytes as u64;
                         if info.cache_hit {
@@ -296,7 +311,7 @@ impl Shared {
             }
             // Wake workers that left jobs for this device's residency to change.
             self.work.notify_all();
-            let _ = job.reply.send(result.map(|(_, outs)| outs).map_err(|e| e.with_step(&job.step.name)));
+            let _ = job.reply.send(result.map(drop).map_err(|e| e.with_step(&job.step.name)));
         }
         if let Err(e) = acc.close() {
             eprintln!("closing {}: {e}", self.names[d]);
@@ -345,7 +360,7 @@ impl Runtime {
         let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
+                jobs: VecDeque::with_capacity(options.queue_capacity.max(1)),
                 closed: false,
                 held: false,
                 idle: vec![true; devices.len()],
@@ -639,7 +654,16 @@ impl Delegate for TpuDelegate {
         self.register_with_sims(model, op.index, &package)?;
         let first = lock(&programs[0]);
         let (token, key) = (first.token, first.caching_key);
-        let output_sizes: Vec<usize> = first.output_sizes().collect();
+        if first.inputs.len() > MAX_TENSORS || first.outputs.len() > MAX_TENSORS {
+            return Err(Error::unsupported(format!(
+                "the Edge TPU step at operator {} has more than {MAX_TENSORS} inputs or outputs",
+                op.index
+            )));
+        }
+        let io = StepIo {
+            inputs: first.input_sizes().map(|n| vec![0u8; n]).collect(),
+            outputs: first.output_sizes().map(|n| vec![0u8; n]).collect(),
+        };
         drop(first);
         // Models whose cached parameters fit on the chip are pinned to a device, round-robin in
         // the order they are first seen (co-compiled models, one token, share one); others have
@@ -663,9 +687,12 @@ impl Delegate for TpuDelegate {
             model.path().map_or_else(|| "model".to_string(), |p| p.display().to_string()),
             op.index
         );
+        let (reply, done) = mpsc::sync_channel(1);
         Ok(Box::new(StepHandle {
             shared: self.shared.clone(),
-            step: Arc::new(Step { name, programs, token, key, affinity, pinned: self.device, output_sizes }),
+            step: Arc::new(Step { name, programs, token, key, affinity, pinned: self.device, io: Mutex::new(io) }),
+            reply,
+            done: Mutex::new(done),
         }))
     }
 }
@@ -673,24 +700,35 @@ impl Delegate for TpuDelegate {
 struct StepHandle {
     shared: Arc<Shared>,
     step: Arc<Step>,
+    reply: mpsc::SyncSender<Result<()>>,
+    /// Held for a whole run, so that runs of one step (which share its buffers) never overlap.
+    done: Mutex<mpsc::Receiver<Result<()>>>,
 }
 
 impl DelegateStep for StepHandle {
     fn run(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job = Job {
-            step: self.step.clone(),
-            inputs: inputs.iter().map(|b| b.to_vec()).collect(),
-            reply: tx,
-            bypassed: 0,
-        };
-        self.shared.submit(job)?;
-        let outs =
-            rx.recv().map_err(|_| Error::device("runtime", ErrorKind::Disconnected, "the device thread stopped"))??;
-        for (dst, src) in outputs.iter_mut().zip(&outs) {
+        let done = lock(&self.done);
+        {
+            let mut io = lock(&self.step.io);
+            for (k, (dst, src)) in io.inputs.iter_mut().zip(inputs).enumerate() {
+                if dst.len() != src.len() {
+                    return Err(Error::argument(format!(
+                        "{}: input {k} has {} bytes, its layer {}",
+                        self.step.name,
+                        src.len(),
+                        dst.len()
+                    )));
+                }
+                dst.copy_from_slice(src);
+            }
+        }
+        self.shared.submit(Job { step: self.step.clone(), reply: self.reply.clone(), bypassed: 0 })?;
+        done.recv().map_err(|_| Error::device("runtime", ErrorKind::Disconnected, "the device thread stopped"))??;
+        let io = lock(&self.step.io);
+        for (k, (dst, src)) in outputs.iter_mut().zip(&io.outputs).enumerate() {
             if dst.len() != src.len() {
                 return Err(Error::argument(format!(
-                    "{}: an output of {} bytes for a tensor of {}",
+                    "{}: output {k} has {} bytes, its tensor {}",
                     self.step.name,
                     src.len(),
                     dst.len()

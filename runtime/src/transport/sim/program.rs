@@ -279,7 +279,7 @@ pub(crate) fn absorb(exe: &SimExe, run: &mut Run, step: &Step, at: usize, data: 
         match source {
             Source::Instructions { .. } => run.instr.extend_from_slice(data),
             Source::Input { layer, batch, offset } => {
-                let k = batch * exe.inputs.len() + layer;
+                let k = batch.saturating_mul(exe.inputs.len()).saturating_add(*layer);
                 if let Some(buf) = run.inputs.get_mut(k) {
                     let start = (offset + at).min(buf.len());
                     let end = (start + data.len()).min(buf.len());
@@ -308,7 +308,10 @@ pub(crate) fn device_steps(exe: &SimExe, run: &mut Run, sink: &mut dyn ExecSink)
                 if *layer == usize::MAX {
                     sink.output(&vec![0u8; *size]);
                 } else {
-                    let buf = &outs[batch * exe.outputs.len() + layer];
+                    let k = batch.saturating_mul(exe.outputs.len()).saturating_add(*layer);
+                    let buf = outs.get(k).ok_or_else(|| {
+                        Violation::fault(format!("{}: an output hint names batch {batch}, layer {layer}", exe.name))
+                    })?;
                     let end = (offset + size).min(buf.len());
                     let start = (*offset).min(end);
                     sink.output(&buf[start..end]);

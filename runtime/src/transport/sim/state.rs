@@ -396,14 +396,18 @@ impl SimState {
         (start..end).map(|i| image.get(i).copied().unwrap_or((i as u8).wrapping_mul(0x5b) | 1)).collect()
     }
 
-    pub fn control_in(&mut self, setup: Setup, buf: &mut [u8], timeout: Duration) -> Result<usize, UsbError> {
+    /// Counts a control transfer, applies a fault scheduled for it, and takes its time.
+    fn control_start(&mut self, bytes: usize, timeout: Duration) -> Result<(), UsbError> {
         self.stats.control_transfers += 1;
-        if let Some(k) = self.fault(0) {
-            if let Some(e) = self.fault_error(0, k, timeout) {
-                return Err(e);
-            }
+        if let Some(e) = self.fault(0).and_then(|k| self.fault_error(0, k, timeout)) {
+            return Err(e);
         }
-        self.transfer_time(buf.len());
+        self.transfer_time(bytes);
+        Ok(())
+    }
+
+    pub fn control_in(&mut self, setup: Setup, buf: &mut [u8], timeout: Duration) -> Result<usize, UsbError> {
+        self.control_start(buf.len(), timeout)?;
         let reply: Vec<u8> = match (setup.request_type, setup.request) {
             (0x80, 6) => match setup.value >> 8 {
                 1 => self.device_descriptor().to_vec(),
@@ -440,13 +444,7 @@ impl SimState {
     }
 
     pub fn control_out(&mut self, setup: Setup, data: &[u8], timeout: Duration) -> Result<(), UsbError> {
-        self.stats.control_transfers += 1;
-        if let Some(k) = self.fault(0) {
-            if let Some(e) = self.fault_error(0, k, timeout) {
-                return Err(e);
-            }
-        }
-        self.transfer_time(data.len());
+        self.control_start(data.len(), timeout)?;
         match (setup.request_type, setup.request) {
             (0x21, 1) if self.dfu_mode => self.dfu_download(setup.value, data),
             (0x21, 4) if self.dfu_mode => {
