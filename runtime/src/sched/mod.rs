@@ -29,7 +29,6 @@ use crate::package::Package;
 use crate::transport::sim::{CpuTwinOracle, Oracle, SeededOracle, SimBus, SimConfig, TimeModel};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -147,8 +146,43 @@ const MAX_TENSORS: usize = 32;
 
 struct Job {
     step: Arc<Step>,
-    reply: mpsc::SyncSender<Result<()>>,
+    /// Taken when the result is delivered; a job dropped undelivered reports that the device
+    /// thread stopped.
+    reply: Option<Arc<Mailbox>>,
     bypassed: usize,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(m) = self.reply.take() {
+            m.deliver(Err(Error::device("runtime", ErrorKind::Disconnected, "the device thread stopped")));
+        }
+    }
+}
+
+/// The one-slot reply of an Edge TPU step: a mutex and condition variable rather than a channel,
+/// because a channel's waiter list may allocate the first time a receiver blocks, and a
+/// steady-state invoke allocates nothing.
+#[derive(Default)]
+struct Mailbox {
+    slot: Mutex<Option<Result<()>>>,
+    ready: Condvar,
+}
+
+impl Mailbox {
+    fn deliver(&self, result: Result<()>) {
+        *lock(&self.slot) = Some(result);
+        self.ready.notify_one();
+    }
+    fn wait(&self) -> Result<()> {
+        let mut slot = lock(&self.slot);
+        loop {
+            if let Some(r) = slot.take() {
+                return r;
+            }
+            slot = self.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// The parameters a device holds: token and caching keys.
@@ -235,12 +269,14 @@ impl Shared {
             .or_else(|| q.jobs.iter().position(|j| eligible(j) && !wanted_elsewhere(j)))
     }
 
-    fn submit(&self, job: Job) -> Result<()> {
+    fn submit(&self, mut job: Job) -> Result<()> {
         let mut q = lock(&self.queue);
         while q.jobs.len() >= self.options.queue_capacity.max(1) && !q.closed {
             q = self.space.wait(q).unwrap_or_else(|p| p.into_inner());
         }
         if q.closed {
+            // The caller hears of it from this error, not from the mailbox.
+            job.reply = None;
             return Err(Error::device("runtime", ErrorKind::Disconnected, "the runtime is shutting down"));
         }
         q.jobs.push_back(job);
@@ -269,7 +305,7 @@ impl Shared {
                     q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            let Some(job) = job else { break };
+            let Some(mut job) = job else { break };
             let start = Instant::now();
             let result = {
                 let mut program = lock(&job.step.programs[d]);
@@ -311,7 +347,9 @@ impl Shared {
             }
             // Wake workers that left jobs for this device's residency to change.
             self.work.notify_all();
-            let _ = job.reply.send(result.map(drop).map_err(|e| e.with_step(&job.step.name)));
+            if let Some(m) = job.reply.take() {
+                m.deliver(result.map(drop).map_err(|e| e.with_step(&job.step.name)));
+            }
         }
         if let Err(e) = acc.close() {
             eprintln!("closing {}: {e}", self.names[d]);
@@ -687,12 +725,11 @@ impl Delegate for TpuDelegate {
             model.path().map_or_else(|| "model".to_string(), |p| p.display().to_string()),
             op.index
         );
-        let (reply, done) = mpsc::sync_channel(1);
         Ok(Box::new(StepHandle {
             shared: self.shared.clone(),
             step: Arc::new(Step { name, programs, token, key, affinity, pinned: self.device, io: Mutex::new(io) }),
-            reply,
-            done: Mutex::new(done),
+            reply: Arc::default(),
+            running: Mutex::new(()),
         }))
     }
 }
@@ -700,14 +737,15 @@ impl Delegate for TpuDelegate {
 struct StepHandle {
     shared: Arc<Shared>,
     step: Arc<Step>,
-    reply: mpsc::SyncSender<Result<()>>,
-    /// Held for a whole run, so that runs of one step (which share its buffers) never overlap.
-    done: Mutex<mpsc::Receiver<Result<()>>>,
+    reply: Arc<Mailbox>,
+    /// Held for a whole run, so that runs of one step (which share its buffers and mailbox)
+    /// never overlap.
+    running: Mutex<()>,
 }
 
 impl DelegateStep for StepHandle {
     fn run(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
-        let done = lock(&self.done);
+        let _running = lock(&self.running);
         {
             let mut io = lock(&self.step.io);
             for (k, (dst, src)) in io.inputs.iter_mut().zip(inputs).enumerate() {
@@ -722,8 +760,8 @@ impl DelegateStep for StepHandle {
                 dst.copy_from_slice(src);
             }
         }
-        self.shared.submit(Job { step: self.step.clone(), reply: self.reply.clone(), bypassed: 0 })?;
-        done.recv().map_err(|_| Error::device("runtime", ErrorKind::Disconnected, "the device thread stopped"))??;
+        self.shared.submit(Job { step: self.step.clone(), reply: Some(self.reply.clone()), bypassed: 0 })?;
+        self.reply.wait()?;
         let io = lock(&self.step.io);
         for (k, (dst, src)) in outputs.iter_mut().zip(&io.outputs).enumerate() {
             if dst.len() != src.len() {
