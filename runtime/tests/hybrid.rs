@@ -6,7 +6,7 @@ mod common;
 use edgetpu::cpu::{Interpreter, Options};
 use edgetpu::sched::{Runtime, RuntimeOptions, SimOracle};
 use edgetpu::transport::sim::TimeModel;
-use edgetpu::{ErrorKind, Model};
+use edgetpu::Model;
 use std::sync::Arc;
 
 /// Runs `compiled` through a simulated runtime and `twin` on the CPU with the same inputs
@@ -95,11 +95,35 @@ fn co_compiled_models() {
     }
 }
 
+/// The LSTM's executable has hints that stop after its inputs (device-descriptor mode: the
+/// device announces each output) and two `_variable_output` layers, the recurrent state, which
+/// are written back into the model's variable tensors: state carries over between invocations
+/// exactly as in TFLite (`check` runs twice; the second run starts from the first one's state).
 #[test]
-fn non_deterministic_executables_are_refused_clearly() {
-    let rt = Runtime::simulated(1, TimeModel::zero(), SimOracle::Seeded, RuntimeOptions::default()).unwrap();
-    let model = Arc::new(Model::open(common::testdata().join("keras_lstm_mnist_ptq_edgetpu.tflite")).unwrap());
-    let err = rt.interpreter(model, &Options::default()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    assert!(err.to_string().contains("not fully deterministic"), "{err}");
+fn lstm_state_written_back_through_device_descriptors() {
+    check("keras_lstm_mnist_ptq_edgetpu.tflite", "keras_lstm_mnist_ptq.tflite", SimOracle::Twin);
+}
+
+/// The same three invocations as the TFLite golden of the CPU model (ai-edge-litert, one
+/// interpreter invoked on mnist_nine, random1, mnist_nine), through the Edge TPU path.
+#[test]
+fn lstm_through_the_device_matches_the_tflite_stateful_golden() {
+    let root = common::testdata();
+    let dir = root.join("golden/keras_lstm_mnist_ptq");
+    let want =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lstm/stateful_nine_random_nine.out0.bin"))
+            .unwrap();
+    let rt = Runtime::simulated(1, TimeModel::zero(), SimOracle::Twin, RuntimeOptions::default()).unwrap();
+    let model = Arc::new(Model::open(root.join("keras_lstm_mnist_ptq_edgetpu.tflite")).unwrap());
+    let mut it = rt.interpreter(model, &Options::default()).unwrap();
+    let mut got = Vec::new();
+    for tag in ["mnist_nine", "random1", "mnist_nine"] {
+        it.set_input(0, &common::read_golden_bin(&dir, &format!("{tag}.in0.bin"))).unwrap();
+        it.invoke().unwrap();
+        got.extend_from_slice(it.output(0).unwrap());
+    }
+    assert_eq!(got, want);
+    assert_ne!(got[20..], got[..10], "the third run must differ from a fresh run (state carried over)");
+    let sim = &rt.sims()[0];
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }

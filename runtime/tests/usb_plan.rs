@@ -1,13 +1,13 @@
 //! USB transfer plans from real compiled models against PROTOCOL.md §2.2-2.3: the worked
 //! mobilenet example, the posenet rule that a bulk-out waits for earlier outputs, and the LSTM
-//! executable whose hints are not fully deterministic.
+//! executable whose hints are not fully deterministic (device-driven transfers).
 
 mod common;
 
 use edgetpu::device::usb_frame::Tag;
 use edgetpu::device::usb_plan::{plan, Source, Step};
 use edgetpu::package::{ExecutableType, Package};
-use edgetpu::{ErrorKind, Model};
+use edgetpu::Model;
 
 fn open(rel: &str) -> Model {
     Model::open(common::testdata().join(rel)).unwrap()
@@ -55,10 +55,11 @@ fn bulk_outs_after_an_output_wait_for_it() {
                             saw += usize::from(*after_outputs);
                         }
                         Step::Fence => output_seen = false,
-                        Step::WaitInterrupt { .. } => {}
+                        Step::WaitInterrupt { .. } | Step::DeviceDriven => {}
                     }
                 }
-                assert!(matches!(steps.last(), Some(Step::WaitInterrupt { number: 0 })), "{rel}");
+                let last = steps.last();
+                assert!(matches!(last, Some(Step::WaitInterrupt { number: 0 } | Step::DeviceDriven)), "{rel}");
             }
         }
     }
@@ -66,11 +67,27 @@ fn bulk_outs_after_an_output_wait_for_it() {
     assert!(saw > 0, "no bulk-out after an output in the test data");
 }
 
+/// The LSTM's hints stop after its inputs: the plan sends what they name, then a fence, then
+/// serves the device's descriptors (PROTOCOL.md §2.3).
 #[test]
-fn non_deterministic_hints_are_refused_clearly() {
+fn non_deterministic_hints_end_in_device_driven_transfers() {
     let model = open("keras_lstm_mnist_ptq_edgetpu.tflite");
     let pkg = Package::all(&model).unwrap().remove(0);
-    let err = plan(pkg.main()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert!(err.to_string().contains("not fully deterministic"), "{err}");
+    let steps = plan(pkg.main()).unwrap();
+    let out = |tag, size, source| Step::BulkOut { tag, size, source, after_outputs: false };
+    assert_eq!(
+        steps,
+        [
+            out(Tag::Instructions, 60864, Source::Instructions { chunk: 0 }),
+            out(Tag::Parameters, 576, Source::Parameters { offset: 0 }),
+            out(Tag::InputActivations, 784, Source::Input { layer: 0, batch: 0, offset: 0 }),
+            out(Tag::InputActivations, 24, Source::Input { layer: 1, batch: 0, offset: 0 }),
+            out(Tag::InputActivations, 40, Source::Input { layer: 2, batch: 0, offset: 0 }),
+            Step::Fence,
+            Step::DeviceDriven,
+        ]
+    );
+    assert!(edgetpu::device::usb_plan::device_driven(&steps));
+    let pc = plan(pkg.parameter_caching().unwrap()).unwrap();
+    assert!(!edgetpu::device::usb_plan::device_driven(&pc));
 }

@@ -189,3 +189,44 @@ fn models_with_other_tokens_evict_each_other() {
     }
     assert_eq!(bus.stats().parameter_bytes, expected_bytes, "every switch re-caches");
 }
+
+/// The LSTM (hints not fully deterministic) through the USB driver: the device announces its
+/// three outputs (one of them the model output, two the recurrent state) by descriptors, and
+/// the host reads each into the buffer the descriptor names. A host that does not enable output
+/// descriptors is caught by the simulator.
+#[test]
+fn device_driven_outputs_of_the_lstm() {
+    let s = setup("keras_lstm_mnist_ptq", SimConfig::default());
+    let bus: Arc<dyn edgetpu::transport::UsbBus> = Arc::new(s.bus.clone());
+    let mut acc = UsbAccelerator::open(bus, &s.bus.config_path(), options()).unwrap();
+    let pkgs = Package::all(&s.model).unwrap();
+    let mut program = Program::new(&s.model, &pkgs[0]).unwrap();
+    let sizes: Vec<usize> = program.input_sizes().collect();
+    let inputs: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(k, &n)| common::noise(n, k as u32 + 5)).collect();
+    let mut outs: Vec<Vec<u8>> = program.output_sizes().map(|n| vec![0u8; n]).collect();
+    assert_eq!(outs.len(), 3, "output, and the two state layers");
+    let refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let before = s.bus.stats();
+    {
+        let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        acc.run(&mut program, &refs, &mut o).unwrap();
+    }
+    let after = s.bus.stats();
+    let padded: u64 = pkgs[0].main().output_layers.iter().map(|l| l.size_bytes as u64).sum();
+    assert_eq!(after.bulk_in_bytes - before.bulk_in_bytes, padded, "every output layer was read, padding included");
+    assert!(s.bus.violations().is_empty(), "{:?}", s.bus.violations());
+
+    // The same outputs from the CPU twin, its state set from the state inputs.
+    let mut cpu = Interpreter::new(s.twin.clone(), &Options { keep: vec![17, 18], ..Default::default() }).unwrap();
+    cpu.invoke_section(&[(0, &inputs[0]), (17, &inputs[1]), (18, &inputs[2])], &[28]).unwrap();
+    assert_eq!(outs[0], cpu.tensor(28).unwrap());
+    assert_eq!(outs[1], cpu.tensor(17).unwrap(), "the new h state");
+    assert_eq!(outs[2], cpu.tensor(18).unwrap(), "the new c state");
+    assert_ne!(outs[1], inputs[1], "the state changed");
+
+    // Without the device-driven step the host never enables output descriptors.
+    program.main.steps.retain(|s| *s != edgetpu::device::usb_plan::Step::DeviceDriven);
+    let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let _ = acc.run(&mut program, &refs, &mut o);
+    assert!(s.bus.violations().iter().any(|v| v.contains("descr_ep")), "{:?}", s.bus.violations());
+}

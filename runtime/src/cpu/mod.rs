@@ -69,18 +69,38 @@ pub trait Delegate: Send + Sync + std::fmt::Debug {
     ) -> Result<Box<dyn DelegateStep>>;
 }
 
-/// One prepared Edge TPU step.
-pub trait DelegateStep: Send + Sync {
-    /// Runs it: `inputs` and `outputs` are the node's tensors, in the operator's order, exactly
-    /// their TFLite sizes.
-    fn run(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()>;
+/// The tensors of one run of a delegated node.
+pub struct DelegateIo<'a, 'b> {
+    /// The node's inputs in the operator's order, exactly their TFLite sizes; a variable input
+    /// (see `state`) is empty here.
+    pub inputs: &'b [&'a [u8]],
+    /// The node's variable inputs (state kept across invocations), writable, in input order.
+    pub state: &'b mut [&'a mut [u8]],
+    /// The input position of each `state` entry.
+    pub state_inputs: &'b [usize],
+    /// The node's outputs in the operator's order, exactly their TFLite sizes.
+    pub outputs: &'b mut [&'a mut [u8]],
 }
 
-struct DelegateKernel(Box<dyn DelegateStep>);
+/// One prepared Edge TPU step.
+pub trait DelegateStep: Send + Sync {
+    /// Runs it over the node's tensors.
+    fn run(&self, io: &mut DelegateIo<'_, '_>) -> Result<()>;
+}
+
+struct DelegateKernel {
+    step: Box<dyn DelegateStep>,
+    state_inputs: Vec<usize>,
+}
 
 impl kernel::Kernel for DelegateKernel {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
-        self.0.run(io.ins, io.outs)
+        self.step.run(&mut DelegateIo {
+            inputs: io.ins,
+            state: io.state,
+            state_inputs: &self.state_inputs,
+            outputs: io.outs,
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 /// Ops whose kernels update their variable inputs in place (`Io::state`, carried over to the next
 /// invocation). Other ops read variable tensors like any input.
-const STATEFUL_OPS: &[&str] = &["UNIDIRECTIONAL_SEQUENCE_LSTM"];
+const STATEFUL_OPS: &[&str] = &["UNIDIRECTIONAL_SEQUENCE_LSTM", "edgetpu-custom-op"];
 
 /// Where a tensor's bytes live.
 #[derive(Debug, Clone)]
@@ -197,7 +197,7 @@ impl Plan {
             let built = match (&options.delegate, ctx.op_name) {
                 (Some(d), "edgetpu-custom-op") => {
                     let step = d.prepare(model, options.subgraph, op).map_err(|e| e.with_path(model.path()))?;
-                    super::kernel::Built::new(super::DelegateKernel(step))?
+                    super::kernel::Built::new(super::DelegateKernel { step, state_inputs: state.clone() })?
                 }
                 _ => ops::build(&mut ctx)?,
             };

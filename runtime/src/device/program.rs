@@ -10,7 +10,7 @@
 use super::layout;
 use super::usb_plan::{self, Source, Step};
 use crate::error::{Error, Result};
-use crate::package::{Executable, ExecutableType, Layer, Package};
+use crate::package::{BufferAddresses, Executable, ExecutableType, Layer, Package};
 use crate::Model;
 use std::ops::Range;
 use std::sync::Arc;
@@ -41,6 +41,38 @@ pub struct PreparedExecutable {
     pub output_layers: usize,
     /// Where the executable's parameters are in the model file.
     pub parameters: Range<usize>,
+    /// The addresses linked into the instructions, by which the device names a buffer when it
+    /// drives the transfers itself ([`Step::DeviceDriven`]).
+    pub addresses: BufferAddresses,
+}
+
+/// A buffer of an executable named by a device-side address ([`PreparedExecutable::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// [`PreparedExecutable::inputs`]`[index]`, from `offset`.
+    Input {
+        /// Buffer index.
+        index: usize,
+        /// Byte offset.
+        offset: usize,
+    },
+    /// [`PreparedExecutable::outputs`]`[index]`, from `offset`.
+    Output {
+        /// Buffer index.
+        index: usize,
+        /// Byte offset.
+        offset: usize,
+    },
+    /// The parameters, from `offset`.
+    Parameters {
+        /// Byte offset.
+        offset: usize,
+    },
+    /// The scratch buffer, from `offset`.
+    Scratch {
+        /// Byte offset.
+        offset: usize,
+    },
 }
 
 impl PreparedExecutable {
@@ -51,6 +83,34 @@ impl PreparedExecutable {
     /// Index of (batch, layer) in [`Self::outputs`].
     pub fn output_index(&self, layer: usize, batch: usize) -> usize {
         batch.saturating_mul(self.output_layers).saturating_add(layer)
+    }
+
+    /// The buffer holding `length` bytes at device address `address`, when they lie inside one
+    /// (`None` otherwise: the device asked for something this executable does not have).
+    pub fn resolve(&self, address: u64, length: usize) -> Option<Target> {
+        let within = |base: u64, len: usize| {
+            let offset = usize::try_from(address.checked_sub(base)?).ok()?;
+            (offset.checked_add(length)? <= len).then_some(offset)
+        };
+        let a = &self.addresses;
+        if let Some(offset) = a.parameters.and_then(|b| within(b, self.parameters.len())) {
+            return Some(Target::Parameters { offset });
+        }
+        if let Some(offset) = a.scratch.and_then(|b| within(b, self.scratch.len())) {
+            return Some(Target::Scratch { offset });
+        }
+        // Addresses are listed batch-major in layer order, as the buffers are.
+        for (index, (_, _, base)) in a.inputs.iter().enumerate() {
+            if let Some(offset) = self.inputs.get(index).and_then(|b| within(*base, b.len())) {
+                return Some(Target::Input { index, offset });
+            }
+        }
+        for (index, (_, _, base)) in a.outputs.iter().enumerate() {
+            if let Some(offset) = self.outputs.get(index).and_then(|b| within(*base, b.len())) {
+                return Some(Target::Output { index, offset });
+            }
+        }
+        None
     }
 }
 
@@ -68,7 +128,8 @@ impl PreparedExecutable {
         let outputs: Vec<Vec<u8>> =
             (0..batch).flat_map(|_| exe.output_layers.iter().map(|l| vec![0u8; layer_bytes(l)])).collect();
         let scratch = vec![0u8; exe.scratch_size_bytes.saturating_mul(batch)];
-        let linked = exe.link(&exe.tag_addresses(USB_ADDRESS_BASE))?;
+        let addresses = exe.tag_addresses(USB_ADDRESS_BASE);
+        let linked = exe.link(&addresses)?;
         let p = PreparedExecutable {
             index: exe.index,
             kind: exe.kind,
@@ -80,6 +141,7 @@ impl PreparedExecutable {
             input_layers: exe.input_layers.len(),
             output_layers: exe.output_layers.len(),
             parameters: exe.parameters_offset..exe.parameters_offset + exe.parameters.len(),
+            addresses,
         };
         p.check(exe)?;
         Ok(p)

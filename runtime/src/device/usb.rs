@@ -1,11 +1,12 @@
 //! A Coral USB Accelerator: firmware, open and close sequences, running prepared executables
 //! with parameter caching, and recovery after a failure (reset, reopen, re-cache).
 
+use super::csr;
 use super::dfu;
-use super::program::{PreparedExecutable, Program};
+use super::program::{PreparedExecutable, Program, Target};
 use super::sequence::{self, Performance};
-use super::usb_frame::Tag;
-use super::usb_plan::{Source, Step};
+use super::usb_frame::{Event, Tag};
+use super::usb_plan::{self, Source, Step};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::usb_transport::UsbTransport;
 use crate::transport::{Speed, Transport, UsbBus, UsbIo, UsbPath};
@@ -240,7 +241,16 @@ impl UsbAccelerator {
 
 /// Runs one executable's steps over a transport (PROTOCOL.md §2.2-2.4). Transfers are
 /// synchronous, so every bulk-out starts after earlier outputs were read.
+///
+/// An executable whose hints are not fully deterministic ends in [`Step::DeviceDriven`]: the
+/// event endpoint is switched to report every descriptor (`descr_ep` 0xFF) for this run, and the
+/// host serves what the device asks for (tag 1 input, 2 parameters, 3 output, each naming a
+/// linked address and a length) until the scalar-core interrupt; the mask goes back to 0xF0 after.
 pub fn run_executable<T: Transport + ?Sized>(t: &mut T, p: &mut PreparedExecutable, parameters: &[u8]) -> Result<()> {
+    let driven = usb_plan::device_driven(&p.steps);
+    if driven {
+        t.write_csr(csr::DESCR_EP, 0xFF)?;
+    }
     // Every range below was checked against its buffer when the executable was prepared.
     for i in 0..p.steps.len() {
         match &p.steps[i] {
@@ -271,7 +281,180 @@ pub fn run_executable<T: Transport + ?Sized>(t: &mut T, p: &mut PreparedExecutab
                 }
             },
             Step::Fence => {}
+            Step::DeviceDriven => serve_device(t, p, parameters)?,
         }
     }
+    if driven {
+        t.write_csr(csr::DESCR_EP, 0xF0)?;
+    }
     Ok(())
+}
+
+/// Serves the transfers the device asks for until it raises scalar-core interrupt 0.
+fn serve_device<T: Transport + ?Sized>(t: &mut T, p: &mut PreparedExecutable, parameters: &[u8]) -> Result<()> {
+    loop {
+        let e = t.wait_event()?;
+        let len = e.length as usize;
+        let target = match e.tag {
+            Tag::Interrupt(0) => return Ok(()),
+            Tag::Interrupt(_) => continue,
+            Tag::Instructions => None,
+            _ => p.resolve(e.offset, len),
+        };
+        match (e.tag, target) {
+            (Tag::InputActivations, Some(Target::Input { index, offset })) => {
+                t.send(Tag::InputActivations, &p.inputs[index][offset..offset + len])?
+            }
+            (Tag::InputActivations, Some(Target::Scratch { offset })) => {
+                t.send(Tag::InputActivations, &p.scratch[offset..offset + len])?
+            }
+            (Tag::Parameters, Some(Target::Parameters { offset })) => {
+                let Some(bytes) = parameters.get(offset..offset + len) else {
+                    return Err(unknown_buffer(t.name(), &e, p));
+                };
+                t.send(Tag::Parameters, bytes)?
+            }
+            (Tag::OutputActivations, Some(Target::Output { index, offset })) => {
+                t.recv(&mut p.outputs[index][offset..offset + len])?
+            }
+            (Tag::OutputActivations, Some(Target::Scratch { offset })) => {
+                t.recv(&mut p.scratch[offset..offset + len])?
+            }
+            _ => return Err(unknown_buffer(t.name(), &e, p)),
+        }
+    }
+}
+
+fn unknown_buffer(device: String, e: &Event, p: &PreparedExecutable) -> Error {
+    Error::device(
+        device,
+        ErrorKind::Protocol,
+        format!(
+            "the device asked for a {:?} transfer of {} bytes at {:#x}, which is no buffer of executable {} ({}); \
+             reset the device (replug it) if this repeats",
+            e.tag,
+            e.length,
+            e.offset,
+            p.index,
+            p.kind.name()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::{BufferAddresses, ExecutableType};
+    use std::collections::VecDeque;
+
+    /// A transport that plays back scripted events and output bytes and logs what the host does.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        events: VecDeque<Event>,
+        output: VecDeque<u8>,
+        log: Vec<String>,
+    }
+
+    impl Transport for Scripted {
+        fn name(&self) -> String {
+            "scripted".into()
+        }
+        fn read_csr(&mut self, _: csr::Csr) -> Result<u64> {
+            Ok(0)
+        }
+        fn write_csr(&mut self, reg: csr::Csr, value: u64) -> Result<()> {
+            self.log.push(format!("{}={value:#x}", reg.name));
+            Ok(())
+        }
+        fn send(&mut self, tag: Tag, bytes: &[u8]) -> Result<()> {
+            self.log.push(format!("send {tag:?} {bytes:?}"));
+            Ok(())
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> Result<()> {
+            for b in buf.iter_mut() {
+                *b = self.output.pop_front().ok_or_else(|| Error::argument("no output scripted"))?;
+            }
+            self.log.push(format!("recv {}", buf.len()));
+            Ok(())
+        }
+        fn wait_event(&mut self) -> Result<Event> {
+            self.events.pop_front().ok_or_else(|| Error::device("scripted", ErrorKind::Timeout, "no event"))
+        }
+        fn is_usb2(&self) -> bool {
+            false
+        }
+    }
+
+    const P: u64 = 0x7f01_0000_0000;
+    const I: u64 = 0x7f02_0000_0000;
+    const O: u64 = 0x7f03_0000_0000;
+
+    fn exe() -> PreparedExecutable {
+        PreparedExecutable {
+            index: 0,
+            kind: ExecutableType::ExecutionOnly,
+            steps: vec![Step::Fence, Step::DeviceDriven],
+            linked: vec![],
+            inputs: vec![(0..16).collect()],
+            outputs: vec![vec![0; 8]],
+            scratch: vec![],
+            input_layers: 1,
+            output_layers: 1,
+            parameters: 0..8,
+            addresses: BufferAddresses {
+                parameters: Some(P),
+                scratch: None,
+                inputs: vec![("in".into(), 0, I)],
+                outputs: vec![("out".into(), 0, O)],
+            },
+        }
+    }
+
+    fn ev(tag: Tag, offset: u64, length: u32) -> Event {
+        Event { offset, length, tag }
+    }
+
+    #[test]
+    fn device_driven_transfers_are_served_by_address() {
+        let mut t = Scripted {
+            events: [
+                ev(Tag::InputActivations, I + 4, 4),
+                ev(Tag::Parameters, P + 2, 3),
+                ev(Tag::OutputActivations, O + 2, 6),
+                ev(Tag::Interrupt(0), 0, 0),
+            ]
+            .into(),
+            output: (100..106).collect(),
+            ..Default::default()
+        };
+        let mut p = exe();
+        run_executable(&mut t, &mut p, &[9, 8, 7, 6, 5, 4, 3, 2]).unwrap();
+        assert_eq!(
+            t.log,
+            [
+                "descr_ep=0xff",
+                "send InputActivations [4, 5, 6, 7]",
+                "send Parameters [7, 6, 5]",
+                "recv 6",
+                "descr_ep=0xf0"
+            ]
+        );
+        assert_eq!(p.outputs[0], [0, 0, 100, 101, 102, 103, 104, 105]);
+    }
+
+    #[test]
+    fn a_transfer_outside_every_buffer_is_a_protocol_error() {
+        for bad in [
+            ev(Tag::OutputActivations, O + 4, 6),
+            ev(Tag::InputActivations, O, 4),
+            ev(Tag::Parameters, P, 9),
+            ev(Tag::Instructions, I, 4),
+            ev(Tag::InputActivations, 0, 1),
+        ] {
+            let mut t = Scripted { events: [bad].into(), output: (0..16).collect(), ..Default::default() };
+            let err = run_executable(&mut t, &mut exe(), &[0; 8]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Protocol, "{bad:?}: {err}");
+            assert!(err.to_string().contains("no buffer of executable 0"), "{err}");
+        }
+    }
 }

@@ -71,6 +71,11 @@ pub enum Step {
     },
     /// Wait until every earlier transfer has completed.
     Fence,
+    /// The rest of the run is driven by the device (PROTOCOL.md §2.3, device-descriptor mode):
+    /// the event endpoint reports each input, parameter or output transfer the chip wants, with
+    /// its address and length, and the run ends with a scalar-core interrupt (tag 4). Only
+    /// executables whose hints are not fully deterministic end with this step.
+    DeviceDriven,
 }
 
 impl Step {
@@ -84,17 +89,10 @@ impl Step {
     }
 }
 
-/// The steps of one run of `exe`. Executables whose hints are not fully deterministic need the
-/// device-descriptor mode (PROTOCOL.md §2.3), which this runtime does not implement yet.
+/// The steps of one run of `exe`. Executables whose hints are not fully deterministic (the hints
+/// stop before the outputs) run their hinted transfers, then [`Step::DeviceDriven`] (a fence
+/// first, as libedgetpu appends one in this mode).
 pub fn plan(exe: &Executable<'_>) -> Result<Vec<Step>> {
-    if !exe.dma_hints.fully_deterministic {
-        return Err(Error::unsupported(format!(
-            "executable {} ({}) has DMA hints that are not fully deterministic; running it needs the device-descriptor \
-             mode, which this runtime does not support yet",
-            exe.index,
-            exe.kind.name()
-        )));
-    }
     let layer = |layers: &[crate::package::Layer], name: &str, what: &str| {
         layers.iter().position(|l| l.name == name).ok_or_else(|| {
             Error::unsupported(format!("a DMA hint names {what} layer {name:?}, which the executable does not have"))
@@ -136,7 +134,17 @@ pub fn plan(exe: &Executable<'_>) -> Result<Vec<Step>> {
         };
         steps.push(step);
     }
+    if !exe.dma_hints.fully_deterministic {
+        steps.push(Step::Fence);
+        steps.push(Step::DeviceDriven);
+    }
     Ok(steps)
+}
+
+/// Whether a run of these steps needs the device to report its transfers (the event endpoint's
+/// descriptor mask 0xFF rather than 0xF0).
+pub fn device_driven(steps: &[Step]) -> bool {
+    steps.last() == Some(&Step::DeviceDriven)
 }
 
 #[cfg(test)]

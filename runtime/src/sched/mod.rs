@@ -20,7 +20,7 @@
 
 pub mod pipeline;
 
-use crate::cpu::{Delegate, DelegateStep, Interpreter, Options};
+use crate::cpu::{Delegate, DelegateIo, DelegateStep, Interpreter, Options};
 use crate::device::program::Program;
 use crate::device::usb::{RunInfo, UsbAccelerator, UsbOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -657,35 +657,49 @@ impl Delegate for TpuDelegate {
         let n = self.shared.names.len();
         let programs = (0..n).map(|_| Program::new(model, &package).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
         let exe = package.main();
-        if let Some(l) = exe.output_layers.iter().find(|l| l.name.ends_with("_variable_output")) {
-            return Err(Error::unsupported(format!(
-                "the Edge TPU step at operator {} writes state back into its input ({:?}); running such steps \
-                 (recurrent models) is not supported yet",
-                op.index, l.name
-            )));
+        // The custom op's tensors are the executable's layers, by position and size; output
+        // layers named `<input>_variable_output` are not among the op's outputs but carry the new
+        // value of that input (a variable tensor: recurrent state), written back after each run.
+        let tensor = |t: Option<usize>| t.and_then(|t| sg.tensors.get(t));
+        let dense = |l: &crate::package::Layer| l.num_elements() * l.execution_count.max(1);
+        let fail = |what: String| Error::unsupported(format!("the Edge TPU step at operator {}: {what}", op.index));
+        let mut out_map = Vec::new();
+        let mut writeback = Vec::new();
+        for (i, l) in exe.output_layers.iter().enumerate() {
+            let Some(base) = l.name.strip_suffix("_variable_output") else {
+                out_map.push(i);
+                continue;
+            };
+            let k = exe.input_layers.iter().position(|x| x.name == base).ok_or_else(|| {
+                fail(format!("output layer {:?} writes back into input layer {base:?}, which does not exist", l.name))
+            })?;
+            let into = &exe.input_layers[k];
+            if !tensor(op.inputs.get(k).copied().flatten()).is_some_and(|t| t.is_variable) {
+                return Err(fail(format!(
+                    "output layer {:?} writes back into input {k}, which is not a variable tensor",
+                    l.name
+                )));
+            }
+            if dense(l) != dense(into) || l.data_type.size_bytes() != into.data_type.size_bytes() {
+                return Err(fail(format!("output layer {:?} and its input layer {base:?} differ in size", l.name)));
+            }
+            writeback.push((i, k));
         }
-        // The custom op's tensors must be the executable's layers, by position and size.
-        let tensor_len = |t: Option<usize>| t.and_then(|t| sg.tensors.get(t)).map(|t| t.num_elements());
-        for (what, tensors, layers) in
-            [("input", &op.inputs, &exe.input_layers), ("output", &op.outputs, &exe.output_layers)]
+        let out_layers: Vec<_> = out_map.iter().map(|&i| exe.output_layers[i].clone()).collect();
+        for (what, tensors, layers) in [("input", &op.inputs, &exe.input_layers), ("output", &op.outputs, &out_layers)]
         {
             if tensors.len() != layers.len() {
-                return Err(Error::unsupported(format!(
-                    "the Edge TPU step at operator {} has {} {what}s but its executable {} {what} layers",
-                    op.index,
+                return Err(fail(format!(
+                    "it has {} {what}s but its executable {} {what} layers",
                     tensors.len(),
                     layers.len()
                 )));
             }
             for (k, (t, l)) in tensors.iter().zip(layers).enumerate() {
-                let n = l.num_elements() * l.execution_count.max(1);
-                if tensor_len(*t) != Some(n) {
-                    return Err(Error::unsupported(format!(
-                        "the Edge TPU step at operator {}: {what} {k} has {:?} elements, its layer {:?} {n}",
-                        op.index,
-                        tensor_len(*t),
-                        l.name
-                    )));
+                let n = dense(l);
+                let have = tensor(*t).map(|t| t.num_elements());
+                if have != Some(n) {
+                    return Err(fail(format!("{what} {k} has {have:?} elements, its layer {:?} {n}", l.name)));
                 }
             }
         }
@@ -730,6 +744,8 @@ impl Delegate for TpuDelegate {
             step: Arc::new(Step { name, programs, token, key, affinity, pinned: self.device, io: Mutex::new(io) }),
             reply: Arc::default(),
             running: Mutex::new(()),
+            out_map,
+            writeback,
         }))
     }
 }
@@ -741,14 +757,23 @@ struct StepHandle {
     /// Held for a whole run, so that runs of one step (which share its buffers and mailbox)
     /// never overlap.
     running: Mutex<()>,
+    /// The output layer of each of the op's outputs.
+    out_map: Vec<usize>,
+    /// (output layer, input position): variable outputs written back into their input.
+    writeback: Vec<(usize, usize)>,
 }
 
 impl DelegateStep for StepHandle {
-    fn run(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
+    fn run(&self, io: &mut DelegateIo<'_, '_>) -> Result<()> {
         let _running = lock(&self.running);
+        let state_at = |k: usize| io.state_inputs.iter().position(|&s| s == k);
         {
-            let mut io = lock(&self.step.io);
-            for (k, (dst, src)) in io.inputs.iter_mut().zip(inputs).enumerate() {
+            let mut sio = lock(&self.step.io);
+            for (k, dst) in sio.inputs.iter_mut().enumerate() {
+                let src: &[u8] = match state_at(k) {
+                    Some(p) => io.state.get(p).map_or(&[], |s| &**s),
+                    None => io.inputs.get(k).copied().unwrap_or(&[]),
+                };
                 if dst.len() != src.len() {
                     return Err(Error::argument(format!(
                         "{}: input {k} has {} bytes, its layer {}",
@@ -762,11 +787,20 @@ impl DelegateStep for StepHandle {
         }
         self.shared.submit(Job { step: self.step.clone(), reply: Some(self.reply.clone()), bypassed: 0 })?;
         self.reply.wait()?;
-        let io = lock(&self.step.io);
-        for (k, (dst, src)) in outputs.iter_mut().zip(&io.outputs).enumerate() {
+        let sio = lock(&self.step.io);
+        let outputs = self.out_map.iter().map(|&i| (i, None)).chain(self.writeback.iter().map(|&(i, k)| (i, Some(k))));
+        for (j, (layer, into)) in outputs.enumerate() {
+            let src = &sio.outputs[layer];
+            let dst: &mut [u8] = match into {
+                None => io.outputs.get_mut(j).map_or(&mut [], |d| &mut **d),
+                Some(k) => match state_at(k) {
+                    Some(p) => io.state.get_mut(p).map_or(&mut [], |d| &mut **d),
+                    None => &mut [],
+                },
+            };
             if dst.len() != src.len() {
                 return Err(Error::argument(format!(
-                    "{}: output {k} has {} bytes, its tensor {}",
+                    "{}: output layer {layer} has {} bytes, its tensor {}",
                     self.step.name,
                     src.len(),
                     dst.len()

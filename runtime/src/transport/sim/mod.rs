@@ -185,6 +185,10 @@ impl Violation {
 pub(crate) trait ExecSink {
     fn output(&mut self, bytes: &[u8]);
     fn event(&mut self, tag: Tag);
+    /// Reports a DMA on the event endpoint (device-descriptor mode): its address and length.
+    fn descriptor(&mut self, tag: Tag, address: u64, length: usize);
+    /// Whether the event endpoint reports descriptors of `tag` (`descr_ep` bit).
+    fn reports(&self, tag: Tag) -> bool;
     fn compute_time(&mut self, instruction_bytes: usize);
 }
 

@@ -5,7 +5,7 @@ use super::{ExecSink, Violation};
 use crate::device::layout;
 use crate::device::usb_frame::Tag;
 use crate::device::usb_plan::{self, Source, Step};
-use crate::package::{ExecutableType, Layer, Package};
+use crate::package::{Description, ExecutableType, Layer, Package, Position};
 use std::sync::{Arc, Mutex};
 
 /// Where the simulated device's output values come from. It cannot execute Edge TPU
@@ -80,7 +80,11 @@ impl CpuTwinOracle {
             })
         };
         let in_idx = inputs.iter().map(|l| find(&l.name)).collect::<crate::Result<Vec<_>>>()?;
-        let out_idx = outputs.iter().map(|l| find(&l.name)).collect::<crate::Result<Vec<_>>>()?;
+        // A `<name>_variable_output` layer is the new value of the twin's variable tensor <name>.
+        let out_idx = outputs
+            .iter()
+            .map(|l| find(l.name.strip_suffix("_variable_output").unwrap_or(&l.name)))
+            .collect::<crate::Result<Vec<_>>>()?;
         let graph_inputs: Option<Vec<usize>> = in_idx.iter().map(|&t| sg.inputs.iter().position(|&i| i == t)).collect();
         let mut keep = out_idx.clone();
         keep.extend(&in_idx);
@@ -145,6 +149,8 @@ pub(crate) struct SimExe {
     pub param_hash: u64,
     pub instruction_bytes: usize,
     pub oracle: Option<Arc<Mutex<dyn Oracle>>>,
+    /// Linked fields holding output addresses: (chunk, bit, upper half, output buffer index).
+    pub out_fields: Vec<(usize, usize, bool, usize)>,
 }
 
 fn mask(chunk: &mut [u8], bits: &[usize]) {
@@ -175,6 +181,17 @@ impl SimExe {
                 })
                 .collect();
             let is_main = exe.kind != ExecutableType::ParameterCaching;
+            let n_out = exe.output_layers.len();
+            let mut out_fields = Vec::new();
+            for (c, b) in exe.bitstreams.iter().enumerate() {
+                for f in b.field_offsets.iter().filter(|f| f.desc == Description::OutputActivation) {
+                    let layer = exe.output_layers.iter().position(|l| Some(&l.name) == f.name.as_ref());
+                    if let Some(layer) = layer {
+                        let k = f.batch.saturating_mul(n_out).saturating_add(layer);
+                        out_fields.push((c, f.offset_bit, f.position == Position::Upper32, k));
+                    }
+                }
+            }
             out.push(SimExe {
                 name: format!("{name} executable {} ({})", exe.index, exe.kind.name()),
                 kind: exe.kind,
@@ -188,6 +205,7 @@ impl SimExe {
                 param_hash: fnv(FNV0, exe.parameters),
                 instruction_bytes: exe.bitstreams.iter().map(|b| b.data.len()).sum(),
                 oracle: if is_main { oracle.clone() } else { None },
+                out_fields,
             });
         }
         Ok(out)
@@ -201,6 +219,19 @@ impl SimExe {
         }
         mask(linked, bits);
         want == linked
+    }
+
+    /// Reads the output addresses linked into received chunk `chunk` into `addr` (one per
+    /// output buffer).
+    pub(crate) fn read_addresses(&self, chunk: usize, linked: &[u8], addr: &mut Vec<u64>) {
+        for &(_, bit, upper, k) in self.out_fields.iter().filter(|f| f.0 == chunk) {
+            let Ok(v) = crate::package::read_bits(linked, bit) else { continue };
+            if addr.len() <= k {
+                addr.resize(k + 1, 0);
+            }
+            addr[k] =
+                if upper { (addr[k] & 0xFFFF_FFFF) | (v as u64) << 32 } else { (addr[k] & !0xFFFF_FFFF) | v as u64 };
+        }
     }
 
     fn layer_bytes(l: &Layer) -> usize {
@@ -256,6 +287,8 @@ pub(crate) struct Run {
     pub outputs: Option<Vec<Vec<u8>>>,
     pub param_hash: u64,
     pub identified: bool,
+    /// Output buffer addresses read from the linked instructions.
+    pub out_addr: Vec<u64>,
 }
 
 impl Run {
@@ -269,6 +302,7 @@ impl Run {
             outputs: None,
             param_hash: FNV0,
             identified: false,
+            out_addr: Vec::new(),
         }
     }
 }
@@ -322,6 +356,28 @@ pub(crate) fn device_steps(exe: &SimExe, run: &mut Run, sink: &mut dyn ExecSink)
             }
             Step::WaitInterrupt { number } => sink.event(Tag::Interrupt(*number)),
             Step::Fence => {}
+            Step::DeviceDriven => {
+                // Outputs the hints do not name: each announced by a descriptor with the
+                // address the instructions were linked with, then the completion interrupt.
+                if !sink.reports(Tag::OutputActivations) {
+                    return Err(Violation::host(format!(
+                        "{}: its DMA hints are not fully deterministic, so its outputs are announced by descriptors, \
+                         but descr_ep does not enable output descriptors (the host would wait forever)",
+                        exe.name
+                    )));
+                }
+                if run.outputs.is_none() {
+                    sink.compute_time(exe.instruction_bytes);
+                    let outs = exe.compute(&run.inputs).map_err(|e| Violation::fault(format!("{}: {e}", exe.name)))?;
+                    run.outputs = Some(outs);
+                }
+                for (k, buf) in run.outputs.as_deref().unwrap_or_default().iter().enumerate() {
+                    let address = run.out_addr.get(k).copied().unwrap_or(0);
+                    sink.descriptor(Tag::OutputActivations, address, buf.len());
+                    sink.output(buf);
+                }
+                sink.event(Tag::Interrupt(0));
+            }
         }
         run.step += 1;
     }

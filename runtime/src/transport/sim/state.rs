@@ -132,6 +132,17 @@ impl ExecSink for Sink<'_> {
             *self.has_run = true;
         }
     }
+    fn descriptor(&mut self, tag: Tag, address: u64, length: usize) {
+        let mut e = [0u8; 16];
+        e[..8].copy_from_slice(&address.to_le_bytes());
+        e[8..12].copy_from_slice(&u32::try_from(length).unwrap_or(u32::MAX).to_le_bytes());
+        e[12] = tag.code();
+        self.events.push_back(e);
+    }
+    fn reports(&self, tag: Tag) -> bool {
+        let mask = self.csrs.get(&csr::DESCR_EP.offset).copied().unwrap_or(0);
+        mask >> tag.code() & 1 == 1
+    }
     fn compute_time(&mut self, instruction_bytes: usize) {
         *self.clock += self.compute_per_byte * instruction_bytes as u32;
     }
@@ -670,6 +681,11 @@ impl SimState {
         let step = self.exes[run.exe].steps[run.step].clone();
         if let Step::BulkOut { source: Source::Instructions { chunk }, .. } = step {
             let mut instr = std::mem::take(&mut run.instr);
+            // The output addresses the device will report come from the linked fields.
+            let reader = if run.identified { Some(run.exe) } else { candidates.first().copied() };
+            if let Some(i) = reader {
+                self.exes[i].read_addresses(chunk, &instr, &mut run.out_addr);
+            }
             if !run.identified {
                 let found = match candidates.as_slice() {
                     // One candidate: mask the received bytes in place.
