@@ -91,6 +91,7 @@ pub(crate) fn requantize_row(acc: &[i32], stage: &OutputStage, q: Q8, out: &mut 
 }
 
 fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q: Q8, out: &mut [u8]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut start = 0;
     #[cfg(target_arch = "x86_64")]
     if stage.vector {
@@ -281,6 +282,8 @@ pub(crate) fn gemm_u8_portable(a: &[u8], m: usize, p: &PackedU8, out: &mut [i32]
 /// Per-channel terms of the fused byte GEMM, padded to [`PackedU8::np`]: the folded zero-point
 /// terms `acc + a[c] * rowsum + c[c]`, then the output stage.
 #[derive(Debug, Clone)]
+// Some fields only feed the x86-64 vector kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Fold {
     pub a: Vec<i32>,
     /// The value of every `a` when they are all equal (the usual case): one scalar product per
@@ -408,6 +411,7 @@ pub(crate) fn dw_pixel(
 /// channels and each pair of taps, two vectors of interleaved `(w_a, w_b)` i16 pairs in the lane
 /// order of `unpacklo/hi_epi16` (channels 0-3 and 8-11, then 4-7 and 12-15).
 #[derive(Debug, Clone)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct DwPairs {
     pub w: Vec<i16>,
     /// Channels covered: whole blocks of 16.

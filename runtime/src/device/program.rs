@@ -10,7 +10,7 @@
 use super::layout;
 use super::usb_plan::{self, Source, Step};
 use crate::error::{Error, Result};
-use crate::package::{BufferAddresses, Executable, ExecutableType, Layer, Package};
+use crate::package::{BufferAddresses, Executable, ExecutableType, FieldOffset, Layer, Package, Position};
 use crate::Model;
 use std::ops::Range;
 use std::sync::Arc;
@@ -44,6 +44,9 @@ pub struct PreparedExecutable {
     /// The addresses linked into the instructions, by which the device names a buffer when it
     /// drives the transfers itself ([`Step::DeviceDriven`]).
     pub addresses: BufferAddresses,
+    /// The field offsets of each instruction chunk, to link them again with other addresses
+    /// (the PCIe path links in real device addresses).
+    pub fields: Vec<Vec<FieldOffset>>,
 }
 
 /// A buffer of an executable named by a device-side address ([`PreparedExecutable::resolve`]).
@@ -83,6 +86,24 @@ impl PreparedExecutable {
     /// Index of (batch, layer) in [`Self::outputs`].
     pub fn output_index(&self, layer: usize, batch: usize) -> usize {
         batch.saturating_mul(self.output_layers).saturating_add(layer)
+    }
+
+    /// The instruction chunks linked with `addresses` instead of the USB tags (every field is
+    /// rewritten, so relinking a linked chunk gives the same bytes as linking the original).
+    pub fn relink(&self, addresses: &BufferAddresses) -> Result<Vec<Vec<u8>>> {
+        let mut out = self.linked.clone();
+        for (chunk, fields) in out.iter_mut().zip(&self.fields) {
+            for f in fields {
+                if let Some(a) = addresses.resolve(f)? {
+                    let half = match f.position {
+                        Position::Lower32 => a as u32,
+                        Position::Upper32 => (a >> 32) as u32,
+                    };
+                    crate::package::write_bits(chunk, f.offset_bit, half)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The buffer holding `length` bytes at device address `address`, when they lie inside one
@@ -142,6 +163,7 @@ impl PreparedExecutable {
             output_layers: exe.output_layers.len(),
             parameters: exe.parameters_offset..exe.parameters_offset + exe.parameters.len(),
             addresses,
+            fields: exe.bitstreams.iter().map(|b| b.field_offsets.clone()).collect(),
         };
         p.check(exe)?;
         Ok(p)
@@ -188,6 +210,8 @@ impl PreparedExecutable {
 #[derive(Debug)]
 pub struct Program {
     model: Arc<Model>,
+    /// Unique among the programs of this process (devices key their per-program state by it).
+    pub id: u64,
     /// The parameter-caching executable, if the package has one.
     pub caching: Option<PreparedExecutable>,
     /// The executable that runs inferences.
@@ -226,8 +250,10 @@ impl Program {
                 return Err(Error::argument("the package was not decoded from this model"));
             }
         }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Program {
             model: model.clone(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             caching: package.parameter_caching().map(PreparedExecutable::new).transpose()?,
             main: PreparedExecutable::new(package.main())?,
             token: package.caching_token(),

@@ -46,8 +46,31 @@ impl Performance {
 }
 
 /// Run-control value.
-const RUN: u64 = 1;
-const HALT: u64 = 2;
+pub(crate) const RUN: u64 = 1;
+pub(crate) const HALT: u64 = 2;
+
+/// CSR access, which the USB transports and the PCIe register mappings both offer: the
+/// register sequences shared by both paths are written over it.
+pub(crate) trait CsrIo {
+    /// The device, for error messages.
+    fn name(&self) -> String;
+    /// Reads a CSR.
+    fn read_csr(&mut self, reg: Csr) -> Result<u64>;
+    /// Writes a CSR.
+    fn write_csr(&mut self, reg: Csr, value: u64) -> Result<()>;
+}
+
+impl<T: Transport + ?Sized> CsrIo for T {
+    fn name(&self) -> String {
+        Transport::name(self)
+    }
+    fn read_csr(&mut self, reg: Csr) -> Result<u64> {
+        Transport::read_csr(self, reg)
+    }
+    fn write_csr(&mut self, reg: Csr, value: u64) -> Result<()> {
+        Transport::write_csr(self, reg, value)
+    }
+}
 
 /// Registers set by a run-control change, before the tile broadcast.
 const CORE_RUN_CONTROLS: [Csr; 5] = [
@@ -90,7 +113,7 @@ fn set_field(v: u64, lo: u32, bits: u32, x: u64) -> u64 {
     (v & !m) | ((x << lo) & m)
 }
 
-fn poll<T: Transport + ?Sized>(t: &mut T, reg: Csr, what: &str, done: impl Fn(u64) -> bool) -> Result<()> {
+pub(crate) fn poll<T: CsrIo + ?Sized>(t: &mut T, reg: Csr, what: &str, done: impl Fn(u64) -> bool) -> Result<()> {
     for _ in 0..MAX_POLLS {
         if done(t.read_csr(reg)?) {
             return Ok(());
@@ -120,7 +143,7 @@ fn enter_reset<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
     t.write_csr(csr::GCBB_CREDIT0, 0)
 }
 
-fn run_control<T: Transport + ?Sized>(t: &mut T, value: u64) -> Result<()> {
+pub(crate) fn run_control<T: CsrIo + ?Sized>(t: &mut T, value: u64) -> Result<()> {
     for reg in CORE_RUN_CONTROLS {
         t.write_csr(reg, value)?;
     }

@@ -407,6 +407,7 @@ mod tests {
                 inputs: vec![("in".into(), 0, I)],
                 outputs: vec![("out".into(), 0, O)],
             },
+            fields: vec![],
         }
     }
 

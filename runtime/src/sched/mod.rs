@@ -21,11 +21,13 @@
 pub mod pipeline;
 
 use crate::cpu::{Delegate, DelegateIo, DelegateStep, Interpreter, Options};
+use crate::device::apex::{ApexAccelerator, ApexOptions};
 use crate::device::program::Program;
 use crate::device::usb::{RunInfo, UsbAccelerator, UsbOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Model, Operator};
 use crate::package::Package;
+use crate::transport::apex::sim::{SimApex, SimApexConfig};
 use crate::transport::sim::{CpuTwinOracle, Oracle, SeededOracle, SimBus, SimConfig, TimeModel};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -231,6 +233,7 @@ struct Shared {
     names: Vec<String>,
     metrics: Vec<Mutex<DeviceMetrics>>,
     sims: Vec<SimBus>,
+    apex_sims: Vec<SimApex>,
     oracle: SimOracle,
     /// Packages already registered with the simulated devices: (model bytes address, operator).
     registered: Mutex<Vec<(usize, usize)>>,
@@ -383,12 +386,13 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// A runtime over these devices.
     pub fn new(devices: Vec<Box<dyn Accelerator>>, options: RuntimeOptions) -> Result<Runtime> {
-        Self::with_sims(devices, Vec::new(), SimOracle::Seeded, options)
+        Self::with_sims(devices, Vec::new(), Vec::new(), SimOracle::Seeded, options)
     }
 
     fn with_sims(
         devices: Vec<Box<dyn Accelerator>>,
         sims: Vec<SimBus>,
+        apex_sims: Vec<SimApex>,
         oracle: SimOracle,
         options: RuntimeOptions,
     ) -> Result<Runtime> {
@@ -414,6 +418,7 @@ impl Runtime {
                 .collect(),
             names,
             sims,
+            apex_sims,
             oracle,
             registered: Mutex::new(Vec::new()),
         });
@@ -459,9 +464,23 @@ impl Runtime {
             let sim = SimBus::new(config);
             let acc = UsbAccelerator::open(Arc::new(sim.clone()), &sim.config_path(), usb.clone())?;
             sims.push(sim);
-            devices.push(Box::new(SimNamed { inner: acc, index: k }));
+            devices.push(Box::new(Named { inner: Box::new(acc), name: format!("sim:{k}") }));
         }
-        Self::with_sims(devices, sims, oracle, options)
+        Self::with_sims(devices, sims, Vec::new(), oracle, options)
+    }
+
+    /// A runtime over `n` simulated PCIe Edge TPUs (the apex kernel driver and the chip
+    /// simulated at the system-call boundary); output values come from `oracle`.
+    pub fn simulated_pci(n: usize, oracle: SimOracle, options: RuntimeOptions, apex: ApexOptions) -> Result<Runtime> {
+        let mut sims = Vec::new();
+        let mut devices: Vec<Box<dyn Accelerator>> = Vec::new();
+        for k in 0..n {
+            let sim = SimApex::new(SimApexConfig { node: format!("/dev/apex_{k}"), ..Default::default() });
+            let acc = ApexAccelerator::open(Arc::new(sim.clone()), Path::new(&sim.node()), apex.clone())?;
+            sims.push(sim);
+            devices.push(Box::new(Named { inner: Box::new(acc), name: format!("sim:pci:{k}") }));
+        }
+        Self::with_sims(devices, Vec::new(), sims, oracle, options)
     }
 
     /// Opens the devices of a comma-separated list: `usb`, `usb:N`, `usb:<bus>-<ports>`, `sim`
@@ -472,6 +491,14 @@ impl Runtime {
         if sims > 0 && sims != entries.len() {
             return Err(Error::argument("--device: do not mix simulated and real devices in one list"));
         }
+        let pci_sims = entries.iter().filter(|e| e.starts_with("sim:pci")).count();
+        if pci_sims > 0 {
+            if pci_sims != sims {
+                return Err(Error::argument("--device: do not mix simulated USB and PCIe devices in one list"));
+            }
+            let apex = ApexOptions { performance: usb.performance, ..Default::default() };
+            return Self::simulated_pci(pci_sims, oracle, options, apex);
+        }
         if sims > 0 {
             // With a firmware image at hand the simulated devices start in DFU mode and get it.
             let firmware = crate::device::firmware_path::locate(usb.firmware.as_deref()).ok();
@@ -480,16 +507,14 @@ impl Runtime {
             return Self::simulated_with(sims, TimeModel::usb3(), oracle, options, usb, in_dfu);
         }
         let mut devices: Vec<Box<dyn Accelerator>> = Vec::new();
-        let bus = usb_bus()?;
+        let bus = if entries.iter().all(|e| e.starts_with("pci")) { None } else { Some(usb_bus()?) };
         for e in entries {
             if e.starts_with("pci") {
-                return Err(Error::device(
-                    e,
-                    ErrorKind::Unsupported,
-                    "the PCIe backend (M.2, Mini-PCIe, Dev Board) is not written yet; use a USB Accelerator",
-                ));
+                devices.push(Box::new(open_pci(e, &usb)?));
+                continue;
             }
-            devices.push(Box::new(UsbAccelerator::open_selected(bus.clone(), e, usb.clone())?));
+            let bus = bus.clone().ok_or_else(|| Error::argument("no USB bus"))?;
+            devices.push(Box::new(UsbAccelerator::open_selected(bus, e, usb.clone())?));
         }
         Self::new(devices, options)
     }
@@ -502,6 +527,11 @@ impl Runtime {
     /// The simulated devices, when the runtime runs on the simulator.
     pub fn sims(&self) -> &[SimBus] {
         &self.shared.sims
+    }
+
+    /// The simulated PCIe devices, when the runtime runs on them.
+    pub fn apex_sims(&self) -> &[SimApex] {
+        &self.shared.apex_sims
     }
 
     /// Per-device metrics so far.
@@ -583,22 +613,52 @@ fn usb_bus() -> Result<Arc<dyn crate::transport::UsbBus>> {
     Err(Error::device("usb", ErrorKind::Unsupported, "this build has no USB backend (cargo feature `usb`)"))
 }
 
-/// A simulated accelerator, named `sim:N`.
+/// A device under another name (simulated devices are `sim:N` and `sim:pci:N`).
 #[derive(Debug)]
-struct SimNamed {
-    inner: UsbAccelerator,
-    index: usize,
+struct Named {
+    inner: Box<dyn Accelerator>,
+    name: String,
 }
 
-impl Accelerator for SimNamed {
+impl Accelerator for Named {
     fn name(&self) -> String {
-        format!("sim:{}", self.index)
+        self.name.clone()
     }
     fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
         self.inner.run(program, inputs, outputs)
     }
     fn close(self: Box<Self>) -> Result<()> {
         self.inner.close()
+    }
+}
+
+impl Accelerator for ApexAccelerator {
+    fn name(&self) -> String {
+        ApexAccelerator::name(self)
+    }
+    fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
+        ApexAccelerator::run(self, program, inputs, outputs)
+    }
+    fn close(self: Box<Self>) -> Result<()> {
+        ApexAccelerator::close(*self)
+    }
+}
+
+/// Opens a PCIe Edge TPU by its selection string (`pci`, `pci:N`, `pci:apex_N`,
+/// `pci:/dev/apex_N` or a PCI address; see [`crate::device::apex_sysfs::PciSelector`]): a device
+/// another process owns, or that this user may not open, is refused with what to do.
+fn open_pci(entry: &str, usb: &UsbOptions) -> Result<ApexAccelerator> {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::device::apex_sysfs::{self, PciSelector};
+        let dev = apex_sysfs::select(Path::new(apex_sysfs::ROOT), &PciSelector::parse(entry)?)?;
+        let options = ApexOptions { performance: usb.performance, ..Default::default() };
+        ApexAccelerator::open(Arc::new(crate::transport::apex::linux::LinuxSys), &dev.node, options)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = usb;
+        Err(Error::device(entry, ErrorKind::Unsupported, "the PCIe backend needs Linux and its apex driver"))
     }
 }
 
@@ -617,7 +677,7 @@ impl std::fmt::Debug for TpuDelegate {
 
 impl TpuDelegate {
     fn register_with_sims(&self, model: &Arc<Model>, op: usize, package: &Package<'_>) -> Result<()> {
-        if self.shared.sims.is_empty() {
+        if self.shared.sims.is_empty() && self.shared.apex_sims.is_empty() {
             return Ok(());
         }
         let id = (model.bytes().as_ptr() as usize, op);
@@ -640,6 +700,9 @@ impl TpuDelegate {
         };
         let name = model.path().map_or_else(|| "model".to_string(), |p| p.display().to_string());
         for sim in &self.shared.sims {
+            sim.load(package, &name, Some(oracle.clone()))?;
+        }
+        for sim in &self.shared.apex_sims {
             sim.load(package, &name, Some(oracle.clone()))?;
         }
         reg.push(id);

@@ -14,6 +14,7 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod apex;
 pub mod record;
 pub mod sim;
 #[cfg(feature = "usb")]

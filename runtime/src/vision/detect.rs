@@ -66,6 +66,16 @@ pub struct Detection {
     pub normalized: [f32; 4],
 }
 
+impl std::fmt::Display for Detection {
+    /// One line: score, label (or `class N`), box edges, e.g.
+    /// `0.836  person                x 12.0..40.5  y 3.0..50.2`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = &self.bbox;
+        let name = super::draw::detection_name(self);
+        write!(f, "{:.3}  {name:<20}  x {:.1}..{:.1}  y {:.1}..{:.1}", self.score, b.xmin, b.xmax, b.ymin, b.ymax)
+    }
+}
+
 /// Options of [`detect`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectOptions {
@@ -189,6 +199,7 @@ mod tests {
         assert_eq!(got[0].bbox, BBox { xmin: 0.0, ymin: 0.0, xmax: 200.0, ymax: 100.0 });
         assert_eq!(got[1].bbox, BBox { xmin: 100.0, ymin: 50.0, xmax: 150.0, ymax: 75.0 });
         assert_eq!(got[1].normalized, [0.5, 0.5, 0.625, 0.75]);
+        assert_eq!(got[0].to_string(), format!("0.900  {:<20}  x 0.0..200.0  y 0.0..100.0", "car"));
         // The count limits the rows read; max limits the result.
         let count1 = f32s(&[1.0]);
         let tensors = [(&bi, &boxes[..]), (&ci, &classes[..]), (&si, &scores[..]), (&ni, &count1[..])];

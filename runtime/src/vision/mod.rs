@@ -10,7 +10,8 @@
 //! in the original image's pixels.
 //!
 //! The adapters ([`classify()`], [`detect()`], [`segment()`], [`pose()`]) read an
-//! [`Interpreter`](crate::cpu::Interpreter)'s outputs after `invoke`.
+//! [`Interpreter`](crate::cpu::Interpreter)'s outputs after `invoke`, and [`draw`] draws boxes,
+//! labels and skeletons onto the image.
 //!
 //! ```no_run
 //! use edgetpu::cpu::{Interpreter, Options};
@@ -31,6 +32,7 @@
 
 mod classify;
 mod detect;
+pub mod draw;
 mod labels;
 mod pil;
 mod pose;

@@ -7,6 +7,8 @@ use crate::model::{Activation, Padding, TensorType};
 
 /// Requantization of an int32 accumulator to the output type, per output channel.
 #[derive(Debug, Clone)]
+// `left`, `right` and `vector` only feed the x86-64 vector kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct OutputStage {
     pub multiplier: Vec<i32>,
     pub shift: Vec<i32>,

@@ -21,7 +21,7 @@
 //!
 //! It cannot execute Edge TPU instructions: output values come from the oracle.
 
-mod program;
+pub(crate) mod program;
 mod state;
 
 pub use program::{CpuTwinOracle, Oracle, SeededOracle};

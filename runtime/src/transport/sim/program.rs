@@ -149,8 +149,45 @@ pub(crate) struct SimExe {
     pub param_hash: u64,
     pub instruction_bytes: usize,
     pub oracle: Option<Arc<Mutex<dyn Oracle>>>,
-    /// Linked fields holding output addresses: (chunk, bit, upper half, output buffer index).
-    pub out_fields: Vec<(usize, usize, bool, usize)>,
+    /// Every linked field: where it is and which buffer's address it holds.
+    pub fields: Vec<SimField>,
+    /// Bytes of the executable's parameters.
+    pub param_len: usize,
+}
+
+/// A linked address field of an instruction chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SimField {
+    pub chunk: usize,
+    pub bit: usize,
+    pub upper: bool,
+    pub desc: Description,
+    /// Buffer index (batch-major) for activations; 0 otherwise.
+    pub index: usize,
+}
+
+/// Buffer addresses read back from linked instructions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinkedAddresses {
+    pub parameters: u64,
+    pub scratch: u64,
+    pub inputs: Vec<u64>,
+    pub outputs: Vec<u64>,
+}
+
+impl LinkedAddresses {
+    fn slot(&mut self, desc: Description, index: usize) -> &mut u64 {
+        let list = match desc {
+            Description::Parameter => return &mut self.parameters,
+            Description::Scratch => return &mut self.scratch,
+            Description::InputActivation => &mut self.inputs,
+            Description::OutputActivation => &mut self.outputs,
+        };
+        if list.len() <= index {
+            list.resize(index + 1, 0);
+        }
+        &mut list[index]
+    }
 }
 
 fn mask(chunk: &mut [u8], bits: &[usize]) {
@@ -181,14 +218,22 @@ impl SimExe {
                 })
                 .collect();
             let is_main = exe.kind != ExecutableType::ParameterCaching;
-            let n_out = exe.output_layers.len();
-            let mut out_fields = Vec::new();
-            for (c, b) in exe.bitstreams.iter().enumerate() {
-                for f in b.field_offsets.iter().filter(|f| f.desc == Description::OutputActivation) {
-                    let layer = exe.output_layers.iter().position(|l| Some(&l.name) == f.name.as_ref());
-                    if let Some(layer) = layer {
-                        let k = f.batch.saturating_mul(n_out).saturating_add(layer);
-                        out_fields.push((c, f.offset_bit, f.position == Position::Upper32, k));
+            let mut fields = Vec::new();
+            for (chunk, b) in exe.bitstreams.iter().enumerate() {
+                for f in &b.field_offsets {
+                    let layers = match f.desc {
+                        Description::InputActivation => &exe.input_layers,
+                        Description::OutputActivation => &exe.output_layers,
+                        _ => {
+                            let upper = f.position == Position::Upper32;
+                            fields.push(SimField { chunk, bit: f.offset_bit, upper, desc: f.desc, index: 0 });
+                            continue;
+                        }
+                    };
+                    if let Some(layer) = layers.iter().position(|l| Some(&l.name) == f.name.as_ref()) {
+                        let index = f.batch.saturating_mul(layers.len()).saturating_add(layer);
+                        let upper = f.position == Position::Upper32;
+                        fields.push(SimField { chunk, bit: f.offset_bit, upper, desc: f.desc, index });
                     }
                 }
             }
@@ -205,7 +250,8 @@ impl SimExe {
                 param_hash: fnv(FNV0, exe.parameters),
                 instruction_bytes: exe.bitstreams.iter().map(|b| b.data.len()).sum(),
                 oracle: if is_main { oracle.clone() } else { None },
-                out_fields,
+                fields,
+                param_len: exe.parameters.len(),
             });
         }
         Ok(out)
@@ -221,17 +267,18 @@ impl SimExe {
         want == linked
     }
 
-    /// Reads the output addresses linked into received chunk `chunk` into `addr` (one per
-    /// output buffer).
-    pub(crate) fn read_addresses(&self, chunk: usize, linked: &[u8], addr: &mut Vec<u64>) {
-        for &(_, bit, upper, k) in self.out_fields.iter().filter(|f| f.0 == chunk) {
-            let Ok(v) = crate::package::read_bits(linked, bit) else { continue };
-            if addr.len() <= k {
-                addr.resize(k + 1, 0);
-            }
-            addr[k] =
-                if upper { (addr[k] & 0xFFFF_FFFF) | (v as u64) << 32 } else { (addr[k] & !0xFFFF_FFFF) | v as u64 };
+    /// Reads the buffer addresses linked into received chunk `chunk` into `addr`.
+    pub(crate) fn read_addresses(&self, chunk: usize, linked: &[u8], addr: &mut LinkedAddresses) {
+        for f in self.fields.iter().filter(|f| f.chunk == chunk) {
+            let Ok(v) = crate::package::read_bits(linked, f.bit) else { continue };
+            let slot = addr.slot(f.desc, f.index);
+            *slot = if f.upper { (*slot & 0xFFFF_FFFF) | (v as u64) << 32 } else { (*slot & !0xFFFF_FFFF) | v as u64 };
         }
+    }
+
+    /// Bytes of one padded buffer of input layer `index` (batch-major).
+    pub(crate) fn input_len(&self, index: usize) -> usize {
+        self.inputs.get(index % self.inputs.len().max(1)).map_or(0, Self::layer_bytes)
     }
 
     fn layer_bytes(l: &Layer) -> usize {
@@ -287,8 +334,8 @@ pub(crate) struct Run {
     pub outputs: Option<Vec<Vec<u8>>>,
     pub param_hash: u64,
     pub identified: bool,
-    /// Output buffer addresses read from the linked instructions.
-    pub out_addr: Vec<u64>,
+    /// Buffer addresses read from the linked instructions.
+    pub addr: LinkedAddresses,
 }
 
 impl Run {
@@ -302,7 +349,7 @@ impl Run {
             outputs: None,
             param_hash: FNV0,
             identified: false,
-            out_addr: Vec::new(),
+            addr: LinkedAddresses::default(),
         }
     }
 }
@@ -372,7 +419,7 @@ pub(crate) fn device_steps(exe: &SimExe, run: &mut Run, sink: &mut dyn ExecSink)
                     run.outputs = Some(outs);
                 }
                 for (k, buf) in run.outputs.as_deref().unwrap_or_default().iter().enumerate() {
-                    let address = run.out_addr.get(k).copied().unwrap_or(0);
+                    let address = run.addr.outputs.get(k).copied().unwrap_or(0);
                     sink.descriptor(Tag::OutputActivations, address, buf.len());
                     sink.output(buf);
                 }

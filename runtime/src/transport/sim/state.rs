@@ -684,7 +684,7 @@ impl SimState {
             // The output addresses the device will report come from the linked fields.
             let reader = if run.identified { Some(run.exe) } else { candidates.first().copied() };
             if let Some(i) = reader {
-                self.exes[i].read_addresses(chunk, &instr, &mut run.out_addr);
+                self.exes[i].read_addresses(chunk, &instr, &mut run.addr);
             }
             if !run.identified {
                 let found = match candidates.as_slice() {

@@ -1,0 +1,550 @@
+//! An Edge TPU on PCIe (M.2, Mini-PCIe, Dev Board) through the apex kernel driver, following
+//! PROTOCOL.md §7: CSR pages mapped from `/dev/apex_N`, the device page table partitioned into a
+//! simple region (the instruction queue ring and its status block, in coherent memory) and an
+//! extended region (bit 63: parameters, inputs, outputs, scratch and instructions), requests
+//! queued as instruction-chunk descriptors, completion counted by scalar-core interrupt 0.
+//!
+//! Unlike USB the chip fetches everything itself through the addresses linked into the
+//! instructions, so the DMA hints are not used and executables whose hints are not fully
+//! deterministic need nothing special. Each prepared program's buffers are allocated and mapped
+//! once, on its first run on a device; parameters stay mapped as libedgetpu keeps them.
+
+use super::csr::{self, Csr};
+use super::program::{PreparedExecutable, Program};
+use super::sequence::{self, CsrIo, Performance};
+use super::usb::RunInfo;
+use crate::error::{Error, ErrorKind, Result};
+use crate::package::BufferAddresses;
+use crate::transport::apex::ioctl::{self, Direction};
+use crate::transport::apex::{Fd, Region, Sys, SysError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Simple-region entries after partitioning (the rest of the 8192 go to the extended region).
+const SIMPLE_ENTRIES: u64 = 6144;
+/// Start of the extended region.
+const EXTENDED_BASE: u64 = 1 << 63;
+/// Queue ring entries (16 bytes each).
+const RING: u64 = 256;
+/// Coherent memory for the ring and the status block.
+const COHERENT_BYTES: u64 = 0x4000;
+const PAGE: u64 = 4096;
+/// Interrupts bound to eventfds at open: instruction queue, scalar core 0-3, top level 0-3, fatal.
+const BOUND_INTERRUPTS: [u64; 10] = [0, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+
+/// Options of a PCIe device.
+#[derive(Debug, Clone)]
+pub struct ApexOptions {
+    /// Performance expectation (PCIe defaults to Max, as libedgetpu's).
+    pub performance: Performance,
+    /// How long one request may take before the run fails with a timeout.
+    pub timeout: Duration,
+}
+
+impl Default for ApexOptions {
+    fn default() -> Self {
+        ApexOptions { performance: Performance::Max, timeout: Duration::from_secs(6) }
+    }
+}
+
+/// One buffer: host memory and where the device sees it.
+#[derive(Debug, Clone, Copy)]
+struct Buffer {
+    region: Region,
+    device: u64,
+    size: u64,
+}
+
+/// A program's buffers on this device.
+#[derive(Debug, Default)]
+struct Mapped {
+    /// Per executable (caching first when present): instructions, inputs, outputs.
+    exes: Vec<MappedExe>,
+    all: Vec<Buffer>,
+}
+
+#[derive(Debug, Default)]
+struct MappedExe {
+    instructions: Vec<Buffer>,
+    inputs: Vec<Buffer>,
+    outputs: Vec<Buffer>,
+}
+
+/// The three CSR pages and the syscalls, as [`CsrIo`].
+#[derive(Debug)]
+struct Csrs {
+    sys: Arc<dyn Sys>,
+    pages: [Region; 3],
+    name: String,
+}
+
+impl CsrIo for Csrs {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn read_csr(&mut self, reg: Csr) -> Result<u64> {
+        let (page, off) = self.page(reg)?;
+        Ok(self.sys.read64(page, off))
+    }
+    fn write_csr(&mut self, reg: Csr, value: u64) -> Result<()> {
+        let (page, off) = self.page(reg)?;
+        self.sys.write64(page, off, value);
+        Ok(())
+    }
+}
+
+impl Csrs {
+    fn page(&self, reg: Csr) -> Result<(Region, usize)> {
+        let base = u64::from(reg.offset) & !0xFFF;
+        let k = [0x40000u64, 0x44000, 0x48000].iter().position(|&b| b == base).ok_or_else(|| {
+            Error::device(
+                self.name.clone(),
+                ErrorKind::Unsupported,
+                format!("{} (0x{:x}) is not in a CSR page user space can map", reg.name, reg.offset),
+            )
+        })?;
+        Ok((self.pages[k], (u64::from(reg.offset) & 0xFFF) as usize))
+    }
+}
+
+/// An open PCIe Edge TPU.
+#[derive(Debug)]
+pub struct ApexAccelerator {
+    sys: Arc<dyn Sys>,
+    node: PathBuf,
+    /// Descriptors: registers and mappings, interrupts.
+    fds: [Fd; 2],
+    csrs: Csrs,
+    coherent: Option<Region>,
+    queue: [Buffer; 2],
+    events: Vec<(u64, Fd)>,
+    tail: u64,
+    int_count: u16,
+    next_device: u64,
+    map_flags: bool,
+    gated: bool,
+    options: ApexOptions,
+    cached_token: Option<u64>,
+    cached: Vec<u64>,
+    programs: HashMap<u64, Mapped>,
+    closed: bool,
+}
+
+fn sys_err(device: &str, e: SysError, what: &str) -> Error {
+    let hint = match e.errno {
+        13 | 1 => "; add yourself to the `apex` group (see `edgetpu doctor`)",
+        16 => "; another process owns the device: stop it or choose another one",
+        2 | 19 => "; is the apex driver loaded? (`edgetpu doctor`)",
+        _ => "",
+    };
+    Error::device(device, e.kind(), format!("{what}: {e}{hint}"))
+}
+
+impl ApexAccelerator {
+    /// Opens `node` (`/dev/apex_N`) and runs the open sequence.
+    pub fn open(sys: Arc<dyn Sys>, node: &Path, options: ApexOptions) -> Result<ApexAccelerator> {
+        let name = format!("pci:{}", node.display());
+        let open = |what| sys.open(node).map_err(|e| sys_err(&name, e, what));
+        let fds = [open("opening the device")?, open("opening the device (interrupts)")?];
+        let mut pages = [Region { address: 0, len: 0 }; 3];
+        for (k, base) in [0x40000u64, 0x44000, 0x48000].into_iter().enumerate() {
+            pages[k] = sys.mmap(fds[0], base, PAGE as usize).map_err(|e| sys_err(&name, e, "mapping the CSRs"))?;
+        }
+        let mut dev = ApexAccelerator {
+            csrs: Csrs { sys: sys.clone(), pages, name: name.clone() },
+            sys,
+            node: node.to_path_buf(),
+            fds,
+            coherent: None,
+            queue: [Buffer { region: Region { address: 0, len: 0 }, device: 0, size: 0 }; 2],
+            events: Vec::new(),
+            tail: 0,
+            int_count: 0,
+            next_device: EXTENDED_BASE,
+            map_flags: true,
+            gated: false,
+            options,
+            cached_token: None,
+            cached: Vec::new(),
+            programs: HashMap::new(),
+            closed: false,
+        };
+        if let Err(e) = dev.open_sequence() {
+            dev.release();
+            return Err(e);
+        }
+        Ok(dev)
+    }
+
+    /// Its selection name (`pci:/dev/apex_N`).
+    pub fn name(&self) -> String {
+        self.csrs.name.clone()
+    }
+
+    /// The device node.
+    pub fn node(&self) -> &Path {
+        &self.node
+    }
+
+    fn ioctl(&self, request: ioctl::Ioctl, mut arg: Vec<u8>) -> Result<Vec<u8>> {
+        self.sys.ioctl(self.fds[0], request, &mut arg).map_err(|e| sys_err(&self.csrs.name, e, request.name))?;
+        Ok(arg)
+    }
+
+    fn open_sequence(&mut self) -> Result<()> {
+        let level = match self.options.performance {
+            Performance::Low => 0,
+            Performance::Medium => 1,
+            Performance::High => 2,
+            Performance::Max => 3,
+        };
+        self.ioctl(ioctl::PERFORMANCE_EXPECTATION, ioctl::performance(level))?;
+        let errors = self.csrs.read_csr(csr::HIB_ERROR_STATUS)?;
+        if errors != 0 {
+            return Err(Error::device(
+                self.name(),
+                ErrorKind::DeviceFault,
+                format!("the chip reports host interface errors {errors:#x} at open; reload the apex driver or reboot"),
+            ));
+        }
+        self.csrs.write_csr(csr::DMA_BURST_LIMITER, 0)?;
+        self.ioctl(ioctl::PARTITION_PAGE_TABLE, ioctl::page_table(SIMPLE_ENTRIES, 0, 0))?;
+        for interrupt in BOUND_INTERRUPTS {
+            let fd = self.sys.eventfd().map_err(|e| sys_err(&self.csrs.name, e, "creating an eventfd"))?;
+            self.events.push((interrupt, fd));
+        }
+        // The instruction queue: ring and status block in coherent memory, simple region.
+        if self.csrs.read_csr(csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE)? != 16 {
+            return Err(Error::device(self.name(), ErrorKind::Protocol, "the queue descriptor size is not 16 bytes"));
+        }
+        let cfg = self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, ioctl::words(&[0, 1, COHERENT_BYTES, 0], 32))?;
+        let dma = ioctl::word(&cfg, 3);
+        let coherent = self
+            .sys
+            .mmap(self.fds[0], dma, COHERENT_BYTES as usize)
+            .map_err(|e| sys_err(&self.csrs.name, e, "mapping coherent memory"))?;
+        self.coherent = Some(coherent);
+        let ring = Region { address: coherent.address, len: (RING * 16) as usize };
+        let status = Region { address: coherent.address + RING * 16, len: PAGE as usize };
+        self.queue = [
+            Buffer { region: ring, device: 0, size: RING * 16 },
+            Buffer { region: status, device: RING * 16, size: PAGE },
+        ];
+        for b in self.queue {
+            self.map(b, Direction::Bidirectional)?;
+        }
+        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_BASE, self.queue[0].device)?;
+        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_STATUS_BLOCK_BASE, self.queue[1].device)?;
+        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_SIZE, RING)?;
+        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_CONTROL, 0x5)?;
+        sequence::poll(&mut self.csrs, csr::INSTRUCTION_QUEUE_STATUS, "1 (enabled)", |v| v & 1 == 1)?;
+        self.tail = 0;
+        self.int_count = self.csrs.read_csr(csr::SC_HOST_INT_COUNT)? as u16;
+        sequence::run_control(&mut self.csrs, sequence::RUN)?;
+        self.csrs.write_csr(csr::STATUS_BLOCK_UPDATE, 0)?;
+        for &(interrupt, fd) in &self.events {
+            self.ioctl(ioctl::SET_EVENTFD, ioctl::words(&[interrupt, fd as u64], ioctl::EVENTFD_SIZE))?;
+        }
+        self.csrs.write_csr(csr::SC_HOST_INT_CONTROL, 0xF)?;
+        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_CONTROL, 1)?;
+        self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_CONTROL, 1)?;
+        self.gate(true)
+    }
+
+    fn gate(&mut self, enable: bool) -> Result<()> {
+        if self.gated != enable {
+            self.ioctl(ioctl::GATE_CLOCK, ioctl::words(&[u64::from(enable), 0], ioctl::GATE_CLOCK_SIZE))?;
+            self.gated = enable;
+        }
+        Ok(())
+    }
+
+    /// Maps a buffer, with `MAP_BUFFER_FLAGS` or, on kernels without it, `MAP_BUFFER`.
+    fn map(&mut self, b: Buffer, direction: Direction) -> Result<()> {
+        if self.map_flags {
+            let arg = ioctl::page_table_flags(b.size, b.region.address, b.device, direction);
+            match self.sys.ioctl(self.fds[0], ioctl::MAP_BUFFER_FLAGS, &mut arg.clone()) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.errno == 25 => self.map_flags = false,
+                Err(e) => return Err(sys_err(&self.csrs.name, e, "GASKET_IOCTL_MAP_BUFFER_FLAGS")),
+            }
+        }
+        self.ioctl(ioctl::MAP_BUFFER, ioctl::page_table(b.size, b.region.address, b.device)).map(drop)
+    }
+
+    fn unmap(&self, b: Buffer) -> Result<()> {
+        self.ioctl(ioctl::UNMAP_BUFFER, ioctl::page_table(b.size, b.region.address, b.device)).map(drop)
+    }
+
+    /// Host memory of `len` bytes (or one page), mapped in the extended region.
+    fn buffer(&mut self, len: usize, direction: Direction, all: &mut Vec<Buffer>) -> Result<Buffer> {
+        let region = self.sys.alloc(len.max(1)).map_err(|e| sys_err(&self.csrs.name, e, "allocating a DMA buffer"))?;
+        let size = (region.len as u64).div_ceil(PAGE) * PAGE;
+        let b = Buffer { region, device: self.next_device, size };
+        self.next_device += size;
+        if let Err(e) = self.map(b, direction) {
+            self.sys.free(region);
+            return Err(e);
+        }
+        all.push(b);
+        Ok(b)
+    }
+
+    /// Allocates, maps and links the buffers of one executable.
+    fn map_exe(&mut self, p: &PreparedExecutable, params: &[u8], all: &mut Vec<Buffer>) -> Result<MappedExe> {
+        let mut m = MappedExe::default();
+        let mut addr = BufferAddresses::default();
+        if !params.is_empty() {
+            let b = self.buffer(params.len(), Direction::ToDevice, all)?;
+            self.sys.write(b.region, 0, params);
+            addr.parameters = Some(b.device);
+        }
+        if !p.scratch.is_empty() {
+            addr.scratch = Some(self.buffer(p.scratch.len(), Direction::Bidirectional, all)?.device);
+        }
+        for (k, buf) in p.inputs.iter().enumerate() {
+            let b = self.buffer(buf.len(), Direction::ToDevice, all)?;
+            let (name, batch, _) = &p.addresses.inputs[k];
+            addr.inputs.push((name.clone(), *batch, b.device));
+            m.inputs.push(b);
+        }
+        for (k, buf) in p.outputs.iter().enumerate() {
+            let b = self.buffer(buf.len(), Direction::FromDevice, all)?;
+            let (name, batch, _) = &p.addresses.outputs[k];
+            addr.outputs.push((name.clone(), *batch, b.device));
+            m.outputs.push(b);
+        }
+        for chunk in p.relink(&addr)? {
+            let b = self.buffer(chunk.len(), Direction::ToDevice, all)?;
+            self.sys.write(b.region, 0, &chunk);
+            m.instructions.push(Buffer { size: chunk.len() as u64, ..b });
+        }
+        Ok(m)
+    }
+
+    fn prepare(&mut self, program: &Program) -> Result<()> {
+        if self.programs.contains_key(&program.id) {
+            return Ok(());
+        }
+        let bytes = program.model().bytes();
+        let mut mapped = Mapped::default();
+        let mut result = Ok(());
+        for p in program.caching.iter().chain([&program.main]) {
+            match self.map_exe(p, &bytes[p.parameters.clone()], &mut mapped.all) {
+                Ok(m) => mapped.exes.push(m),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = result {
+            self.release_buffers(&mapped.all);
+            return Err(e);
+        }
+        self.programs.insert(program.id, mapped);
+        Ok(())
+    }
+
+    /// Runs one inference: the parameter-caching executable first when the chip lacks the
+    /// model's parameters (by token and key, as over USB), then the main executable.
+    pub fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
+        if self.closed {
+            return Err(Error::device(self.name(), ErrorKind::Disconnected, "the device was closed"));
+        }
+        program.set_inputs(inputs)?;
+        self.prepare(program)?;
+        self.gate(false)?;
+        let result = self.run_prepared(program);
+        let gate = self.gate(true);
+        let info = result?;
+        gate?;
+        program.get_outputs(outputs)?;
+        Ok(info)
+    }
+
+    fn run_prepared(&mut self, program: &mut Program) -> Result<RunInfo> {
+        let mut info = RunInfo { cache_hit: true, parameter_bytes: program.main.parameters.len() };
+        let has_caching = program.caching.is_some();
+        if let Some(pc) = &program.caching {
+            if program.token == 0 || self.cached_token != Some(program.token) {
+                self.cached_token = None;
+                self.cached.clear();
+            }
+            if !self.cached.contains(&program.caching_key) {
+                info.cache_hit = false;
+                info.parameter_bytes += pc.parameters.len();
+                self.submit(program.id, 0)?;
+                self.cached_token = Some(program.token);
+                self.cached.push(program.caching_key);
+            }
+        }
+        let main = usize::from(has_caching);
+        let mapped = &self.programs[&program.id].exes[main];
+        for (b, data) in mapped.inputs.iter().zip(&program.main.inputs) {
+            self.sys.write(b.region, 0, data);
+        }
+        if let Err(e) = self.submit(program.id, main) {
+            self.cached_token = None;
+            self.cached.clear();
+            return Err(e);
+        }
+        let mapped = &self.programs[&program.id].exes[main];
+        for (b, data) in mapped.outputs.iter().zip(program.main.outputs.iter_mut()) {
+            self.sys.read(b.region, 0, data);
+        }
+        Ok(info)
+    }
+
+    /// Queues the instruction chunks of executable `exe` of a program and waits for its
+    /// completion (one count of scalar-core interrupt 0).
+    fn submit(&mut self, program: u64, exe: usize) -> Result<()> {
+        let chunks: Vec<Buffer> = self.programs[&program].exes[exe].instructions.clone();
+        for c in chunks {
+            let next = (self.tail + 1) % RING;
+            // The ring holds RING - 1 entries: wait for the chip to consume one.
+            let start = Instant::now();
+            while next == self.completed_head() {
+                self.wait_interrupt(0, start)?;
+            }
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&c.device.to_le_bytes());
+            d[8..12].copy_from_slice(&(c.size as u32).to_le_bytes());
+            self.sys.write(self.queue[0].region, (self.tail * 16) as usize, &d);
+            self.tail = next;
+            self.csrs.write_csr(csr::INSTRUCTION_QUEUE_TAIL, self.tail)?;
+        }
+        let start = Instant::now();
+        loop {
+            // Interrupt 4 (scalar core 0): clear its status, then count completions.
+            self.wait_interrupt(4, start)?;
+            self.csrs.write_csr(csr::SC_HOST_INT_STATUS, 0xF & !1)?;
+            let count = self.csrs.read_csr(csr::SC_HOST_INT_COUNT)? as u16;
+            let done = count.wrapping_sub(self.int_count);
+            self.int_count = count;
+            if done > 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn completed_head(&self) -> u64 {
+        let mut b = [0u8; 4];
+        self.sys.read(self.queue[1].region, 0, &mut b);
+        u64::from(u32::from_le_bytes(b)) % RING
+    }
+
+    /// Waits for `interrupt`'s eventfd, checking the fatal-error interrupt and acknowledging
+    /// the queue interrupt on the way; fails after the request timeout.
+    fn wait_interrupt(&mut self, interrupt: u64, start: Instant) -> Result<()> {
+        let fd = |k: u64| self.events.iter().find(|e| e.0 == k).map(|e| e.1);
+        let (Some(want), Some(fatal), Some(queue)) = (fd(interrupt), fd(12), fd(0)) else {
+            return Err(Error::device(self.name(), ErrorKind::Protocol, "interrupts are not set up"));
+        };
+        let name = self.csrs.name.clone();
+        let e = |e| sys_err(&name, e, "waiting for an interrupt");
+        loop {
+            if self.sys.wait_event(fatal, Duration::ZERO).map_err(e)? > 0 {
+                self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_CONTROL, 0)?;
+                self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_STATUS, 0)?;
+                let bits = self.csrs.read_csr(csr::HIB_ERROR_STATUS)?;
+                return Err(Error::device(
+                    self.name(),
+                    ErrorKind::DeviceFault,
+                    format!(
+                        "fatal error: {}; close and reopen the device",
+                        super::usb_frame::hib_errors(bits).join(", ")
+                    ),
+                ));
+            }
+            if interrupt != 0 && self.sys.wait_event(queue, Duration::ZERO).map_err(e)? > 0 {
+                self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_STATUS, 0)?;
+            }
+            if self.sys.wait_event(want, Duration::from_millis(2)).map_err(e)? > 0 {
+                if interrupt == 0 {
+                    self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_STATUS, 0)?;
+                }
+                return Ok(());
+            }
+            if start.elapsed() > self.options.timeout {
+                return Err(Error::device(
+                    self.name(),
+                    ErrorKind::Timeout,
+                    format!("no interrupt {interrupt} within {:?}; the device may need a reset", self.options.timeout),
+                ));
+            }
+        }
+    }
+
+    fn release_buffers(&self, buffers: &[Buffer]) {
+        for b in buffers {
+            let _ = self.unmap(*b);
+            self.sys.free(b.region);
+        }
+    }
+
+    /// Everything the open sequence set up, released in reverse (the close sequence).
+    fn close_sequence(&mut self) -> Result<()> {
+        self.gate(false)?;
+        self.csrs.write_csr(csr::DMA_PAUSE, 1)?;
+        sequence::poll(&mut self.csrs, csr::DMA_PAUSED, "1 (paused)", |v| v & 1 == 1)?;
+        sequence::run_control(&mut self.csrs, sequence::HALT)?;
+        self.csrs.write_csr(csr::SC_HOST_INT_CONTROL, 0)?;
+        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_CONTROL, 0)?;
+        self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_CONTROL, 0)?;
+        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_CONTROL, 0)?;
+        sequence::poll(&mut self.csrs, csr::INSTRUCTION_QUEUE_STATUS, "0 (disabled)", |v| v & 1 == 0)?;
+        for reg in [csr::INSTRUCTION_QUEUE_TAIL, csr::INSTRUCTION_QUEUE_BASE, csr::INSTRUCTION_QUEUE_STATUS_BLOCK_BASE]
+        {
+            self.csrs.write_csr(reg, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Releases every resource (used by close and after a failed open).
+    fn release(&mut self) {
+        for &(interrupt, fd) in &self.events {
+            let _ = self.sys.ioctl(self.fds[0], ioctl::CLEAR_EVENTFD, &mut interrupt.to_le_bytes().to_vec());
+            self.sys.close(fd);
+        }
+        self.events.clear();
+        let programs: Vec<Mapped> = self.programs.drain().map(|(_, m)| m).collect();
+        for m in programs {
+            self.release_buffers(&m.all);
+        }
+        if let Some(c) = self.coherent.take() {
+            for b in self.queue {
+                let _ = self.unmap(b);
+            }
+            self.sys.munmap(c);
+            let _ = self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, ioctl::words(&[0, 0, COHERENT_BYTES, 0], 32));
+        }
+        for page in self.csrs.pages {
+            if page.len > 0 {
+                self.sys.munmap(page);
+            }
+        }
+        for fd in self.fds {
+            self.sys.close(fd);
+        }
+        self.closed = true;
+    }
+
+    /// The close sequence, then every mapping and descriptor is released.
+    pub fn close(mut self) -> Result<()> {
+        let r = self.close_sequence();
+        self.release();
+        r
+    }
+}
+
+impl Drop for ApexAccelerator {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.close_sequence();
+            self.release();
+        }
+    }
+}

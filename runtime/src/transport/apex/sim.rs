@@ -1,0 +1,749 @@
+//! A simulated apex kernel driver with its Edge TPU behind it, at the system-call boundary
+//! ([`Sys`]): the runtime's PCIe code runs unchanged against it.
+//!
+//! What it checks, as the kernel or the chip would refuse it (each failure is recorded as a
+//! violation and fails the call or faults the chip):
+//! * ioctls on the device node only, with arguments of the right size; the page table is
+//!   partitioned before anything is mapped; mappings are page-aligned, inside the simple or the
+//!   extended region, do not overlap, and cover host memory the process owns; unmaps match maps;
+//! * the instruction queue: descriptor size 16, enabled with its ring, status block and size
+//!   programmed, the tail inside the ring, requests only while the core runs and the clock is
+//!   not gated;
+//! * every address linked into the instructions (parameters, inputs, outputs, scratch) lies in a
+//!   mapping of the right direction; a request names a registered executable, whose parameters
+//!   must be cached first (token), and whose parameter bytes must be the executable's;
+//! * at the last close, no mapping and no coherent memory is left behind.
+//!
+//! A completed request writes the outputs from the oracle into the output buffers, advances the
+//! status block's completed head, counts scalar-core interrupt 0 in `sc_host_int_count` (16-bit
+//! counters, which can start near the wrap) and signals the eventfds bound to interrupts 0 and 4.
+
+use super::ioctl::{self, Ioctl};
+use super::{check_access, Fd, Region, Sys, SysError};
+use crate::device::csr;
+use crate::package::{ExecutableType, Package};
+use crate::transport::sim::program::{fnv, LinkedAddresses, SimExe, FNV0};
+use crate::transport::sim::Oracle;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Page size of the device's MMU.
+const PAGE: u64 = 4096;
+/// Entries of the device page table.
+const PAGE_TABLE_ENTRIES: u64 = 8192;
+/// Start of the extended region (bit 63).
+pub const EXTENDED_BASE: u64 = 1 << 63;
+/// Size of the extended region: 2048 second-level tables of 2 MiB.
+const EXTENDED_SIZE: u64 = 2048 << 21;
+/// The CSR pages user space may map.
+const CSR_PAGES: [u64; 3] = [0x40000, 0x44000, 0x48000];
+/// Host addresses the simulator hands out for memory and mappings.
+const HOST_BASE: u64 = 0x5550_0000_0000;
+/// The bus address the coherent allocator reports.
+const COHERENT_DMA: u64 = 0x1_2340_0000;
+/// Interrupts of the chip (eventfd indices).
+const INTERRUPTS: u64 = 13;
+
+/// How the simulated device and kernel behave.
+#[derive(Debug, Clone)]
+pub struct SimApexConfig {
+    /// The device node (`/dev/apex_N`).
+    pub node: String,
+    /// The kernel knows `MAP_BUFFER_FLAGS` (newer gasket drivers); otherwise only `MAP_BUFFER`.
+    pub map_buffer_flags: bool,
+    /// Start value of the 16-bit completion counters (to exercise the wrap).
+    pub initial_interrupt_count: u16,
+    /// Another process owns the device: opening it fails with EBUSY.
+    pub owned_elsewhere: bool,
+}
+
+impl Default for SimApexConfig {
+    fn default() -> Self {
+        SimApexConfig {
+            node: "/dev/apex_0".into(),
+            map_buffer_flags: true,
+            initial_interrupt_count: 0,
+            owned_elsewhere: false,
+        }
+    }
+}
+
+/// Counters of what happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimApexStats {
+    /// Executables completed (parameter caching included).
+    pub runs: u64,
+    /// Parameter bytes the chip read from host memory.
+    pub parameter_bytes: u64,
+    /// Instruction queue descriptors consumed.
+    pub descriptors: u64,
+    /// Live buffer mappings.
+    pub mappings: usize,
+    /// Map ioctls that succeeded.
+    pub maps: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FdKind {
+    Device,
+    Event,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Backing {
+    /// A CSR page mapping: its CSR base offset.
+    Csr(u64),
+    /// Host memory (alloc) or the coherent buffer: key into `memory`.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    device: u64,
+    size: u64,
+    host: u64,
+    direction: u64,
+}
+
+struct Run {
+    exe: usize,
+    chunk: usize,
+    addr: LinkedAddresses,
+}
+
+struct State {
+    config: SimApexConfig,
+    next_fd: Fd,
+    fds: HashMap<Fd, FdKind>,
+    next_host: u64,
+    /// Host memory by start address (allocations and the coherent buffer).
+    memory: BTreeMap<u64, Vec<u8>>,
+    /// Mapped regions by start address.
+    regions: HashMap<u64, Backing>,
+    csrs: HashMap<u32, u64>,
+    partition: Option<u64>,
+    maps: Vec<Mapping>,
+    coherent: Option<u64>,
+    eventfds: HashMap<u64, Fd>,
+    counters: HashMap<Fd, u64>,
+    gated: bool,
+    performance: Option<u32>,
+    head: u64,
+    run: Option<Run>,
+    exes: Vec<SimExe>,
+    cached_token: Option<u64>,
+    cached: Vec<usize>,
+    violations: Vec<String>,
+    stats: SimApexStats,
+    ioctl_log: Vec<&'static str>,
+}
+
+/// The simulated kernel driver and chip.
+#[derive(Clone)]
+pub struct SimApex {
+    state: Arc<Mutex<State>>,
+    signal: Arc<Condvar>,
+}
+
+impl std::fmt::Debug for SimApex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimApex").field("node", &self.lock().config.node).finish()
+    }
+}
+
+fn err(call: &str, errno: i32, message: impl Into<String>) -> SysError {
+    SysError::new(call, errno, message)
+}
+
+impl SimApex {
+    /// A device configured by `config`.
+    pub fn new(config: SimApexConfig) -> SimApex {
+        let mut csrs = HashMap::new();
+        csrs.insert(csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE.offset, 16);
+        csrs.insert(csr::SC_HOST_INT_COUNT.offset, config.initial_interrupt_count as u64);
+        let state = State {
+            config,
+            next_fd: 100,
+            fds: HashMap::new(),
+            next_host: HOST_BASE,
+            memory: BTreeMap::new(),
+            regions: HashMap::new(),
+            csrs,
+            partition: None,
+            maps: Vec::new(),
+            coherent: None,
+            eventfds: HashMap::new(),
+            counters: HashMap::new(),
+            gated: false,
+            performance: None,
+            head: 0,
+            run: None,
+            exes: Vec::new(),
+            cached_token: None,
+            cached: Vec::new(),
+            violations: Vec::new(),
+            stats: SimApexStats::default(),
+            ioctl_log: Vec::new(),
+        };
+        SimApex { state: Arc::new(Mutex::new(state)), signal: Arc::new(Condvar::new()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a compiled model's executables, with the oracle of its outputs.
+    pub fn load(&self, package: &Package<'_>, name: &str, oracle: Option<Arc<Mutex<dyn Oracle>>>) -> crate::Result<()> {
+        let exes = SimExe::from_package(package, name, oracle)?;
+        self.lock().exes.extend(exes);
+        Ok(())
+    }
+
+    /// The device node.
+    pub fn node(&self) -> String {
+        self.lock().config.node.clone()
+    }
+
+    /// What the kernel or the chip refused so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SimApexStats {
+        let s = self.lock();
+        SimApexStats { mappings: s.maps.len(), ..s.stats }
+    }
+
+    /// The ioctls issued so far, by name, in order.
+    pub fn ioctl_log(&self) -> Vec<&'static str> {
+        self.lock().ioctl_log.clone()
+    }
+
+    /// The caching token whose parameters the chip holds.
+    pub fn cached_token(&self) -> Option<u64> {
+        self.lock().cached_token
+    }
+
+    /// The value of a CSR.
+    pub fn csr(&self, offset: u32) -> u64 {
+        self.lock().csrs.get(&offset).copied().unwrap_or(0)
+    }
+
+    /// The performance level last requested (0 low .. 3 max).
+    pub fn performance(&self) -> Option<u32> {
+        self.lock().performance
+    }
+
+    /// Whether the clock is gated.
+    pub fn clock_gated(&self) -> bool {
+        self.lock().gated
+    }
+}
+
+impl State {
+    fn violation(&mut self, what: String) {
+        self.violations.push(what);
+    }
+
+    fn alloc_host(&mut self, len: usize) -> u64 {
+        let len = (len.max(1) as u64).div_ceil(PAGE) * PAGE;
+        let at = self.next_host;
+        self.next_host += len + PAGE; // a guard page between allocations
+        self.memory.insert(at, vec![0u8; len as usize]);
+        at
+    }
+
+    /// The host memory holding `[address, address + len)`: its start and the offset in it.
+    fn host(&self, address: u64, len: usize) -> Option<(u64, usize)> {
+        let (&start, mem) = self.memory.range(..=address).next_back()?;
+        let off = usize::try_from(address - start).ok()?;
+        off.checked_add(len).filter(|&end| end <= mem.len())?;
+        Some((start, off))
+    }
+
+    /// Resolves a device address range through the page table to host memory.
+    fn device(&self, address: u64, len: usize, write: bool) -> Result<(u64, usize), String> {
+        let m = self
+            .maps
+            .iter()
+            .find(|m| address >= m.device && address - m.device < m.size)
+            .ok_or_else(|| format!("device address {address:#x} is not mapped (page fault)"))?;
+        if address - m.device + len as u64 > m.size {
+            return Err(format!("{len} bytes at {address:#x} run past the mapping at {:#x} (+{})", m.device, m.size));
+        }
+        if write && m.direction == ioctl::Direction::ToDevice as u64 {
+            return Err(format!("the chip writes to {address:#x}, mapped host-to-device only"));
+        }
+        self.host(m.host + (address - m.device), len)
+            .ok_or_else(|| format!("the mapping at {:#x} covers memory that was freed", m.device))
+    }
+
+    fn read_device(&self, address: u64, out: &mut [u8]) -> Result<(), String> {
+        let (start, off) = self.device(address, out.len(), false)?;
+        out.copy_from_slice(&self.memory[&start][off..off + out.len()]);
+        Ok(())
+    }
+
+    fn write_device(&mut self, address: u64, data: &[u8]) -> Result<(), String> {
+        let (start, off) = self.device(address, data.len(), true)?;
+        if let Some(m) = self.memory.get_mut(&start) {
+            m[off..off + data.len()].copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn signal(&mut self, interrupt: u64) -> bool {
+        match self.eventfds.get(&interrupt) {
+            Some(fd) => {
+                *self.counters.entry(*fd).or_insert(0) += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn map(&mut self, request: Ioctl, arg: &[u8]) -> Result<(), SysError> {
+        let (size, host, device) = (ioctl::word(arg, 1), ioctl::word(arg, 2), ioctl::word(arg, 3));
+        let direction = if request == ioctl::MAP_BUFFER_FLAGS { ioctl::word(arg, 4) >> 1 & 3 } else { 0 };
+        let fail = |s: &mut State, what: String| {
+            s.violation(format!("{}: {what}", request.name));
+            Err(err(request.name, 22, what))
+        };
+        let Some(simple) = self.partition else {
+            return fail(self, "a mapping before the page table was partitioned".into());
+        };
+        if size == 0 || device % PAGE != host % PAGE {
+            return fail(self, format!("size {size}, host {host:#x} and device {device:#x} are not page-compatible"));
+        }
+        let end = device.checked_add(size);
+        let in_simple = end.is_some_and(|e| e <= simple * PAGE);
+        let in_extended =
+            device >= EXTENDED_BASE && end.is_some_and(|e| e <= EXTENDED_BASE.wrapping_add(EXTENDED_SIZE));
+        if !in_simple && !in_extended {
+            return fail(
+                self,
+                format!("device range {device:#x}+{size:#x} is in neither the simple nor the extended region"),
+            );
+        }
+        if self.host(host, size as usize).is_none() {
+            return fail(self, format!("host range {host:#x}+{size:#x} is not memory of this process"));
+        }
+        if self.maps.iter().any(|m| device < m.device + m.size && m.device < device + size) {
+            return fail(self, format!("device range {device:#x}+{size:#x} overlaps an existing mapping"));
+        }
+        self.maps.push(Mapping { device, size, host, direction });
+        self.stats.maps += 1;
+        Ok(())
+    }
+
+    fn csr_read(&self, offset: u32) -> u64 {
+        self.csrs.get(&offset).copied().unwrap_or(0)
+    }
+
+    fn csr_write(&mut self, offset: u32, value: u64) {
+        match offset {
+            o if o == csr::INSTRUCTION_QUEUE_CONTROL.offset => {
+                self.csrs.insert(csr::INSTRUCTION_QUEUE_STATUS.offset, value & 1);
+                if value & 1 == 0 {
+                    self.head = 0;
+                }
+            }
+            o if o == csr::DMA_PAUSE.offset => {
+                self.csrs.insert(csr::DMA_PAUSED.offset, value & 1);
+            }
+            o if o == csr::SC_HOST_INT_STATUS.offset || o == csr::INSTRUCTION_QUEUE_INT_STATUS.offset => {
+                // Write-0-to-clear.
+                let v = self.csr_read(o) & value;
+                self.csrs.insert(o, v);
+                return;
+            }
+            _ => {}
+        }
+        self.csrs.insert(offset, value);
+        if offset == csr::INSTRUCTION_QUEUE_TAIL.offset {
+            self.consume(value);
+        }
+    }
+
+    fn core_running(&self) -> bool {
+        self.csr_read(csr::SCALAR_CORE_RUN_CONTROL.offset) == 1 && self.csr_read(csr::OP_RUN_CONTROL.offset) == 1
+    }
+
+    /// The chip consumes queue descriptors up to `tail`.
+    fn consume(&mut self, tail: u64) {
+        if tail == self.head {
+            return; // nothing queued (the close sequence zeroes the tail of a disabled queue)
+        }
+        let size = self.csr_read(csr::INSTRUCTION_QUEUE_SIZE.offset);
+        let problems = [
+            (self.csr_read(csr::INSTRUCTION_QUEUE_STATUS.offset) != 1, "the queue is not enabled"),
+            (size == 0 || tail >= size, "the tail lies outside the ring"),
+            (!self.core_running(), "the scalar core and tiles are not in RUN"),
+            (self.gated, "the clock is gated"),
+            (self.csr_read(csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE.offset) != 16, "the descriptor size is not 16"),
+        ];
+        if let Some((_, what)) = problems.iter().find(|(bad, _)| *bad) {
+            self.violation(format!("instruction queue tail := {tail}: {what}"));
+            return;
+        }
+        let base = self.csr_read(csr::INSTRUCTION_QUEUE_BASE.offset);
+        while self.head != tail {
+            let mut d = [0u8; 16];
+            if let Err(e) = self.read_device(base + self.head * 16, &mut d) {
+                self.fault(format!("reading queue descriptor {}: {e}", self.head));
+                return;
+            }
+            let address = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default()) as usize;
+            self.head = (self.head + 1) % size;
+            self.stats.descriptors += 1;
+            if let Err(e) = self.execute(address, len) {
+                self.fault(e);
+                return;
+            }
+            let status = self.csr_read(csr::INSTRUCTION_QUEUE_STATUS_BLOCK_BASE.offset);
+            let head = self.head as u32;
+            if let Err(e) = self.write_device(status, &head.to_le_bytes()) {
+                self.fault(format!("writing the status block: {e}"));
+                return;
+            }
+            if self.csr_read(csr::INSTRUCTION_QUEUE_INT_CONTROL.offset) & 1 == 1 {
+                self.signal(0);
+            }
+        }
+    }
+
+    /// A fatal chip error: recorded, HIB error bits set, interrupt 12 signalled.
+    fn fault(&mut self, what: String) {
+        self.violation(what);
+        self.run = None;
+        self.csrs.insert(csr::HIB_ERROR_STATUS.offset, 1 << 1);
+        if self.csr_read(csr::HIB_FATAL_ERR_INT_CONTROL.offset) & 1 == 1 {
+            self.signal(12);
+        }
+    }
+
+    /// One instruction chunk arrives: identify its executable, and run it after its last chunk.
+    fn execute(&mut self, address: u64, len: usize) -> Result<(), String> {
+        let mut chunk = vec![0u8; len];
+        self.read_device(address, &mut chunk).map_err(|e| format!("reading {len} bytes of instructions: {e}"))?;
+        let mut run = match self.run.take() {
+            Some(r) => r,
+            None => {
+                let found = (0..self.exes.len())
+                    .find(|&i| {
+                        self.exes[i].chunks.first().is_some_and(|c| c.0.len() == len) && {
+                            let mut copy = chunk.clone();
+                            self.exes[i].chunk_matches(0, &mut copy)
+                        }
+                    })
+                    .ok_or_else(|| format!("{len} bytes of instructions that match no registered executable"))?;
+                Run { exe: found, chunk: 0, addr: LinkedAddresses::default() }
+            }
+        };
+        let exe = &self.exes[run.exe];
+        exe.read_addresses(run.chunk, &chunk, &mut run.addr);
+        if !exe.chunk_matches(run.chunk, &mut chunk) {
+            return Err(format!("{}: instruction chunk {} differs (linked fields aside)", exe.name, run.chunk));
+        }
+        run.chunk += 1;
+        if run.chunk < exe.chunks.len() {
+            self.run = Some(run);
+            return Ok(());
+        }
+        self.complete(run)
+    }
+
+    fn complete(&mut self, run: Run) -> Result<(), String> {
+        let i = run.exe;
+        let (name, kind, token, partner) = {
+            let e = &self.exes[i];
+            (e.name.clone(), e.kind, e.token, e.partner.map(|d| i - d))
+        };
+        if partner.is_some_and(|p| self.cached_token != Some(token) || !self.cached.contains(&p)) {
+            return Err(format!("{name}: an inference while its parameters are not cached (token {token:#x})"));
+        }
+        let param_len = self.exes[i].param_len;
+        if param_len > 0 {
+            let mut params = vec![0u8; param_len];
+            self.read_device(run.addr.parameters, &mut params).map_err(|e| format!("{name}: parameters: {e}"))?;
+            if fnv(FNV0, &params) != self.exes[i].param_hash {
+                return Err(format!("{name}: the parameter bytes differ from the executable's"));
+            }
+            self.stats.parameter_bytes += param_len as u64;
+        }
+        if kind == ExecutableType::ParameterCaching {
+            if self.cached_token != Some(token) {
+                self.cached.clear();
+            }
+            self.cached_token = Some(token);
+            if !self.cached.contains(&i) {
+                self.cached.push(i);
+            }
+        } else {
+            let n_in = self.exes[i].batch * self.exes[i].inputs.len();
+            let mut inputs = Vec::with_capacity(n_in);
+            for k in 0..n_in {
+                let mut b = vec![0u8; self.exes[i].input_len(k)];
+                let at = run.addr.inputs.get(k).copied().unwrap_or(0);
+                self.read_device(at, &mut b).map_err(|e| format!("{name}: input {k}: {e}"))?;
+                inputs.push(b);
+            }
+            let outputs = self.exes[i].compute(&inputs).map_err(|e| format!("{name}: {e}"))?;
+            for (k, out) in outputs.iter().enumerate() {
+                let at = run.addr.outputs.get(k).copied().unwrap_or(0);
+                self.write_device(at, out).map_err(|e| format!("{name}: output {k}: {e}"))?;
+            }
+        }
+        self.stats.runs += 1;
+        // Scalar-core interrupt 0: counter 0 of sc_host_int_count (16 bits, wrapping).
+        let count = self.csr_read(csr::SC_HOST_INT_COUNT.offset);
+        let c0 = (count as u16).wrapping_add(1) as u64;
+        self.csrs.insert(csr::SC_HOST_INT_COUNT.offset, (count & !0xFFFF) | c0);
+        let status = self.csr_read(csr::SC_HOST_INT_STATUS.offset);
+        self.csrs.insert(csr::SC_HOST_INT_STATUS.offset, status | 1);
+        if self.csr_read(csr::SC_HOST_INT_CONTROL.offset) & 1 == 1 {
+            self.signal(4);
+        }
+        Ok(())
+    }
+}
+
+impl Sys for SimApex {
+    fn open(&self, path: &Path) -> Result<Fd, SysError> {
+        let mut s = self.lock();
+        if path.to_str() != Some(s.config.node.as_str()) {
+            return Err(err(&format!("open {}", path.display()), 2, "No such file or directory"));
+        }
+        if s.config.owned_elsewhere {
+            return Err(err(&format!("open {}", path.display()), 16, "Device or resource busy"));
+        }
+        s.next_fd += 1;
+        let fd = s.next_fd;
+        s.fds.insert(fd, FdKind::Device);
+        Ok(fd)
+    }
+
+    fn close(&self, fd: Fd) {
+        let mut s = self.lock();
+        let kind = s.fds.remove(&fd);
+        if kind == Some(FdKind::Device) && !s.fds.values().any(|k| *k == FdKind::Device) {
+            // The last close: the kernel resets the chip; nothing may be left mapped.
+            if !s.maps.is_empty() {
+                let n = s.maps.len();
+                s.violation(format!("the device was closed with {n} buffer mappings left"));
+                s.maps.clear();
+            }
+            if s.coherent.is_some() {
+                s.violation("the device was closed with the coherent allocator still enabled".into());
+            }
+            s.cached_token = None;
+            s.cached.clear();
+            s.eventfds.clear();
+            let initial = s.config.initial_interrupt_count as u64;
+            s.csrs.retain(|&o, _| o == csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE.offset);
+            s.csrs.insert(csr::SC_HOST_INT_COUNT.offset, initial);
+            s.partition = None;
+            s.head = 0;
+        }
+    }
+
+    fn ioctl(&self, fd: Fd, request: Ioctl, arg: &mut [u8]) -> Result<(), SysError> {
+        let mut s = self.lock();
+        if s.fds.get(&fd) != Some(&FdKind::Device) {
+            return Err(err(request.name, 25, "not the device node"));
+        }
+        if ioctl::by_number(request.number) != Some(request) || (request.size > 0 && arg.len() != request.size) {
+            s.violation(format!("{}: argument of {} bytes", request.name, arg.len()));
+            return Err(err(request.name, 22, "bad argument"));
+        }
+        s.ioctl_log.push(request.name);
+        match request {
+            r if r == ioctl::PERFORMANCE_EXPECTATION => {
+                let level = ioctl::word(arg, 0) as u32;
+                if level > 3 {
+                    return Err(err(r.name, 22, format!("performance {level}")));
+                }
+                s.performance = Some(level);
+            }
+            r if r == ioctl::GATE_CLOCK => s.gated = ioctl::word(arg, 0) != 0,
+            r if r == ioctl::PARTITION_PAGE_TABLE => {
+                let size = ioctl::word(arg, 1);
+                if size > PAGE_TABLE_ENTRIES || !s.maps.is_empty() {
+                    let live = s.maps.len();
+                    s.violation(format!("{}: size {size} with {live} mappings live", r.name));
+                    return Err(err(r.name, 22, "cannot partition"));
+                }
+                s.partition = Some(size);
+            }
+            r if r == ioctl::MAP_BUFFER_FLAGS && !s.config.map_buffer_flags => {
+                return Err(err(r.name, 25, "Inappropriate ioctl for device"));
+            }
+            r if r == ioctl::MAP_BUFFER || r == ioctl::MAP_BUFFER_FLAGS => s.map(r, arg)?,
+            r if r == ioctl::UNMAP_BUFFER => {
+                let (size, device) = (ioctl::word(arg, 1), ioctl::word(arg, 3));
+                match s.maps.iter().position(|m| m.device == device && m.size == size) {
+                    Some(k) => {
+                        s.maps.remove(k);
+                    }
+                    None => {
+                        s.violation(format!("{}: no mapping of {size:#x} bytes at {device:#x}", r.name));
+                        return Err(err(r.name, 22, "no such mapping"));
+                    }
+                }
+            }
+            r if r == ioctl::CONFIG_COHERENT_ALLOCATOR => {
+                if ioctl::word(arg, 1) != 0 {
+                    let size = ioctl::word(arg, 2) as usize;
+                    let at = s.alloc_host(size);
+                    s.coherent = Some(at);
+                    arg[24..32].copy_from_slice(&COHERENT_DMA.to_le_bytes());
+                } else if let Some(at) = s.coherent.take() {
+                    s.memory.remove(&at);
+                }
+            }
+            r if r == ioctl::SET_EVENTFD => {
+                let (interrupt, efd) = (ioctl::word(arg, 0), ioctl::word(arg, 1) as Fd);
+                if interrupt >= INTERRUPTS || s.fds.get(&efd) != Some(&FdKind::Event) {
+                    s.violation(format!("{}: interrupt {interrupt}, fd {efd}", r.name));
+                    return Err(err(r.name, 22, "bad interrupt or eventfd"));
+                }
+                s.eventfds.insert(interrupt, efd);
+            }
+            r if r == ioctl::CLEAR_EVENTFD => {
+                let interrupt = ioctl::word(arg, 0);
+                s.eventfds.remove(&interrupt);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn mmap(&self, fd: Fd, offset: u64, len: usize) -> Result<Region, SysError> {
+        let mut s = self.lock();
+        if s.fds.get(&fd) != Some(&FdKind::Device) {
+            return Err(err("mmap", 19, "not the device node"));
+        }
+        if CSR_PAGES.contains(&offset) && len == PAGE as usize {
+            let at = s.next_host;
+            s.next_host += 2 * PAGE;
+            s.regions.insert(at, Backing::Csr(offset));
+            return Ok(Region { address: at, len });
+        }
+        if offset == COHERENT_DMA {
+            if let Some(at) = s.coherent {
+                if s.memory.get(&at).is_some_and(|m| len <= m.len()) {
+                    s.regions.insert(at, Backing::Memory);
+                    return Ok(Region { address: at, len });
+                }
+            }
+        }
+        s.violation(format!(
+            "mmap of {len} bytes at offset {offset:#x}, which is neither a CSR page nor coherent memory"
+        ));
+        Err(err("mmap", 22, "Invalid argument"))
+    }
+
+    fn munmap(&self, region: Region) {
+        self.lock().regions.remove(&region.address);
+    }
+
+    fn alloc(&self, len: usize) -> Result<Region, SysError> {
+        let mut s = self.lock();
+        let at = s.alloc_host(len);
+        let len = s.memory[&at].len();
+        Ok(Region { address: at, len })
+    }
+
+    fn free(&self, region: Region) {
+        let mut s = self.lock();
+        if s.maps.iter().any(|m| m.host >= region.address && m.host < region.address + region.len as u64) {
+            s.violation(format!("host memory at {:#x} freed while still mapped for DMA", region.address));
+        }
+        s.memory.remove(&region.address);
+    }
+
+    fn read64(&self, region: Region, offset: usize) -> u64 {
+        let s = self.lock();
+        match s.regions.get(&region.address) {
+            Some(Backing::Csr(base)) => s.csr_read((base + offset as u64) as u32),
+            _ => {
+                let mut b = [0u8; 8];
+                if check_access(region, offset, 8) {
+                    if let Some(m) = s.memory.get(&region.address) {
+                        b.copy_from_slice(&m[offset..offset + 8]);
+                    }
+                }
+                u64::from_le_bytes(b)
+            }
+        }
+    }
+
+    fn write64(&self, region: Region, offset: usize, value: u64) {
+        let mut s = self.lock();
+        match s.regions.get(&region.address).copied() {
+            Some(Backing::Csr(base)) => {
+                s.csr_write((base + offset as u64) as u32, value);
+                drop(s);
+                self.signal.notify_all();
+            }
+            _ => {
+                if check_access(region, offset, 8) {
+                    if let Some(m) = s.memory.get_mut(&region.address) {
+                        m[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&self, region: Region, offset: usize, out: &mut [u8]) {
+        let s = self.lock();
+        if let Some(m) = s.memory.get(&region.address) {
+            if check_access(region, offset, out.len()) && offset + out.len() <= m.len() {
+                out.copy_from_slice(&m[offset..offset + out.len()]);
+            }
+        }
+    }
+
+    fn write(&self, region: Region, offset: usize, data: &[u8]) {
+        let mut s = self.lock();
+        if let Some(m) = s.memory.get_mut(&region.address) {
+            if check_access(region, offset, data.len()) && offset + data.len() <= m.len() {
+                m[offset..offset + data.len()].copy_from_slice(data);
+            }
+        }
+    }
+
+    fn eventfd(&self) -> Result<Fd, SysError> {
+        let mut s = self.lock();
+        s.next_fd += 1;
+        let fd = s.next_fd;
+        s.fds.insert(fd, FdKind::Event);
+        s.counters.insert(fd, 0);
+        Ok(fd)
+    }
+
+    fn wait_event(&self, fd: Fd, timeout: Duration) -> Result<u64, SysError> {
+        let mut s = self.lock();
+        if s.fds.get(&fd) != Some(&FdKind::Event) {
+            return Err(err("read (eventfd)", 9, "Bad file descriptor"));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let n = s.counters.get(&fd).copied().unwrap_or(0);
+            if n > 0 {
+                s.counters.insert(fd, 0);
+                return Ok(n);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(0);
+            }
+            s = self.signal.wait_timeout(s, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
