@@ -24,9 +24,15 @@ pub fn run(args: &Args, it: &Interpreter, rt: &Runtime) -> Result<()> {
     let devices = rt.devices().len();
     let in_flight = 2 * devices;
     let mode;
+    // The apex driver throttles a hot PCIe Coral: watch its temperature during the run.
+    let watch = crate::thermal_watch::ThermalWatch::start(
+        crate::devices::pcie::sysfs_root(),
+        crate::thermal_watch::apex_numbers(rt.devices()),
+        std::time::Duration::from_millis(250),
+    );
     let (total, mut times) = match &args.segments {
         Some(rest) => {
-            let mut segs = vec![Arc::new(Model::open(&args.model.model)?)];
+            let mut segs = vec![it.model().clone()];
             for p in rest {
                 segs.push(Arc::new(Model::open(p)?));
             }
@@ -41,6 +47,10 @@ pub fn run(args: &Args, it: &Interpreter, rt: &Runtime) -> Result<()> {
             timed(args, in_flight, &mut pool, |p| p.send(inputs.clone()), |p| p.recv().map(drop), |p| p.pending())?
         }
     };
+    let thermal = crate::thermal_watch::warnings(&watch.finish());
+    for w in &thermal {
+        eprintln!("{w}");
+    }
     times.sort_by(f64::total_cmp);
     let (p50, p90, p99) = (percentile(&times, 50.0), percentile(&times, 90.0), percentile(&times, 99.0));
     let rate = args.iterations as f64 / (total / 1e3);
@@ -57,6 +67,7 @@ pub fn run(args: &Args, it: &Interpreter, rt: &Runtime) -> Result<()> {
             "latency_ms": {"p50": p50, "p90": p90, "p99": p99},
             "queue_depth": rt.queue_depth(),
             "devices": metrics,
+            "thermal_warnings": thermal,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {

@@ -30,8 +30,9 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let mut loaded = common::load(&args.model, Vec::new())?;
+    let labels_file = loaded.labels_file(args.labels.as_deref());
     let it = &mut loaded.it;
-    let labels = common::labels(args.labels.as_deref(), it.model())?;
+    let labels = common::labels(labels_file.as_deref(), it.model())?;
     let (image, transform) = common::set_image(it, &args.image)?;
     let invoke_ms = common::invoke(it)?;
     let options = ClassifyOptions { top_k: args.top_k, threshold: args.threshold, output: 0 };
@@ -41,7 +42,7 @@ pub fn run(args: &Args) -> Result<()> {
             "model": args.model.model.display().to_string(),
             "image": args.image.image.display().to_string(),
             "image_size": [image.width(), image.height()],
-            "labels": common::labels_source(args.labels.as_deref(), labels.as_ref()),
+            "labels": common::labels_source(labels_file.as_deref(), labels.as_ref()),
             "transform": transform,
             "output": common::tensor_json(it.outputs()[0]),
             "load_ms": loaded.load_ms,

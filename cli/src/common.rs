@@ -12,7 +12,8 @@ use std::time::Instant;
 /// `--model`, `--threads` and where to run.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// The model file (.tflite: a CPU model, or a compiled *_edgetpu.tflite one).
+    /// The model file (.tflite: a CPU model, or a compiled *_edgetpu.tflite one), or the name of a
+    /// catalog model fetched with `edgetpu models fetch` (the compiled variant for Edge TPU devices).
     #[arg(long, short)]
     pub model: PathBuf,
     /// Threads for the CPU kernels (0: all cores).
@@ -46,6 +47,8 @@ pub struct Loaded {
     pub load_ms: f64,
     /// The devices a compiled model's Edge TPU steps run on (dropped after `it`).
     pub runtime: Option<edgetpu::sched::Runtime>,
+    /// The label file of the catalog model `--model` named, if it was fetched.
+    pub catalog_labels: Option<PathBuf>,
 }
 
 impl Loaded {
@@ -53,20 +56,27 @@ impl Loaded {
     pub fn device_note(&self) -> String {
         crate::tpu::note(self.runtime.as_ref())
     }
+
+    /// The label file to use: `--labels`, else the catalog model's label file, if any.
+    pub fn labels_file(&self, given: Option<&Path>) -> Option<PathBuf> {
+        given.map(Path::to_path_buf).or_else(|| self.catalog_labels.clone())
+    }
 }
 
-/// Opens `args.model` and plans it (CPU ops on the CPU, Edge TPU steps on the devices of
-/// `--device`), keeping tensors `keep` readable.
+/// Opens `args.model` (a path, or a fetched catalog model: [`crate::models::resolve`]) and plans
+/// it (CPU ops on the CPU, Edge TPU steps on the devices of `--device`), keeping tensors `keep`
+/// readable.
 pub fn load(args: &ModelArgs, keep: Vec<usize>) -> Result<Loaded> {
+    let resolved = crate::models::resolve(&args.model, || crate::models::want_for_device(&args.device.device))?;
     let start = Instant::now();
-    let model = Arc::new(Model::open(&args.model)?);
+    let model = Arc::new(Model::open(&resolved.path)?);
     let options = Options { threads: args.threads, keep, ..Options::default() };
-    let runtime = crate::tpu::runtime_for(&args.model, &model, &args.device)?;
+    let runtime = crate::tpu::runtime_for(&resolved.path, &model, &args.device)?;
     let it = match &runtime {
         Some(rt) => rt.interpreter(model, &options)?,
         None => Interpreter::new(model, &options)?,
     };
-    Ok(Loaded { it, load_ms: ms(start), runtime })
+    Ok(Loaded { it, load_ms: ms(start), runtime, catalog_labels: resolved.labels })
 }
 
 /// Milliseconds since `start`.

@@ -3,7 +3,7 @@
 use crate::common::{self, ImageArgs, ModelArgs};
 use crate::draw;
 use anyhow::Result;
-use edgetpu::vision::{self, DetectOptions, Detection};
+use edgetpu::vision::{self, DetectOptions};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -33,14 +33,11 @@ pub struct Args {
     pub json: bool,
 }
 
-fn name(d: &Detection) -> String {
-    d.label.clone().unwrap_or_else(|| format!("class {}", d.id))
-}
-
 pub fn run(args: &Args) -> Result<()> {
     let mut loaded = common::load(&args.model, Vec::new())?;
+    let labels_file = loaded.labels_file(args.labels.as_deref());
     let it = &mut loaded.it;
-    let labels = common::labels(args.labels.as_deref(), it.model())?;
+    let labels = common::labels(labels_file.as_deref(), it.model())?;
     let (image, transform) = common::set_image(it, &args.image)?;
     let invoke_ms = common::invoke(it)?;
     let options =
@@ -49,19 +46,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     if let Some(out) = &args.output {
         let mut canvas = image.to_rgb8();
-        let side = canvas.width().min(canvas.height()) as i64;
-        let scale = (side / 240).clamp(1, 4);
-        for d in &detections {
-            let b = &d.bbox;
-            let (x0, y0) = (b.xmin.floor() as i64, b.ymin.floor() as i64);
-            let (x1, y1) = (b.xmax.ceil() as i64, b.ymax.ceil() as i64);
-            draw::outline(&mut canvas, x0, y0, x1, y1, scale, draw::colour(d.id));
-        }
-        // Labels after all boxes, so that no box is drawn over a label.
-        for d in &detections {
-            let text = format!("{} {:.0}%", name(d), d.score * 100.0);
-            draw::label(&mut canvas, d.bbox.xmin as i64, d.bbox.ymin as i64, &text, scale, draw::colour(d.id));
-        }
+        draw::detections(&mut canvas, &detections);
         canvas.save(out).map_err(|e| anyhow::anyhow!("{}: cannot write the image: {e}", out.display()))?;
     }
 
@@ -70,7 +55,7 @@ pub fn run(args: &Args) -> Result<()> {
             "model": args.model.model.display().to_string(),
             "image": args.image.image.display().to_string(),
             "image_size": [image.width(), image.height()],
-            "labels": common::labels_source(args.labels.as_deref(), labels.as_ref()),
+            "labels": common::labels_source(labels_file.as_deref(), labels.as_ref()),
             "transform": transform,
             "load_ms": loaded.load_ms,
             "invoke_ms": invoke_ms,
@@ -83,8 +68,7 @@ pub fn run(args: &Args) -> Result<()> {
             println!("no detection scores at least {}", args.threshold);
         }
         for d in &detections {
-            let b = &d.bbox;
-            println!("{:.3}  {:<20}  x {:.1}..{:.1}  y {:.1}..{:.1}", d.score, name(d), b.xmin, b.xmax, b.ymin, b.ymax);
+            println!("{d}");
         }
         if let Some(out) = &args.output {
             println!("wrote {}", out.display());

@@ -1,4 +1,7 @@
-//! `edgetpu devices`: the Coral USB Accelerators attached, their state and their USB link.
+//! `edgetpu devices`: the Coral USB Accelerators attached, their state and their USB link; and
+//! the PCIe Corals ([`pcie`]), their state, temperature and clock.
+
+pub mod pcie;
 
 use anyhow::{Context, Result};
 use edgetpu::device::discovery::{self, CoralDevice, DeviceState};
@@ -43,12 +46,42 @@ pub fn attached_count(bus: &dyn UsbBus) -> usize {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let bus = open_bus()?;
-    let corals = discovery::list(&bus).context("listing Coral devices")?;
+    let (pcie, pcie_error) = match pcie::list(&pcie::sysfs_root()) {
+        Ok(list) => (list, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
+    let usb = open_bus().and_then(|bus| {
+        let corals = discovery::list(&bus).context("listing Coral devices")?;
+        Ok((corals, attached_count(&bus)))
+    });
+    // Without USB (no libusb, no /dev/bus/usb) the PCIe Corals are still worth listing.
+    let (corals, attached, usb_error) = match usb {
+        Ok((corals, attached)) => (corals, attached, None),
+        Err(e) if !pcie.is_empty() => (Vec::new(), 0, Some(format!("{e:#}"))),
+        Err(e) => return Err(e),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&corals))?);
+        let mut doc = to_json(&corals);
+        doc["pcie"] = pcie::to_json(&pcie);
+        for (key, error) in [("usb_error", &usb_error), ("pcie_error", &pcie_error)] {
+            if let Some(e) = error {
+                doc[key] = Value::from(e.as_str());
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print!("{}", render(&corals, attached_count(&bus)));
+        // "No Coral found" is about USB: not worth saying when a PCIe Coral is listed.
+        let usb_listed = usb_error.is_none() && (!corals.is_empty() || pcie.is_empty());
+        if usb_listed {
+            print!("{}", render(&corals, attached));
+        }
+        print!("{}", pcie::render(&pcie));
+        if let Some(e) = usb_error {
+            println!("note: USB devices not listed: {e}");
+        }
+        if let Some(e) = pcie_error {
+            println!("note: PCIe devices not listed: {e}");
+        }
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `edgetpu doctor`: checks what a Coral USB Accelerator needs on this machine (udev rules,
 //! device-node permissions, the plugdev group, the firmware file, the USB link) and says how to
-//! fix what is missing.
+//! fix what is missing. PCIe Corals get their own checks ([`pcie`]).
+
+mod pcie;
 
 use crate::devices;
 use anyhow::{bail, Result};
@@ -102,6 +104,7 @@ pub fn run(args: &Args) -> Result<()> {
         },
     }
     if linux {
+        checks.extend(pcie::checks(&devices::pcie::sysfs_root()));
         let group_text = std::fs::read_to_string("/etc/group").ok();
         checks.push(group_membership(group_text.as_deref(), current_user().as_deref(), id_output(&["-Gn"]).as_deref()));
     }
@@ -159,16 +162,21 @@ fn mentions(text: &str, (vendor, product): (u16, u16)) -> bool {
 }
 
 /// Looks for a `*.rules` file in `dirs` covering both Coral USB ids.
+/// The `*.rules` files of a udev rules directory, in name order (udev's), none when unreadable.
+pub fn rules_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rules"))
+        .collect();
+    files.sort();
+    files
+}
+
 pub fn udev_rules(dirs: &[PathBuf]) -> Check {
     let mut partial = None;
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "rules"))
-            .collect();
-        files.sort();
-        for file in files {
+        for file in rules_files(dir) {
             // Rules files are small; anything unreadable (or a mask to /dev/null) covers nothing.
             let Ok(text) = std::fs::read_to_string(&file) else { continue };
             match (mentions(&text, APP_ID), mentions(&text, DFU_ID)) {

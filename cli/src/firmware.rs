@@ -2,15 +2,15 @@
 //! looks for it.
 //!
 //! The runtime does not ship the firmware: `fetch` downloads the single-endpoint image from its
-//! upstream location, checks its length and sha256, and writes it atomically (temporary file,
-//! then rename) where [`edgetpu::device::firmware_path::locate`] finds it.
+//! upstream location with the model catalog's downloader (`edgetpu_models::download`), which
+//! checks its sha256 and writes it atomically (a `.part` file, then a rename) where
+//! [`edgetpu::device::firmware_path::locate`] finds it. A failed download leaves nothing behind.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use edgetpu::device::firmware_path::{self, FILE_NAME, SINGLE_EP_LEN, SINGLE_EP_SHA256};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use edgetpu_models::download::{self, DownloadError, Request};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Where the single-endpoint firmware image is downloaded from by default.
 pub const DEFAULT_URL: &str =
@@ -20,7 +20,7 @@ pub const DEFAULT_URL: &str =
 const UPSTREAM_PATH: &str = "driver/usb/apex_latest_single_ep.bin";
 
 /// A response larger than this is not the firmware; reading stops there.
-const MAX_BYTES: usize = 1 << 20;
+const MAX_BYTES: u64 = 1 << 20;
 
 /// Arguments of `edgetpu firmware`.
 #[derive(clap::Args, Debug)]
@@ -76,13 +76,9 @@ fn path() -> Result<()> {
     Ok(())
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Whether `data` is the expected image; else what was received instead.
 fn check(data: &[u8]) -> std::result::Result<(), String> {
-    let sha = sha256_hex(data);
+    let sha = download::sha256_hex(data);
     if data.len() == SINGLE_EP_LEN && sha == SINGLE_EP_SHA256 {
         return Ok(());
     }
@@ -102,12 +98,23 @@ fn fetch(dir: Option<&Path>, url: &str) -> Result<()> {
         println!("{} is already there and checks out (sha256 {SINGLE_EP_SHA256})", dest.display());
         return Ok(());
     }
-    let data = download(url, &dest)?;
-    if let Err(what) = check(&data) {
-        bail!("the file at {url} is not the expected firmware image: {what}; nothing was written");
-    }
-    write_atomically(&dir, &dest, &data)?;
-    println!("wrote {} ({} bytes, sha256 {SINGLE_EP_SHA256})", dest.display(), data.len());
+    let req = Request {
+        url,
+        dest: &dest,
+        sha256: Some(SINGLE_EP_SHA256),
+        size: Some(SINGLE_EP_LEN as u64),
+        max_bytes: Some(MAX_BYTES),
+        resume: false,
+    };
+    let mut stderr = std::io::stderr();
+    let got = download::download(&req, &mut |p| {
+        let of_total = p.total.map_or(String::new(), |n| format!(" / {n}"));
+        let _ = write!(stderr, "\rdownloading firmware: {}{of_total} bytes", p.done);
+        let _ = stderr.flush();
+    });
+    eprintln!();
+    let got = got.map_err(|e| anyhow::anyhow!(explain(e, url, &dest)))?;
+    println!("wrote {} ({} bytes, sha256 {SINGLE_EP_SHA256})", dest.display(), got.bytes);
     Ok(())
 }
 
@@ -120,90 +127,31 @@ fn by_hand(dest: &Path) -> String {
     )
 }
 
-fn download(url: &str, dest: &Path) -> Result<Vec<u8>> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(15))
-        .timeout_read(Duration::from_secs(30))
-        .build();
-    let response = match agent.get(url).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code, r)) => {
-            bail!("{url} answered HTTP {code} {}; check --url (the default is {DEFAULT_URL})", r.status_text())
+/// A failed download in the terms of the firmware (nothing is ever kept of one).
+fn explain(e: DownloadError, url: &str, dest: &Path) -> String {
+    match e {
+        DownloadError::Status { code, text, .. } => {
+            format!("{url} answered HTTP {code} {text}; check --url (the default is {DEFAULT_URL})")
         }
-        Err(ureq::Error::Transport(t)) => {
-            // ureq's message starts with the URL; say it once.
-            let text = t.to_string();
-            let what = text.strip_prefix(&format!("{url}: ")).unwrap_or(&text);
-            match t.kind() {
-                ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::ProxyConnect => bail!(
-                    "cannot reach {url} ({what}): fetching the firmware needs an internet connection. \
-                     Without one, {}",
-                    by_hand(dest)
-                ),
-                _ => bail!("downloading {url} failed: {what}"),
-            }
-        }
-    };
-    let total: Option<usize> = response.header("Content-Length").and_then(|v| v.trim().parse().ok());
-    if let Some(n) = total.filter(|&n| n > MAX_BYTES) {
-        bail!("{url} offers {n} bytes, far more than the {SINGLE_EP_LEN}-byte firmware image; check --url");
-    }
-    let mut reader = response.into_reader();
-    let mut data = Vec::with_capacity(total.unwrap_or(SINGLE_EP_LEN));
-    let mut chunk = [0u8; 4096];
-    let mut stderr = std::io::stderr();
-    let of_total = total.map_or(String::new(), |n| format!(" / {n}"));
-    loop {
-        let n = match reader.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = writeln!(stderr);
-                bail!(
-                    "the download from {url} broke off after {} of {} bytes ({e}); nothing was written; try again, \
-                     or {}",
-                    data.len(),
-                    total.unwrap_or(SINGLE_EP_LEN),
-                    by_hand(dest)
-                );
-            }
-        };
-        if data.len() + n > MAX_BYTES {
-            let _ = writeln!(stderr);
-            bail!("{url} sent more than {MAX_BYTES} bytes: this is not the firmware image; check --url");
-        }
-        data.extend_from_slice(&chunk[..n]);
-        let _ = write!(stderr, "\rdownloading firmware: {}{of_total} bytes", data.len());
-        let _ = stderr.flush();
-    }
-    let _ = writeln!(stderr);
-    if let Some(n) = total.filter(|&n| n != data.len()) {
-        bail!(
-            "the download from {url} ended after {} of {n} bytes; nothing was written; try again, or {}",
-            data.len(),
+        DownloadError::Unreachable { detail, .. } => format!(
+            "cannot reach {url} ({detail}): fetching the firmware needs an internet connection. Without one, {}",
             by_hand(dest)
-        );
+        ),
+        DownloadError::BrokeOff { received, total, detail, .. } => format!(
+            "the download from {url} broke off after {received} of {} bytes ({detail}); nothing was written; try \
+             again, or {}",
+            total.unwrap_or(SINGLE_EP_LEN as u64),
+            by_hand(dest)
+        ),
+        DownloadError::Checksum { actual, size, .. } => format!(
+            "the file at {url} is not the expected firmware image: received {size} bytes with sha256 {actual}, \
+             expected {SINGLE_EP_LEN} bytes with sha256 {SINGLE_EP_SHA256}; nothing was written"
+        ),
+        DownloadError::TooLarge { .. } => format!(
+            "{url} sent more than {MAX_BYTES} bytes, far more than the {SINGLE_EP_LEN}-byte firmware image; check --url"
+        ),
+        other => other.to_string(),
     }
-    Ok(data)
-}
-
-/// Writes `data` to `dest` through a temporary file in the same directory and a rename, so that
-/// `dest` is either the old file or the whole new one.
-fn write_atomically(dir: &Path, dest: &Path, data: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dest)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", dest.display()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

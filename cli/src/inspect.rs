@@ -10,6 +10,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 pub fn run(path: &Path, as_json: bool) -> Result<()> {
+    // A fetched catalog model may be named instead of a path: its compiled variant if fetched.
+    let resolved = crate::models::resolve(path, || crate::models::Want::CompiledIfCached)?;
+    let path = resolved.path.as_path();
     let model = Model::open(path)?;
     let packages = Package::all(&model)?;
     let doc = report(&model, path, &packages)?;

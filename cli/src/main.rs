@@ -3,17 +3,21 @@
 
 mod bench;
 mod bench_devices;
+mod check;
 mod classify;
 mod common;
+mod compile;
 mod detect;
 mod devices;
 mod doctor;
 mod draw;
 mod firmware;
 mod inspect;
+mod models;
 mod record_session;
 mod run;
 mod segment;
+mod thermal_watch;
 mod tpu;
 
 use anyhow::Result;
@@ -32,7 +36,7 @@ struct Cli {
 enum Command {
     /// Show what is inside a .tflite model: tensors, operators, and the Edge TPU executables.
     Inspect {
-        /// The model file.
+        /// The model file, or the name of a catalog model fetched with `edgetpu models fetch`.
         model: PathBuf,
         /// Print a JSON document instead of text (fields documented in the README).
         #[arg(long)]
@@ -46,14 +50,22 @@ enum Command {
     Detect(detect::Args),
     /// Segment an image: a class per pixel, written as a mask image.
     Segment(segment::Args),
+    /// Compile CPU models for the Edge TPU with edgetpu_compiler, then summarise the result.
+    Compile(compile::Args),
+    /// Predict, without the compiler, which operators would map to the Edge TPU, and why not.
+    Check(check::Args),
     /// Measure a model's CPU latency: warm-up, then p50/p90/p99 over many invocations.
     Bench(bench::Args),
-    /// List the Coral USB Accelerators attached: selection string, state and USB link speed.
+    /// List the Corals: USB Accelerators (selection string, state, USB link speed) and PCIe cards
+    /// (selection string, state, node, PCI address, temperature, clock step).
     Devices(devices::Args),
-    /// Check this machine's setup for a Coral (udev rules, permissions, group, firmware, USB link).
+    /// Check this machine's setup for a Coral (udev rules, permissions, group, firmware, USB link;
+    /// for PCIe cards also the apex driver, page size, interrupts, ASPM and temperature).
     Doctor(doctor::Args),
     /// Download the USB Accelerator's firmware image, or show where the runtime looks for it.
     Firmware(firmware::Args),
+    /// The model catalog: list it, or fetch a model into the cache directory (`--model NAME` then runs it).
+    Models(models::Args),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -64,9 +76,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Detect(args) => detect::run(&args),
         Command::Segment(args) => segment::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Compile(args) => compile::run(&args),
+        Command::Check(args) => check::run(&args),
         Command::Devices(args) => devices::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Firmware(args) => firmware::run(&args),
+        Command::Models(args) => models::run(&args),
     }
 }
 

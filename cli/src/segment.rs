@@ -34,8 +34,9 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let mut loaded = common::load(&args.model, Vec::new())?;
+    let labels_file = loaded.labels_file(args.labels.as_deref());
     let it = &mut loaded.it;
-    let labels = common::labels(args.labels.as_deref(), it.model())?;
+    let labels = common::labels(labels_file.as_deref(), it.model())?;
     let (image, transform) = common::set_image(it, &args.image)?;
     let invoke_ms = common::invoke(it)?;
     let mask = vision::segment(it, &transform, 0)?;
@@ -66,7 +67,7 @@ pub fn run(args: &Args) -> Result<()> {
             "image": args.image.image.display().to_string(),
             "width": mask.width,
             "height": mask.height,
-            "labels": common::labels_source(args.labels.as_deref(), labels.as_ref()),
+            "labels": common::labels_source(labels_file.as_deref(), labels.as_ref()),
             "transform": transform,
             "load_ms": loaded.load_ms,
             "invoke_ms": invoke_ms,

@@ -1,5 +1,5 @@
-//! Where a model runs: `--device cpu | usb | usb:N | usb:<bus>-<ports> | sim | sim:N`, several
-//! separated by commas (data-parallel and pipelined runs).
+//! Where a model runs: `--device cpu | usb | usb:N | usb:<bus>-<ports> | pci | pci:N | sim | sim:N |
+//! sim:pci`, several separated by commas (data-parallel and pipelined runs).
 //!
 //! By default (`auto`) a compiled model runs on the first USB Accelerator and a CPU model on the
 //! CPU. Compiled models run whole: their CPU ops on the CPU, their Edge TPU steps on the devices.
@@ -17,8 +17,9 @@ use std::sync::Arc;
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeviceArgs {
     /// auto (a compiled model on the first USB Accelerator, a CPU model on the CPU), cpu, usb,
-    /// usb:N, usb:<bus>-<ports>, sim (alias sim:usb: a simulated accelerator, no hardware), or a
-    /// comma-separated list of devices (usb:0,usb:1 or sim:0,sim:1) to use several.
+    /// usb:N, usb:<bus>-<ports>, pci, pci:N (/dev/apex_N), sim (alias sim:usb: a simulated
+    /// accelerator, no hardware), sim:pci (a simulated PCIe Edge TPU), or a comma-separated list
+    /// of devices (usb:0,usb:1 or sim:0,sim:1 or sim:pci,sim:pci) to use several.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// With --device sim: the CPU model whose outputs the simulator returns (default: the file
@@ -66,7 +67,10 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
     for e in list.split(',').map(str::trim) {
         let ok = e == "usb" || e.starts_with("usb:") || e.starts_with("sim") || e.starts_with("pci");
         if !ok {
-            bail!("--device {e:?}: use cpu, usb, usb:N, usb:<bus>-<ports>, sim or sim:N (several separated by commas)");
+            bail!(
+                "--device {e:?}: use cpu, usb, usb:N, usb:<bus>-<ports>, pci, pci:N, sim, sim:N or sim:pci (several \
+                 separated by commas)"
+            );
         }
     }
     let sim = is_sim(list);
@@ -109,15 +113,24 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
                 None => "seeded bytes, which are not real results: pass --sim-oracle CPU_MODEL".to_string(),
             },
         };
-        let firmware = if runtime.sims().iter().all(|s| s.firmware().is_some()) {
-            "firmware downloaded"
+        if runtime.apex_sims().is_empty() {
+            let firmware = if runtime.sims().iter().all(|s| s.firmware().is_some()) {
+                "firmware downloaded"
+            } else {
+                "no firmware image found, so they start with their firmware loaded"
+            };
+            eprintln!(
+                "device: {} — simulated Coral USB Accelerator(s), no hardware ({firmware}); Edge TPU outputs from \
+                 {values}",
+                runtime.devices().join(",")
+            );
         } else {
-            "no firmware image found, so they start with their firmware loaded"
-        };
-        eprintln!(
-            "device: {} — simulated Coral USB Accelerator(s), no hardware ({firmware}); Edge TPU outputs from {values}",
-            runtime.devices().join(",")
-        );
+            eprintln!(
+                "device: {} — simulated PCIe Edge TPU(s) (apex driver and chip simulated at the system-call \
+                 boundary), no hardware; Edge TPU outputs from {values}",
+                runtime.devices().join(",")
+            );
+        }
     } else {
         eprintln!("device: {}", runtime.devices().join(","));
     }
@@ -128,6 +141,7 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
 pub fn note(runtime: Option<&Runtime>) -> String {
     match runtime {
         None => String::new(),
+        Some(rt) if !rt.apex_sims().is_empty() => format!(" + simulated PCIe Edge TPU {}", rt.devices().join(",")),
         Some(rt) if rt.sims().is_empty() => format!(" + Edge TPU {}", rt.devices().join(",")),
         Some(rt) => format!(
             " + simulated Edge TPU {} (USB 3 time model: {:.2} ms of simulated device time so far)",

@@ -200,3 +200,26 @@ fn classify_and_bench_on_simulated_devices() {
     }
     assert!(v["throughput_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// `--device sim:pci`: the same model through the PCIe backend against the simulated apex
+/// driver gives the CPU twin's bytes, and says it was simulated.
+#[test]
+fn run_on_a_simulated_pcie_edge_tpu_gives_the_cpu_twins_bytes() {
+    let dir = scratch("pci");
+    let input = dir.join("in.bin");
+    std::fs::write(&input, (0..128 * 128 * 3).map(|i| (i * 13 % 256) as u8).collect::<Vec<u8>>()).unwrap();
+    let compiled = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
+    let twin = testdata().join("mobilenet_v1_0.25_128_quant.tflite");
+    let (ok, _, stderr) = run("sim:pci", &compiled, &input, &dir.join("tpu"), &[]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("sim:pci:0") && stderr.contains("simulated PCIe"), "{stderr}");
+    let (ok, _, stderr) = run("cpu", &twin, &input, &dir.join("cpu"), &[]);
+    assert!(ok, "{stderr}");
+    let a = std::fs::read(dir.join("tpu/out0.bin")).unwrap();
+    assert_eq!(a.len(), 1001);
+    assert_eq!(a, std::fs::read(dir.join("cpu/out0.bin")).unwrap());
+    // A PCIe device that does not exist is named, with what to do.
+    let (ok, _, stderr) = run("pci:7", &compiled, &input, &dir.join("none"), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("pci:7") && stderr.contains("no PCIe Coral found"), "{stderr}");
+}

@@ -1,0 +1,394 @@
+//! The per-operator rules of the offline check: whether one operator, taken alone, is something
+//! the Edge TPU compiler maps, and if not, which rule says so.
+//!
+//! The rules follow Coral's list of supported operations and model requirements (8-bit tensors,
+//! static shapes, constant parameters, at most three non-unit innermost dimensions, per-operator
+//! limits), checked in the order the compiler's logs suggest: a float tensor is reported as an
+//! unsupported data type before anything else (float `RESHAPE`, `ARG_MAX` with an int32 output,
+//! `DEQUANTIZE` and float custom ops all get that status in real logs).
+//!
+//! Where the documentation and real compiler output disagree, the compiler's behaviour wins and
+//! the rule says so: `SOFTMAX` is documented as "1-D input only", yet compiler 16 maps the
+//! multi-row softmax of YOLOv8's box decoder, so the limit is applied to the softmax axis.
+
+use crate::check::Category;
+use edgetpu::model::{Activation, TensorType};
+use edgetpu::{Model, Operator, Subgraph, Tensor};
+
+/// Why an operator does not map, by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unmapped {
+    /// The compiler status the rule corresponds to.
+    pub category: Category,
+    /// The rule that fired, with the tensor or value that broke it.
+    pub detail: String,
+}
+
+fn unmapped(category: Category, detail: impl Into<String>) -> Result<(), Unmapped> {
+    Err(Unmapped { category, detail: detail.into() })
+}
+
+fn limit(detail: impl Into<String>) -> Result<(), Unmapped> {
+    unmapped(Category::Limitation, detail)
+}
+
+/// The TFLite builtin operators of Coral's supported-operations table.
+pub(crate) const SUPPORTED_OPS: &[&str] = &[
+    "ADD",
+    "AVERAGE_POOL_2D",
+    "CONCATENATION",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "EXPAND_DIMS",
+    "FULLY_CONNECTED",
+    "L2_NORMALIZATION",
+    "LOGISTIC",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM",
+    "MAXIMUM",
+    "MAX_POOL_2D",
+    "MEAN",
+    "MINIMUM",
+    "MUL",
+    "PACK",
+    "PAD",
+    "PRELU",
+    "QUANTIZE",
+    "REDUCE_MAX",
+    "REDUCE_MIN",
+    "RELU",
+    "RELU6",
+    "RELU_N1_TO_1",
+    "RESHAPE",
+    "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR",
+    "RSQRT",
+    "SLICE",
+    "SOFTMAX",
+    "SPACE_TO_DEPTH",
+    "SPLIT",
+    "SQUEEZE",
+    "STRIDED_SLICE",
+    "SUB",
+    "SUM",
+    "SQUARED_DIFFERENCE",
+    "TANH",
+    "TRANSPOSE",
+    "TRANSPOSE_CONV",
+];
+
+/// Largest softmax axis the documentation allows.
+const SOFTMAX_MAX_ELEMENTS: i64 = 16_000;
+
+fn is_8bit(t: TensorType) -> bool {
+    t == TensorType::INT8 || t == TensorType::UINT8
+}
+
+fn is_float(t: TensorType) -> bool {
+    t == TensorType::FLOAT32 || t == TensorType::FLOAT16 || t == TensorType::FLOAT64
+}
+
+/// A short description of a tensor for reasons: `tensor 12 "conv/Relu6" [1, 8, 8, 3] int8`.
+pub(crate) fn describe(t: &Tensor) -> String {
+    format!("tensor {} {:?} {:?} {}", t.index, t.name, t.shape, t.dtype)
+}
+
+/// The operator's input tensors (omitted optional inputs skipped), with their input position.
+fn inputs<'s>(sg: &'s Subgraph, op: &Operator) -> impl Iterator<Item = (usize, &'s Tensor)> + 's {
+    let idx: Vec<(usize, usize)> = op.inputs.iter().enumerate().filter_map(|(k, i)| i.map(|i| (k, i))).collect();
+    idx.into_iter().filter_map(move |(k, i)| sg.tensors.get(i).map(|t| (k, t)))
+}
+
+fn outputs<'s>(sg: &'s Subgraph, op: &Operator) -> impl Iterator<Item = &'s Tensor> + 's {
+    let idx: Vec<usize> = op.outputs.iter().flatten().copied().collect();
+    idx.into_iter().filter_map(move |i| sg.tensors.get(i))
+}
+
+fn input<'s>(sg: &'s Subgraph, op: &Operator, k: usize) -> Option<&'s Tensor> {
+    op.inputs.get(k).copied().flatten().and_then(|i| sg.tensors.get(i))
+}
+
+/// Activation tensors: the non-constant, non-variable inputs and all outputs.
+fn activations<'s>(sg: &'s Subgraph, op: &Operator) -> Vec<&'s Tensor> {
+    let ins = inputs(sg, op).map(|(_, t)| t).filter(|t| !t.is_constant() && !t.is_variable);
+    ins.chain(outputs(sg, op)).collect()
+}
+
+/// The integer values of a constant int32/int64 tensor.
+fn const_ints(model: &Model, t: &Tensor) -> Option<Vec<i64>> {
+    let data = model.tensor_data(t)?;
+    if t.dtype == TensorType::INT32 {
+        Some(data.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect())
+    } else if t.dtype == TensorType::INT64 {
+        Some(
+            data.chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        )
+    } else {
+        None
+    }
+}
+
+/// `axis` normalised against `rank` (negative axes count from the end).
+fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
+    let r = i64::try_from(rank).ok()?;
+    let a = if axis < 0 { axis + r } else { axis };
+    usize::try_from(a).ok().filter(|&a| a < rank)
+}
+
+/// Whether the operator, taken alone, maps to the Edge TPU; if not, why.
+pub(crate) fn op_rule(model: &Model, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    let name = model.op_name(op);
+    data_types(name, sg, op)?;
+    if !SUPPORTED_OPS.contains(&name) {
+        let custom = matches!(model.opcode(op).kind, edgetpu::model::OpKind::Custom(_));
+        let what = if custom { "custom operator" } else { "builtin operator" };
+        return unmapped(
+            Category::UnsupportedOperation,
+            format!("{what} {name} is not in the Edge TPU's list of supported operations"),
+        );
+    }
+    static_shapes(sg, op)?;
+    ranks(sg, op)?;
+    op_limits(name, model, sg, op)
+}
+
+/// Requirement 1: 8-bit activations. Float constants are refused as well; int32 constants
+/// (biases, shapes, axes) and variable tensors (LSTM state) are allowed.
+fn data_types(name: &str, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    if name == "QUANTIZE" {
+        let from_float = input(sg, op, 0).is_some_and(|t| is_float(t.dtype));
+        if from_float && outputs(sg, op).all(|t| is_8bit(t.dtype)) {
+            // Logs 08 and 12 (and the input QUANTIZE of the YOLO logs) report the float-to-int8
+            // QUANTIZE at a model's input with this status, not as a data-type problem.
+            return limit("QUANTIZE from a float tensor (the float-to-integer conversion stays on the CPU)");
+        }
+    }
+    for (k, t) in inputs(sg, op) {
+        if t.is_variable {
+            continue;
+        }
+        let bad = if t.is_constant() { is_float(t.dtype) } else { !is_8bit(t.dtype) };
+        if bad {
+            return unmapped(
+                Category::UnsupportedDataType,
+                format!("input {k} is {}; only int8 and uint8 map", describe(t)),
+            );
+        }
+    }
+    for t in outputs(sg, op) {
+        if !is_8bit(t.dtype) {
+            return unmapped(Category::UnsupportedDataType, format!("output {}; only int8 and uint8 map", describe(t)));
+        }
+    }
+    Ok(())
+}
+
+/// Requirement 2: tensor sizes are known at compile time.
+fn static_shapes(sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    for t in activations(sg, op) {
+        let dynamic = t.shape.iter().any(|&d| d < 0)
+            || t.shape_signature.as_ref().is_some_and(|s| s.iter().skip(1).any(|&d| d < 0));
+        if dynamic {
+            return unmapped(
+                Category::DynamicShape,
+                format!(
+                    "{} has a dynamic size (signature {:?})",
+                    describe(t),
+                    t.shape_signature.as_deref().unwrap_or(&[])
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Requirement 4: only the three innermost dimensions may be larger than 1.
+fn ranks(sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    for t in activations(sg, op) {
+        let n = t.shape.len();
+        if n > 3 && t.shape[..n - 3].iter().any(|&d| d != 1) {
+            return unmapped(
+                Category::UnsupportedRank,
+                format!("{} has a dimension > 1 outside the 3 innermost", describe(t)),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn fused_activation_ok(a: Activation) -> bool {
+    matches!(a, Activation::None | Activation::Relu | Activation::Relu6 | Activation::ReluN1To1)
+}
+
+/// The per-operator limits of the supported-operations table.
+fn op_limits(name: &str, model: &Model, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    let o = &op.options;
+    // An LSTM's activation is its cell activation (tanh), not a fused output activation.
+    if name != "UNIDIRECTIONAL_SEQUENCE_LSTM" && !fused_activation_ok(o.activation) {
+        return limit(format!("fused {:?} activation", o.activation));
+    }
+    let in0 = input(sg, op, 0);
+    let rank0 = in0.map_or(0, |t| t.shape.len());
+    match name {
+        "AVERAGE_POOL_2D" | "MAX_POOL_2D" | "CONCATENATION" if o.activation != Activation::None => {
+            limit(format!("{name} with a fused {:?} activation", o.activation))
+        }
+        "CONV_2D" | "DEPTHWISE_CONV_2D" | "FULLY_CONNECTED" | "TRANSPOSE_CONV" => weights(name, sg, op),
+        "CONCATENATION" => concatenation(model, sg, op),
+        "MEAN" | "SUM" | "REDUCE_MAX" | "REDUCE_MIN" => reduction(name, model, sg, op),
+        "PACK" => match norm_axis(i64::from(o.axis), rank0 + 1) {
+            Some(0) => limit("PACK along the batch dimension (axis 0)"),
+            _ => Ok(()),
+        },
+        "PAD" => pad(model, sg, op),
+        "PRELU" => match input(sg, op, 1) {
+            Some(alpha) if alpha.shape.iter().rev().skip(1).any(|&d| d != 1) => {
+                limit(format!("PRELU alpha {} has more than the innermost dimension", describe(alpha)))
+            }
+            _ => Ok(()),
+        },
+        "SOFTMAX" => match in0.and_then(|t| t.shape.last()) {
+            Some(&n) if i64::from(n) > SOFTMAX_MAX_ELEMENTS => {
+                limit(format!("SOFTMAX over {n} elements (at most {SOFTMAX_MAX_ELEMENTS})"))
+            }
+            _ => Ok(()),
+        },
+        "SPLIT" => {
+            let data_rank = input(sg, op, 1).map_or(0, |t| t.shape.len());
+            match constant_axes(model, sg, op, 0, data_rank, "SPLIT axis")?.as_slice() {
+                [0] if data_rank >= 2 => limit("SPLIT along the batch dimension (axis 0)"),
+                _ => Ok(()),
+            }
+        }
+        "STRIDED_SLICE" => strided_slice(model, sg, op),
+        "RESIZE_BILINEAR" if o.align_corners => resize_align_corners(sg, op),
+        _ => Ok(()),
+    }
+}
+
+/// Conv, depthwise, fully connected and transposed conv: constant weights, equal dilations, the
+/// default weights format and a one-dimensional fully-connected output.
+fn weights(name: &str, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    // Input 1 holds the filter in all four (TRANSPOSE_CONV's input 0 is its output shape).
+    match input(sg, op, 1) {
+        Some(t) if !t.is_constant() => return limit(format!("{name} weights {} are not constant", describe(t))),
+        None => return limit(format!("{name} has no weights input")),
+        _ => {}
+    }
+    let o = &op.options;
+    if matches!(name, "CONV_2D" | "DEPTHWISE_CONV_2D") && o.dilation_w != o.dilation_h {
+        return limit(format!("{name} with different dilations in x ({}) and y ({})", o.dilation_w, o.dilation_h));
+    }
+    if name == "FULLY_CONNECTED" {
+        if o.weights_format != 0 {
+            return limit(format!("FULLY_CONNECTED with the non-default weights format {}", o.weights_format));
+        }
+        if let Some(out) = outputs(sg, op).next() {
+            if out.shape.iter().filter(|&&d| d != 1).count() > 1 {
+                return limit(format!("FULLY_CONNECTED output {} is not one-dimensional", describe(out)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A constant input may only be the second of two inputs and all zeros (a zero padding).
+fn concatenation(model: &Model, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    let n = inputs(sg, op).count();
+    for (k, t) in inputs(sg, op).filter(|(_, t)| t.is_constant()) {
+        if n != 2 {
+            return limit(format!("CONCATENATION of {n} inputs with constant input {k}"));
+        }
+        let zp = t.quantization.as_ref().and_then(|q| q.zero_point.first().copied()).unwrap_or(0);
+        let data = model.tensor_data(t).unwrap_or(&[]);
+        let zero = if t.dtype == TensorType::INT8 {
+            data.iter().all(|&b| i64::from(b as i8) == zp)
+        } else {
+            data.iter().all(|&b| i64::from(b) == zp)
+        };
+        if !zero {
+            return limit(format!("CONCATENATION with constant input {k} that is not all zeros"));
+        }
+    }
+    Ok(())
+}
+
+/// The axes of a constant axis input, normalised; a non-constant axis breaks requirement 3.
+fn constant_axes(
+    model: &Model,
+    sg: &Subgraph,
+    op: &Operator,
+    k: usize,
+    rank: usize,
+    what: &str,
+) -> Result<Vec<usize>, Unmapped> {
+    let Some(t) = input(sg, op, k) else { return Ok(Vec::new()) };
+    let Some(values) = const_ints(model, t) else {
+        return Err(Unmapped {
+            category: Category::Limitation,
+            detail: format!("{what} {} is not a constant", describe(t)),
+        });
+    };
+    Ok(values.into_iter().filter_map(|a| norm_axis(a, rank)).collect())
+}
+
+fn reduction(name: &str, model: &Model, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    let Some(data) = input(sg, op, 0) else { return Ok(()) };
+    let rank = data.shape.len();
+    let axes = constant_axes(model, sg, op, 1, rank, &format!("{name} axis"))?;
+    if rank >= 2 && axes.contains(&0) {
+        return limit(format!("{name} over the batch dimension (axis 0)"));
+    }
+    if name == "MEAN" && rank >= 1 && axes.contains(&(rank - 1)) {
+        let z = data.shape[rank - 1];
+        if z % 4 != 0 {
+            return limit(format!("MEAN over the innermost dimension of size {z}, which is not a multiple of 4"));
+        }
+    }
+    Ok(())
+}
+
+fn pad(model: &Model, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    let Some(p) = input(sg, op, 1) else { return Ok(()) };
+    let Some(values) = const_ints(model, p) else {
+        return limit(format!("PAD paddings {} are not constant", describe(p)));
+    };
+    let rank = input(sg, op, 0).map_or(0, |t| t.shape.len());
+    if rank >= 2 && values.len() >= 2 && (values[0] != 0 || values[1] != 0) {
+        return limit(format!("PAD in the batch dimension ({} before, {} after)", values[0], values[1]));
+    }
+    Ok(())
+}
+
+fn strided_slice(model: &Model, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    let o = &op.options;
+    if o.ellipsis_mask != 0 {
+        return limit(format!("STRIDED_SLICE with ellipsis mask {}", o.ellipsis_mask));
+    }
+    if o.new_axis_mask != 0 {
+        return limit(format!("STRIDED_SLICE with new-axis mask {}", o.new_axis_mask));
+    }
+    for (k, what) in [(1, "begin"), (2, "end"), (3, "strides")] {
+        let Some(t) = input(sg, op, k) else { continue };
+        let Some(values) = const_ints(model, t) else {
+            return limit(format!("STRIDED_SLICE {what} {} is not constant", describe(t)));
+        };
+        if k == 3 && values.iter().any(|&s| s != 1) {
+            return limit(format!("STRIDED_SLICE with strides {values:?} (all strides must be 1)"));
+        }
+    }
+    Ok(())
+}
+
+/// `RESIZE_BILINEAR` with `align_corners`: compiler 16 left the align-corners resizes of DeepLab
+/// v3 (test data `deeplabv3_mnv2_dm05_pascal_quant`, a 1x1 to 33x33 upscale) on the CPU while it
+/// maps half-pixel and plain resizes (MoveNet, YOLO). The documentation only says a resize "may
+/// not be mapped to avoid loss in precision"; this rule is the part of that the test data shows.
+fn resize_align_corners(sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    let shape = |t: Option<&Tensor>| t.map(|t| t.shape.clone()).unwrap_or_default();
+    let (from, to) = (shape(input(sg, op, 0)), shape(outputs(sg, op).next()));
+    limit(format!(
+        "RESIZE_BILINEAR with align_corners=true ({from:?} to {to:?}) is not mapped, to avoid a loss in precision"
+    ))
+}
