@@ -2,7 +2,8 @@
 //! PROTOCOL.md §7: CSR pages mapped from `/dev/apex_N`, the device page table partitioned into a
 //! simple region (the instruction queue ring and its status block, in coherent memory) and an
 //! extended region (bit 63: parameters, inputs, outputs, scratch and instructions), requests
-//! queued as instruction-chunk descriptors, completion counted by scalar-core interrupt 0.
+//! queued as instruction-chunk descriptors, completion counted by scalar-core interrupt 0, every
+//! bound interrupt's eventfd read by a thread of its own.
 //!
 //! Unlike USB the chip fetches everything itself through the addresses linked into the
 //! instructions, so the DMA hints are not used and executables whose hints are not fully
@@ -19,7 +20,8 @@ use crate::transport::apex::ioctl::{self, Direction};
 use crate::transport::apex::{Fd, Region, Sys, SysError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Simple-region entries after partitioning (the rest of the 8192 go to the extended region).
@@ -72,6 +74,68 @@ struct MappedExe {
     outputs: Vec<Buffer>,
 }
 
+/// The interrupts the open sequence bound to eventfds, each read by a thread of its own (as
+/// libedgetpu does): a reader adds what its eventfd counted to the interrupt's total and wakes
+/// whoever waits for it.
+#[derive(Debug, Default)]
+struct Interrupts {
+    /// (interrupt, eventfd).
+    fds: Vec<(u64, Fd)>,
+    shared: Arc<InterruptCounts>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct InterruptCounts {
+    /// Counts per interrupt number, and the first failure of a reader.
+    counts: Mutex<([u64; 13], Option<Error>)>,
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+/// How long a reader waits on its eventfd before it checks whether to stop.
+const READER_POLL: Duration = Duration::from_millis(20);
+
+impl Interrupts {
+    fn start(&mut self, sys: &Arc<dyn Sys>, name: &str) {
+        for &(interrupt, fd) in &self.fds {
+            let (sys, shared, name) = (sys.clone(), self.shared.clone(), name.to_string());
+            let reader = std::thread::Builder::new().name(format!("apex-interrupt-{interrupt}")).spawn(move || {
+                while !shared.stop.load(Ordering::Relaxed) {
+                    let n = match sys.wait_event(fd, READER_POLL) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let mut c = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+                            c.1.get_or_insert(sys_err(
+                                &name,
+                                e,
+                                &format!("reading the eventfd of interrupt {interrupt}"),
+                            ));
+                            shared.changed.notify_all();
+                            return;
+                        }
+                    };
+                    if n > 0 {
+                        let mut c = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+                        c.0[interrupt as usize] += n;
+                        shared.changed.notify_all();
+                    }
+                }
+            });
+            if let Ok(r) = reader {
+                self.readers.push(r);
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
 /// The three CSR pages and the syscalls, as [`CsrIo`].
 #[derive(Debug)]
 struct Csrs {
@@ -119,7 +183,9 @@ pub struct ApexAccelerator {
     csrs: Csrs,
     coherent: Option<Region>,
     queue: [Buffer; 2],
-    events: Vec<(u64, Fd)>,
+    interrupts: Interrupts,
+    /// Interrupt counts already handled.
+    handled: [u64; 13],
     tail: u64,
     int_count: u16,
     next_device: u64,
@@ -159,7 +225,8 @@ impl ApexAccelerator {
             fds,
             coherent: None,
             queue: [Buffer { region: Region { address: 0, len: 0 }, device: 0, size: 0 }; 2],
-            events: Vec::new(),
+            interrupts: Interrupts::default(),
+            handled: [0; 13],
             tail: 0,
             int_count: 0,
             next_device: EXTENDED_BASE,
@@ -213,7 +280,7 @@ impl ApexAccelerator {
         self.ioctl(ioctl::PARTITION_PAGE_TABLE, ioctl::page_table(SIMPLE_ENTRIES, 0, 0))?;
         for interrupt in BOUND_INTERRUPTS {
             let fd = self.sys.eventfd().map_err(|e| sys_err(&self.csrs.name, e, "creating an eventfd"))?;
-            self.events.push((interrupt, fd));
+            self.interrupts.fds.push((interrupt, fd));
         }
         // The instruction queue: ring and status block in coherent memory, simple region.
         if self.csrs.read_csr(csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE)? != 16 {
@@ -244,9 +311,10 @@ impl ApexAccelerator {
         self.int_count = self.csrs.read_csr(csr::SC_HOST_INT_COUNT)? as u16;
         sequence::run_control(&mut self.csrs, sequence::RUN)?;
         self.csrs.write_csr(csr::STATUS_BLOCK_UPDATE, 0)?;
-        for &(interrupt, fd) in &self.events {
+        for &(interrupt, fd) in &self.interrupts.fds {
             self.ioctl(ioctl::SET_EVENTFD, ioctl::words(&[interrupt, fd as u64], ioctl::EVENTFD_SIZE))?;
         }
+        self.interrupts.start(&self.sys, &self.csrs.name);
         self.csrs.write_csr(csr::SC_HOST_INT_CONTROL, 0xF)?;
         self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_CONTROL, 1)?;
         self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_CONTROL, 1)?;
@@ -436,17 +504,21 @@ impl ApexAccelerator {
         u64::from(u32::from_le_bytes(b)) % RING
     }
 
-    /// Waits for `interrupt`'s eventfd, checking the fatal-error interrupt and acknowledging
-    /// the queue interrupt on the way; fails after the request timeout.
+    /// Waits until the readers saw `interrupt` again, handling on the way the fatal-error
+    /// interrupt (an error), the queue interrupt (acknowledged) and scalar-core interrupts 1-3
+    /// (only cleared); fails after the request timeout.
     fn wait_interrupt(&mut self, interrupt: u64, start: Instant) -> Result<()> {
-        let fd = |k: u64| self.events.iter().find(|e| e.0 == k).map(|e| e.1);
-        let (Some(want), Some(fatal), Some(queue)) = (fd(interrupt), fd(12), fd(0)) else {
-            return Err(Error::device(self.name(), ErrorKind::Protocol, "interrupts are not set up"));
-        };
-        let name = self.csrs.name.clone();
-        let e = |e| sys_err(&name, e, "waiting for an interrupt");
+        let shared = self.interrupts.shared.clone();
+        let mut guard = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if self.sys.wait_event(fatal, Duration::ZERO).map_err(e)? > 0 {
+            if let Some(e) = guard.1.take() {
+                return Err(e);
+            }
+            let counts = guard.0;
+            let fresh = |k: usize| counts[k] > self.handled[k];
+            if fresh(12) {
+                drop(guard);
+                self.handled[12] = counts[12];
                 self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_CONTROL, 0)?;
                 self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_STATUS, 0)?;
                 let bits = self.csrs.read_csr(csr::HIB_ERROR_STATUS)?;
@@ -459,22 +531,34 @@ impl ApexAccelerator {
                     ),
                 ));
             }
-            if interrupt != 0 && self.sys.wait_event(queue, Duration::ZERO).map_err(e)? > 0 {
-                self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_STATUS, 0)?;
-            }
-            if self.sys.wait_event(want, Duration::from_millis(2)).map_err(e)? > 0 {
-                if interrupt == 0 {
+            let queue = fresh(0);
+            let others: Vec<usize> = (5..=7).filter(|&k| fresh(k)).collect();
+            let done = fresh(interrupt as usize);
+            if queue || !others.is_empty() || done {
+                drop(guard);
+                if queue {
                     self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_STATUS, 0)?;
                 }
-                return Ok(());
+                for k in others {
+                    self.csrs.write_csr(csr::SC_HOST_INT_STATUS, 0xF & !(1 << (k - 4)))?;
+                }
+                for k in [0, 5, 6, 7, interrupt as usize] {
+                    self.handled[k] = counts[k];
+                }
+                if done {
+                    return Ok(());
+                }
+                guard = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+                continue;
             }
-            if start.elapsed() > self.options.timeout {
-                return Err(Error::device(
+            let left = self.options.timeout.checked_sub(start.elapsed()).ok_or_else(|| {
+                Error::device(
                     self.name(),
                     ErrorKind::Timeout,
                     format!("no interrupt {interrupt} within {:?}; the device may need a reset", self.options.timeout),
-                ));
-            }
+                )
+            })?;
+            guard = shared.changed.wait_timeout(guard, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
@@ -505,11 +589,12 @@ impl ApexAccelerator {
 
     /// Releases every resource (used by close and after a failed open).
     fn release(&mut self) {
-        for &(interrupt, fd) in &self.events {
+        self.interrupts.stop();
+        for &(interrupt, fd) in &self.interrupts.fds {
             let _ = self.sys.ioctl(self.fds[0], ioctl::CLEAR_EVENTFD, &mut interrupt.to_le_bytes().to_vec());
             self.sys.close(fd);
         }
-        self.events.clear();
+        self.interrupts.fds.clear();
         let programs: Vec<Mapped> = self.programs.drain().map(|(_, m)| m).collect();
         for m in programs {
             self.release_buffers(&m.all);
