@@ -34,6 +34,8 @@ pub fn run(args: &Args, it: &Interpreter, rt: &Runtime) -> Result<()> {
         Some(rest) => {
             let mut segs = vec![it.model().clone()];
             for p in rest {
+                // A catalog name stands for its compiled model.
+                let p = crate::models::resolve(p, || crate::models::Want::EdgeTpu)?.path;
                 segs.push(Arc::new(Model::open(p)?));
             }
             mode = format!("pipeline of {} segments on {devices} device(s)", segs.len());

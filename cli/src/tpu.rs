@@ -22,8 +22,9 @@ pub struct DeviceArgs {
     /// of devices (usb:0,usb:1 or sim:0,sim:1 or sim:pci,sim:pci) to use several.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// With --device sim: the CPU model whose outputs the simulator returns (default: the file
-    /// beside the compiled model with `_edgetpu` removed from its name, else seeded bytes).
+    /// With --device sim: the CPU model whose outputs the simulator returns, a path or a catalog
+    /// name (default: the file beside the compiled model with `_edgetpu` removed from its name,
+    /// else seeded bytes).
     #[arg(long)]
     pub sim_oracle: Option<PathBuf>,
     /// Firmware image for an accelerator that needs it (default: EDGETPU_FIRMWARE, then the
@@ -75,7 +76,8 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
     }
     let sim = is_sim(list);
     let oracle = match &args.sim_oracle {
-        Some(p) => SimOracle::Model(p.clone()),
+        // A catalog name stands for its CPU model.
+        Some(p) => SimOracle::Model(crate::models::resolve(p, || crate::models::Want::Cpu)?.path),
         None => SimOracle::Twin,
     };
     let progress: Arc<dyn Fn(usize, usize) + Send + Sync> = Arc::new(|sent, total| {

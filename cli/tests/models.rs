@@ -136,6 +136,30 @@ fn fetch_downloads_checks_and_then_model_name_runs_it() {
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["classes"][0]["id"], 283);
 
+    // --sim-oracle NAME: the catalog's CPU model gives the simulated outputs, for a compiled
+    // file with no twin beside it.
+    let lone = cache.join("lone").join("copy_edgetpu.tflite");
+    std::fs::create_dir_all(lone.parent().unwrap()).unwrap();
+    std::fs::copy(cache.join(TPU), &lone).unwrap();
+    let lone = lone.to_str().unwrap();
+    let args = [
+        "classify",
+        "--model",
+        lone,
+        "--image",
+        image.to_str().unwrap(),
+        "--device",
+        "sim",
+        "--sim-oracle",
+        NAME,
+        "--json",
+    ];
+    let (ok, stdout, stderr) = edgetpu(&args, &cache, None);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(&format!("the CPU model {}", cache.join(CPU).display())), "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["classes"][0]["id"], 283);
+
     // inspect NAME takes the compiled model when it is there.
     let (ok, stdout, stderr) = edgetpu(&["inspect", NAME], &cache, None);
     assert!(ok && stdout.contains("edgetpu-custom-op"), "{stdout}{stderr}");
