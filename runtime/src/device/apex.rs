@@ -179,7 +179,8 @@ pub struct ApexAccelerator {
     sys: Arc<dyn Sys>,
     node: PathBuf,
     /// Descriptors: registers and mappings, interrupts.
-    fds: [Fd; 2],
+    /// The device node's descriptor (registers, mappings, interrupts).
+    fd: Fd,
     csrs: Csrs,
     coherent: Option<Region>,
     queue: [Buffer; 2],
@@ -208,23 +209,50 @@ fn sys_err(device: &str, e: SysError, what: &str) -> Error {
     Error::device(device, e.kind(), format!("{what}: {e}{hint}"))
 }
 
+/// The error of a failed open of `node`. gasket answers EPERM both to a user without write
+/// access and to a second writer while another process owns the device, so sysfs
+/// (`is_device_owned`) tells which.
+fn open_err(device: &str, node: &Path, e: SysError) -> Error {
+    if e.errno != 1 {
+        return sys_err(device, e, "opening the device");
+    }
+    let owned = node
+        .file_name()
+        .and_then(|n| std::fs::read_to_string(Path::new("/sys/class/apex").join(n).join("is_device_owned")).ok())
+        .map(|v| v.trim() == "1");
+    match owned {
+        Some(true) => Error::device(
+            device,
+            ErrorKind::Busy,
+            format!(
+                "opening the device: {e}; another process owns it (is_device_owned=1): stop it or pick another device"
+            ),
+        ),
+        _ => Error::device(
+            device,
+            ErrorKind::PermissionDenied,
+            format!(
+                "opening the device: {e}; either another process owns it (the driver refuses a second writer; \
+                 `edgetpu devices` shows it) or this user may not write to it (the apex group and udev rule: \
+                 `edgetpu doctor`)"
+            ),
+        ),
+    }
+}
+
 impl ApexAccelerator {
     /// Opens `node` (`/dev/apex_N`) and runs the open sequence.
     pub fn open(sys: Arc<dyn Sys>, node: &Path, options: ApexOptions) -> Result<ApexAccelerator> {
         let name = format!("pci:{}", node.display());
-        let open = |what| sys.open(node).map_err(|e| sys_err(&name, e, what));
-        let fds = [open("opening the device")?, open("opening the device (interrupts)")?];
-        let mut pages = [Region { address: 0, len: 0 }; 3];
-        for (k, base) in [0x40000u64, 0x44000, 0x48000].into_iter().enumerate() {
-            pages[k] = sys.mmap(fds[0], base, PAGE as usize).map_err(|e| sys_err(&name, e, "mapping the CSRs"))?;
-        }
+        let fd = sys.open(node).map_err(|e| open_err(&name, node, e))?;
+        let none = Region { address: 0, len: 0 };
         let mut dev = ApexAccelerator {
-            csrs: Csrs { sys: sys.clone(), pages, name: name.clone() },
+            csrs: Csrs { sys: sys.clone(), pages: [none; 3], name },
             sys,
             node: node.to_path_buf(),
-            fds,
+            fd,
             coherent: None,
-            queue: [Buffer { region: Region { address: 0, len: 0 }, device: 0, size: 0 }; 2],
+            queue: [Buffer { region: none, device: 0, size: 0 }; 2],
             interrupts: Interrupts::default(),
             handled: [0; 13],
             tail: 0,
@@ -239,7 +267,7 @@ impl ApexAccelerator {
             closed: false,
         };
         if let Err(e) = dev.open_sequence() {
-            dev.release();
+            let _ = dev.shutdown();
             return Err(e);
         }
         Ok(dev)
@@ -256,7 +284,7 @@ impl ApexAccelerator {
     }
 
     fn ioctl(&self, request: ioctl::Ioctl, mut arg: Vec<u8>) -> Result<Vec<u8>> {
-        self.sys.ioctl(self.fds[0], request, &mut arg).map_err(|e| sys_err(&self.csrs.name, e, request.name))?;
+        self.sys.ioctl(self.fd, request, &mut arg).map_err(|e| sys_err(&self.csrs.name, e, request.name))?;
         Ok(arg)
     }
 
@@ -267,7 +295,20 @@ impl ApexAccelerator {
             Performance::High => 2,
             Performance::Max => 3,
         };
-        self.ioctl(ioctl::PERFORMANCE_EXPECTATION, ioctl::performance(level))?;
+        for (k, base) in [0x40000u64, 0x44000, 0x48000].into_iter().enumerate() {
+            self.csrs.pages[k] = self
+                .sys
+                .mmap(self.fd, base, PAGE as usize)
+                .map_err(|e| sys_err(&self.csrs.name, e, "mapping the CSRs"))?;
+        }
+        // libedgetpu only warns when the driver lacks this ioctl (older apex drivers).
+        match self.sys.ioctl(self.fd, ioctl::PERFORMANCE_EXPECTATION, &mut ioctl::performance(level)) {
+            Err(e) if e.errno == 25 || e.errno == 22 => eprintln!(
+                "warning: {}: the apex driver does not take a performance expectation ({e}); it keeps its own clock",
+                self.csrs.name
+            ),
+            r => r.map_err(|e| sys_err(&self.csrs.name, e, ioctl::PERFORMANCE_EXPECTATION.name))?,
+        }
         let errors = self.csrs.read_csr(csr::HIB_ERROR_STATUS)?;
         if errors != 0 {
             return Err(Error::device(
@@ -290,7 +331,7 @@ impl ApexAccelerator {
         let dma = ioctl::word(&cfg, 3);
         let coherent = self
             .sys
-            .mmap(self.fds[0], dma, COHERENT_BYTES as usize)
+            .mmap(self.fd, dma, COHERENT_BYTES as usize)
             .map_err(|e| sys_err(&self.csrs.name, e, "mapping coherent memory"))?;
         self.coherent = Some(coherent);
         let ring = Region { address: coherent.address, len: (RING * 16) as usize };
@@ -333,7 +374,7 @@ impl ApexAccelerator {
     fn map(&mut self, b: Buffer, direction: Direction) -> Result<()> {
         if self.map_flags {
             let arg = ioctl::page_table_flags(b.size, b.region.address, b.device, direction);
-            match self.sys.ioctl(self.fds[0], ioctl::MAP_BUFFER_FLAGS, &mut arg.clone()) {
+            match self.sys.ioctl(self.fd, ioctl::MAP_BUFFER_FLAGS, &mut arg.clone()) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.errno == 25 => self.map_flags = false,
                 Err(e) => return Err(sys_err(&self.csrs.name, e, "GASKET_IOCTL_MAP_BUFFER_FLAGS")),
@@ -423,9 +464,8 @@ impl ApexAccelerator {
             return Err(Error::device(self.name(), ErrorKind::Disconnected, "the device was closed"));
         }
         program.set_inputs(inputs)?;
-        self.prepare(program)?;
         self.gate(false)?;
-        let result = self.run_prepared(program);
+        let result = self.prepare(program).and_then(|()| self.run_prepared(program));
         let gate = self.gate(true);
         let info = result?;
         gate?;
@@ -537,7 +577,18 @@ impl ApexAccelerator {
             if queue || !others.is_empty() || done {
                 drop(guard);
                 if queue {
+                    // The status block: {u32 completed_head, u32 fatal_error, u64 reserved}.
+                    let mut fatal = [0u8; 4];
+                    self.sys.read(self.queue[1].region, 4, &mut fatal);
                     self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_STATUS, 0)?;
+                    let code = u32::from_le_bytes(fatal);
+                    if code != 0 {
+                        return Err(Error::device(
+                            self.name(),
+                            ErrorKind::DeviceFault,
+                            format!("the instruction queue reports fatal error {code:#x}; close and reopen the device"),
+                        ));
+                    }
                 }
                 for k in others {
                     self.csrs.write_csr(csr::SC_HOST_INT_STATUS, 0xF & !(1 << (k - 4)))?;
@@ -569,67 +620,73 @@ impl ApexAccelerator {
         }
     }
 
-    /// Everything the open sequence set up, released in reverse (the close sequence).
-    fn close_sequence(&mut self) -> Result<()> {
-        self.gate(false)?;
-        self.csrs.write_csr(csr::DMA_PAUSE, 1)?;
-        sequence::poll(&mut self.csrs, csr::DMA_PAUSED, "1 (paused)", |v| v & 1 == 1)?;
-        sequence::run_control(&mut self.csrs, sequence::HALT)?;
-        self.csrs.write_csr(csr::SC_HOST_INT_CONTROL, 0)?;
-        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_CONTROL, 0)?;
-        self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_CONTROL, 0)?;
-        self.csrs.write_csr(csr::INSTRUCTION_QUEUE_CONTROL, 0)?;
-        sequence::poll(&mut self.csrs, csr::INSTRUCTION_QUEUE_STATUS, "0 (disabled)", |v| v & 1 == 0)?;
-        for reg in [csr::INSTRUCTION_QUEUE_TAIL, csr::INSTRUCTION_QUEUE_BASE, csr::INSTRUCTION_QUEUE_STATUS_BLOCK_BASE]
-        {
-            self.csrs.write_csr(reg, 0)?;
+    /// The close sequence (PROTOCOL.md §7), best effort: every step runs even when an earlier
+    /// one failed (the first failure is returned), so that nothing stays mapped or open. Also
+    /// undoes a partly done open.
+    fn shutdown(&mut self) -> Result<()> {
+        let mut first: Result<()> = Ok(());
+        let mut keep = |r: Result<()>| {
+            if first.is_ok() {
+                first = r;
+            }
+        };
+        let registers = self.csrs.pages.iter().all(|p| p.len > 0);
+        if registers {
+            keep(self.gate(false));
+            keep(self.csrs.write_csr(csr::DMA_PAUSE, 1));
+            keep(sequence::poll(&mut self.csrs, csr::DMA_PAUSED, "1 (paused)", |v| v & 1 == 1));
+            keep(sequence::run_control(&mut self.csrs, sequence::HALT));
+            for reg in [csr::SC_HOST_INT_CONTROL, csr::INSTRUCTION_QUEUE_INT_CONTROL, csr::HIB_FATAL_ERR_INT_CONTROL] {
+                keep(self.csrs.write_csr(reg, 0));
+            }
         }
-        Ok(())
-    }
-
-    /// Releases every resource (used by close and after a failed open).
-    fn release(&mut self) {
         self.interrupts.stop();
         for &(interrupt, fd) in &self.interrupts.fds {
-            let _ = self.sys.ioctl(self.fds[0], ioctl::CLEAR_EVENTFD, &mut interrupt.to_le_bytes().to_vec());
+            let _ = self.sys.ioctl(self.fd, ioctl::CLEAR_EVENTFD, &mut interrupt.to_le_bytes().to_vec());
             self.sys.close(fd);
         }
         self.interrupts.fds.clear();
-        let programs: Vec<Mapped> = self.programs.drain().map(|(_, m)| m).collect();
-        for m in programs {
-            self.release_buffers(&m.all);
+        if registers {
+            keep(self.csrs.write_csr(csr::INSTRUCTION_QUEUE_CONTROL, 0));
+            keep(sequence::poll(&mut self.csrs, csr::INSTRUCTION_QUEUE_STATUS, "0 (disabled)", |v| v & 1 == 0));
+            for reg in
+                [csr::INSTRUCTION_QUEUE_TAIL, csr::INSTRUCTION_QUEUE_BASE, csr::INSTRUCTION_QUEUE_STATUS_BLOCK_BASE]
+            {
+                keep(self.csrs.write_csr(reg, 0));
+            }
         }
         if let Some(c) = self.coherent.take() {
             for b in self.queue {
-                let _ = self.unmap(b);
+                keep(self.unmap(b));
             }
             self.sys.munmap(c);
-            let _ = self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, ioctl::words(&[0, 0, COHERENT_BYTES, 0], 32));
+            keep(self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, ioctl::words(&[0, 0, COHERENT_BYTES, 0], 32)).map(drop));
+        }
+        let programs: Vec<Mapped> = self.programs.drain().map(|(_, m)| m).collect();
+        for m in programs {
+            self.release_buffers(&m.all);
         }
         for page in self.csrs.pages {
             if page.len > 0 {
                 self.sys.munmap(page);
             }
         }
-        for fd in self.fds {
-            self.sys.close(fd);
-        }
+        self.csrs.pages = [Region { address: 0, len: 0 }; 3];
+        self.sys.close(self.fd);
         self.closed = true;
+        first
     }
 
-    /// The close sequence, then every mapping and descriptor is released.
+    /// The close sequence; every mapping and descriptor is released.
     pub fn close(mut self) -> Result<()> {
-        let r = self.close_sequence();
-        self.release();
-        r
+        self.shutdown()
     }
 }
 
 impl Drop for ApexAccelerator {
     fn drop(&mut self) {
         if !self.closed {
-            let _ = self.close_sequence();
-            self.release();
+            let _ = self.shutdown();
         }
     }
 }

@@ -483,9 +483,23 @@ impl Runtime {
         Self::with_sims(devices, Vec::new(), sims, oracle, options)
     }
 
-    /// Opens the devices of a comma-separated list: `usb`, `usb:N`, `usb:<bus>-<ports>`, `sim`
-    /// (alias `sim:usb`) or `sim:N` (each `sim` entry is another simulated accelerator).
+    /// Opens the devices of a comma-separated list: `usb`, `usb:N`, `usb:<bus>-<ports>`, `pci`,
+    /// `pci:N` (and the other forms of [`crate::device::apex_sysfs::PciSelector`]), `sim` (alias
+    /// `sim:usb`), `sim:N` or `sim:pci` (each `sim` entry is another simulated accelerator).
+    /// PCIe devices get [`ApexOptions::default`] (Max performance, as libedgetpu's); see
+    /// [`Self::open_with`].
     pub fn open(list: &str, usb: UsbOptions, oracle: SimOracle, options: RuntimeOptions) -> Result<Runtime> {
+        Self::open_with(list, usb, ApexOptions::default(), oracle, options)
+    }
+
+    /// Like [`Self::open`], with the options of PCIe devices.
+    pub fn open_with(
+        list: &str,
+        usb: UsbOptions,
+        apex: ApexOptions,
+        oracle: SimOracle,
+        options: RuntimeOptions,
+    ) -> Result<Runtime> {
         let entries: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         let sims = entries.iter().filter(|e| e.starts_with("sim")).count();
         if sims > 0 && sims != entries.len() {
@@ -496,7 +510,6 @@ impl Runtime {
             if pci_sims != sims {
                 return Err(Error::argument("--device: do not mix simulated USB and PCIe devices in one list"));
             }
-            let apex = ApexOptions { performance: usb.performance, ..Default::default() };
             return Self::simulated_pci(pci_sims, oracle, options, apex);
         }
         if sims > 0 {
@@ -508,9 +521,10 @@ impl Runtime {
         }
         let mut devices: Vec<Box<dyn Accelerator>> = Vec::new();
         let bus = if entries.iter().all(|e| e.starts_with("pci")) { None } else { Some(usb_bus()?) };
+        let mut opened = Vec::new();
         for e in entries {
             if e.starts_with("pci") {
-                devices.push(Box::new(open_pci(e, &usb)?));
+                devices.push(Box::new(open_pci(e, &apex, &mut opened)?));
                 continue;
             }
             let bus = bus.clone().ok_or_else(|| Error::argument("no USB bus"))?;
@@ -646,20 +660,46 @@ impl Accelerator for ApexAccelerator {
 
 /// Opens a PCIe Edge TPU by its selection string (`pci`, `pci:N`, `pci:apex_N`,
 /// `pci:/dev/apex_N` or a PCI address; see [`crate::device::apex_sysfs::PciSelector`]): a device
-/// another process owns, or that this user may not open, is refused with what to do.
-fn open_pci(entry: &str, usb: &UsbOptions) -> Result<ApexAccelerator> {
+/// another process owns, or that this user may not open, is refused with what to do. `opened`
+/// holds the nodes this list opened already: `pci` skips them, and naming one again is an error
+/// (two open sequences on one chip would undo each other).
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+fn open_pci(entry: &str, apex: &ApexOptions, opened: &mut Vec<PathBuf>) -> Result<ApexAccelerator> {
     #[cfg(target_os = "linux")]
     {
-        use crate::device::apex_sysfs::{self, PciSelector};
-        let dev = apex_sysfs::select(Path::new(apex_sysfs::ROOT), &PciSelector::parse(entry)?)?;
-        let options = ApexOptions { performance: usb.performance, ..Default::default() };
-        ApexAccelerator::open(Arc::new(crate::transport::apex::linux::LinuxSys), &dev.node, options)
+        use crate::device::apex_sysfs::{self, ApexState, PciSelector};
+        let root = Path::new(apex_sysfs::ROOT);
+        let sel = PciSelector::parse(entry)?;
+        let dev = if sel == PciSelector::Any {
+            let all = apex_sysfs::list(root)?;
+            let free: Vec<_> = all.iter().filter(|d| !opened.contains(&d.node)).cloned().collect();
+            match free.iter().find(|d| d.state == ApexState::Ready) {
+                Some(d) => d.clone(),
+                None if free.is_empty() && !all.is_empty() => {
+                    return Err(Error::device(
+                        entry,
+                        ErrorKind::NotFound,
+                        format!("every PCIe Coral ({}) is already in this --device list", all.len()),
+                    ))
+                }
+                None => apex_sysfs::choose(&free, &sel, root)?,
+            }
+        } else {
+            apex_sysfs::select(root, &sel)?
+        };
+        if opened.contains(&dev.node) {
+            return Err(Error::argument(format!(
+                "--device: {entry} names {}, which the list already opened; name each PCIe Coral once",
+                dev.node.display()
+            )));
+        }
+        let acc =
+            ApexAccelerator::open(Arc::new(crate::transport::apex::linux::LinuxSys::new()), &dev.node, apex.clone())?;
+        opened.push(dev.node);
+        Ok(acc)
     }
     #[cfg(not(target_os = "linux"))]
-    {
-        let _ = usb;
-        Err(Error::device(entry, ErrorKind::Unsupported, "the PCIe backend needs Linux and its apex driver"))
-    }
+    Err(Error::device(entry, ErrorKind::Unsupported, "the PCIe backend needs Linux and its apex driver"))
 }
 
 /// The interpreter's delegate: prepares each Edge TPU step for every device and turns its runs

@@ -2,14 +2,55 @@
 #![allow(unsafe_code)]
 
 use super::{check_access, ioctl::Ioctl, Fd, Region, Sys, SysError};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The kernel's apex/gasket driver.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LinuxSys;
+/// The kernel's apex/gasket driver. It remembers the mappings it made, and touches memory only
+/// inside one of them, so that no [`Region`] value (they are plain data) can make it read or
+/// write anything else.
+#[derive(Debug, Default)]
+pub struct LinuxSys {
+    /// Live mappings: start address to length.
+    live: Mutex<BTreeMap<u64, usize>>,
+}
+
+impl LinuxSys {
+    /// A handle on the system calls.
+    pub fn new() -> LinuxSys {
+        LinuxSys::default()
+    }
+
+    fn live(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The host address of `len` bytes at `offset` of `region`, when the region's range lies in
+    /// a live mapping.
+    fn checked(&self, region: Region, offset: usize, len: usize) -> Option<usize> {
+        if !check_access(region, offset, len) {
+            return None;
+        }
+        let start = region.address.checked_add(offset as u64)?;
+        let end = start.checked_add(len as u64)?;
+        let live = self.live();
+        let (&base, &size) = live.range(..=start).next_back()?;
+        (end <= base.checked_add(size as u64)?).then_some(start as usize)
+    }
+
+    fn unmap_live(&self, region: Region) {
+        // Only a mapping this handle made, whole.
+        if self.live().remove(&region.address) != Some(region.len) {
+            return;
+        }
+        // SAFETY: the region is a live mapping of this length made by mmap here, and is
+        // forgotten above, so no later access can reach it.
+        unsafe { libc::munmap(region.address as *mut libc::c_void, region.len) };
+    }
+}
 
 fn last_error(call: &str) -> SysError {
     let e = std::io::Error::last_os_error();
@@ -68,19 +109,28 @@ impl Sys for LinuxSys {
 
     fn mmap(&self, fd: Fd, offset: u64, len: usize) -> Result<Region, SysError> {
         let off = libc::off_t::try_from(offset).map_err(|_| SysError::new("mmap", libc::EINVAL, "offset too large"))?;
+        // Coherent memory (anything but the CSR pages) is locked, as libedgetpu maps it.
+        let locked = if [0x40000, 0x44000, 0x48000].contains(&offset) { 0 } else { libc::MAP_LOCKED };
         // SAFETY: a new shared mapping of the device; the kernel validates fd, offset and length.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, off)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | locked,
+                fd,
+                off,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(last_error("mmap"));
         }
+        self.live().insert(p as u64, len);
         Ok(Region { address: p as u64, len })
     }
 
     fn munmap(&self, region: Region) {
-        // SAFETY: the region was returned by mmap/alloc with this length and is no longer used.
-        unsafe { libc::munmap(region.address as *mut libc::c_void, region.len) };
+        self.unmap_live(region);
     }
 
     fn alloc(&self, len: usize) -> Result<Region, SysError> {
@@ -99,48 +149,43 @@ impl Sys for LinuxSys {
         if p == libc::MAP_FAILED {
             return Err(last_error("mmap (DMA buffer)"));
         }
+        self.live().insert(p as u64, len);
         Ok(Region { address: p as u64, len })
     }
 
     fn free(&self, region: Region) {
-        self.munmap(region);
+        self.unmap_live(region);
     }
 
     fn read64(&self, region: Region, offset: usize) -> u64 {
-        if !check_access(region, offset, 8) || !offset.is_multiple_of(8) {
-            return u64::MAX;
+        match self.checked(region, offset, 8).filter(|a| a.is_multiple_of(8)) {
+            // SAFETY: inside a live mapping made by this handle (checked), 8-byte aligned;
+            // device registers need volatile accesses.
+            Some(at) => unsafe { std::ptr::read_volatile(at as *const u64) },
+            None => u64::MAX,
         }
-        // SAFETY: inside the mapping (checked above), 8-byte aligned; device registers need
-        // volatile accesses.
-        unsafe { std::ptr::read_volatile((region.address as usize + offset) as *const u64) }
     }
 
     fn write64(&self, region: Region, offset: usize, value: u64) {
-        if !check_access(region, offset, 8) || !offset.is_multiple_of(8) {
-            return;
+        if let Some(at) = self.checked(region, offset, 8).filter(|a| a.is_multiple_of(8)) {
+            // SAFETY: inside a live mapping made by this handle (checked), 8-byte aligned,
+            // volatile for device memory.
+            unsafe { std::ptr::write_volatile(at as *mut u64, value) }
         }
-        // SAFETY: inside the mapping (checked above), 8-byte aligned, volatile for device memory.
-        unsafe { std::ptr::write_volatile((region.address as usize + offset) as *mut u64, value) }
     }
 
     fn read(&self, region: Region, offset: usize, out: &mut [u8]) {
-        if !check_access(region, offset, out.len()) {
-            return;
-        }
-        // SAFETY: the source range lies inside the mapping (checked above) and does not overlap
-        // `out`, which is host memory of this process.
-        unsafe {
-            std::ptr::copy_nonoverlapping((region.address as usize + offset) as *const u8, out.as_mut_ptr(), out.len())
+        if let Some(at) = self.checked(region, offset, out.len()) {
+            // SAFETY: the source lies inside a live mapping made by this handle (checked) and
+            // cannot overlap `out`, which is ordinary memory of this process.
+            unsafe { std::ptr::copy_nonoverlapping(at as *const u8, out.as_mut_ptr(), out.len()) }
         }
     }
 
     fn write(&self, region: Region, offset: usize, data: &[u8]) {
-        if !check_access(region, offset, data.len()) {
-            return;
-        }
-        // SAFETY: the destination range lies inside the mapping (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), (region.address as usize + offset) as *mut u8, data.len())
+        if let Some(at) = self.checked(region, offset, data.len()) {
+            // SAFETY: the destination lies inside a live mapping made by this handle (checked).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, data.len()) }
         }
     }
 
@@ -167,9 +212,43 @@ impl Sys for LinuxSys {
         let mut count = 0u64;
         // SAFETY: reads 8 bytes into `count`, the size an eventfd read returns.
         let n = unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
-        if n != 8 {
-            return Ok(0);
+        if n == 8 {
+            return Ok(count);
         }
-        Ok(count)
+        let e = last_error("read (eventfd)");
+        if e.errno == libc::EAGAIN {
+            return Ok(0); // another read took the count first
+        }
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_touched_only_inside_live_mappings() {
+        let sys = LinuxSys::new();
+        let r = sys.alloc(100).unwrap();
+        assert_eq!(r.len % 4096, 0);
+        sys.write(r, 8, &[1, 2, 3, 4]);
+        let mut b = [0u8; 4];
+        sys.read(r, 8, &mut b);
+        assert_eq!(b, [1, 2, 3, 4]);
+        sys.write64(r, 16, 0x1122_3344_5566_7788);
+        assert_eq!(sys.read64(r, 16), 0x1122_3344_5566_7788);
+        // A part of the mapping works; past its end, or a forged region, does nothing.
+        let part = Region { address: r.address + 8, len: 8 };
+        sys.read(part, 0, &mut b);
+        assert_eq!(b, [1, 2, 3, 4]);
+        let forged = Region { address: r.address, len: r.len + 4096 };
+        sys.write(forged, r.len, &[9; 8]);
+        assert_eq!(sys.read64(forged, r.len), u64::MAX);
+        // Freed: no access, and a second free or a forged unmap is ignored.
+        sys.free(r);
+        assert_eq!(sys.read64(r, 16), u64::MAX);
+        sys.free(r);
+        sys.munmap(Region { address: 0x1000, len: 4096 });
     }
 }

@@ -55,8 +55,12 @@ pub struct SimApexConfig {
     pub map_buffer_flags: bool,
     /// Start value of the 16-bit completion counters (to exercise the wrap).
     pub initial_interrupt_count: u16,
-    /// Another process owns the device: opening it fails with EBUSY.
+    /// Another process owns the device: opening it fails with EPERM, as gasket answers a
+    /// second writer.
     pub owned_elsewhere: bool,
+    /// The chip works on queued descriptors later, while the host waits on an eventfd, instead
+    /// of within the tail write (so the host sees requests still in flight).
+    pub deferred: bool,
 }
 
 impl Default for SimApexConfig {
@@ -66,6 +70,7 @@ impl Default for SimApexConfig {
             map_buffer_flags: true,
             initial_interrupt_count: 0,
             owned_elsewhere: false,
+            deferred: false,
         }
     }
 }
@@ -158,6 +163,14 @@ fn err(call: &str, errno: i32, message: impl Into<String>) -> SysError {
 }
 
 impl SimApex {
+    fn write_locked(&self, s: &mut State, region: Region, offset: usize, data: &[u8]) {
+        if let Some((start, off)) = s.host_access(region, offset, data.len(), "write") {
+            if let Some(m) = s.memory.get_mut(&start) {
+                m[off..off + data.len()].copy_from_slice(data);
+            }
+        }
+    }
+
     /// A device configured by `config`.
     pub fn new(config: SimApexConfig) -> SimApex {
         let mut csrs = HashMap::new();
@@ -281,6 +294,22 @@ impl State {
             .ok_or_else(|| format!("the mapping at {:#x} covers memory that was freed", m.device))
     }
 
+    /// Host memory behind `len` bytes at `offset` of a region (which may be a part of an
+    /// allocation, such as the status block inside coherent memory); an access outside memory
+    /// the process owns is a violation.
+    fn host_access(&mut self, region: Region, offset: usize, len: usize, what: &str) -> Option<(u64, usize)> {
+        let found = check_access(region, offset, len)
+            .then(|| self.host(region.address.checked_add(offset as u64)?, len))
+            .flatten();
+        if found.is_none() {
+            self.violation(format!(
+                "a host {what} of {len} bytes at offset {offset} of region {:#x} (+{}) outside memory the process owns",
+                region.address, region.len
+            ));
+        }
+        found
+    }
+
     fn read_device(&self, address: u64, out: &mut [u8]) -> Result<(), String> {
         let (start, off) = self.device(address, out.len(), false)?;
         out.copy_from_slice(&self.memory[&start][off..off + out.len()]);
@@ -363,7 +392,7 @@ impl State {
             _ => {}
         }
         self.csrs.insert(offset, value);
-        if offset == csr::INSTRUCTION_QUEUE_TAIL.offset {
+        if offset == csr::INSTRUCTION_QUEUE_TAIL.offset && !self.config.deferred {
             self.consume(value);
         }
     }
@@ -421,6 +450,11 @@ impl State {
         self.violation(what);
         self.run = None;
         self.csrs.insert(csr::HIB_ERROR_STATUS.offset, 1 << 1);
+        // The status block's fatal_error word, then the queue interrupt.
+        let status = self.csr_read(csr::INSTRUCTION_QUEUE_STATUS_BLOCK_BASE.offset);
+        if status != 0 && self.write_device(status + 4, &1u32.to_le_bytes()).is_ok() {
+            self.signal(0);
+        }
         if self.csr_read(csr::HIB_FATAL_ERR_INT_CONTROL.offset) & 1 == 1 {
             self.signal(12);
         }
@@ -519,7 +553,7 @@ impl Sys for SimApex {
             return Err(err(&format!("open {}", path.display()), 2, "No such file or directory"));
         }
         if s.config.owned_elsewhere {
-            return Err(err(&format!("open {}", path.display()), 16, "Device or resource busy"));
+            return Err(err(&format!("open {}", path.display()), 1, "Operation not permitted"));
         }
         s.next_fd += 1;
         let fd = s.next_fd;
@@ -667,55 +701,38 @@ impl Sys for SimApex {
     }
 
     fn read64(&self, region: Region, offset: usize) -> u64 {
-        let s = self.lock();
-        match s.regions.get(&region.address) {
-            Some(Backing::Csr(base)) => s.csr_read((base + offset as u64) as u32),
-            _ => {
-                let mut b = [0u8; 8];
-                if check_access(region, offset, 8) {
-                    if let Some(m) = s.memory.get(&region.address) {
-                        b.copy_from_slice(&m[offset..offset + 8]);
-                    }
-                }
-                u64::from_le_bytes(b)
-            }
+        let mut s = self.lock();
+        if let Some(Backing::Csr(base)) = s.regions.get(&region.address) {
+            return s.csr_read((base + offset as u64) as u32);
         }
+        let mut b = [0u8; 8];
+        if let Some((start, off)) = s.host_access(region, offset, 8, "read") {
+            b.copy_from_slice(&s.memory[&start][off..off + 8]);
+        }
+        u64::from_le_bytes(b)
     }
 
     fn write64(&self, region: Region, offset: usize, value: u64) {
         let mut s = self.lock();
-        match s.regions.get(&region.address).copied() {
-            Some(Backing::Csr(base)) => {
-                s.csr_write((base + offset as u64) as u32, value);
-                drop(s);
-                self.signal.notify_all();
-            }
-            _ => {
-                if check_access(region, offset, 8) {
-                    if let Some(m) = s.memory.get_mut(&region.address) {
-                        m[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
-                    }
-                }
-            }
+        if let Some(Backing::Csr(base)) = s.regions.get(&region.address).copied() {
+            s.csr_write((base + offset as u64) as u32, value);
+            drop(s);
+            self.signal.notify_all();
+            return;
         }
+        self.write_locked(&mut s, region, offset, &value.to_le_bytes());
     }
 
     fn read(&self, region: Region, offset: usize, out: &mut [u8]) {
-        let s = self.lock();
-        if let Some(m) = s.memory.get(&region.address) {
-            if check_access(region, offset, out.len()) && offset + out.len() <= m.len() {
-                out.copy_from_slice(&m[offset..offset + out.len()]);
-            }
+        let mut s = self.lock();
+        if let Some((start, off)) = s.host_access(region, offset, out.len(), "read") {
+            out.copy_from_slice(&s.memory[&start][off..off + out.len()]);
         }
     }
 
     fn write(&self, region: Region, offset: usize, data: &[u8]) {
         let mut s = self.lock();
-        if let Some(m) = s.memory.get_mut(&region.address) {
-            if check_access(region, offset, data.len()) && offset + data.len() <= m.len() {
-                m[offset..offset + data.len()].copy_from_slice(data);
-            }
-        }
+        self.write_locked(&mut s, region, offset, data);
     }
 
     fn eventfd(&self) -> Result<Fd, SysError> {
@@ -733,6 +750,14 @@ impl Sys for SimApex {
             return Err(err("read (eventfd)", 9, "Bad file descriptor"));
         }
         let deadline = std::time::Instant::now() + timeout;
+        if s.config.deferred {
+            // The chip catches up with the queue while the host waits.
+            let tail = s.csr_read(csr::INSTRUCTION_QUEUE_TAIL.offset);
+            if tail != s.head {
+                s.consume(tail);
+                self.signal.notify_all();
+            }
+        }
         loop {
             let n = s.counters.get(&fd).copied().unwrap_or(0);
             if n > 0 {
