@@ -4,6 +4,7 @@
 use anyhow::Result;
 use edgetpu::Model;
 use edgetpu_compiler::check::{check, CheckOptions, CheckReport};
+use edgetpu_compiler::format_size;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,18 +38,6 @@ pub fn run(args: &Args) -> Result<()> {
         print!("{}", text(path, &report));
     }
     Ok(())
-}
-
-/// A byte count the way the compiler prints it: two decimals, binary units.
-fn size(bytes: u64) -> String {
-    let b = bytes as f64;
-    if bytes >= 1 << 20 {
-        format!("{:.2}MiB", b / f64::from(1 << 20))
-    } else if bytes >= 1 << 10 {
-        format!("{:.2}KiB", b / 1024.0)
-    } else {
-        format!("{bytes}B")
-    }
 }
 
 fn text(path: &Path, r: &CheckReport) -> String {
@@ -97,15 +86,18 @@ fn text(path: &Path, r: &CheckReport) -> String {
     let _ = writeln!(
         s,
         "Estimated parameters: {} of {} on-chip memory, {placement}.",
-        size(r.estimated_parameter_bytes),
-        size(r.on_chip_memory_bytes)
+        format_size(r.estimated_parameter_bytes),
+        format_size(r.on_chip_memory_bytes)
     );
     let _ = writeln!(
         s,
         "(The estimate sums the model's constant weights; the compiler re-lays them out and needed \
-         6 to 33% more on the test models, an LSTM 4.5 times more. Size-dependent rejections cannot be predicted: run \
-         `edgetpu compile` for the final word.)"
+         6 to 33% more on the test models, an LSTM 4.5 times more.)"
     );
+    let _ = writeln!(s, "Not checked (run `edgetpu compile` for the final word):");
+    for item in r.not_checked {
+        let _ = writeln!(s, "  - {item}");
+    }
     s
 }
 
@@ -125,8 +117,8 @@ fn compiled_text(s: &mut String, path: &Path, r: &CheckReport, ops: &[edgetpu_co
         let _ = writeln!(
             s,
             "    parameters: {} cached on chip, {} streamed with every inference",
-            size(c.cached_parameter_bytes),
-            size(c.streamed_parameter_bytes)
+            format_size(c.cached_parameter_bytes),
+            format_size(c.streamed_parameter_bytes)
         );
     }
     let cpu: Vec<String> = r.operators.iter().filter(|v| !v.on_tpu).map(|v| format!("#{} {}", v.index, v.op)).collect();

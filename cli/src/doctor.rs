@@ -27,7 +27,8 @@ pub struct Args {
     /// skips the system checks).
     #[arg(long, default_value = "usb")]
     pub device: String,
-    /// With --record: a compiled model to run once (zero inputs) during the recorded session.
+    /// With --record: a compiled model to run once (zero inputs) during the recorded session: a
+    /// path, or the name of a catalog model fetched with `edgetpu models fetch`.
     #[arg(long, value_name = "MODEL")]
     pub model: Option<PathBuf>,
 }
@@ -76,8 +77,13 @@ const INSTALL_RULES: &str = "run `sudo udev/install.sh` from the edgetpu reposit
 
 pub fn run(args: &Args) -> Result<()> {
     let sim = args.device == "sim" || args.device == "sim:usb";
+    // A catalog name stands for its compiled model (only a recorded session runs it).
+    let model = match (&args.record, &args.model) {
+        (Some(_), Some(m)) => Some(crate::models::resolve(m, || crate::models::Want::EdgeTpu)?.path),
+        _ => None,
+    };
     if let (Some(file), true) = (&args.record, sim) {
-        return crate::record_session::record(file, &args.device, args.firmware.as_deref(), args.model.as_deref());
+        return crate::record_session::record(file, &args.device, args.firmware.as_deref(), model.as_deref());
     }
     let mut checks = Vec::new();
     let linux = cfg!(target_os = "linux");
@@ -114,7 +120,7 @@ pub fn run(args: &Args) -> Result<()> {
         print!("{}", render(c));
     }
     if let Some(file) = &args.record {
-        crate::record_session::record(file, &args.device, args.firmware.as_deref(), args.model.as_deref())?;
+        crate::record_session::record(file, &args.device, args.firmware.as_deref(), model.as_deref())?;
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     let warned = checks.iter().filter(|c| c.status == Status::Warn).count();

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", message(&e));
             if let Some(err) = e.downcast_ref::<edgetpu::Error>() {
-                if let Some(hint) = advice(err.kind()) {
+                if let Some(hint) = advice(err) {
                     eprintln!("hint: {hint}");
                 }
             }
@@ -117,34 +117,117 @@ fn message(e: &anyhow::Error) -> String {
     out
 }
 
-fn advice(kind: edgetpu::ErrorKind) -> Option<&'static str> {
-    match kind {
-        edgetpu::ErrorKind::InvalidModel => {
+/// Whether an error's device is a PCIe Coral (`pci`, `pci:...`, `sim:pci:...`, `apex_N`).
+fn is_pcie(device: &str) -> bool {
+    let device = device.strip_prefix("sim:").unwrap_or(device);
+    device == "pci" || device.starts_with("pci:") || device.starts_with("apex_")
+}
+
+/// What to do about an error: chosen by its kind and, for device errors, by whether the device
+/// is a USB Accelerator or a PCIe Coral.
+fn advice(err: &edgetpu::Error) -> Option<&'static str> {
+    let pcie = matches!(err, edgetpu::Error::Device { device, .. } if is_pcie(device));
+    let device = matches!(err, edgetpu::Error::Device { .. });
+    advice_for(err.kind(), device, pcie)
+}
+
+/// [`advice`] for an error of `kind`, of a device (`device`) that is a PCIe Coral (`pcie`) or not.
+fn advice_for(kind: edgetpu::ErrorKind, device: bool, pcie: bool) -> Option<&'static str> {
+    use edgetpu::ErrorKind as K;
+    match (kind, pcie) {
+        (K::InvalidModel, _) => {
             Some("the file is damaged or not a TFLite model; download it again or re-export it from the converter")
         }
-        edgetpu::ErrorKind::NotFound => Some("check the path"),
-        edgetpu::ErrorKind::PermissionDenied => Some(
+        (K::NotFound, false) if !device => Some("check the path"),
+        (K::NotFound, false) => Some("`edgetpu devices` lists the Corals attached; `edgetpu doctor` checks the setup"),
+        (K::NotFound, true) => Some(
+            "`edgetpu devices` lists the PCIe Corals; `edgetpu doctor` checks the apex driver and the card on the PCI \
+             bus",
+        ),
+        (K::PermissionDenied, false) => Some(
             "for a file, check its permissions; for a Coral, install the udev rules (`sudo udev/install.sh`) and \
              replug it, or join the plugdev group (`sudo usermod -aG plugdev $USER`, then log in again)",
         ),
-        edgetpu::ErrorKind::Busy => {
+        (K::PermissionDenied, true) => Some(
+            "install the udev rules that give /dev/apex_N to the apex group (`sudo udev/install.sh`) and join that \
+             group (`sudo usermod -aG apex $USER`, then log in again); `edgetpu doctor` checks the setup",
+        ),
+        (K::Busy, _) => {
             Some("another process is using the Coral: stop it, or pick another Coral (`edgetpu devices` lists them)")
         }
-        edgetpu::ErrorKind::Disconnected | edgetpu::ErrorKind::Timeout => {
+        (K::Disconnected | K::Timeout, false) => {
             Some("replug the Coral, check the cable, and use a USB 3 port (`edgetpu devices` shows the link speed)")
         }
-        edgetpu::ErrorKind::DeviceFault | edgetpu::ErrorKind::Protocol => Some(
+        (K::Disconnected | K::Timeout, true) => Some(
+            "the apex driver may need a reload (`sudo modprobe -r apex && sudo modprobe apex`) or the card a cold \
+             boot; `edgetpu doctor` checks the setup",
+        ),
+        (K::DeviceFault | K::Protocol, _) => Some(
             "run `edgetpu doctor`; to report the problem, attach the trace recorded by \
              `edgetpu doctor --record FILE`",
         ),
-        edgetpu::ErrorKind::InvalidArgument => Some(
+        (K::InvalidArgument, _) => Some(
             "check the arguments against the model: `edgetpu inspect MODEL` lists its inputs and outputs \
              (index, shape, type)",
         ),
-        edgetpu::ErrorKind::Unsupported => Some(
-            "a *_edgetpu.tflite model runs with --device usb (or sim, the simulator); the CPU model it was compiled \
-             from runs with --device cpu",
+        (K::Unsupported, false) => Some(
+            "a *_edgetpu.tflite model runs with --device usb or pci (or sim, the simulator); the CPU model it was \
+             compiled from runs with --device cpu",
+        ),
+        (K::Unsupported, true) => Some(
+            "the PCIe backend needs Linux with the apex driver (`edgetpu doctor` checks the setup); --device usb or \
+             sim run on other devices",
         ),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgetpu::{Error, ErrorKind};
+
+    fn device(name: &str, kind: ErrorKind) -> Error {
+        Error::Device { device: name.into(), kind, reason: "x".into() }
+    }
+
+    #[test]
+    fn pcie_devices_are_told_by_name() {
+        for name in
+            ["pci", "pci:0", "pci:apex_1", "pci:/dev/apex_0", "pci:0000:01:00.0", "sim:pci", "sim:pci:1", "apex_0"]
+        {
+            assert!(is_pcie(name), "{name}");
+        }
+        for name in ["usb", "usb:0", "usb:2-1", "sim", "sim:0", "sim:usb", "runtime", "pcie-thing", "apex"] {
+            assert!(!is_pcie(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_pcie_timeout_or_permission_error_gets_pcie_advice() {
+        let hint = |name: &str, kind| advice(&device(name, kind)).unwrap();
+        let timeout = hint("pci:/dev/apex_0", ErrorKind::Timeout);
+        assert!(timeout.contains("sudo modprobe -r apex && sudo modprobe apex") && timeout.contains("cold boot"));
+        assert!(timeout.contains("edgetpu doctor") && !timeout.contains("USB"), "{timeout}");
+        assert_eq!(hint("sim:pci:0", ErrorKind::Disconnected), timeout);
+        let perm = hint("pci:0", ErrorKind::PermissionDenied);
+        assert!(perm.contains("sudo udev/install.sh") && perm.contains("sudo usermod -aG apex $USER"), "{perm}");
+        assert!(!perm.contains("plugdev"), "{perm}");
+        let unsupported = hint("pci", ErrorKind::Unsupported);
+        assert!(unsupported.contains("apex driver") && !unsupported.contains("*_edgetpu"), "{unsupported}");
+        assert!(hint("pci", ErrorKind::NotFound).contains("PCIe"));
+    }
+
+    #[test]
+    fn usb_and_other_errors_keep_their_advice() {
+        let timeout = advice(&device("usb:2-1", ErrorKind::Timeout)).unwrap();
+        assert!(timeout.contains("USB 3 port") && !timeout.contains("modprobe"), "{timeout}");
+        let perm = advice(&device("usb", ErrorKind::PermissionDenied)).unwrap();
+        assert!(perm.contains("plugdev") && !perm.contains("apex"), "{perm}");
+        let io = Error::Io { path: "/m.tflite".into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) };
+        assert_eq!(advice(&io), Some("check the path"));
+        let model = Error::Unsupported { path: None, reason: "x".into() };
+        assert!(advice(&model).unwrap().contains("--device usb or pci (or sim"));
+        assert!(advice(&device("usb", ErrorKind::NotFound)).unwrap().contains("edgetpu devices"));
     }
 }

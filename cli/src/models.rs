@@ -4,13 +4,14 @@
 //! How `--model NAME` resolves ([`resolve`]): a path that exists is always the file itself.
 //! Otherwise a catalog name stands for its file in the cache directory (`EDGETPU_MODELS_DIR`,
 //! else `$XDG_CACHE_HOME/edgetpu/models`, else `~/.cache/edgetpu/models`): the model compiled
-//! for the Edge TPU when `--device` names Edge TPU devices (`usb`, `sim`, ...), or is `auto` and a
-//! Coral is attached; the CPU model otherwise (`--device cpu`, or `auto` without a Coral).
+//! for the Edge TPU when `--device` names Edge TPU devices (`usb`, `pci`, `sim`, ...), or is `auto`
+//! and a Coral is attached (a USB Accelerator or a ready PCIe Coral); the CPU model otherwise
+//! (`--device cpu`, or `auto` without a Coral).
 //! `inspect NAME` takes the compiled model if it is there, else the CPU one. The model's label
 //! file, when fetched, is the default `--labels`. Nothing is downloaded implicitly: a model not
 //! in the cache is an error saying which `edgetpu models fetch` command to run.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use edgetpu_models::{Artifact, Catalog, Entry, Fetched, Progress};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
@@ -238,15 +239,7 @@ fn bar_line(file: &str, p: Progress) -> String {
 }
 
 /// Which file of a catalog model a name stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// The CPU model.
-    Cpu,
-    /// The model compiled for the Edge TPU.
-    EdgeTpu,
-    /// The compiled model if it is in the cache, else the CPU model.
-    CompiledIfCached,
-}
+pub use edgetpu_models::Want;
 
 /// A model argument after catalog resolution.
 #[derive(Debug, Clone)]
@@ -267,46 +260,24 @@ pub fn want_for_device(device: &str) -> Want {
     }
 }
 
-/// Whether a Coral USB Accelerator is attached (false when the USB bus cannot be opened).
+/// Whether a Coral is attached that `--device auto` would take: a USB Accelerator, or a ready
+/// PCIe Coral (see [`crate::tpu::auto_device`]).
 fn coral_attached() -> bool {
-    let Ok(bus) = crate::devices::open_bus() else { return false };
-    edgetpu::device::discovery::list(&bus).is_ok_and(|list| !list.is_empty())
+    crate::tpu::auto_device(crate::tpu::usb_coral_found(), &crate::tpu::pcie_corals()).is_some()
 }
 
 /// Resolves a model argument: the path itself if it exists or is not a catalog name, else the
-/// catalog model's file in the cache directory (`want` is asked only then).
+/// catalog model's file in the cache directory (`want` is asked only then; see
+/// [`edgetpu_models::resolve_cached`]).
 pub fn resolve(given: &Path, want: impl FnOnce() -> Want) -> Result<Resolved> {
     let unchanged = || Ok(Resolved { path: given.to_path_buf(), labels: None });
     if given.exists() {
         return unchanged();
     }
-    let Some(entry) = given.to_str().and_then(|name| Catalog::builtin().ok()?.get(name)) else {
-        return unchanged();
-    };
-    let dir = edgetpu_models::cache_dir()
-        .with_context(|| format!("{} is a model of the catalog, but there is no cache directory", entry.name))?;
-    let artifact = match want() {
-        Want::Cpu => Artifact::Cpu,
-        Want::EdgeTpu => Artifact::EdgeTpu,
-        Want::CompiledIfCached if entry.cached(&dir, Artifact::EdgeTpu).is_some() => Artifact::EdgeTpu,
-        Want::CompiledIfCached => Artifact::Cpu,
-    };
-    let Some(path) = entry.cached(&dir, artifact) else {
-        let (variant, flag) = match artifact {
-            Artifact::EdgeTpu => ("compiled Edge TPU model", "--edgetpu"),
-            _ => ("CPU model", "--cpu"),
-        };
-        let missing = entry.path_in(&dir, artifact).unwrap_or_else(|| dir.clone());
-        bail!(
-            "{name} is a model of the catalog whose {variant} is not downloaded (no {}): run `edgetpu models fetch \
-             {name}` (or `edgetpu models fetch {name} {flag}` for that file only), or set EDGETPU_MODELS_DIR to the \
-             directory that holds it",
-            missing.display(),
-            name = entry.name
-        );
-    };
-    eprintln!("model: {} = {}", entry.name, path.display());
-    Ok(Resolved { labels: entry.cached(&dir, Artifact::Labels), path })
+    let Some(name) = given.to_str() else { return unchanged() };
+    let Some(cached) = edgetpu_models::resolve_cached(name, want)? else { return unchanged() };
+    eprintln!("model: {} = {}", cached.name, cached.model.display());
+    Ok(Resolved { path: cached.model, labels: cached.labels })
 }
 
 #[cfg(test)]

@@ -90,8 +90,8 @@ pub fn warnings(seen: &[Hottest]) -> Vec<String> {
             let why = throttle_reason(&h.telemetry)
                 .unwrap_or_else(|| h.telemetry.temp_mc.map_or_else(|| "a trip point was reached".into(), celsius));
             format!(
-                "warning: apex_{} was throttled during the run ({why}; clock {}): these figures are below the \
-                 chip's; cool it (heatsink, airflow) and run again",
+                "warning: apex_{} was throttled during the run ({why}; clock {}, derived from the temperature and \
+                 the trip points): these figures are below the chip's; cool it (heatsink, airflow) and run again",
                 h.number,
                 h.telemetry.clock.map_or_else(|| "unknown".to_string(), |c| c.to_string())
             )

@@ -39,6 +39,10 @@ fn json_of_a_partly_mapped_model() {
     assert_eq!(doc["fits_on_chip"], true);
     assert!(doc["compiled"].is_null());
     assert!(doc["path"].as_str().unwrap().ends_with("deeplabv3_mnv2_dm05_pascal_quant.tflite"));
+    // Operator versions are said to be unchecked, and no operator is predicted to fail on one.
+    let not_checked: Vec<&str> = doc["not_checked"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(not_checked.iter().any(|s| s.starts_with("operator versions") && s.contains("never predicted")), "{doc}");
+    assert!(ops.iter().all(|op| op["category"] != "version_not_supported"));
 }
 
 #[test]
@@ -60,6 +64,10 @@ fn text_of_a_partly_mapped_model() {
         "{out}"
     );
     assert!(out.lines().any(|l| l.starts_with("CONV_2D") && l.contains("Mapped to Edge TPU")), "{out}");
+    // What the prediction leaves out is said, operator versions first.
+    let tail: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("Not checked")).collect();
+    assert!(tail.len() >= 3, "{out}");
+    assert!(tail[1].starts_with("  - operator versions: Coral documents no highest version"), "{out}");
 }
 
 #[test]

@@ -12,8 +12,8 @@ mod common;
 use common::{scratch, testdata};
 
 /// The stand-in's path: `EDGETPU_COMPILER_STANDIN`, else built (or found up to date) by cargo
-/// with the profile of these tests. A binary of another package gets no `CARGO_BIN_EXE_*`, so
-/// cargo is asked where it is.
+/// with the profile of these tests and the `standin` feature it needs. A binary of another
+/// package gets no `CARGO_BIN_EXE_*`, so cargo is asked where it is.
 fn standin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -23,7 +23,8 @@ fn standin() -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         let profile = if cfg!(debug_assertions) { "test" } else { "release" };
         let out = Command::new(cargo)
-            .args(["build", "--profile", profile, "-p", "edgetpu-compiler", "--bin", "edgetpu-compiler-standin"])
+            .args(["build", "--profile", profile, "-p", "edgetpu-compiler", "--features", "standin"])
+            .args(["--bin", "edgetpu-compiler-standin"])
             .arg("--message-format=json-render-diagnostics")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -82,11 +83,11 @@ fn compile_prints_the_compiler_summary_and_the_compiled_model() {
         stdout.contains("operations: 6 total, 6 on the Edge TPU, 0 on the CPU; 1 Edge TPU subgraph(s)"),
         "{stdout}"
     );
-    assert!(stdout.contains("off-chip: 0 B streamed per inference"), "{stdout}");
+    assert!(stdout.contains("off-chip: 0.00B streamed per inference"), "{stdout}");
     // The inspect figures of the compiled model (the copied test model: one custom op, runtime 12).
     assert!(stdout.contains("operators: 1 (1 edgetpu-custom-op, 0 on the CPU)"), "{stdout}");
     assert!(stdout.contains("streamed per inference; min runtime version 12"), "{stdout}");
-    assert!(stdout.contains("cached on chip, 0 B streamed"), "{stdout}");
+    assert!(stdout.contains("cached on chip, 0.00B streamed"), "{stdout}");
     assert_eq!(std::fs::read(out.join("net_edgetpu.tflite")).unwrap(), std::fs::read(&compiled).unwrap());
     assert!(out.join("net_edgetpu.log").is_file());
     // Progress on stderr (not a terminal here: plain lines), and no warnings.
@@ -153,11 +154,11 @@ fn warns_about_streamed_parameters_and_a_new_runtime_version() {
         &[("EDGETPU_STANDIN_MODEL", &compiled), ("EDGETPU_STANDIN_OFF_CHIP", Path::new("1.70MiB"))],
     );
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("off-chip: 1.70 MiB streamed per inference"), "{stdout}");
+    assert!(stdout.contains("off-chip: 1.70MiB streamed per inference"), "{stdout}");
     assert!(stdout.contains("min runtime version 14"), "{stdout}");
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
     assert_eq!(warnings.len(), 2, "{stderr}");
-    assert!(warnings[0].contains("1.70 MiB of parameters do not fit in the on-chip memory"), "{stderr}");
+    assert!(warnings[0].contains("1.70MiB of parameters do not fit in the on-chip memory"), "{stderr}");
     assert!(warnings[1].contains("needs Edge TPU runtime version 14") && warnings[1].contains("-m 13"), "{stderr}");
 }
 

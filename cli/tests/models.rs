@@ -163,6 +163,14 @@ fn fetch_downloads_checks_and_then_model_name_runs_it() {
     // inspect NAME takes the compiled model when it is there.
     let (ok, stdout, stderr) = edgetpu(&["inspect", NAME], &cache, None);
     assert!(ok && stdout.contains("edgetpu-custom-op"), "{stdout}{stderr}");
+
+    // doctor --record --model NAME runs the catalog's compiled model in the recorded session.
+    let trace = cache.join("session.jsonl");
+    let args = ["doctor", "--device", "sim", "--record", trace.to_str().unwrap(), "--model", NAME];
+    let (ok, stdout, stderr) = edgetpu(&args, &cache, None);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(&format!("model: {NAME} = {}", cache.join(TPU).display())), "{stderr}");
+    assert!(stdout.contains("recorded") && trace.is_file(), "{stdout}");
     std::fs::remove_dir_all(&cache).unwrap();
 }
 

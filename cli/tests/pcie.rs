@@ -145,7 +145,8 @@ fn module_loaded_and_the_device_owned_by_another_process() {
     let (_, out, err) = edgetpu(&tree.0, &["devices"]);
     let node = tree.0.join("dev/apex_0");
     let line = out.lines().find(|l| l.starts_with("pci:0")).unwrap_or_else(|| panic!("{out}{err}"));
-    assert_eq!(line, format!("pci:0  in use          {}  0000:01:00.0  45.0 °C  500 MHz", node.display()));
+    assert_eq!(line, format!("pci:0  in use          {}  0000:01:00.0  45.0 °C  500 MHz (derived)", node.display()));
+    assert!(out.contains("clock: derived from the temperature and the trip points"), "{out}");
     assert!(out.contains("note: another process (pid 777) has it open"), "{out}");
 
     let (_, out, err) = edgetpu(&tree.0, &["devices", "--json"]);
@@ -170,7 +171,13 @@ fn module_loaded_and_the_device_owned_by_another_process() {
     // The repository's rule covers the apex subsystem with group apex and mode 0660.
     let (line, _) = check(&out, "ok    udev rule:");
     assert!(line.contains("99-coral-edgetpu.rules gives /dev/apex_* to group apex (MODE 0660)"), "{out}");
-    assert!(out.contains("ok    temperature: apex_0 at 45.0 °C, clock 500 MHz (throttling from 85.0 °C)"), "{out}");
+    assert!(
+        out.contains(
+            "ok    temperature: apex_0 at 45.0 °C, clock 500 MHz (derived from the temperature and the trip points; \
+             throttling from 85.0 °C)"
+        ),
+        "{out}"
+    );
     assert!(!out.contains("fail  binding") && !out.contains("page size: the kernel"), "{out}");
 }
 
@@ -212,17 +219,53 @@ fn a_hot_device_is_throttled_and_one_without_msi_x_is_lamed() {
 
     let (_, out, err) = edgetpu(&tree.0, &["devices"]);
     let line = out.lines().find(|l| l.starts_with("pci:0")).unwrap_or_else(|| panic!("{out}{err}"));
-    assert!(line.starts_with("pci:0  ready") && line.ends_with("0001:01:00.0  92.0 °C  125 MHz"), "{out}");
+    assert!(line.starts_with("pci:0  ready") && line.ends_with("0001:01:00.0  92.0 °C  125 MHz (derived)"), "{out}");
     assert!(out.contains("warning: throttled: 92.0 °C is at or above trip point 1 (90.0 °C)"), "{out}");
     assert!(out.contains("status LAMED"), "{out}");
 
     let (_, out, _) = edgetpu(&tree.0, &["doctor"]);
     let (line, fix) = check(&out, "warn  temperature:");
     assert!(
-        line.contains("apex_0: 92.0 °C is at or above trip point 1 (90.0 °C), so the driver runs the TPU at 125 MHz")
+        line.contains(
+            "apex_0: 92.0 °C is at or above trip point 1 (90.0 °C), so the driver throttles the TPU: clock 125 MHz, \
+             derived from the temperature and the trip points"
+        ),
+        "{out}"
     );
     assert!(fix.contains("cooling") && fix.contains("trip_point{0,1,2}_temp"), "{out}");
     let (line, fix) = check(&out, "fail  interrupts:");
     assert!(line.contains("apex_0 has none (status LAMED"), "{out}");
     assert!(fix.contains("dtoverlay=pineboards-hat-ai") && fix.contains("msi-parent"), "{out}");
+}
+
+#[test]
+fn auto_takes_a_ready_pcie_coral_for_a_compiled_model() {
+    let tree = Tree::new("auto");
+    let attrs = [("is_device_owned", "0"), ("status", "ALIVE"), ("temp", "45000")];
+    tree.modules().pci("0000:01:00.0", true).apex(0, "0000:01:00.0", &attrs).user_and_rules();
+    let model = common::testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
+    let input = tree.0.join("in.bin");
+    std::fs::write(&input, vec![0u8; 128 * 128 * 3]).unwrap();
+    let out = tree.0.join("out");
+    let args = ["run", "--device", "auto", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()];
+    let run = |root: &Path| edgetpu(root, &[&args[..], &["--output-dir", out.to_str().unwrap()]].concat());
+
+    // The tree has no driver behind it, so opening `pci` fails (or, on a machine with a PCIe
+    // Coral, runs on it); either way it is the PCIe Coral that is tried, not USB.
+    let (ok, _, err) = run(&tree.0);
+    assert!(err.contains("pci") && (ok || err.contains("apex")), "{err}");
+    assert!(!err.to_lowercase().contains("usb"), "{err}");
+
+    // Held by another process: not taken; the error names both kinds of Coral.
+    tree.write("sys/class/apex/apex_0/is_device_owned", "1\n").write("sys/class/apex/apex_0/device_owner", "777\n");
+    let (ok, _, err) = run(&tree.0);
+    assert!(!ok, "{err}");
+    assert!(err.contains("no Coral USB Accelerator found and no PCIe Coral ready: pci:0 (apex_0, in use)"), "{err}");
+
+    let empty = Tree::new("auto-empty");
+    let (ok, _, err) = run(&empty.0);
+    assert!(
+        !ok && err.contains("no Coral USB Accelerator found and no PCIe Coral (the apex driver lists none)"),
+        "{err}"
+    );
 }

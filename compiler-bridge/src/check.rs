@@ -36,11 +36,12 @@
 //!    times more). It is compared with the 8 MiB on-chip memory to say whether the parameters
 //!    would be cached on chip or streamed over USB.
 //!
-//! What cannot be predicted: size- and precision-dependent rejections (a large `RESHAPE` or
-//! `CONCATENATION`, a resize whose precision loss the compiler judges too high) that the compiler
-//! reports as "Operation is otherwise supported, but not mapped due to some unspecified
-//! limitation"; and operator-version limits of older compilers ("Operation version not
-//! supported", seen from compiler 14.1).
+//! What is not checked ([`NOT_CHECKED`], also in every [`CheckReport`]): operator versions, since
+//! Coral documents no highest version per operator and compiler, so "Operation version not
+//! supported" (seen from compiler 14.1) is never predicted; and size- and precision-dependent
+//! rejections (a large `RESHAPE` or `CONCATENATION`, a resize whose precision loss the compiler
+//! judges too high) that the compiler reports as "Operation is otherwise supported, but not
+//! mapped due to some unspecified limitation".
 
 use crate::check_rules::{op_rule, Unmapped};
 use edgetpu::model::{OpKind, TensorType};
@@ -48,6 +49,16 @@ use edgetpu::package::{Package, CUSTOM_OP_CODE, ON_CHIP_MEMORY_BYTES};
 use edgetpu::{Model, Operator, Subgraph};
 use serde::Serialize;
 use std::collections::HashSet;
+
+/// What [`check`] does not look at, one sentence each (copied into
+/// [`CheckReport::not_checked`]).
+pub const NOT_CHECKED: &[&str] = &[
+    "operator versions: Coral documents no highest version per operator and compiler, so \
+     \"Operation version not supported\" (compiler 14.1 on a newer converter's RESIZE_NEAREST_NEIGHBOR) \
+     is never predicted",
+    "size- and precision-dependent limits, reported as \"unspecified limitation\" (a large RESHAPE or \
+     CONCATENATION, a resize the compiler judges too imprecise)",
+];
 
 /// Options of [`check`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -79,7 +90,12 @@ pub enum Category {
     /// The operator depends on a CPU operator that consumes Edge TPU results; a second Edge TPU
     /// subgraph would be needed.
     MoreThanOneSubgraph,
-    /// The operator's version is newer than the compiler knows (only seen in compiler logs).
+    /// A weights or bias input of a convolution or fully-connected operator is not a constant
+    /// tensor (requirement 3: model parameters are constant at compile time).
+    NonConstantParameter,
+    /// The operator's version is newer than the compiler knows. Never predicted by [`check`]
+    /// (see [`NOT_CHECKED`]): known only from compiler logs (compiler 14.1 on a
+    /// `RESIZE_NEAREST_NEIGHBOR` of a newer converter).
     VersionNotSupported,
     /// The `edgetpu-custom-op` of a model that is already compiled.
     CompiledCustomOp,
@@ -97,16 +113,18 @@ impl Category {
         Category::DynamicShape,
         Category::Limitation,
         Category::MoreThanOneSubgraph,
+        Category::NonConstantParameter,
         Category::VersionNotSupported,
         Category::CompiledCustomOp,
         Category::CompiledCpuOp,
     ];
 
-    /// The status text of the category. For the first eight categories but
+    /// The status text of the category. For the first nine categories but
     /// [`Category::UnsupportedOperation`] and [`Category::DynamicShape`] this is the compiler's
-    /// own wording, as found in real `*_edgetpu.log` files; those two use the closest wording
-    /// known, as no collected log shows them (operators outside the list failed the data-type
-    /// rule first in every log).
+    /// own wording, as found in real `*_edgetpu.log` files and logs quoted in Coral's issue
+    /// tracker ([`Category::NonConstantParameter`]: compiler 2.0 in google-coral/edgetpu#25);
+    /// those two use the closest wording known, as no collected log shows them (operators
+    /// outside the list failed the data-type rule first in every log).
     pub fn status(self) -> &'static str {
         match self {
             Category::Mapped => "Mapped to Edge TPU",
@@ -118,6 +136,7 @@ impl Category {
                 "Operation is otherwise supported, but not mapped due to some unspecified limitation"
             }
             Category::MoreThanOneSubgraph => "More than one subgraph is not supported",
+            Category::NonConstantParameter => "Filter, bias, or other param is not constant at compile-time",
             Category::VersionNotSupported => "Operation version not supported",
             Category::CompiledCustomOp => "Compiled for the Edge TPU",
             Category::CompiledCpuOp => "Left on the CPU by the compiler",
@@ -234,6 +253,8 @@ pub struct CheckReport {
     pub fits_on_chip: bool,
     /// Set when the model is already compiled: what its custom ops hold.
     pub compiled: Option<Vec<CompiledOp>>,
+    /// What the prediction does not look at ([`NOT_CHECKED`]).
+    pub not_checked: &'static [&'static str],
 }
 
 /// Predicts, operator by operator, what `edgetpu_compiler` would do with `model`.
@@ -286,6 +307,7 @@ fn summarise(
         on_chip_memory_bytes: on_chip,
         fits_on_chip,
         compiled,
+        not_checked: NOT_CHECKED,
     }
 }
 

@@ -5,7 +5,11 @@
 //! static shapes, constant parameters, at most three non-unit innermost dimensions, per-operator
 //! limits), checked in the order the compiler's logs suggest: a float tensor is reported as an
 //! unsupported data type before anything else (float `RESHAPE`, `ARG_MAX` with an int32 output,
-//! `DEQUANTIZE` and float custom ops all get that status in real logs).
+//! `DEQUANTIZE` and float custom ops all get that status in real logs). The one exception is a
+//! weights or bias input that is not constant, reported first as such, whatever its type.
+//!
+//! Operator versions are not checked: Coral documents no highest version per operator and
+//! compiler, so "Operation version not supported" is never predicted.
 //!
 //! Where the documentation and real compiler output disagree, the compiler's behaviour wins and
 //! the rule says so: `SOFTMAX` is documented as "1-D input only", yet compiler 16 maps the
@@ -139,6 +143,9 @@ fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
 /// Whether the operator, taken alone, maps to the Edge TPU; if not, why.
 pub(crate) fn op_rule(model: &Model, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
     let name = model.op_name(op);
+    // Before the data types: a computed (non-constant) int32 bias would otherwise be reported as
+    // an int32 activation.
+    constant_parameters(name, sg, op)?;
     data_types(name, sg, op)?;
     if !SUPPORTED_OPS.contains(&name) {
         let custom = matches!(model.opcode(op).kind, edgetpu::model::OpKind::Custom(_));
@@ -151,6 +158,34 @@ pub(crate) fn op_rule(model: &Model, sg: &Subgraph, op: &Operator) -> Result<(),
     static_shapes(sg, op)?;
     ranks(sg, op)?;
     op_limits(name, model, sg, op)
+}
+
+/// The inputs that are parameters (filter, bias), by operator and input position, as the TFLite
+/// schema orders them: `CONV_2D`, `DEPTHWISE_CONV_2D` and `FULLY_CONNECTED` take input, filter,
+/// bias; `TRANSPOSE_CONV` takes output shape, filter, input, bias. Biases are optional for
+/// `FULLY_CONNECTED` and `TRANSPOSE_CONV` (an omitted input is not checked).
+fn parameter_inputs(name: &str) -> &'static [(usize, &'static str)] {
+    match name {
+        "CONV_2D" | "DEPTHWISE_CONV_2D" | "FULLY_CONNECTED" => &[(1, "weights"), (2, "bias")],
+        "TRANSPOSE_CONV" => &[(1, "weights"), (3, "bias")],
+        _ => &[],
+    }
+}
+
+/// Requirement 3: model parameters (weights and biases) are constant at compile time.
+fn constant_parameters(name: &str, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
+    for &(k, what) in parameter_inputs(name) {
+        match input(sg, op, k) {
+            Some(t) if !t.is_constant() => {
+                return unmapped(
+                    Category::NonConstantParameter,
+                    format!("{name} {what} (input {k}) {} is not constant", describe(t)),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Requirement 1: 8-bit activations. Float constants are refused as well; int32 constants
@@ -267,14 +302,13 @@ fn op_limits(name: &str, model: &Model, sg: &Subgraph, op: &Operator) -> Result<
     }
 }
 
-/// Conv, depthwise, fully connected and transposed conv: constant weights, equal dilations, the
-/// default weights format and a one-dimensional fully-connected output.
+/// Conv, depthwise, fully connected and transposed conv: a weights input (its constancy is
+/// checked first, by `constant_parameters`), equal dilations, the default weights format and a
+/// one-dimensional fully-connected output.
 fn weights(name: &str, sg: &Subgraph, op: &Operator) -> Result<(), Unmapped> {
     // Input 1 holds the filter in all four (TRANSPOSE_CONV's input 0 is its output shape).
-    match input(sg, op, 1) {
-        Some(t) if !t.is_constant() => return limit(format!("{name} weights {} are not constant", describe(t))),
-        None => return limit(format!("{name} has no weights input")),
-        _ => {}
+    if input(sg, op, 1).is_none() {
+        return limit(format!("{name} has no weights input"));
     }
     let o = &op.options;
     if matches!(name, "CONV_2D" | "DEPTHWISE_CONV_2D") && o.dilation_w != o.dilation_h {

@@ -41,5 +41,5 @@ pub mod runner;
 pub use error::{Error, Result};
 pub use locate::{platform_supported, Compiler, Search, Source};
 pub use options::{CompileOptions, OutputPaths, Segment};
-pub use report::{parse_size, CompilerVersion, ModelReport, OpReason, OpRow, Report};
+pub use report::{format_size, parse_size, CompilerVersion, ModelReport, OpReason, OpRow, Report, PARTIAL_NOTICE};
 pub use runner::{CompileOutput, CompiledModel, OutputFile, Progress};

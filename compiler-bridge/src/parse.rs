@@ -15,18 +15,26 @@
 //!   lines; error lines; and the closing `Compilation succeeded!` / `Compilation failed!`.
 //!
 //! A new `Input model:` / `Input:` line starts a new model block; every later model line and table
-//! row belongs to the last block. Lines with `\r\n` endings parse the same. A line that matches
+//! row belongs to the last block. The table runs from its header to the next statement (a line
+//! this parser knows); unknown lines inside it do not end it. Lines with `\r\n` endings parse the same. A line that matches
 //! nothing, or whose value does not parse, is kept in [`Report::unparsed`].
+//!
+//! The "not all operations are supported" paragraph ([`PARTIAL_NOTICE`]) is kept in
+//! [`ModelReport::partial_notice`]. A line continues it only while the text read so far, words
+//! joined by single spaces, is still the beginning of [`PARTIAL_NOTICE`]; the first line that
+//! does not (a blank line, a statement, a `WARNING:`, other prose) ends it and is parsed, or kept
+//! in [`Report::unparsed`], like any other line.
 
-use crate::report::{parse_size, CompilerVersion, ModelReport, OpReason, OpRow, Report};
+use crate::report::{parse_size, CompilerVersion, ModelReport, OpReason, OpRow, Report, PARTIAL_NOTICE};
 use std::path::PathBuf;
 
 /// Parses compiler stdout or a `*_edgetpu.log` into a [`Report`]; see the module docs.
 pub fn parse(text: &str) -> Report {
-    let mut p = Parser { report: Report::default(), in_table: false, paragraph: None };
+    let mut p = Parser { report: Report::default(), in_table: false, in_notice: false };
     for raw in text.lines() {
         let line = raw.trim_end();
         if line.trim().is_empty() {
+            p.in_notice = false;
             continue;
         }
         if !p.line(line) {
@@ -39,11 +47,12 @@ pub fn parse(text: &str) -> Report {
 struct Parser {
     report: Report,
     in_table: bool,
-    /// The "not all operations are supported" paragraph read so far, while it may continue.
-    paragraph: Option<String>,
+    /// The last model's [`ModelReport::partial_notice`] may continue on the next line.
+    in_notice: bool,
 }
 
-const PARTIAL_PARAGRAPH: &str = "Model successfully compiled but not all operations are supported";
+/// The words that start [`PARTIAL_NOTICE`] in every compiler version.
+const NOTICE_START: &str = "Model successfully compiled but not all operations are supported";
 
 impl Parser {
     fn model(&mut self) -> &mut ModelReport {
@@ -65,14 +74,8 @@ impl Parser {
     /// Reads one non-blank line; false when it matches nothing.
     fn line(&mut self, line: &str) -> bool {
         let t = line.trim();
-        if let Some(par) = self.paragraph.take() {
-            if !self.is_known(t) {
-                let par = format!("{par} {t}");
-                if !par.contains("model-reqs") {
-                    self.paragraph = Some(par);
-                }
-                return true;
-            }
+        if std::mem::take(&mut self.in_notice) && self.continue_notice(t) {
+            return true;
         }
         if is_table_header(t) {
             self.in_table = true;
@@ -83,15 +86,26 @@ impl Parser {
                 self.model().operations.push(row);
                 return true;
             }
-            self.in_table = false;
+            // Only a statement ends the table; an unknown line inside it is kept and the rows
+            // after it still count.
+            let known = self.statement(t);
+            self.in_table = !known;
+            return known;
         }
         self.statement(t)
     }
 
-    /// Whether a line is one of the statements (used to end a wrapped paragraph).
-    fn is_known(&self, t: &str) -> bool {
-        let mut probe = Parser { report: Report::default(), in_table: false, paragraph: None };
-        is_table_header(t) || probe.statement(t)
+    /// Appends `t` to the last model's notice when the notice stays a beginning of
+    /// [`PARTIAL_NOTICE`]; false (nothing changed) otherwise.
+    fn continue_notice(&mut self, t: &str) -> bool {
+        let Some(so_far) = self.model().partial_notice.as_deref() else { return false };
+        let joined = format!("{so_far} {}", words(t));
+        if !PARTIAL_NOTICE.starts_with(&joined) {
+            return false;
+        }
+        self.in_notice = joined.len() < PARTIAL_NOTICE.len();
+        self.model().partial_notice = Some(joined);
+        true
     }
 
     fn statement(&mut self, t: &str) -> bool {
@@ -99,11 +113,12 @@ impl Parser {
             self.report.version = Some(v);
             return true;
         }
-        if t.starts_with(PARTIAL_PARAGRAPH) {
-            self.model().partially_mapped = true;
-            if !t.contains("model-reqs") {
-                self.paragraph = Some(t.to_string());
-            }
+        if t.starts_with(NOTICE_START) {
+            let notice = words(t);
+            self.in_notice = PARTIAL_NOTICE.starts_with(&notice) && notice.len() < PARTIAL_NOTICE.len();
+            let m = self.model();
+            m.partially_mapped = true;
+            m.partial_notice = Some(notice);
             return true;
         }
         if t.contains("All other operators were mapped successfully") {
@@ -202,6 +217,11 @@ fn set<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
     }
 }
 
+/// The words of `text` joined by single spaces.
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn number<T: std::str::FromStr>(text: Option<&str>) -> Option<T> {
     text?.trim().parse().ok()
 }
@@ -251,6 +271,7 @@ mod tests {
         assert!(r.unparsed.is_empty(), "{:?}", r.unparsed);
         let m = r.single_model().unwrap();
         assert!(m.partially_mapped);
+        assert_eq!(m.partial_notice.as_deref(), Some(PARTIAL_NOTICE));
         assert_eq!((m.ops_total(), m.ops_on_tpu(), m.ops_on_cpu()), (Some(24), Some(6), Some(18)));
         assert_eq!(m.input_bytes, Some(28_867)); // 28.19 * 1024 = 28866.56
     }
@@ -274,7 +295,8 @@ mod tests {
     fn delegate_search_and_odd_lines() {
         let text = "Searching for valid delegate with step 10\nTry to compile segment with 246 ops\n\
             Try to compile segment with 236 ops\nInput size: lots\nINFO: Initialized TensorFlow Lite runtime.\n\
-            Operator  Count  Status\nCONV_2D  3  Mapped to Edge TPU\nCONV_2D  x  Mapped\nEXP 1 Operation not supported\n";
+            Operator  Count  Status\nCONV_2D  3  Mapped to Edge TPU\nCONV_2D  x  Mapped\nEXP 1 Operation not supported\n\
+            Compilation succeeded!\nLATE 2 After the table\n";
         let r = parse(text);
         assert_eq!(r.delegate_search_step, Some(10));
         assert_eq!(r.delegate_search_attempts, vec![246, 236]);
@@ -284,9 +306,36 @@ mod tests {
                 "Input size: lots",
                 "INFO: Initialized TensorFlow Lite runtime.",
                 "CONV_2D  x  Mapped",
-                "EXP 1 Operation not supported"
+                "LATE 2 After the table"
             ]
         );
-        assert_eq!(r.models[0].operations.len(), 1);
+        // The odd line does not end the table; the statement does.
+        let ops: Vec<(&str, u32)> = r.models[0].operations.iter().map(|o| (o.operator.as_str(), o.count)).collect();
+        assert_eq!(ops, [("CONV_2D", 3), ("EXP", 1)]);
+        assert_eq!(r.models[0].operations[1].reason, OpReason::UnsupportedOperation);
+        assert_eq!(r.succeeded, Some(true));
+    }
+
+    #[test]
+    fn the_notice_ends_at_the_first_line_that_does_not_continue_it() {
+        let head = "Model successfully compiled but not all operations are supported by the";
+        // A statement, an unknown line, and prose that is not the notice's next words.
+        for next in ["Number of operations that will run on CPU: 3", "WARNING: x", "Edge TPU, and more."] {
+            let r = parse(&format!("Input model: m.tflite\n{head}\n{next}\nOperation log: m_edgetpu.log\n"));
+            let m = &r.models[0];
+            assert!(m.partially_mapped);
+            assert_eq!(m.partial_notice.as_deref(), Some(head), "{next}");
+            assert_eq!(m.operation_log.as_deref(), Some(std::path::Path::new("m_edgetpu.log")), "{next}");
+            let unparsed: Vec<&str> = r.unparsed.iter().map(String::as_str).collect();
+            if next.starts_with("Number") {
+                assert!(unparsed.is_empty() && m.cpu_operations == Some(3), "{unparsed:?}");
+            } else {
+                assert_eq!(unparsed, [next]);
+            }
+        }
+        // Once complete it takes nothing more, even words that would read on.
+        let r = parse(&format!("{PARTIAL_NOTICE}\nFor details, visit g.co/coral/model-reqs.\n"));
+        assert_eq!(r.models[0].partial_notice.as_deref(), Some(PARTIAL_NOTICE));
+        assert_eq!(r.unparsed, ["For details, visit g.co/coral/model-reqs."]);
     }
 }

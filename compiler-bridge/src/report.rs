@@ -25,6 +25,12 @@ pub struct CompilerVersion {
 /// The text before the version in the compiler's first line of output.
 pub const VERSION_BANNER: &str = "Edge TPU Compiler version ";
 
+/// The paragraph the compiler prints on stdout when some operations stay on the CPU, words joined
+/// by single spaces (compiler 16 prints it on one line, 14.1 wraps it over four).
+pub const PARTIAL_NOTICE: &str = "Model successfully compiled but not all operations are supported by the Edge TPU. \
+    A percentage of the model will instead run on the CPU, which is slower. If possible, consider updating your \
+    model to use only operations supported by the Edge TPU. For details, visit g.co/coral/model-reqs.";
+
 impl CompilerVersion {
     /// Parses `16.0.384591198` or `16.0`; `None` for anything else.
     pub fn parse(text: &str) -> Option<Self> {
@@ -91,7 +97,8 @@ pub enum OpReason {
     UnsupportedRank,
     /// A status about dynamic-sized tensors (the Edge TPU needs shapes fixed at compile time).
     DynamicTensors,
-    /// A status about parameters (filter, bias) that are not constant at compile time.
+    /// `Filter, bias, or other param is not constant at compile-time` (compiler 2.0,
+    /// google-coral/edgetpu#25), or another status about parameters that are not constant.
     NonConstantParameters,
     /// A status this parser does not know, verbatim.
     Other(String),
@@ -189,6 +196,9 @@ pub struct ModelReport {
     pub operation_log: Option<PathBuf>,
     /// The compiler said that not all operations are supported by the Edge TPU.
     pub partially_mapped: bool,
+    /// That paragraph as printed, its lines joined by single spaces (compiler 14.1 wraps it over
+    /// four lines; see [`PARTIAL_NOTICE`]).
+    pub partial_notice: Option<String>,
     /// The table lists only the unmapped operators (stdout without `-s`: "All other operators
     /// were mapped successfully").
     pub only_unmapped_listed: bool,
@@ -325,9 +335,52 @@ pub fn parse_size(text: &str) -> Option<u64> {
     u64::try_from(scaled.checked_add(scale / 2)? / scale).ok()
 }
 
+/// Formats a byte count as the compiler prints sizes: two decimals and a binary unit, no space
+/// (`0.00B`, `320.00KiB`, `6.08MiB`, `1.50GiB`). The unit is the largest of B, KiB, MiB and GiB
+/// not above the count; [`parse_size`] reads the text back to the count, give or take the
+/// rounding to two decimals (at most half a hundredth of the unit).
+pub fn format_size(bytes: u64) -> String {
+    let (unit, name): (u128, &str) = match bytes {
+        0..0x400 => (1, "B"),
+        0x400..0x10_0000 => (1 << 10, "KiB"),
+        0x10_0000..0x4000_0000 => (1 << 20, "MiB"),
+        _ => (1 << 30, "GiB"),
+    };
+    // Hundredths of the unit, rounded half up, in integers (no float rounding surprises).
+    let hundredths = (u128::from(bytes) * 100 + unit / 2) / unit;
+    format!("{}.{:02}{name}", hundredths / 100, hundredths % 100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_size_reads_like_the_compiler_and_parses_back() {
+        assert_eq!(format_size(0), "0.00B");
+        assert_eq!(format_size(12), "12.00B");
+        assert_eq!(format_size(1023), "1023.00B");
+        assert_eq!(format_size(1024), "1.00KiB");
+        assert_eq!(format_size(320 * 1024), "320.00KiB");
+        assert_eq!(format_size(6_375_342), "6.08MiB");
+        assert_eq!(format_size(3 << 29), "1.50GiB");
+        assert_eq!(format_size(u64::MAX), "17179869184.00GiB");
+        // The compiler's own figures (the stdout captures and 14.1's wrapped output) survive
+        // parse then format unchanged.
+        for text in ["0.00B", "7.37MiB", "8.34MiB", "6.08MiB", "1.70MiB", "28.19KiB", "320.00KiB", "8.00MiB"] {
+            let bytes = parse_size(text).unwrap();
+            assert_eq!(format_size(bytes), text, "{bytes}");
+        }
+        // Counts that two decimals hold exactly come back exactly; others within the rounding.
+        for bytes in [0, 1, 12, 1023, 1024, 320 * 1024, 1 << 20, 3 << 29, 5 << 30] {
+            assert_eq!(parse_size(&format_size(bytes)), Some(bytes), "{bytes}");
+        }
+        for bytes in [1025u64, 6_375_342, 7_728_005, 1_782_579, 999_999_999, 123_456_789_012] {
+            let unit = [1u64 << 30, 1 << 20, 1 << 10, 1].into_iter().find(|&u| bytes >= u).unwrap();
+            let back = parse_size(&format_size(bytes)).unwrap();
+            assert!(back.abs_diff(bytes) <= unit / 200 + 1, "{bytes} -> {} -> {back}", format_size(bytes));
+        }
+    }
 
     #[test]
     fn sizes_are_binary_units_rounded_to_bytes() {

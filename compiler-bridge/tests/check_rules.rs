@@ -182,6 +182,84 @@ fn per_operator_limits() {
     assert!(limited(&t, "fc").contains("not one-dimensional"));
 }
 
+/// Requirement 3 on the four operators with weights and a bias, at the bias position of each
+/// (TRANSPOSE_CONV: input 3, after output shape, weights and data).
+#[test]
+fn weights_and_biases_must_be_constant() {
+    use Category::*;
+    let status = "Filter, bias, or other param is not constant at compile-time";
+    /// (operator, code, input shape, weights shape, bias position, output shape)
+    type Case = (&'static str, i32, &'static [i32], &'static [i32], usize, &'static [i32]);
+    let cases: [Case; 4] = [
+        ("CONV_2D", op::CONV_2D, &[1, 8, 8, 8], &[4, 1, 1, 8], 2, &[1, 8, 8, 4]),
+        ("DEPTHWISE_CONV_2D", op::DEPTHWISE_CONV_2D, &[1, 8, 8, 8], &[1, 1, 1, 8], 2, &[1, 8, 8, 8]),
+        ("FULLY_CONNECTED", op::FULLY_CONNECTED, &[1, 8], &[4, 8], 2, &[1, 4]),
+        ("TRANSPOSE_CONV", op::TRANSPOSE_CONV, &[1, 8, 8, 8], &[4, 1, 1, 8], 3, &[1, 8, 8, 4]),
+    ];
+    for (name, code, x_shape, w_shape, bias_at, y_shape) in cases {
+        // `None` omits the bias; `Some(false)` makes it a graph input (computed at run time).
+        let build = |weights_constant: bool, bias: Option<bool>| {
+            let mut t = Tiny::new();
+            let x = t.input("x", x_shape, I8);
+            let n = w_shape.iter().product::<i32>() as usize;
+            let w = if weights_constant { t.constant("w", w_shape, I8, vec![1; n]) } else { t.input("w", w_shape, I8) };
+            let c = *y_shape.last().unwrap();
+            let b = bias.map(|constant| {
+                if constant {
+                    t.constant("b", &[c], I32, vec![0; 4 * c as usize])
+                } else {
+                    t.input("b", &[c], I32)
+                }
+            });
+            let y = t.tensor("y", y_shape, I8);
+            let inputs = if code == op::TRANSPOSE_CONV {
+                let s = t.ints("output_shape", y_shape);
+                vec![Some(s), Some(w), Some(x), b]
+            } else {
+                vec![Some(x), Some(w), b]
+            };
+            t.op(code, &inputs, &[y], Options::default());
+            t.output(y);
+            run(&t, false)
+        };
+        assert_eq!(categories(&build(true, Some(true))), [Mapped], "{name}");
+        let r = build(true, Some(false));
+        assert_eq!(categories(&r), [NonConstantParameter], "{name}: {}", r.operators[0].reason);
+        let v = &r.operators[0];
+        assert_eq!(v.status, status);
+        assert!(v.reason.starts_with(&format!("{status}: {name} bias (input {bias_at}) tensor ")), "{}", v.reason);
+        assert!(v.reason.contains("int32") && v.reason.ends_with("is not constant"), "{}", v.reason);
+        assert_eq!(r.cpu_ops, 1);
+        let r = build(false, Some(true));
+        assert_eq!(categories(&r), [NonConstantParameter], "{name}");
+        assert!(r.operators[0].reason.contains(&format!("{name} weights (input 1)")), "{}", r.operators[0].reason);
+        if matches!(name, "FULLY_CONNECTED" | "TRANSPOSE_CONV") {
+            // The bias is optional for these two.
+            assert_eq!(categories(&build(true, None)), [Mapped], "{name} without a bias");
+        }
+    }
+    // The compiler's wording is read back as the parser's reason and the checker's category.
+    assert_eq!(edgetpu_compiler::OpReason::from_status(status), edgetpu_compiler::OpReason::NonConstantParameters);
+    assert_eq!(Category::from_status(status), Some(NonConstantParameter));
+}
+
+#[test]
+fn operator_versions_are_declared_unchecked() {
+    let mut t = Tiny::new();
+    let x = t.input("x", &[1, 8, 3], U8);
+    let y = unary(&mut t, op::LOGISTIC, x, &[1, 8, 3], U8);
+    t.output(y);
+    let r = run(&t, false);
+    assert_eq!(r.not_checked, edgetpu_compiler::check::NOT_CHECKED);
+    assert!(
+        r.not_checked.iter().any(|s| s.starts_with("operator versions") && s.contains("never predicted")),
+        "{:?}",
+        r.not_checked
+    );
+    let doc = serde_json::to_value(&r).unwrap();
+    assert!(doc["not_checked"][0].as_str().unwrap().starts_with("operator versions"), "{doc}");
+}
+
 #[test]
 fn custom_operators() {
     // An 8-bit custom operator is not supported (a float one fails the data-type rule first).

@@ -282,11 +282,19 @@ fn status_strings_of_the_logs_all_map_to_known_reasons() {
     }
 }
 
+/// The capture's first line: the command line, which is not compiler output.
+const COMMAND_LINE: &str = "edgetpu_compiler -sa yolov5s-int8-224.tflite";
+
 #[test]
 fn stdout_capture_with_show_operations() {
     let r = parse("stdout_v16_yolov5s-int8-224_show_operations.txt");
-    // The capture starts with the command line, which is not compiler output.
-    assert_eq!(r.unparsed, vec!["edgetpu_compiler -sa yolov5s-int8-224.tflite"]);
+    assert_eq!(r.unparsed, vec![COMMAND_LINE]);
+    assert_yolov5s_stdout(&r);
+    assert_eq!(r.models[0].partial_notice.as_deref(), Some(edgetpu_compiler::PARTIAL_NOTICE));
+}
+
+/// Every figure of the YOLOv5s stdout capture.
+fn assert_yolov5s_stdout(r: &Report) {
     assert_eq!(r.version.map(|v| v.to_string()).as_deref(), Some("16.0.384591198"));
     assert_eq!(r.timeout_timer_sec, Some(180));
     assert_eq!(r.compile_time_ms, Some(3173));
@@ -321,4 +329,74 @@ fn stdout_capture_with_show_operations() {
     let unmapped: Vec<(&str, u32)> = m.unmapped().map(|r| (r.operator.as_str(), r.count)).collect();
     assert_eq!(unmapped, vec![("CONCATENATION", 1), ("TRANSPOSE", 1), ("QUANTIZE", 2), ("RESHAPE", 1)]);
     assert!(m.unmapped().all(|r| r.reason == OpReason::UnspecifiedLimitation));
+}
+
+const WARNING: &str = "WARNING: an unexpected line from a newer compiler";
+
+/// The stdout capture's text with its paragraph replaced by `paragraph` (lines).
+fn stdout_with_paragraph(paragraph: &[&str]) -> String {
+    let path = logs_dir().join("stdout_v16_yolov5s-int8-224_show_operations.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let at = text.find("Model successfully compiled but").expect("the capture has the paragraph");
+    let end = at + text[at..].find('\n').unwrap();
+    format!("{}{}{}", &text[..at], paragraph.join("\n"), &text[end..])
+}
+
+/// `text` with `line` inserted after its `n`-th line.
+fn insert_after(text: &str, n: usize, line: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(n, line);
+    lines.join("\n") + "\n"
+}
+
+/// The paragraph as compiler 14.1 wraps it.
+const WRAPPED: [&str; 4] = [
+    "Model successfully compiled but not all operations are supported by the",
+    "Edge TPU. A percentage of the model will instead run on the CPU, which is",
+    "slower. If possible, consider updating your model to use only operations",
+    "supported by the Edge TPU. For details, visit g.co/coral/model-reqs.",
+];
+
+/// An unknown line is kept wherever it appears, before, in or after the "not all operations are
+/// supported" paragraph, with or without the paragraph's closing `model-reqs` sentence, on one
+/// line or wrapped; the figures around it still parse.
+#[test]
+fn unknown_lines_around_the_paragraph_are_kept() {
+    let full = edgetpu_compiler::PARTIAL_NOTICE;
+    let short = full.strip_suffix(" For details, visit g.co/coral/model-reqs.").unwrap();
+    let variants: [(&str, Vec<&str>, &str); 4] = [
+        ("one line", vec![full], full),
+        ("one line without model-reqs", vec![short], short),
+        ("wrapped", WRAPPED.to_vec(), full),
+        ("wrapped without model-reqs", vec![WRAPPED[0], WRAPPED[1], WRAPPED[2], "supported by the Edge TPU."], short),
+    ];
+    for (what, paragraph, notice) in variants {
+        let text = stdout_with_paragraph(&paragraph);
+        // Without an extra line: the paragraph is read whole.
+        let r = Report::parse(&text);
+        assert_eq!(r.unparsed, vec![COMMAND_LINE], "{what}");
+        assert_eq!(r.models[0].partial_notice.as_deref(), Some(notice), "{what}");
+        assert_yolov5s_stdout(&r);
+        let start = text.lines().position(|l| l.starts_with("Model successfully")).unwrap() + 1;
+        let last = start + paragraph.len() - 1;
+        // After the banner, right after the paragraph, after the CPU count, in the table, at the end.
+        for n in [2, last, last + 2, last + 8, text.lines().count()] {
+            let r = Report::parse(&insert_after(&text, n, WARNING));
+            assert_eq!(r.unparsed, vec![COMMAND_LINE, WARNING], "{what}, after line {n}");
+            assert_eq!(r.models[0].partial_notice.as_deref(), Some(notice), "{what}, after line {n}");
+            assert_yolov5s_stdout(&r);
+        }
+    }
+    // Inside the wrapped paragraph the line ends it: the notice is cut there, and the rest of the
+    // paragraph is kept as unparsed prose, in order; the figures still parse.
+    let text = stdout_with_paragraph(&WRAPPED);
+    let start = text.lines().position(|l| l.starts_with("Model successfully")).unwrap() + 1;
+    let r = Report::parse(&insert_after(&text, start + 1, WARNING));
+    assert_eq!(r.unparsed, vec![COMMAND_LINE, WARNING, WRAPPED[2], WRAPPED[3]]);
+    assert_eq!(r.models[0].partial_notice.as_deref(), Some(format!("{} {}", WRAPPED[0], WRAPPED[1]).as_str()));
+    assert_yolov5s_stdout(&r);
+    // A blank line ends it too.
+    let r = Report::parse(&insert_after(&text, start + 1, ""));
+    assert_eq!(r.unparsed, vec![COMMAND_LINE, WRAPPED[2], WRAPPED[3]]);
+    assert_yolov5s_stdout(&r);
 }

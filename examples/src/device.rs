@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 use edgetpu::cpu::{Interpreter, Options};
+use edgetpu::device::apex_sysfs::{self, ApexState};
 use edgetpu::device::discovery;
 use edgetpu::device::usb::UsbOptions;
 use edgetpu::package::Package;
@@ -15,7 +16,7 @@ use edgetpu::sched::{twin_path, Runtime, RuntimeOptions, SimOracle};
 use edgetpu::transport::usb::RusbBus;
 use edgetpu::vision::{Labels, Preprocess};
 use edgetpu::Model;
-use edgetpu_models::{Artifact, Catalog};
+use edgetpu_models::Want;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 pub struct DeviceArgs {
     /// Where to run: auto (a Coral if one is attached, else the CPU), cpu, usb, usb:N,
     /// `usb:<bus>-<ports>`, pci, pci:N (M.2, Mini-PCIe, Dev Board), sim or sim:N (a simulated Coral,
-    /// no hardware), or a comma-separated list.
+    /// no hardware), sim:pci (a simulated PCIe Edge TPU), or a comma-separated list.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Threads for the ops that run on the CPU (0: all cores).
@@ -39,21 +40,16 @@ impl Default for DeviceArgs {
 }
 
 /// The selection strings of the Corals attached now: USB Accelerators (`usb:<bus>-<ports>`), then
-/// PCIe Corals (M.2, Mini-PCIe, Dev Board) by their device node (`pci:apex_N`). Empty when there
-/// is none, or no access to look (no `/dev/bus/usb` in a container, say).
+/// the PCIe Corals (M.2, Mini-PCIe, Dev Board) that are ready to open (not held by another
+/// process, openable by this user) by their device node (`pci:apex_N`). Empty when there is
+/// none, or no access to look (no `/dev/bus/usb` in a container, say).
 pub fn attached_corals() -> Vec<String> {
     let mut found: Vec<String> = match RusbBus::new() {
         Ok(bus) => discovery::list(&bus).map(|l| l.into_iter().map(|d| d.selector).collect()).unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let mut apex: Vec<String> = std::fs::read_dir("/dev")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("apex_").map(|n| format!("pci:apex_{n}")))
-                .collect()
-        })
-        .unwrap_or_default();
-    apex.sort();
-    found.extend(apex);
+    let pcie = apex_sysfs::list(Path::new(apex_sysfs::ROOT)).unwrap_or_default();
+    found.extend(pcie.iter().filter(|d| d.state == ApexState::Ready).map(|d| format!("pci:{}", d.name())));
     found
 }
 
@@ -74,22 +70,17 @@ pub fn compiled_twin(cpu_model: &Path) -> Option<PathBuf> {
 /// when it was fetched: `auto` then takes its compiled twin beside it for a Coral) and, for a
 /// catalog model, its label file when that was fetched too.
 pub fn resolve_model(given: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
-    let entry = given.to_str().and_then(|name| Catalog::builtin().ok()?.get(name));
-    let Some(entry) = entry.filter(|_| !given.exists()) else {
-        // A file, or a name that is neither: opening it gives the error naming the path.
-        return Ok((given.to_path_buf(), None));
-    };
-    let name = &entry.name;
-    let dir = edgetpu_models::cache_dir().with_context(|| format!("{name} is a model of the catalog"))?;
-    let path = entry.cached(&dir, Artifact::Cpu).or_else(|| entry.cached(&dir, Artifact::EdgeTpu));
-    let path = path.with_context(|| {
-        format!(
-            "{name} is a model of the catalog that is not in {}: run `edgetpu models fetch {name}` first (or set \
-             EDGETPU_MODELS_DIR to the directory that holds it)",
-            dir.display()
-        )
-    })?;
-    Ok((path, entry.cached(&dir, Artifact::Labels)))
+    // A file, or a name that is neither a file nor a catalog name: opening it gives the error
+    // naming the path.
+    let unchanged = || Ok((given.to_path_buf(), None));
+    if given.exists() {
+        return unchanged();
+    }
+    let Some(name) = given.to_str() else { return unchanged() };
+    match edgetpu_models::resolve_cached(name, || Want::CpuIfCached)? {
+        Some(cached) => Ok((cached.model, cached.labels)),
+        None => unchanged(),
+    }
 }
 
 /// Where a [`Session`] runs.
@@ -166,7 +157,7 @@ impl Session {
         };
         let runtime = open_runtime(&list)?;
         let it = runtime.interpreter(m, &options)?;
-        let simulated = !runtime.sims().is_empty();
+        let simulated = is_simulated(&runtime);
         let place = Place::EdgeTpu { devices: runtime.devices().to_vec(), simulated };
         let note = if simulated { Some(join(note, simulated_outputs(&path))) } else { note };
         Ok(Session { it, model_path: path, place, note, catalog_labels, preprocess, runtime: Some(runtime) })
@@ -191,6 +182,12 @@ impl Session {
             None => s,
         }
     }
+}
+
+/// Whether `runtime` runs on simulated devices: simulated USB Accelerators (`sim`, `sim:N`) or
+/// simulated PCIe Edge TPUs (`sim:pci`).
+pub fn is_simulated(runtime: &Runtime) -> bool {
+    !runtime.sims().is_empty() || !runtime.apex_sims().is_empty()
 }
 
 /// Where a simulated Coral's outputs for the compiled model `path` come from: its CPU twin
@@ -266,7 +263,7 @@ pub fn choose(
                     .iter()
                     .any(|k| e == *k || e.strip_prefix(k).is_some_and(|r| r.starts_with(':')));
                 if !known {
-                    bail!("--device {e:?}: use auto, cpu, usb, usb:N, usb:<bus>-<ports>, pci, pci:N, sim or sim:N");
+                    bail!("--device {e:?}: use auto, cpu, usb, usb:N, usb:<bus>-<ports>, pci, pci:N, sim, sim:N or sim:pci");
                 }
             }
             if compiled {
@@ -301,5 +298,31 @@ pub fn device_list(wanted: &str, fallback: usize, corals: impl FnOnce() -> Vec<S
             bail!("this example spreads work over Edge TPU devices: use --device auto, usb:0,usb:1 or sim:0,sim:1")
         }
         list => Ok(list.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared test data: `EDGETPU_TESTDATA`, else `../shared/testdata` beside the workspace.
+    fn testdata() -> PathBuf {
+        let default = || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata");
+        let dir = std::env::var_os("EDGETPU_TESTDATA").map_or_else(default, PathBuf::from);
+        assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
+        dir
+    }
+
+    #[test]
+    fn simulated_usb_and_pcie_devices_are_described_as_simulated() {
+        let model = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
+        for device in ["sim", "sim:pci"] {
+            let s = Session::open(&model, &DeviceArgs { device: device.into(), threads: 1 }).unwrap();
+            assert!(is_simulated(s.runtime().unwrap()), "{device}");
+            assert!(matches!(s.place, Place::EdgeTpu { simulated: true, .. }), "{device}: {:?}", s.place);
+            let text = s.describe();
+            assert!(text.contains("simulated Coral") && text.contains("(no hardware)"), "{text}");
+            assert!(text.contains("Edge TPU outputs from the CPU twin"), "{text}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{copy_traffic_frames, scratch, session, testdata};
+use common::{copy_traffic_frames, scratch, session, testdata, traffic_mjpeg};
 use edgetpu::vision::image::{self, RgbImage};
 use edgetpu_examples::frames::{self, CaptureOptions, FrameSource};
 use edgetpu_examples::http::{MjpegServer, BOUNDARY};
@@ -57,22 +57,6 @@ fn detects_in_a_directory_of_frames_and_writes_each_annotated_frame() {
     }
     assert!(!dir.join("out-00002.png").exists());
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// The traffic frames as JPEG, in a Motion JPEG stream with multipart headers between frames
-/// (as a saved HTTP stream has them).
-fn traffic_mjpeg() -> (Vec<u8>, Vec<Vec<u8>>) {
-    let mut stream = Vec::new();
-    let mut jpegs = Vec::new();
-    for f in ["0001.bmp", "0002.bmp"] {
-        let img = image::open(testdata().join("automl_video_ondevice/traffic_frames").join(f)).unwrap().to_rgb8();
-        let jpeg = mjpeg::encode(&img, 95).unwrap();
-        write!(stream, "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len()).unwrap();
-        stream.extend_from_slice(&jpeg);
-        stream.extend_from_slice(b"\r\n");
-        jpegs.push(jpeg);
-    }
-    (stream, jpegs)
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //!
 //! [`fetch`] downloads an entry's file into a directory, by default [`cache_dir`]: resumably
 //! (HTTP `Range` on a `.part` file), checked against the sha256 when known, and written
-//! atomically. The general downloader is [`download::download`].
+//! atomically. The general downloader is [`download::download`]. [`resolve_cached`] turns a
+//! catalog name given where a model file is expected (`--model NAME`) into that file in the cache
+//! directory, never downloading.
 //!
 //! ```no_run
 //! use edgetpu_models::{cache_dir, fetch, Artifact, Catalog};
@@ -37,11 +39,13 @@
 
 mod catalog;
 pub mod download;
+mod resolve;
 #[cfg(feature = "test-server")]
 pub mod testing;
 
 pub use catalog::{fetch, fetch_from, Artifact, Catalog, Entry, Fetched, InputSize, RemoteFile, Task, BUILTIN_JSON};
 pub use download::{DownloadError, Progress};
+pub use resolve::{resolve_cached, Cached, Want};
 
 use std::path::{Path, PathBuf};
 
@@ -79,6 +83,28 @@ pub enum Error {
          EDGETPU_MODELS_DIR (or pass --dir DIR)"
     )]
     NoCacheDir,
+    /// A catalog model was named where a model file is expected, but there is no cache
+    /// directory to look for it in.
+    #[error(
+        "{name} is a model of the catalog, but there is no cache directory to look for it in: EDGETPU_MODELS_DIR, \
+         XDG_CACHE_HOME and HOME are all unset; set EDGETPU_MODELS_DIR to the directory that holds its files \
+         (`edgetpu models fetch {name}` saves them there)"
+    )]
+    NoCacheDirFor {
+        /// The catalog name.
+        name: String,
+    },
+    /// A catalog model was named where a model file is expected, but its file is not in the
+    /// cache directory (nothing is downloaded implicitly).
+    #[error("{}", resolve::not_cached_message(name, *artifact, path))]
+    NotCached {
+        /// The catalog name.
+        name: String,
+        /// The file that is missing.
+        artifact: Artifact,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
     /// Downloading a file failed; the message says what to do.
     #[error("{}", fetch_message(error, dest))]
     Fetch {

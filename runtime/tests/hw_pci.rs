@@ -77,8 +77,9 @@ fn the_lstm_runs_with_its_state() {
     // expected bit for bit from the Edge TPU, but its top classes are, and state must carry over.
     let dir = testdata();
     let golden = dir.join("golden/keras_lstm_mnist_ptq");
-    let want = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lstm/stateful_nine_random_nine.out0.bin"))
-        .expect("the stateful golden");
+    let want =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lstm/stateful_nine_random_nine.out0.bin"))
+            .expect("the stateful golden");
     let model = Arc::new(Model::open(dir.join("keras_lstm_mnist_ptq_edgetpu.tflite")).unwrap());
     let acc = ApexAccelerator::open(Arc::new(LinuxSys::new()), &node(), ApexOptions::default()).unwrap();
     let rt = edgetpu::sched::Runtime::new(vec![Box::new(acc)], Default::default()).unwrap();

@@ -1,5 +1,7 @@
 //! The PCIe Corals (M.2, Mini-PCIe, Dual Edge TPU, Dev Board) in `edgetpu devices`: selection
-//! string, state, device node, PCI address, temperature and clock step.
+//! string, state, device node, PCI address, temperature and clock step. sysfs does not report the
+//! clock: the step shown is derived from the temperature and the trip points (see
+//! [`edgetpu::device::apex_sysfs::Telemetry::clock`]), and the text says so.
 
 use anyhow::Result;
 use edgetpu::device::apex_sysfs::{self, ApexDevice, ApexState, Telemetry};
@@ -70,7 +72,11 @@ fn state_note(c: &PcieCoral) -> Option<String> {
     }
 }
 
-/// The text listing: one line per PCIe Coral, then its warnings and notes; empty without any.
+/// How a derived clock step reads in text: what it was derived from.
+pub const CLOCK_DERIVED: &str = "derived from the temperature and the trip points";
+
+/// The text listing: one line per PCIe Coral, then its warnings and notes, and a last line on
+/// where the clock figures come from when any is shown; empty without any Coral.
 pub fn render(corals: &[PcieCoral]) -> String {
     let mut out = String::new();
     let width = corals.iter().map(|c| c.dev.selector.len()).max().unwrap_or(0);
@@ -78,7 +84,11 @@ pub fn render(corals: &[PcieCoral]) -> String {
         let d = &c.dev;
         let pci = d.pci_address.as_deref().unwrap_or("?");
         let temp = c.telemetry.as_ref().and_then(|t| t.temp_mc).map_or_else(|| "temp ?".to_string(), celsius);
-        let clock = c.telemetry.as_ref().and_then(|t| t.clock).map_or_else(|| "clock ?".to_string(), |s| s.to_string());
+        let clock = c
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.clock)
+            .map_or_else(|| "clock ?".to_string(), |s| format!("{s} (derived)"));
         let state = d.state.to_string();
         let _ = writeln!(out, "{:width$}  {state:14}  {}  {pci}  {temp}  {clock}", d.selector, d.node.display());
         if let Some(t) = &c.telemetry {
@@ -86,8 +96,8 @@ pub fn render(corals: &[PcieCoral]) -> String {
                 let clock = t.clock.map(|s| s.to_string()).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{:width$}  warning: throttled: {why}, so the driver runs the TPU at {clock}; improve the cooling \
-                     (heatsink, airflow)",
+                    "{:width$}  warning: throttled: {why}, so the driver throttles the TPU: clock {clock}, \
+                     {CLOCK_DERIVED}; improve the cooling (heatsink, airflow)",
                     ""
                 );
             }
@@ -103,6 +113,12 @@ pub fn render(corals: &[PcieCoral]) -> String {
         if let Some(note) = state_note(c) {
             let _ = writeln!(out, "{:width$}  note: {note}", "");
         }
+    }
+    if corals.iter().any(|c| c.telemetry.as_ref().is_some_and(|t| t.clock.is_some())) {
+        let _ = writeln!(
+            out,
+            "clock: {CLOCK_DERIVED}, as the apex driver throttles (sysfs does not report the clock itself)"
+        );
     }
     out
 }
@@ -168,16 +184,20 @@ mod tests {
             coral(2, ApexState::NoPermission, None, "LAMED"),
         ]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "pci:0  ready           /dev/apex_0  0000:01:00.0  45.2 °C  500 MHz", "{text}");
-        assert_eq!(lines[1], "pci:1  in use          /dev/apex_1  0000:02:00.0  91.0 °C  125 MHz", "{text}");
+        assert_eq!(lines[0], "pci:0  ready           /dev/apex_0  0000:01:00.0  45.2 °C  500 MHz (derived)", "{text}");
+        assert_eq!(lines[1], "pci:1  in use          /dev/apex_1  0000:02:00.0  91.0 °C  125 MHz (derived)", "{text}");
         assert!(lines[2].contains("warning: throttled: 91.0 °C is at or above trip point 1 (90.0 °C)"), "{text}");
-        assert!(lines[2].contains("at 125 MHz"), "{text}");
+        assert!(lines[2].contains("clock 125 MHz, derived from the temperature and the trip points"), "{text}");
         assert!(lines[3].contains("note: another process (pid 321) has it open"), "{text}");
         assert!(lines[4].starts_with("pci:2  no permission   /dev/apex_2") && lines[4].ends_with("temp ?  clock ?"));
         assert!(lines[5].contains("status LAMED") && lines[5].contains("edgetpu doctor"), "{text}");
         assert!(lines[6].contains("usermod -aG apex") && lines[6].contains("udev/install.sh"), "{text}");
-        assert_eq!(lines.len(), 7, "{text}");
+        assert!(lines[7].starts_with("clock: derived from the temperature and the trip points"), "{text}");
+        assert_eq!(lines.len(), 8, "{text}");
         assert_eq!(render(&[]), "");
+        // Without a temperature there is no clock, and nothing to say where it comes from.
+        let text = render(&[coral(2, ApexState::Ready, None, "ALIVE")]);
+        assert!(!text.contains("derived"), "{text}");
     }
 
     #[test]

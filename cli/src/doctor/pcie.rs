@@ -373,20 +373,21 @@ fn aspm_check(policy: Option<String>, off_on_cmdline: bool, stuck: bool) -> Chec
 }
 
 fn temperature_check(root: &Path, d: &ApexDevice) -> Option<Check> {
+    use crate::devices::pcie::CLOCK_DERIVED;
     let t = apex_sysfs::telemetry(root, d.number).ok()?;
     let name = d.name();
     let temp = crate::devices::pcie::celsius(t.temp_mc?);
     let clock = t.clock.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
     Some(match crate::devices::pcie::throttle_reason(&t) {
         Some(why) => Check::warn(
-            format!("temperature: {name}: {why}, so the driver runs the TPU at {clock}"),
+            format!("temperature: {name}: {why}, so the driver throttles the TPU: clock {clock}, {CLOCK_DERIVED}"),
             format!(
                 "improve the cooling (heatsink, airflow); the trip points are {}/trip_point{{0,1,2}}_temp",
                 d.sysfs.display()
             ),
         ),
         None => Check::ok(format!(
-            "temperature: {name} at {temp}, clock {clock} (throttling from {})",
+            "temperature: {name} at {temp}, clock {clock} ({CLOCK_DERIVED}; throttling from {})",
             crate::devices::pcie::celsius(t.effective_trip_points_mc()[0])
         )),
     })

@@ -1,7 +1,7 @@
 //! A stand-in for `edgetpu_compiler`, for tests: it takes the same options, prints output in
 //! the compiler's format and writes `*_edgetpu.tflite` and `*_edgetpu.log` files, but compiles
 //! nothing. The "compiled" model is a copy of the input, or of the file named by
-//! `EDGETPU_STANDIN_MODEL`.
+//! `EDGETPU_STANDIN_MODEL`. Built only with the crate's `standin` feature (its tests turn it on).
 //!
 //! Settings that change what it does, read from the environment, or (first) from `NAME=value`
 //! lines of a file `standin.env` in the output directory (so that tests running side by side

@@ -15,6 +15,7 @@ pub mod op {
     pub const ADD: i32 = 0;
     pub const CONCATENATION: i32 = 2;
     pub const CONV_2D: i32 = 3;
+    pub const DEPTHWISE_CONV_2D: i32 = 4;
     pub const DEQUANTIZE: i32 = 6;
     pub const FULLY_CONNECTED: i32 = 9;
     pub const LOGISTIC: i32 = 14;
@@ -24,6 +25,7 @@ pub mod op {
     pub const PAD: i32 = 34;
     pub const MEAN: i32 = 40;
     pub const STRIDED_SLICE: i32 = 45;
+    pub const TRANSPOSE_CONV: i32 = 67;
     pub const QUANTIZE: i32 = 114;
     pub const HARD_SWISH: i32 = 117;
 }
