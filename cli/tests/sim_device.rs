@@ -88,30 +88,11 @@ fn a_model_with_cpu_ops_runs_whole_and_equals_its_twin() {
 #[test]
 fn compiled_models_without_an_edge_tpu_name_their_cpu_twin() {
     let compiled = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
-    let (ok, _, stderr) = edgetpu(&[
-        "run",
-        "--device",
-        "cpu",
-        "--model",
-        compiled.to_str().unwrap(),
-        "--input",
-        "x",
-        "--output-dir",
-        "y",
-    ]);
+    let (x, y) = (Path::new("x"), Path::new("y"));
+    let (ok, _, stderr) = run("cpu", &compiled, x, y, &[]);
     assert!(!ok);
     assert!(stderr.contains("mobilenet_v1_0.25_128_quant.tflite with --device cpu"), "{stderr}");
-    let (ok, _, stderr) = edgetpu(&[
-        "run",
-        "--device",
-        "tpu0",
-        "--model",
-        compiled.to_str().unwrap(),
-        "--input",
-        "x",
-        "--output-dir",
-        "y",
-    ]);
+    let (ok, _, stderr) = run("tpu0", &compiled, x, y, &[]);
     assert!(!ok && stderr.contains("use cpu, usb"), "{stderr}");
 }
 

@@ -1,7 +1,7 @@
 //! A steady-state invoke of a compiled model through the runtime (CPU ops, the Edge TPU job on a
 //! device thread, the USB driver) does not touch the heap: a counting allocator, which leaves
 //! out what the simulated device itself allocates, sees no allocation in 20 invokes after the
-//! first, on any thread. It runs with a device that takes no time (the device thread usually
+//! first, on any thread, over USB and over PCIe. It runs with a device that takes no time (the device thread usually
 //! finishes before the caller waits) and with one that sleeps its modelled USB 3 time (the
 //! caller always blocks), so that both ways of waiting are covered.
 
@@ -14,33 +14,48 @@ mod host_alloc;
 static GLOBAL: host_alloc::Counting = host_alloc::Counting;
 
 use edgetpu::cpu::Options;
+use edgetpu::device::apex::ApexOptions;
 use edgetpu::sched::{Runtime, RuntimeOptions, SimOracle};
 use edgetpu::transport::sim::TimeModel;
 use edgetpu::Model;
 use std::sync::Arc;
 
+/// 20 steady-state invokes after two warm-up ones: the number of heap allocations.
+fn allocations_in_20_invokes(rt: &Runtime, name: &str) -> usize {
+    let model = Arc::new(Model::open(common::testdata().join(name)).unwrap());
+    let mut it = rt.interpreter(model, &Options { threads: 1, ..Default::default() }).unwrap();
+    let n = it.input_mut(0).unwrap().len();
+    it.set_input(0, &common::noise(n, 3)).unwrap();
+    it.invoke().unwrap();
+    it.invoke().unwrap();
+    let before = host_alloc::allocations();
+    for _ in 0..20 {
+        it.invoke().unwrap();
+    }
+    let n = host_alloc::allocations() - before;
+    assert_eq!(rt.metrics()[0].inferences, 22);
+    n
+}
+
+const MODELS: [&str; 2] =
+    ["mobilenet_v1_0.25_128_quant_edgetpu.tflite", "movenet_single_pose_lightning_ptq_edgetpu.tflite"];
+
 #[test]
 fn steady_state_hybrid_invokes_do_not_allocate() {
     let sleeping = TimeModel { realtime: true, ..TimeModel::usb3() };
-    for (name, time) in [
-        ("mobilenet_v1_0.25_128_quant_edgetpu.tflite", TimeModel::zero()),
-        ("movenet_single_pose_lightning_ptq_edgetpu.tflite", TimeModel::zero()),
-        ("mobilenet_v1_0.25_128_quant_edgetpu.tflite", sleeping),
-        ("movenet_single_pose_lightning_ptq_edgetpu.tflite", sleeping),
-    ] {
-        let rt = Runtime::simulated(1, time, SimOracle::Seeded, RuntimeOptions::default()).unwrap();
-        let model = Arc::new(Model::open(common::testdata().join(name)).unwrap());
-        let mut it = rt.interpreter(model, &Options { threads: 1, ..Default::default() }).unwrap();
-        let n = it.input_mut(0).unwrap().len();
-        it.set_input(0, &common::noise(n, 3)).unwrap();
-        it.invoke().unwrap();
-        it.invoke().unwrap();
-        let before = host_alloc::allocations();
-        for _ in 0..20 {
-            it.invoke().unwrap();
+    for time in [TimeModel::zero(), sleeping] {
+        for name in MODELS {
+            let rt = Runtime::simulated(1, time, SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+            let n = allocations_in_20_invokes(&rt, name);
+            assert_eq!(n, 0, "{name} ({time:?}): {n} allocations in 20 invokes");
         }
-        let n = host_alloc::allocations() - before;
-        assert_eq!(n, 0, "{name} ({time:?}): {n} allocations in 20 invokes");
-        assert_eq!(rt.metrics()[0].inferences, 22);
+    }
+    // The same over PCIe (the simulated apex driver's own work left out, as the USB
+    // simulator's). One test: the counter sees every thread of the process.
+    for name in MODELS {
+        let rt =
+            Runtime::simulated_pci(1, SimOracle::Seeded, RuntimeOptions::default(), ApexOptions::default()).unwrap();
+        let n = allocations_in_20_invokes(&rt, name);
+        assert_eq!(n, 0, "{name} over PCIe: {n} allocations in 20 invokes");
     }
 }

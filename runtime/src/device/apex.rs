@@ -364,7 +364,12 @@ impl ApexAccelerator {
 
     fn gate(&mut self, enable: bool) -> Result<()> {
         if self.gated != enable {
-            self.ioctl(ioctl::GATE_CLOCK, ioctl::words(&[u64::from(enable), 0], ioctl::GATE_CLOCK_SIZE))?;
+            // On every request: an argument on the stack, no allocation.
+            let mut arg = [0u8; ioctl::GATE_CLOCK_SIZE];
+            arg[0] = u8::from(enable);
+            self.sys
+                .ioctl(self.fd, ioctl::GATE_CLOCK, &mut arg)
+                .map_err(|e| sys_err(&self.csrs.name, e, ioctl::GATE_CLOCK.name))?;
             self.gated = enable;
         }
         Ok(())
@@ -509,8 +514,9 @@ impl ApexAccelerator {
     /// Queues the instruction chunks of executable `exe` of a program and waits for its
     /// completion (one count of scalar-core interrupt 0).
     fn submit(&mut self, program: u64, exe: usize) -> Result<()> {
-        let chunks: Vec<Buffer> = self.programs[&program].exes[exe].instructions.clone();
-        for c in chunks {
+        let chunks = self.programs[&program].exes[exe].instructions.len();
+        for k in 0..chunks {
+            let c = self.programs[&program].exes[exe].instructions[k];
             let next = (self.tail + 1) % RING;
             // The ring holds RING - 1 entries: wait for the chip to consume one.
             let start = Instant::now();
@@ -572,9 +578,9 @@ impl ApexAccelerator {
                 ));
             }
             let queue = fresh(0);
-            let others: Vec<usize> = (5..=7).filter(|&k| fresh(k)).collect();
+            let others = (5..=7).any(fresh);
             let done = fresh(interrupt as usize);
-            if queue || !others.is_empty() || done {
+            if queue || others || done {
                 drop(guard);
                 if queue {
                     // The status block: {u32 completed_head, u32 fatal_error, u64 reserved}.
@@ -590,7 +596,7 @@ impl ApexAccelerator {
                         ));
                     }
                 }
-                for k in others {
+                for k in (5..=7).filter(|&k| counts[k] > self.handled[k]) {
                     self.csrs.write_csr(csr::SC_HOST_INT_STATUS, 0xF & !(1 << (k - 4)))?;
                 }
                 for k in [0, 5, 6, 7, interrupt as usize] {

@@ -667,23 +667,20 @@ impl Accelerator for ApexAccelerator {
 fn open_pci(entry: &str, apex: &ApexOptions, opened: &mut Vec<PathBuf>) -> Result<ApexAccelerator> {
     #[cfg(target_os = "linux")]
     {
-        use crate::device::apex_sysfs::{self, ApexState, PciSelector};
+        use crate::device::apex_sysfs::{self, PciSelector};
         let root = Path::new(apex_sysfs::ROOT);
         let sel = PciSelector::parse(entry)?;
         let dev = if sel == PciSelector::Any {
-            let all = apex_sysfs::list(root)?;
-            let free: Vec<_> = all.iter().filter(|d| !opened.contains(&d.node)).cloned().collect();
-            match free.iter().find(|d| d.state == ApexState::Ready) {
-                Some(d) => d.clone(),
-                None if free.is_empty() && !all.is_empty() => {
-                    return Err(Error::device(
-                        entry,
-                        ErrorKind::NotFound,
-                        format!("every PCIe Coral ({}) is already in this --device list", all.len()),
-                    ))
-                }
-                None => apex_sysfs::choose(&free, &sel, root)?,
+            // The first ready device this list has not opened yet.
+            let free: Vec<_> = apex_sysfs::list(root)?.into_iter().filter(|d| !opened.contains(&d.node)).collect();
+            if free.is_empty() && !opened.is_empty() {
+                return Err(Error::device(
+                    entry,
+                    ErrorKind::NotFound,
+                    format!("every PCIe Coral ({}) is already in this --device list", opened.len()),
+                ));
             }
+            apex_sysfs::choose(&free, &sel, root)?
         } else {
             apex_sysfs::select(root, &sel)?
         };

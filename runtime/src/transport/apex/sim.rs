@@ -23,7 +23,7 @@ use super::{check_access, Fd, Region, Sys, SysError};
 use crate::device::csr;
 use crate::package::{ExecutableType, Package};
 use crate::transport::sim::program::{fnv, LinkedAddresses, SimExe, FNV0};
-use crate::transport::sim::Oracle;
+use crate::transport::sim::{as_device, Oracle};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -548,227 +548,253 @@ impl State {
 
 impl Sys for SimApex {
     fn open(&self, path: &Path) -> Result<Fd, SysError> {
-        let mut s = self.lock();
-        if path.to_str() != Some(s.config.node.as_str()) {
-            return Err(err(&format!("open {}", path.display()), 2, "No such file or directory"));
-        }
-        if s.config.owned_elsewhere {
-            return Err(err(&format!("open {}", path.display()), 1, "Operation not permitted"));
-        }
-        s.next_fd += 1;
-        let fd = s.next_fd;
-        s.fds.insert(fd, FdKind::Device);
-        Ok(fd)
+        as_device(|| {
+            let mut s = self.lock();
+            if path.to_str() != Some(s.config.node.as_str()) {
+                return Err(err(&format!("open {}", path.display()), 2, "No such file or directory"));
+            }
+            if s.config.owned_elsewhere {
+                return Err(err(&format!("open {}", path.display()), 1, "Operation not permitted"));
+            }
+            s.next_fd += 1;
+            let fd = s.next_fd;
+            s.fds.insert(fd, FdKind::Device);
+            Ok(fd)
+        })
     }
 
     fn close(&self, fd: Fd) {
-        let mut s = self.lock();
-        let kind = s.fds.remove(&fd);
-        if kind == Some(FdKind::Device) && !s.fds.values().any(|k| *k == FdKind::Device) {
-            // The last close: the kernel resets the chip; nothing may be left mapped.
-            if !s.maps.is_empty() {
-                let n = s.maps.len();
-                s.violation(format!("the device was closed with {n} buffer mappings left"));
-                s.maps.clear();
+        as_device(|| {
+            let mut s = self.lock();
+            let kind = s.fds.remove(&fd);
+            if kind == Some(FdKind::Device) && !s.fds.values().any(|k| *k == FdKind::Device) {
+                // The last close: the kernel resets the chip; nothing may be left mapped.
+                if !s.maps.is_empty() {
+                    let n = s.maps.len();
+                    s.violation(format!("the device was closed with {n} buffer mappings left"));
+                    s.maps.clear();
+                }
+                if s.coherent.is_some() {
+                    s.violation("the device was closed with the coherent allocator still enabled".into());
+                }
+                s.cached_token = None;
+                s.cached.clear();
+                s.eventfds.clear();
+                let initial = s.config.initial_interrupt_count as u64;
+                s.csrs.retain(|&o, _| o == csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE.offset);
+                s.csrs.insert(csr::SC_HOST_INT_COUNT.offset, initial);
+                s.partition = None;
+                s.head = 0;
             }
-            if s.coherent.is_some() {
-                s.violation("the device was closed with the coherent allocator still enabled".into());
-            }
-            s.cached_token = None;
-            s.cached.clear();
-            s.eventfds.clear();
-            let initial = s.config.initial_interrupt_count as u64;
-            s.csrs.retain(|&o, _| o == csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE.offset);
-            s.csrs.insert(csr::SC_HOST_INT_COUNT.offset, initial);
-            s.partition = None;
-            s.head = 0;
-        }
+        })
     }
 
     fn ioctl(&self, fd: Fd, request: Ioctl, arg: &mut [u8]) -> Result<(), SysError> {
-        let mut s = self.lock();
-        if s.fds.get(&fd) != Some(&FdKind::Device) {
-            return Err(err(request.name, 25, "not the device node"));
-        }
-        if ioctl::by_number(request.number) != Some(request) || (request.size > 0 && arg.len() != request.size) {
-            s.violation(format!("{}: argument of {} bytes", request.name, arg.len()));
-            return Err(err(request.name, 22, "bad argument"));
-        }
-        s.ioctl_log.push(request.name);
-        match request {
-            r if r == ioctl::PERFORMANCE_EXPECTATION => {
-                let level = ioctl::word(arg, 0) as u32;
-                if level > 3 {
-                    return Err(err(r.name, 22, format!("performance {level}")));
-                }
-                s.performance = Some(level);
+        as_device(|| {
+            let mut s = self.lock();
+            if s.fds.get(&fd) != Some(&FdKind::Device) {
+                return Err(err(request.name, 25, "not the device node"));
             }
-            r if r == ioctl::GATE_CLOCK => s.gated = ioctl::word(arg, 0) != 0,
-            r if r == ioctl::PARTITION_PAGE_TABLE => {
-                let size = ioctl::word(arg, 1);
-                if size > PAGE_TABLE_ENTRIES || !s.maps.is_empty() {
-                    let live = s.maps.len();
-                    s.violation(format!("{}: size {size} with {live} mappings live", r.name));
-                    return Err(err(r.name, 22, "cannot partition"));
-                }
-                s.partition = Some(size);
+            if ioctl::by_number(request.number) != Some(request) || (request.size > 0 && arg.len() != request.size) {
+                s.violation(format!("{}: argument of {} bytes", request.name, arg.len()));
+                return Err(err(request.name, 22, "bad argument"));
             }
-            r if r == ioctl::MAP_BUFFER_FLAGS && !s.config.map_buffer_flags => {
-                return Err(err(r.name, 25, "Inappropriate ioctl for device"));
-            }
-            r if r == ioctl::MAP_BUFFER || r == ioctl::MAP_BUFFER_FLAGS => s.map(r, arg)?,
-            r if r == ioctl::UNMAP_BUFFER => {
-                let (size, device) = (ioctl::word(arg, 1), ioctl::word(arg, 3));
-                match s.maps.iter().position(|m| m.device == device && m.size == size) {
-                    Some(k) => {
-                        s.maps.remove(k);
+            s.ioctl_log.push(request.name);
+            match request {
+                r if r == ioctl::PERFORMANCE_EXPECTATION => {
+                    let level = ioctl::word(arg, 0) as u32;
+                    if level > 3 {
+                        return Err(err(r.name, 22, format!("performance {level}")));
                     }
-                    None => {
-                        s.violation(format!("{}: no mapping of {size:#x} bytes at {device:#x}", r.name));
-                        return Err(err(r.name, 22, "no such mapping"));
+                    s.performance = Some(level);
+                }
+                r if r == ioctl::GATE_CLOCK => s.gated = ioctl::word(arg, 0) != 0,
+                r if r == ioctl::PARTITION_PAGE_TABLE => {
+                    let size = ioctl::word(arg, 1);
+                    if size > PAGE_TABLE_ENTRIES || !s.maps.is_empty() {
+                        let live = s.maps.len();
+                        s.violation(format!("{}: size {size} with {live} mappings live", r.name));
+                        return Err(err(r.name, 22, "cannot partition"));
+                    }
+                    s.partition = Some(size);
+                }
+                r if r == ioctl::MAP_BUFFER_FLAGS && !s.config.map_buffer_flags => {
+                    return Err(err(r.name, 25, "Inappropriate ioctl for device"));
+                }
+                r if r == ioctl::MAP_BUFFER || r == ioctl::MAP_BUFFER_FLAGS => s.map(r, arg)?,
+                r if r == ioctl::UNMAP_BUFFER => {
+                    let (size, device) = (ioctl::word(arg, 1), ioctl::word(arg, 3));
+                    match s.maps.iter().position(|m| m.device == device && m.size == size) {
+                        Some(k) => {
+                            s.maps.remove(k);
+                        }
+                        None => {
+                            s.violation(format!("{}: no mapping of {size:#x} bytes at {device:#x}", r.name));
+                            return Err(err(r.name, 22, "no such mapping"));
+                        }
                     }
                 }
-            }
-            r if r == ioctl::CONFIG_COHERENT_ALLOCATOR => {
-                if ioctl::word(arg, 1) != 0 {
-                    let size = ioctl::word(arg, 2) as usize;
-                    let at = s.alloc_host(size);
-                    s.coherent = Some(at);
-                    arg[24..32].copy_from_slice(&COHERENT_DMA.to_le_bytes());
-                } else if let Some(at) = s.coherent.take() {
-                    s.memory.remove(&at);
+                r if r == ioctl::CONFIG_COHERENT_ALLOCATOR => {
+                    if ioctl::word(arg, 1) != 0 {
+                        let size = ioctl::word(arg, 2) as usize;
+                        let at = s.alloc_host(size);
+                        s.coherent = Some(at);
+                        arg[24..32].copy_from_slice(&COHERENT_DMA.to_le_bytes());
+                    } else if let Some(at) = s.coherent.take() {
+                        s.memory.remove(&at);
+                    }
                 }
-            }
-            r if r == ioctl::SET_EVENTFD => {
-                let (interrupt, efd) = (ioctl::word(arg, 0), ioctl::word(arg, 1) as Fd);
-                if interrupt >= INTERRUPTS || s.fds.get(&efd) != Some(&FdKind::Event) {
-                    s.violation(format!("{}: interrupt {interrupt}, fd {efd}", r.name));
-                    return Err(err(r.name, 22, "bad interrupt or eventfd"));
+                r if r == ioctl::SET_EVENTFD => {
+                    let (interrupt, efd) = (ioctl::word(arg, 0), ioctl::word(arg, 1) as Fd);
+                    if interrupt >= INTERRUPTS || s.fds.get(&efd) != Some(&FdKind::Event) {
+                        s.violation(format!("{}: interrupt {interrupt}, fd {efd}", r.name));
+                        return Err(err(r.name, 22, "bad interrupt or eventfd"));
+                    }
+                    s.eventfds.insert(interrupt, efd);
                 }
-                s.eventfds.insert(interrupt, efd);
+                r if r == ioctl::CLEAR_EVENTFD => {
+                    let interrupt = ioctl::word(arg, 0);
+                    s.eventfds.remove(&interrupt);
+                }
+                _ => {}
             }
-            r if r == ioctl::CLEAR_EVENTFD => {
-                let interrupt = ioctl::word(arg, 0);
-                s.eventfds.remove(&interrupt);
-            }
-            _ => {}
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn mmap(&self, fd: Fd, offset: u64, len: usize) -> Result<Region, SysError> {
-        let mut s = self.lock();
-        if s.fds.get(&fd) != Some(&FdKind::Device) {
-            return Err(err("mmap", 19, "not the device node"));
-        }
-        if CSR_PAGES.contains(&offset) && len == PAGE as usize {
-            let at = s.next_host;
-            s.next_host += 2 * PAGE;
-            s.regions.insert(at, Backing::Csr(offset));
-            return Ok(Region { address: at, len });
-        }
-        if offset == COHERENT_DMA {
-            if let Some(at) = s.coherent {
-                if s.memory.get(&at).is_some_and(|m| len <= m.len()) {
-                    s.regions.insert(at, Backing::Memory);
-                    return Ok(Region { address: at, len });
+        as_device(|| {
+            let mut s = self.lock();
+            if s.fds.get(&fd) != Some(&FdKind::Device) {
+                return Err(err("mmap", 19, "not the device node"));
+            }
+            if CSR_PAGES.contains(&offset) && len == PAGE as usize {
+                let at = s.next_host;
+                s.next_host += 2 * PAGE;
+                s.regions.insert(at, Backing::Csr(offset));
+                return Ok(Region { address: at, len });
+            }
+            if offset == COHERENT_DMA {
+                if let Some(at) = s.coherent {
+                    if s.memory.get(&at).is_some_and(|m| len <= m.len()) {
+                        s.regions.insert(at, Backing::Memory);
+                        return Ok(Region { address: at, len });
+                    }
                 }
             }
-        }
-        s.violation(format!(
-            "mmap of {len} bytes at offset {offset:#x}, which is neither a CSR page nor coherent memory"
-        ));
-        Err(err("mmap", 22, "Invalid argument"))
+            s.violation(format!(
+                "mmap of {len} bytes at offset {offset:#x}, which is neither a CSR page nor coherent memory"
+            ));
+            Err(err("mmap", 22, "Invalid argument"))
+        })
     }
 
     fn munmap(&self, region: Region) {
-        self.lock().regions.remove(&region.address);
+        as_device(|| {
+            self.lock().regions.remove(&region.address);
+        })
     }
 
     fn alloc(&self, len: usize) -> Result<Region, SysError> {
-        let mut s = self.lock();
-        let at = s.alloc_host(len);
-        let len = s.memory[&at].len();
-        Ok(Region { address: at, len })
+        as_device(|| {
+            let mut s = self.lock();
+            let at = s.alloc_host(len);
+            let len = s.memory[&at].len();
+            Ok(Region { address: at, len })
+        })
     }
 
     fn free(&self, region: Region) {
-        let mut s = self.lock();
-        if s.maps.iter().any(|m| m.host >= region.address && m.host < region.address + region.len as u64) {
-            s.violation(format!("host memory at {:#x} freed while still mapped for DMA", region.address));
-        }
-        s.memory.remove(&region.address);
+        as_device(|| {
+            let mut s = self.lock();
+            if s.maps.iter().any(|m| m.host >= region.address && m.host < region.address + region.len as u64) {
+                s.violation(format!("host memory at {:#x} freed while still mapped for DMA", region.address));
+            }
+            s.memory.remove(&region.address);
+        })
     }
 
     fn read64(&self, region: Region, offset: usize) -> u64 {
-        let mut s = self.lock();
-        if let Some(Backing::Csr(base)) = s.regions.get(&region.address) {
-            return s.csr_read((base + offset as u64) as u32);
-        }
-        let mut b = [0u8; 8];
-        if let Some((start, off)) = s.host_access(region, offset, 8, "read") {
-            b.copy_from_slice(&s.memory[&start][off..off + 8]);
-        }
-        u64::from_le_bytes(b)
+        as_device(|| {
+            let mut s = self.lock();
+            if let Some(Backing::Csr(base)) = s.regions.get(&region.address) {
+                return s.csr_read((base + offset as u64) as u32);
+            }
+            let mut b = [0u8; 8];
+            if let Some((start, off)) = s.host_access(region, offset, 8, "read") {
+                b.copy_from_slice(&s.memory[&start][off..off + 8]);
+            }
+            u64::from_le_bytes(b)
+        })
     }
 
     fn write64(&self, region: Region, offset: usize, value: u64) {
-        let mut s = self.lock();
-        if let Some(Backing::Csr(base)) = s.regions.get(&region.address).copied() {
-            s.csr_write((base + offset as u64) as u32, value);
-            drop(s);
-            self.signal.notify_all();
-            return;
-        }
-        self.write_locked(&mut s, region, offset, &value.to_le_bytes());
+        as_device(|| {
+            let mut s = self.lock();
+            if let Some(Backing::Csr(base)) = s.regions.get(&region.address).copied() {
+                s.csr_write((base + offset as u64) as u32, value);
+                drop(s);
+                self.signal.notify_all();
+                return;
+            }
+            self.write_locked(&mut s, region, offset, &value.to_le_bytes());
+        })
     }
 
     fn read(&self, region: Region, offset: usize, out: &mut [u8]) {
-        let mut s = self.lock();
-        if let Some((start, off)) = s.host_access(region, offset, out.len(), "read") {
-            out.copy_from_slice(&s.memory[&start][off..off + out.len()]);
-        }
+        as_device(|| {
+            let mut s = self.lock();
+            if let Some((start, off)) = s.host_access(region, offset, out.len(), "read") {
+                out.copy_from_slice(&s.memory[&start][off..off + out.len()]);
+            }
+        })
     }
 
     fn write(&self, region: Region, offset: usize, data: &[u8]) {
-        let mut s = self.lock();
-        self.write_locked(&mut s, region, offset, data);
+        as_device(|| {
+            let mut s = self.lock();
+            self.write_locked(&mut s, region, offset, data);
+        })
     }
 
     fn eventfd(&self) -> Result<Fd, SysError> {
-        let mut s = self.lock();
-        s.next_fd += 1;
-        let fd = s.next_fd;
-        s.fds.insert(fd, FdKind::Event);
-        s.counters.insert(fd, 0);
-        Ok(fd)
+        as_device(|| {
+            let mut s = self.lock();
+            s.next_fd += 1;
+            let fd = s.next_fd;
+            s.fds.insert(fd, FdKind::Event);
+            s.counters.insert(fd, 0);
+            Ok(fd)
+        })
     }
 
     fn wait_event(&self, fd: Fd, timeout: Duration) -> Result<u64, SysError> {
-        let mut s = self.lock();
-        if s.fds.get(&fd) != Some(&FdKind::Event) {
-            return Err(err("read (eventfd)", 9, "Bad file descriptor"));
-        }
-        let deadline = std::time::Instant::now() + timeout;
-        if s.config.deferred {
-            // The chip catches up with the queue while the host waits.
-            let tail = s.csr_read(csr::INSTRUCTION_QUEUE_TAIL.offset);
-            if tail != s.head {
-                s.consume(tail);
-                self.signal.notify_all();
+        as_device(|| {
+            let mut s = self.lock();
+            if s.fds.get(&fd) != Some(&FdKind::Event) {
+                return Err(err("read (eventfd)", 9, "Bad file descriptor"));
             }
-        }
-        loop {
-            let n = s.counters.get(&fd).copied().unwrap_or(0);
-            if n > 0 {
-                s.counters.insert(fd, 0);
-                return Ok(n);
+            let deadline = std::time::Instant::now() + timeout;
+            if s.config.deferred {
+                // The chip catches up with the queue while the host waits.
+                let tail = s.csr_read(csr::INSTRUCTION_QUEUE_TAIL.offset);
+                if tail != s.head {
+                    s.consume(tail);
+                    self.signal.notify_all();
+                }
             }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return Ok(0);
+            loop {
+                let n = s.counters.get(&fd).copied().unwrap_or(0);
+                if n > 0 {
+                    s.counters.insert(fd, 0);
+                    return Ok(n);
+                }
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Ok(0);
+                }
+                s = self.signal.wait_timeout(s, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
             }
-            s = self.signal.wait_timeout(s, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
-        }
+        })
     }
 }

@@ -309,11 +309,18 @@ pub fn in_device() -> bool {
     IN_DEVICE.with(|c| c.get())
 }
 
+/// Runs `f` as the simulated device (USB or PCIe): [`in_device`] holds meanwhile.
+pub(crate) fn as_device<T>(f: impl FnOnce() -> T) -> T {
+    let before = IN_DEVICE.with(|c| c.replace(true));
+    let r = f();
+    IN_DEVICE.with(|c| c.set(before));
+    r
+}
+
 impl SimIo {
     fn with<T>(&self, f: impl FnOnce(&mut SimState) -> Result<T, UsbError>) -> Result<T, UsbError> {
         let start = std::time::Instant::now();
-        IN_DEVICE.with(|c| c.set(true));
-        let r = {
+        as_device(|| {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let r = if s.generation != self.generation || s.gone.is_some() {
                 Err(UsbError::new(UsbErrorKind::Disconnected, 0))
@@ -322,9 +329,7 @@ impl SimIo {
             };
             s.device_wall += start.elapsed();
             r
-        };
-        IN_DEVICE.with(|c| c.set(false));
-        r
+        })
     }
 }
 
