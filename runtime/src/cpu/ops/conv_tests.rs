@@ -6,11 +6,15 @@
 //! so an element it forgets to write is caught too. Tensor values come from a seeded generator
 //! (proptest shrinks the shapes and options; the seed picks the values).
 
-use super::*;
-use crate::cpu::gemm::{Isa, Packed};
-use crate::cpu::kernel::{QuantParams, TensorInfo};
+use super::common::{OutputStage, Q8};
+use super::conv::build_conv;
+use super::depthwise::build_depthwise;
+use super::fully_connected::build_fully_connected;
+use crate::cpu::gemm::{self, Isa, Packed};
+use crate::cpu::kernel::{BuildCtx, Built, QuantParams, TensorInfo};
 use crate::cpu::par::Par;
-use crate::model::{Activation, OpOptions, Padding};
+use crate::error::Result;
+use crate::model::{Activation, OpOptions, Padding, TensorType};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -152,7 +156,7 @@ impl Node {
         if let Some(b) = &self.bias {
             ins.push(b);
         }
-        let outs = super::super::test_util::run_kernel(built, &ins, &[out_len], par, |_, i| fill(i))?;
+        let outs = super::test_util::run_kernel(built, &ins, &[out_len], par, |_, i| fill(i))?;
         Ok(outs.into_iter().next().unwrap_or_default())
     }
 

@@ -8,30 +8,41 @@ use crate::error::Result;
 mod activation;
 pub(crate) mod common;
 mod conv;
+mod conv_common;
+#[cfg(test)]
+mod conv_tests;
+mod depthwise;
 mod detection;
 mod elementwise;
-mod extra_act;
-mod extra_shape;
 #[cfg(test)]
 mod fast_tests;
+mod fully_connected;
+mod l2_norm;
 mod lstm;
 mod lstm_math;
+mod minmax;
+mod nonlinear;
 mod pool;
 mod posenet;
 mod reduce;
 mod resize;
 mod shape;
+mod slice;
+mod space_batch;
+mod space_depth;
 #[cfg(test)]
 mod test_util;
+mod transpose;
 mod transpose_conv;
+mod view;
 
 /// Builds the kernel of one node. Fails with the op, version, types and node index when the
 /// runtime has no kernel for it.
 pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     match ctx.op_name {
         "CONV_2D" => conv::build_conv(ctx),
-        "DEPTHWISE_CONV_2D" => conv::build_depthwise(ctx),
-        "FULLY_CONNECTED" => conv::build_fully_connected(ctx),
+        "DEPTHWISE_CONV_2D" => depthwise::build_depthwise(ctx),
+        "FULLY_CONNECTED" => fully_connected::build_fully_connected(ctx),
         "AVERAGE_POOL_2D" => pool::build_average(ctx),
         "MAX_POOL_2D" => pool::build_max(ctx),
         "ADD" | "SUB" => elementwise::build_add_sub(ctx),
@@ -59,11 +70,18 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         "UNIDIRECTIONAL_SEQUENCE_LSTM" => lstm::build(ctx),
         "TFLite_Detection_PostProcess" => detection::build(ctx),
         "PosenetDecoderOp" => posenet::build(ctx),
-        "HARD_SWISH" | "TANH" | "LEAKY_RELU" | "PRELU" | "MAXIMUM" | "MINIMUM" | "L2_NORMALIZATION" => {
-            extra_act::build(ctx)
-        }
-        "STRIDED_SLICE" | "SLICE" | "TRANSPOSE" | "BATCH_TO_SPACE_ND" | "SPACE_TO_BATCH_ND" | "SPACE_TO_DEPTH"
-        | "DEPTH_TO_SPACE" => extra_shape::build(ctx),
+        "HARD_SWISH" => nonlinear::build_hard_swish(ctx),
+        "TANH" => nonlinear::build_tanh(ctx),
+        "LEAKY_RELU" => nonlinear::build_leaky_relu(ctx),
+        "PRELU" => nonlinear::build_prelu(ctx),
+        "MAXIMUM" | "MINIMUM" => minmax::build_max_min(ctx),
+        "L2_NORMALIZATION" => l2_norm::build_l2_norm(ctx),
+        "STRIDED_SLICE" => slice::build_strided_slice(ctx),
+        "SLICE" => slice::build_slice(ctx),
+        "TRANSPOSE" => transpose::build_transpose(ctx),
+        "BATCH_TO_SPACE_ND" => space_batch::build_batch_to_space(ctx),
+        "SPACE_TO_BATCH_ND" => space_batch::build_space_to_batch(ctx),
+        "SPACE_TO_DEPTH" | "DEPTH_TO_SPACE" => space_depth::build_depth_space(ctx),
         "TRANSPOSE_CONV" => transpose_conv::build(ctx),
         "edgetpu-custom-op" => Err(ctx.err(
             "this is an Edge TPU step: run the model through an edgetpu::sched::Runtime (an Edge TPU or the \

@@ -1,0 +1,394 @@
+//! Integer GEMM and row helpers of the fast kernels: the choice of implementation, the packed
+//! weight layouts, and the functions the kernels call.
+//!
+//! Operands are `i16` values with zero points already subtracted, so every product and every
+//! sum is exact in `i32`: `a[m][k] * w[n][k]` summed over `k` (`k` padded with zeros to a
+//! multiple of 16). On x86-64 with AVX2 (detected at run time) the inner loop is `vpmaddwd`
+//! on 4x2 output tiles (`avx2`; the 8-bit dot-product GEMM of AVX-512 VNNI is in `avx512`);
+//! elsewhere a portable loop computes the same integers (`portable`).
+// Unsafe code of this module: the dispatching functions (each `#[allow(unsafe_code)]`) call
+// the AVX2 and AVX-512 functions after run-time detection; the unaligned vector loads from
+// slices whose bounds are checked before each load are in `avx2`.
+
+use super::ops::common::{OutputStage, Q8};
+use super::par::Par;
+use portable::gemm_portable;
+pub(crate) use portable::{gemm_packed_portable, gemm_u8_fused_portable};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod portable;
+#[cfg(test)]
+mod tests;
+
+/// Rows of A processed per GEMM call by the convolution kernels.
+pub(crate) const ROWS: usize = 24;
+
+/// Which implementation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+/// `EDGETPU_CPU_ISA=portable` turns the SIMD kernels off (read once): for comparing results
+/// and for testing the paths that CPUs without AVX2 (such as aarch64) take.
+fn forced_portable() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os("EDGETPU_CPU_ISA").is_some_and(|v| v == "portable"))
+}
+
+/// The best implementation on this CPU.
+pub(crate) fn best() -> Isa {
+    if forced_portable() {
+        return Isa::Portable;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// `dst[i] = src[i] - zp` as i16.
+#[inline]
+pub(crate) fn widen(q: Q8, src: &[u8], zp: i32, dst: &mut [i16]) {
+    match q {
+        Q8::U8 => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = (s as i32 - zp) as i16;
+            }
+        }
+        Q8::I8 => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = (s as i8 as i32 - zp) as i16;
+            }
+        }
+    }
+}
+
+/// `acc[c] += w[c] * (x[c] - zp)` over a row of channels.
+#[inline]
+pub(crate) fn mac_row(q: Q8, x: &[u8], zp: i32, w: &[i32], acc: &mut [i32]) {
+    match q {
+        Q8::U8 => {
+            for ((a, &wv), &xv) in acc.iter_mut().zip(w).zip(x) {
+                *a = a.wrapping_add(wv.wrapping_mul((xv as i32).wrapping_sub(zp)));
+            }
+        }
+        Q8::I8 => {
+            for ((a, &wv), &xv) in acc.iter_mut().zip(w).zip(x) {
+                *a = a.wrapping_add(wv.wrapping_mul((xv as i8 as i32).wrapping_sub(zp)));
+            }
+        }
+    }
+}
+
+/// Output stage over `m` rows of `n` accumulators, adding the bias per column.
+pub(crate) fn requantize(acc: &[i32], bias: &[i32], stage: &OutputStage, q: Q8, out: &mut [u8]) {
+    let n = bias.len();
+    for (row_acc, row_out) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        requantize_bias_row(row_acc, Some(bias), stage, q, row_out);
+    }
+}
+
+/// Output stage over one row of accumulators that already include the bias.
+pub(crate) fn requantize_row(acc: &[i32], stage: &OutputStage, q: Q8, out: &mut [u8]) {
+    requantize_bias_row(acc, None, stage, q, out)
+}
+
+#[allow(unsafe_code)]
+fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q: Q8, out: &mut [u8]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut start = 0;
+    #[cfg(target_arch = "x86_64")]
+    if stage.vector {
+        // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
+        start = unsafe { avx2::requantize_avx2(acc, bias, stage, q, out) };
+    }
+    for c in start..acc.len() {
+        let a = acc[c].wrapping_add(bias.map_or(0, |b| b[c]));
+        out[c] = q.put(stage.apply(a, c));
+    }
+}
+
+/// `out[i][j] = sum_k a[i][k] * w[j][k]` for `m` rows of `a` and `n` rows of `w`.
+pub(crate) fn gemm(a: &[i16], m: usize, w: &[i16], n: usize, kp: usize, out: &mut [i32]) {
+    gemm_with(best(), a, m, w, n, kp, out)
+}
+
+/// [`gemm`] with the columns split over threads (for single-row products such as
+/// FULLY_CONNECTED).
+pub(crate) fn gemm_par(par: &Par, a: &[i16], m: usize, w: &[i16], n: usize, kp: usize, out: &mut [i32]) {
+    if m != 1 || par.threads() == 1 || n < 64 {
+        return gemm(a, m, w, n, kp, out);
+    }
+    par.rows(out, 1, 32, &mut [], |first, cols, _| {
+        let cn = cols.len();
+        gemm(a, 1, &w[first * kp..(first + cn) * kp], cn, kp, cols);
+    });
+}
+
+/// [`gemm`] with a chosen implementation (for tests).
+#[allow(unsafe_code)]
+pub(crate) fn gemm_with(isa: Isa, a: &[i16], m: usize, w: &[i16], n: usize, kp: usize, out: &mut [i32]) {
+    assert!(kp.is_multiple_of(16) && a.len() >= m * kp && w.len() >= n * kp && out.len() >= m * n);
+    match isa {
+        Isa::Portable => gemm_portable(a, m, w, n, kp, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only chosen after `is_x86_feature_detected!("avx2")` (see
+        // `best`), or by tests that check the same; slice bounds were asserted above.
+        Isa::Avx2 => unsafe { avx2::gemm_avx2(a, m, w, n, kp, out) },
+    }
+}
+
+/// Weights packed for [`gemm_packed`]: k in pairs, output channels padded to 16,
+/// `w[((kk * np) + j) * 2 + {0, 1}] = W[j][2kk + {0, 1}]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    pub w: Vec<i16>,
+    /// Output channels padded to 16.
+    pub np: usize,
+    /// K padded to 16 (rows of A have this length).
+    pub kp: usize,
+}
+
+impl Packed {
+    /// Packs `rows` x `kp` weights (`[n][kp]`, zero padded).
+    pub fn new(w: &[i16], n: usize, kp: usize) -> Packed {
+        let np = n.div_ceil(16) * 16;
+        let mut out = vec![0i16; kp * np];
+        for j in 0..n {
+            for k in 0..kp {
+                out[((k / 2) * np + j) * 2 + (k % 2)] = w[j * kp + k];
+            }
+        }
+        Packed { w: out, np, kp }
+    }
+}
+
+/// `out[i][j] = sum_k a[i][k] * W[j][k]` for `m` rows of `a` (`kp` columns each), `out` rows
+/// of `p.np` values (columns past `p.n` are zero-weight padding).
+#[allow(unsafe_code)]
+pub(crate) fn gemm_packed(a: &[i16], m: usize, p: &Packed, out: &mut [i32]) {
+    assert!(a.len() >= m * p.kp && out.len() >= m * p.np && p.kp.is_multiple_of(2));
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`); bounds asserted above.
+        unsafe { avx2::gemm_packed_avx2(a, m, p, out) };
+        return;
+    }
+    gemm_packed_portable(a, m, p, out)
+}
+
+/// Whether the CPU has AVX-512 VNNI (with VL), for the 8-bit dot-product GEMM.
+pub(crate) fn vnni() -> bool {
+    if forced_portable() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Weights for the byte GEMM: k in quads, output channels padded to 16,
+/// `w[((kq * np) + j) * 4 + {0..3}] = W[j][4kq + {0..3}]`. Either the weights are signed bytes
+/// and the inputs unsigned, or (`unsigned_weights`) the other way round.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedU8 {
+    pub w: Vec<u8>,
+    /// Weights are unsigned and inputs signed.
+    pub unsigned_weights: bool,
+    /// Output channels padded to 16.
+    pub np: usize,
+    /// K padded to 4 (rows of A have this length).
+    pub kp: usize,
+}
+
+impl PackedU8 {
+    /// Packs `n` rows of `k` weight bytes.
+    pub fn new(w: &[u8], n: usize, k: usize, unsigned_weights: bool) -> PackedU8 {
+        let np = n.div_ceil(16) * 16;
+        let kp = k.div_ceil(4) * 4;
+        let mut out = vec![0u8; kp * np];
+        for j in 0..n {
+            for i in 0..k {
+                out[((i / 4) * np + j) * 4 + (i % 4)] = w[j * k + i];
+            }
+        }
+        PackedU8 { w: out, unsigned_weights, np, kp }
+    }
+}
+
+/// Per-channel terms of the fused byte GEMM, padded to [`PackedU8::np`]: the folded zero-point
+/// terms `acc + a[c] * rowsum + c[c]`, then the output stage.
+#[derive(Debug, Clone)]
+// Some fields only feed the x86-64 vector kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Fold {
+    pub a: Vec<i32>,
+    /// The value of every `a` when they are all equal (the usual case): one scalar product per
+    /// row instead of a vector multiply per 8 channels.
+    pub a_uniform: Option<i32>,
+    pub c: Vec<i32>,
+    pub multiplier: Vec<i32>,
+    pub shift: Vec<i32>,
+    pub left: Vec<i32>,
+    pub right: Vec<i32>,
+    pub offset: i32,
+    pub min: i32,
+    pub max: i32,
+}
+
+impl Fold {
+    pub fn new(a: &[i32], c: &[i32], st: &OutputStage, np: usize) -> Fold {
+        let pad = |v: &[i32]| {
+            let mut x = v.to_vec();
+            x.resize(np, 0);
+            x
+        };
+        let a_uniform = a.first().copied().filter(|&a0| a.iter().all(|&v| v == a0));
+        Fold {
+            a_uniform,
+            a: pad(a),
+            c: pad(c),
+            multiplier: pad(&st.multiplier),
+            shift: pad(&st.shift),
+            left: pad(&st.left),
+            right: pad(&st.right),
+            offset: st.offset,
+            min: st.min,
+            max: st.max,
+        }
+    }
+}
+
+/// Byte GEMM with the zero-point fold and output stage fused: `m` rows of `a` (`p.kp` bytes)
+/// to `m` rows of `oc` output bytes.
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fold, q: Q8, out: &mut [u8], oc: usize) {
+    assert!(a.len() >= m * p.kp && out.len() >= m * oc && sx.len() >= m && oc <= p.np && f.a.len() >= p.np);
+    #[cfg(target_arch = "x86_64")]
+    if vnni() && f.shift.iter().all(|&s| s < 31) {
+        // SAFETY: AVX-512 VNNI, VL and AVX2 were detected at run time (`vnni`); bounds asserted.
+        unsafe { avx512::gemm_u8_fused_vnni(a, m, p, sx, f, q, out, oc) };
+        return;
+    }
+    gemm_u8_fused_portable(a, m, p, sx, f, q, out, oc)
+}
+
+/// Runs `f`, compiled for AVX2 where the CPU has it: `f` is inlined into an AVX2 function, so
+/// plain loops in it are vectorised with 256-bit registers.
+#[inline]
+#[allow(unsafe_code)]
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`); `f` is safe code.
+        return unsafe { avx2::call_avx2(f) };
+    }
+    f()
+}
+
+/// Most taps the vectorised depthwise pixel handles (larger filters use the row loop).
+pub(crate) const DW_MAX_TAPS: usize = 64;
+
+/// One depthwise output pixel (depth multiplier 1) for channels `0..n8` (a multiple of 8):
+/// `acc[c] = init[c] + sum over taps (x[base_t + c] - zx) * w[tap_t][c]`, then the output stage
+/// (`init` is the bias, or the bias with the zero-point terms folded in when `zx` is 0).
+/// Returns how many channels were done (0 when the CPU lacks AVX2).
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dw_pixel(
+    start: usize,
+    input: &[u8],
+    q_in: Q8,
+    zx: i32,
+    bases: &[usize],
+    taps: &[usize],
+    weights: &[i32],
+    oc: usize,
+    bias: &[i32],
+    st: &OutputStage,
+    q_out: Q8,
+    out: &mut [u8],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if st.vector {
+        // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
+        return unsafe { avx2::dw_pixel_avx2(start, input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out) };
+    }
+    let _ = (input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out);
+    start
+}
+
+/// Depthwise weights for full-window pixels, two taps per `vpmaddwd`: for each block of 16
+/// channels and each pair of taps, two vectors of interleaved `(w_a, w_b)` i16 pairs in the lane
+/// order of `unpacklo/hi_epi16` (channels 0-3 and 8-11, then 4-7 and 12-15).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct DwPairs {
+    pub w: Vec<i16>,
+    /// Channels covered: whole blocks of 16.
+    pub n16: usize,
+    pub pairs: usize,
+}
+
+impl DwPairs {
+    /// From `[tap][oc]` weights with the zero point already subtracted (each within i16).
+    pub fn new(weights: &[i32], taps: usize, oc: usize) -> DwPairs {
+        let n16 = oc / 16 * 16;
+        let pairs = taps.div_ceil(2);
+        let mut w = vec![0i16; (n16 / 16) * pairs * 32];
+        let at = |t: usize, c: usize| if t < taps { weights[t * oc + c] as i16 } else { 0 };
+        for b in 0..n16 / 16 {
+            for k in 0..pairs {
+                let base = (b * pairs + k) * 32;
+                for half in 0..2 {
+                    for j in 0..4 {
+                        for (lane, c) in [(2 * j, 16 * b + 4 * half + j), (8 + 2 * j, 16 * b + 8 + 4 * half + j)] {
+                            w[base + half * 16 + lane] = at(2 * k, c);
+                            w[base + half * 16 + lane + 1] = at(2 * k + 1, c);
+                        }
+                    }
+                }
+            }
+        }
+        DwPairs { w, n16, pairs }
+    }
+}
+
+/// One full-window depthwise pixel (depth multiplier 1, every tap inside the input, raw input
+/// bytes, zero-point terms folded into `init`) for the channels of `p`, two taps per
+/// `vpmaddwd`. Returns how many channels were done (0 without AVX2).
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dw_pixel_pairs(
+    input: &[u8],
+    q_in: Q8,
+    bases: &[usize],
+    p: &DwPairs,
+    init: &[i32],
+    st: &OutputStage,
+    q_out: Q8,
+    out: &mut [u8],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if st.vector && bases.len() <= 2 * p.pairs {
+        // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
+        return unsafe { avx2::dw_pixel_pairs_avx2(input, q_in, bases, p, init, st, q_out, out) };
+    }
+    let _ = (input, q_in, bases, p, init, st, q_out, out);
+    0
+}

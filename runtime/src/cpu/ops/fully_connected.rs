@@ -1,0 +1,110 @@
+//! FULLY_CONNECTED for uint8 (per-tensor) and int8 (per-channel): TFLite's
+//! `reference_ops::FullyConnected` and its integer per-channel twin, and the fast integer GEMM on
+//! the same packed weights, producing the same int32 accumulators exactly.
+
+use super::common::{conv_output_stage, set_output_shape, OutputStage, Q8};
+use super::conv_common::{bias_of, filter_zero_points, operands, pack_weights, KPAD};
+use crate::cpu::gemm;
+use crate::cpu::kernel::{cast_mut, BuildCtx, Built, Io, Kernel};
+use crate::error::Result;
+
+struct FullyConnected {
+    q_in: Q8,
+    q_out: Q8,
+    in_zp: i32,
+    batches: usize,
+    k: usize,
+    kp: usize,
+    units: usize,
+    weights: Vec<i16>,
+    bias: Vec<i32>,
+    stage: OutputStage,
+    reference: bool,
+}
+
+pub(crate) fn build_fully_connected(ctx: &mut BuildCtx<'_>) -> Result<Built> {
+    let (input, filter, q_in, q_out) = operands(ctx, "weights")?;
+    if ctx.options.weights_format != 0 {
+        return Err(ctx.err("shuffled weights formats are not supported"));
+    }
+    let (units, k) = match filter.shape.as_slice() {
+        &[u, k] => (u, k),
+        s => return Err(ctx.err(format!("weights must be 2-D, have shape {s:?}"))),
+    };
+    let total = input.num_elements();
+    if k == 0 || total % k != 0 {
+        return Err(ctx.err(format!("input of {total} elements is not a multiple of the weights depth {k}")));
+    }
+    let batches = total / k;
+    let out_shape = if ctx.options.keep_dims {
+        let mut s = input.shape.clone();
+        if let Some(l) = s.last_mut() {
+            *l = units;
+        }
+        s
+    } else {
+        vec![batches, units]
+    };
+    set_output_shape(ctx, 0, out_shape)?;
+    let output = ctx.output(0)?.clone();
+    let act = ctx.options.activation;
+    let stage = conv_output_stage(ctx, &input, &filter, &output, units, act)?;
+    let kp = k.div_ceil(KPAD) * KPAD;
+    let zp = filter_zero_points(ctx, 1)?;
+    let weights = pack_weights(q_in, ctx.constant(1)?, units, k, &zp, kp);
+    let bias = bias_of(ctx, 2, units)?;
+    let in_zp = input.qparams()?.1;
+    let reference = ctx.reference;
+    let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * units * 4 + 64;
+    Built::with_scratch(
+        FullyConnected { q_in, q_out, in_zp, batches, k, kp, units, weights, bias, stage, reference },
+        scratch,
+    )
+}
+
+impl Kernel for FullyConnected {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let input = io.ins[0];
+        let out = &mut *io.outs[0];
+        if out.is_empty() {
+            return Ok(());
+        }
+        if self.reference {
+            for b in 0..self.batches {
+                for u in 0..self.units {
+                    let mut acc = 0i32;
+                    for i in 0..self.k {
+                        let x = self.q_in.get(input, b * self.k + i) - self.in_zp;
+                        acc = acc.wrapping_add((self.weights[u * self.kp + i] as i32).wrapping_mul(x));
+                    }
+                    acc = acc.wrapping_add(self.bias[u]);
+                    out[b * self.units + u] = self.q_out.put(self.stage.apply(acc, u));
+                }
+            }
+            return Ok(());
+        }
+        let (kp, units) = (self.kp, self.units);
+        let (a, rest) = io.scratch.split_at_mut(gemm::ROWS * kp * 2);
+        let a: &mut [i16] = bytemuck::cast_slice_mut(a);
+        let acc: &mut [i32] = cast_mut(&mut rest[..gemm::ROWS * units * 4])?;
+        let mut b = 0;
+        while b < self.batches {
+            let m = gemm::ROWS.min(self.batches - b);
+            for r in 0..m {
+                let row = &mut a[r * kp..(r + 1) * kp];
+                row[self.k..].fill(0);
+                gemm::widen(self.q_in, &input[(b + r) * self.k..(b + r + 1) * self.k], self.in_zp, &mut row[..self.k]);
+            }
+            gemm::gemm_par(io.par, &a[..m * kp], m, &self.weights, units, kp, &mut acc[..m * units]);
+            gemm::requantize(
+                &acc[..m * units],
+                &self.bias,
+                &self.stage,
+                self.q_out,
+                &mut out[b * units..(b + m) * units],
+            );
+            b += m;
+        }
+        Ok(())
+    }
+}
