@@ -57,7 +57,7 @@ pub fn run(args: &Args, it: &Interpreter, rt: &Runtime) -> Result<()> {
     let (p50, p90, p99) = (percentile(&times, 50.0), percentile(&times, 90.0), percentile(&times, 99.0));
     let rate = args.iterations as f64 / (total / 1e3);
     let metrics = rt.metrics();
-    let simulated = !rt.sims().is_empty();
+    let simulated = rt.is_simulated();
     if args.json {
         let doc = json!({
             "model": args.model.model.display().to_string(),

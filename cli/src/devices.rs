@@ -4,9 +4,9 @@
 pub mod pcie;
 
 use anyhow::{Context, Result};
-use edgetpu::device::discovery::{self, CoralDevice, DeviceState};
-use edgetpu::transport::usb::RusbBus;
-use edgetpu::transport::{UsbBus, UsbErrorKind, APP_ID, DFU_ID};
+use edgetpu::device::usb::discovery::{self, CoralDevice, DeviceState};
+use edgetpu::device::usb::rusb::RusbBus;
+use edgetpu::device::usb::{UsbBus, UsbErrorKind, APP_ID, DFU_ID};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
@@ -169,7 +169,7 @@ pub fn to_json(corals: &[CoralDevice]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgetpu::transport::{Speed, UsbDeviceInfo, UsbPath};
+    use edgetpu::device::usb::{Speed, UsbDeviceInfo, UsbPath};
 
     fn coral(path: &str, id: (u16, u16), speed: Speed, state: DeviceState) -> CoralDevice {
         CoralDevice {

@@ -6,9 +6,9 @@ mod pcie;
 
 use crate::devices;
 use anyhow::{bail, Result};
-use edgetpu::device::discovery::{self, CoralDevice, DeviceState};
-use edgetpu::device::firmware_path::{self, FILE_NAME, SINGLE_EP_LEN, SINGLE_EP_SHA256};
-use edgetpu::transport::{APP_ID, DFU_ID};
+use edgetpu::device::usb::discovery::{self, CoralDevice, DeviceState};
+use edgetpu::device::usb::firmware::{self as firmware_path, FILE_NAME, SINGLE_EP_LEN, SINGLE_EP_SHA256};
+use edgetpu::device::usb::{APP_ID, DFU_ID};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -337,7 +337,7 @@ pub fn firmware(located: edgetpu::Result<PathBuf>) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgetpu::transport::{Speed, UsbDeviceInfo, UsbPath};
+    use edgetpu::device::usb::{Speed, UsbDeviceInfo, UsbPath};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("edgetpu-doctor-{}-{name}", std::process::id()));

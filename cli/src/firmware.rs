@@ -4,10 +4,10 @@
 //! The runtime does not ship the firmware: `fetch` downloads the single-endpoint image from its
 //! upstream location with the model catalog's downloader (`edgetpu_models::download`), which
 //! checks its sha256 and writes it atomically (a `.part` file, then a rename) where
-//! [`edgetpu::device::firmware_path::locate`] finds it. A failed download leaves nothing behind.
+//! [`edgetpu::device::usb::firmware::locate`] finds it. A failed download leaves nothing behind.
 
 use anyhow::{Context, Result};
-use edgetpu::device::firmware_path::{self, FILE_NAME, SINGLE_EP_LEN, SINGLE_EP_SHA256};
+use edgetpu::device::usb::firmware::{self as firmware_path, FILE_NAME, SINGLE_EP_LEN, SINGLE_EP_SHA256};
 use edgetpu_models::download::{self, DownloadError, Request};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -28,8 +28,29 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "edgetpu", version, about = "Pure-Rust runtime for Coral Edge TPU accelerators")]
 struct Cli {
+    /// More diagnostics on stderr: -v info, -vv debug, -vvv trace (RUST_LOG, in env_logger's
+    /// syntax such as `edgetpu=debug`, takes precedence).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Installs the logger: warnings by default, more with each `-v`; `RUST_LOG` overrides.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level).format_timestamp_millis();
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    // A second initialisation (tests) keeps the first logger.
+    let _ = builder.try_init();
 }
 
 #[derive(Subcommand)]
@@ -38,7 +59,7 @@ enum Command {
     Inspect {
         /// The model file, or the name of a catalog model fetched with `edgetpu models fetch`.
         model: PathBuf,
-        /// Print a JSON document instead of text (fields documented in the README).
+        /// Print a JSON document instead of text (fields documented in docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -86,7 +107,9 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", message(&e));
@@ -117,18 +140,12 @@ fn message(e: &anyhow::Error) -> String {
     out
 }
 
-/// Whether an error's device is a PCIe Coral (`pci`, `pci:...`, `sim:pci:...`, `apex_N`).
-fn is_pcie(device: &str) -> bool {
-    let device = device.strip_prefix("sim:").unwrap_or(device);
-    device == "pci" || device.starts_with("pci:") || device.starts_with("apex_")
-}
-
 /// What to do about an error: chosen by its kind and, for device errors, by whether the device
-/// is a USB Accelerator or a PCIe Coral.
+/// is a USB Accelerator or a PCIe Coral (the error's typed device kind).
 fn advice(err: &edgetpu::Error) -> Option<&'static str> {
-    let pcie = matches!(err, edgetpu::Error::Device { device, .. } if is_pcie(device));
-    let device = matches!(err, edgetpu::Error::Device { .. });
-    advice_for(err.kind(), device, pcie)
+    let kind = err.device_kind();
+    let device = matches!(kind, Some(edgetpu::DeviceKind::Usb | edgetpu::DeviceKind::Pci));
+    advice_for(err.kind(), device, kind == Some(edgetpu::DeviceKind::Pci))
 }
 
 /// [`advice`] for an error of `kind`, of a device (`device`) that is a PCIe Coral (`pcie`) or not.
@@ -139,10 +156,14 @@ fn advice_for(kind: edgetpu::ErrorKind, device: bool, pcie: bool) -> Option<&'st
             Some("the file is damaged or not a TFLite model; download it again or re-export it from the converter")
         }
         (K::NotFound, false) if !device => Some("check the path"),
-        (K::NotFound, false) => Some("`edgetpu devices` lists the Corals attached; `edgetpu doctor` checks the setup"),
+        (K::NotFound, false) => Some(
+            "`edgetpu devices` lists the Corals attached; a missing firmware image comes from `edgetpu firmware \
+             fetch` (or --firmware PATH); `edgetpu doctor` checks the setup",
+        ),
         (K::NotFound, true) => Some(
             "`edgetpu devices` lists the PCIe Corals; `edgetpu doctor` checks the apex driver and the card on the PCI \
-             bus",
+             bus; a missing /dev/apex_N comes with the udev rules (`sudo udev/install.sh`) or a driver reload (`sudo \
+             modprobe -r apex && sudo modprobe apex`)",
         ),
         (K::PermissionDenied, false) => Some(
             "for a file, check its permissions; for a Coral, install the udev rules (`sudo udev/install.sh`) and \
@@ -152,9 +173,10 @@ fn advice_for(kind: edgetpu::ErrorKind, device: bool, pcie: bool) -> Option<&'st
             "install the udev rules that give /dev/apex_N to the apex group (`sudo udev/install.sh`) and join that \
              group (`sudo usermod -aG apex $USER`, then log in again); `edgetpu doctor` checks the setup",
         ),
-        (K::Busy, _) => {
-            Some("another process is using the Coral: stop it, or pick another Coral (`edgetpu devices` lists them)")
-        }
+        (K::Busy, _) => Some(
+            "another process is using the Coral: stop it, or pick another Coral (`edgetpu devices` lists them and \
+             who holds them)",
+        ),
         (K::Disconnected | K::Timeout, false) => {
             Some("replug the Coral, check the cable, and use a USB 3 port (`edgetpu devices` shows the link speed)")
         }
@@ -163,8 +185,8 @@ fn advice_for(kind: edgetpu::ErrorKind, device: bool, pcie: bool) -> Option<&'st
              boot; `edgetpu doctor` checks the setup",
         ),
         (K::DeviceFault | K::Protocol, _) => Some(
-            "run `edgetpu doctor`; to report the problem, attach the trace recorded by \
-             `edgetpu doctor --record FILE`",
+            "replug the Coral and run `edgetpu doctor` (it checks the firmware file too; `edgetpu firmware fetch` \
+             gets it again); to report the problem, attach the trace recorded by `edgetpu doctor --record FILE`",
         ),
         (K::InvalidArgument, _) => Some(
             "check the arguments against the model: `edgetpu inspect MODEL` lists its inputs and outputs \
@@ -185,22 +207,11 @@ fn advice_for(kind: edgetpu::ErrorKind, device: bool, pcie: bool) -> Option<&'st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgetpu::{Error, ErrorKind};
+    use edgetpu::{DeviceKind, Error, ErrorKind};
 
     fn device(name: &str, kind: ErrorKind) -> Error {
-        Error::Device { device: name.into(), kind, reason: "x".into() }
-    }
-
-    #[test]
-    fn pcie_devices_are_told_by_name() {
-        for name in
-            ["pci", "pci:0", "pci:apex_1", "pci:/dev/apex_0", "pci:0000:01:00.0", "sim:pci", "sim:pci:1", "apex_0"]
-        {
-            assert!(is_pcie(name), "{name}");
-        }
-        for name in ["usb", "usb:0", "usb:2-1", "sim", "sim:0", "sim:usb", "runtime", "pcie-thing", "apex"] {
-            assert!(!is_pcie(name), "{name}");
-        }
+        let device_kind = if name.contains("pci") { DeviceKind::Pci } else { DeviceKind::Usb };
+        Error::Device { device: name.into(), device_kind, kind, reason: "x".into() }
     }
 
     #[test]

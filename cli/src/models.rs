@@ -252,18 +252,19 @@ pub struct Resolved {
 
 /// What `--device` asks of a catalog name: see the module documentation.
 pub fn want_for_device(device: &str) -> Want {
-    match device.trim() {
-        "cpu" => Want::Cpu,
-        "auto" if coral_attached() => Want::EdgeTpu,
-        "auto" => Want::Cpu,
+    match edgetpu::DeviceSpec::parse(device) {
+        Ok(edgetpu::DeviceSpec::Cpu) => Want::Cpu,
+        Ok(edgetpu::DeviceSpec::Auto) if coral_attached() => Want::EdgeTpu,
+        Ok(edgetpu::DeviceSpec::Auto) => Want::Cpu,
+        // A bad device string is reported where the devices are opened.
         _ => Want::EdgeTpu,
     }
 }
 
 /// Whether a Coral is attached that `--device auto` would take: a USB Accelerator, or a ready
-/// PCIe Coral (see [`crate::tpu::auto_device`]).
+/// PCIe Coral (see [`edgetpu::DeviceSpec::resolve`]).
 fn coral_attached() -> bool {
-    crate::tpu::auto_device(crate::tpu::usb_coral_found(), &crate::tpu::pcie_corals()).is_some()
+    edgetpu::DeviceSpec::auto().resolve_in(&crate::devices::pcie::sysfs_root()).is_some()
 }
 
 /// Resolves a model argument: the path itself if it exists or is not a catalog name, else the

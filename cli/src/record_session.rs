@@ -4,11 +4,11 @@
 
 use anyhow::{Context, Result};
 use edgetpu::device::program::Program;
+use edgetpu::device::usb::record::RecordingBus;
+use edgetpu::device::usb::UsbBus;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::record::RecordingBus;
-use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig};
-use edgetpu::transport::UsbBus;
+use edgetpu::sim::usb::{SeededOracle, SimBus, SimConfig};
 use edgetpu::Model;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ pub fn record(file: &Path, device: &str, firmware: Option<&Path>, model: Option<
     let model = model.map(Model::open).transpose()?.map(Arc::new);
     let pkgs = model.as_deref().map(Package::all).transpose()?;
     let sim = device == "sim" || device == "sim:usb";
-    let firmware_file = edgetpu::device::firmware_path::locate(firmware).ok();
+    let firmware_file = edgetpu::device::usb::firmware::locate(firmware).ok();
     let bus: Box<dyn UsbBus> = if sim {
         let s = SimBus::new(SimConfig { start_in_dfu: firmware_file.is_some(), ..Default::default() });
         if let Some(p) = pkgs.as_ref().and_then(|p| p.first()) {

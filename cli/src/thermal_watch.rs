@@ -2,7 +2,7 @@
 //! the apex driver throttled the clock during the run (its figures are then not the chip's best).
 
 use crate::devices::pcie::{celsius, throttle_reason};
-use edgetpu::device::apex_sysfs::{self, Telemetry};
+use edgetpu::device::pcie::sysfs::{self as apex_sysfs, Telemetry};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

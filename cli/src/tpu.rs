@@ -2,17 +2,17 @@
 //! sim:pci`, several separated by commas (data-parallel and pipelined runs).
 //!
 //! By default (`auto`) a compiled model runs on the first USB Accelerator, else on the first ready
-//! PCIe Coral ([`auto_device`]), and a CPU model on the CPU. Compiled models run whole: their CPU
+//! PCIe Coral ([`DeviceSpec::resolve`]), and a CPU model on the CPU. Compiled models run whole: their CPU
 //! ops on the CPU, their Edge TPU steps on the devices.
 
 use anyhow::{bail, Result};
-use edgetpu::device::apex::ApexOptions;
-use edgetpu::device::apex_sysfs::{self, ApexDevice, ApexState};
-use edgetpu::device::sequence::Performance;
+use edgetpu::device::pcie::sysfs::ApexDevice;
+use edgetpu::device::pcie::ApexOptions;
 use edgetpu::device::usb::UsbOptions;
-use edgetpu::package::Package;
-use edgetpu::sched::{twin_path, Runtime, RuntimeOptions, SimOracle};
-use edgetpu::{ErrorKind, Model};
+use edgetpu::device::{DeviceKind, Performance};
+use edgetpu::model::cpu_twin_path as twin_path;
+use edgetpu::sim::{OracleChoice, SimOptions};
+use edgetpu::{DeviceSpec, ErrorKind, Model, Runtime, RuntimeOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,32 +45,9 @@ fn parse_performance(s: &str) -> Result<Performance, String> {
     Performance::parse(s).ok_or_else(|| format!("{s:?}: use low, medium, high or max"))
 }
 
-fn is_sim(list: &str) -> bool {
-    list.split(',').all(|e| e.trim().starts_with("sim"))
-}
-
-/// The device `--device auto` takes for a compiled model: `usb` when a Coral USB Accelerator was
-/// found (`usb_found`), else `pci` when one of the PCIe Corals `pcie` (an
-/// [`apex_sysfs::list`]) is ready; `None` when there is neither.
-pub fn auto_device(usb_found: bool, pcie: &[ApexDevice]) -> Option<&'static str> {
-    if usb_found {
-        Some("usb")
-    } else if pcie.iter().any(|d| d.state == ApexState::Ready) {
-        Some("pci")
-    } else {
-        None
-    }
-}
-
-/// Whether USB discovery finds a Coral USB Accelerator (false when the bus cannot be opened).
-pub fn usb_coral_found() -> bool {
-    let Ok(bus) = crate::devices::open_bus() else { return false };
-    edgetpu::device::discovery::list(&bus).is_ok_and(|list| !list.is_empty())
-}
-
 /// The PCIe Corals under [`crate::devices::pcie::sysfs_root`] (none when sysfs cannot be read).
 pub fn pcie_corals() -> Vec<ApexDevice> {
-    apex_sysfs::list(&crate::devices::pcie::sysfs_root()).unwrap_or_default()
+    edgetpu::device::pcie::sysfs::list(&crate::devices::pcie::sysfs_root()).unwrap_or_default()
 }
 
 /// Why `auto` found no Coral: for the error when a compiled model has nowhere to run.
@@ -85,12 +62,14 @@ fn no_coral(pcie: &[ApexDevice]) -> String {
 }
 
 /// The runtime a model needs for `args`, or `None` for the CPU. Prints what the user must know
-/// (simulated device and where its values come from, USB 2 links) on stderr.
+/// (simulated device and where its values come from) on stderr.
 pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Option<Runtime>> {
-    let compiled = !Package::all(model)?.is_empty();
+    let compiled = model.is_compiled();
+    // A plain message: the hint for a model's arguments does not fit a device string.
+    let wanted = DeviceSpec::parse(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     let mut auto_none = None;
-    let list = match args.device.as_str() {
-        "cpu" if compiled => {
+    let spec = match wanted {
+        DeviceSpec::Cpu if compiled => {
             let twin = twin_path(path).map_or_else(
                 || "the CPU model it was compiled from".to_string(),
                 |t| format!("its CPU model {}", t.display()),
@@ -101,36 +80,27 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
                 path.display()
             );
         }
-        "cpu" => return Ok(None),
-        "auto" if !compiled => return Ok(None),
-        "auto" => {
-            let pcie = pcie_corals();
-            match auto_device(usb_coral_found(), &pcie) {
-                Some(device) => device,
-                None => {
-                    // Opening `usb` gives the USB side's own error (no libusb, no device, ...).
-                    auto_none = Some(no_coral(&pcie));
-                    "usb"
-                }
+        DeviceSpec::Auto if !compiled => return Ok(None),
+        DeviceSpec::Auto => match wanted.resolve_in(&crate::devices::pcie::sysfs_root()) {
+            Some(spec) => spec,
+            None => {
+                // Opening `usb` gives the USB side's own error (no libusb, no device, ...).
+                auto_none = Some(no_coral(&pcie_corals()));
+                DeviceSpec::parse("usb")?
             }
-        }
-        other => other,
+        },
+        DeviceSpec::Devices(_) => wanted,
+        _ => return Ok(None),
     };
-    for e in list.split(',').map(str::trim) {
-        let ok = e == "usb" || e.starts_with("usb:") || e.starts_with("sim") || e.starts_with("pci");
-        if !ok {
-            bail!(
-                "--device {e:?}: use cpu, usb, usb:N, usb:<bus>-<ports>, pci, pci:N, sim, sim:N or sim:pci (several \
-                 separated by commas)"
-            );
-        }
-    }
-    let sim = is_sim(list);
-    let oracle = match &args.sim_oracle {
-        // A catalog name stands for its CPU model.
-        Some(p) => SimOracle::Model(crate::models::resolve(p, || crate::models::Want::Cpu)?.path),
-        None => SimOracle::Twin,
+    // A catalog name stands for its CPU model.
+    let oracle_model = match &args.sim_oracle {
+        Some(p) => Some(crate::models::resolve(p, || crate::models::Want::Cpu)?.path),
+        None => None,
     };
+    let sim = SimOptions::default().oracle(match &oracle_model {
+        Some(p) => OracleChoice::Model(p.clone()),
+        None => OracleChoice::Twin,
+    });
     let progress: Arc<dyn Fn(usize, usize) + Send + Sync> = Arc::new(|sent, total| {
         // About twenty updates, in place.
         let step = total.div_ceil(20).max(1);
@@ -147,8 +117,9 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
         progress: Some(progress),
         ..Default::default()
     };
-    let apex = ApexOptions { performance: args.performance.unwrap_or(Performance::Max), ..Default::default() };
-    let runtime = match Runtime::open_with(list, usb, apex, oracle.clone(), RuntimeOptions::default()) {
+    let pcie = ApexOptions { performance: args.performance.unwrap_or(Performance::Max), ..Default::default() };
+    let options = RuntimeOptions::default().usb(usb).pcie(pcie).sim(sim);
+    let runtime = match Runtime::open(&spec, options) {
         Ok(rt) => rt,
         Err(e) if compiled && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Io) => {
             let twin = twin_path(path).map_or_else(
@@ -160,16 +131,17 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
         }
         Err(e) => return Err(e.into()),
     };
-    if sim {
-        let values = match &oracle {
-            SimOracle::Model(p) => format!("the CPU model {}", p.display()),
-            _ => match twin_path(path) {
+    if runtime.is_simulated() {
+        let values = match &oracle_model {
+            Some(p) => format!("the CPU model {}", p.display()),
+            None => match twin_path(path) {
                 Some(t) => format!("the CPU twin {}", t.display()),
                 None => "seeded bytes, which are not real results: pass --sim-oracle CPU_MODEL".to_string(),
             },
         };
-        if runtime.apex_sims().is_empty() {
-            let firmware = if runtime.sims().iter().all(|s| s.firmware().is_some()) {
+        let pci = runtime.device_info().iter().all(|d| d.kind == DeviceKind::Pci);
+        if !pci {
+            let firmware = if edgetpu::device::usb::firmware::locate(args.firmware.as_deref()).is_ok() {
                 "firmware downloaded"
             } else {
                 "no firmware image found, so they start with their firmware loaded"
@@ -196,12 +168,14 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
 pub fn note(runtime: Option<&Runtime>) -> String {
     match runtime {
         None => String::new(),
-        Some(rt) if !rt.apex_sims().is_empty() => format!(" + simulated PCIe Edge TPU {}", rt.devices().join(",")),
-        Some(rt) if rt.sims().is_empty() => format!(" + Edge TPU {}", rt.devices().join(",")),
+        Some(rt) if !rt.is_simulated() => format!(" + Edge TPU {}", rt.devices().join(",")),
+        Some(rt) if rt.device_info().iter().all(|d| d.kind == DeviceKind::Pci) => {
+            format!(" + simulated PCIe Edge TPU {}", rt.devices().join(","))
+        }
         Some(rt) => format!(
             " + simulated Edge TPU {} (USB 3 time model: {:.2} ms of simulated device time so far)",
             rt.devices().join(","),
-            rt.sims().iter().map(|s| s.elapsed().as_secs_f64() * 1e3).sum::<f64>()
+            rt.telemetry().iter().filter_map(|t| t.device_time).map(|d| d.as_secs_f64() * 1e3).sum::<f64>()
         ),
     }
 }
@@ -209,6 +183,7 @@ pub fn note(runtime: Option<&Runtime>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgetpu::device::pcie::sysfs::ApexState;
 
     fn apex(n: u32, state: ApexState) -> ApexDevice {
         ApexDevice {
@@ -225,17 +200,6 @@ mod tests {
             status: Some("ALIVE".into()),
             state,
         }
-    }
-
-    #[test]
-    fn auto_takes_usb_then_a_ready_pcie_coral() {
-        let ready = [apex(0, ApexState::InUse), apex(1, ApexState::Ready)];
-        assert_eq!(auto_device(true, &[]), Some("usb"));
-        assert_eq!(auto_device(true, &ready), Some("usb"), "a USB Accelerator comes first");
-        assert_eq!(auto_device(false, &ready), Some("pci"));
-        assert_eq!(auto_device(false, &[]), None);
-        let busy = [apex(0, ApexState::InUse), apex(1, ApexState::NoPermission), apex(2, ApexState::NodeMissing)];
-        assert_eq!(auto_device(false, &busy), None, "no PCIe Coral is ready");
     }
 
     #[test]

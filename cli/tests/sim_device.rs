@@ -3,9 +3,9 @@
 //! values came from; `doctor --record` writes a trace that replays without the simulator.
 
 use edgetpu::device::program::Program;
+use edgetpu::device::usb::record::ReplayBus;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::record::ReplayBus;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -93,7 +93,7 @@ fn compiled_models_without_an_edge_tpu_name_their_cpu_twin() {
     assert!(!ok);
     assert!(stderr.contains("mobilenet_v1_0.25_128_quant.tflite with --device cpu"), "{stderr}");
     let (ok, _, stderr) = run("tpu0", &compiled, x, y, &[]);
-    assert!(!ok && stderr.contains("use cpu, usb"), "{stderr}");
+    assert!(!ok && stderr.contains("use auto, cpu, usb"), "{stderr}");
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn main() -> Result<()> {
     let list = device::device_list(&args.device, 2, device::attached_corals)?;
     let runtime = device::open_runtime(&list)?;
     println!("devices: {}", runtime.devices().join(", "));
-    if !runtime.sims().is_empty() {
+    if runtime.is_simulated() {
         println!("{}", device::simulated_outputs(&path));
     }
 

@@ -49,7 +49,7 @@ fn main() -> Result<()> {
     let list = device::device_list(&args.device, args.segments.len(), device::attached_corals)?;
     let runtime = device::open_runtime(&list)?;
     println!("devices: {}", runtime.devices().join(", "));
-    if !runtime.sims().is_empty() {
+    if runtime.is_simulated() {
         // Segments have no CPU twins: say what the simulator returns instead.
         for s in &args.segments {
             println!("{}", device::simulated_outputs(s));

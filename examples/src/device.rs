@@ -8,14 +8,9 @@
 
 use anyhow::{bail, Context, Result};
 use edgetpu::cpu::{Interpreter, Options};
-use edgetpu::device::apex_sysfs::{self, ApexState};
-use edgetpu::device::discovery;
-use edgetpu::device::usb::UsbOptions;
-use edgetpu::package::Package;
-use edgetpu::sched::{twin_path, Runtime, RuntimeOptions, SimOracle};
-use edgetpu::transport::usb::RusbBus;
+use edgetpu::model::{compiled_twin_path, cpu_twin_path as twin_path};
 use edgetpu::vision::{Labels, Preprocess};
-use edgetpu::Model;
+use edgetpu::{DeviceSpec, Model, Runtime, RuntimeOptions};
 use edgetpu_models::Want;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,30 +34,20 @@ impl Default for DeviceArgs {
     }
 }
 
-/// The selection strings of the Corals attached now: USB Accelerators (`usb:<bus>-<ports>`), then
-/// the PCIe Corals (M.2, Mini-PCIe, Dev Board) that are ready to open (not held by another
-/// process, openable by this user) by their device node (`pci:apex_N`). Empty when there is
-/// none, or no access to look (no `/dev/bus/usb` in a container, say).
+/// The selection strings of the Corals attached now, in the order `auto` prefers them
+/// ([`edgetpu::device::spec::attached`]). Empty when there is none, or no access to look.
 pub fn attached_corals() -> Vec<String> {
-    let mut found: Vec<String> = match RusbBus::new() {
-        Ok(bus) => discovery::list(&bus).map(|l| l.into_iter().map(|d| d.selector).collect()).unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    let pcie = apex_sysfs::list(Path::new(apex_sysfs::ROOT)).unwrap_or_default();
-    found.extend(pcie.iter().filter(|d| d.state == ApexState::Ready).map(|d| format!("pci:{}", d.name())));
-    found
+    edgetpu::device::spec::attached().iter().map(ToString::to_string).collect()
 }
 
 /// Whether a model holds Edge TPU code (an `edgetpu-custom-op`).
 pub fn is_compiled(model: &Model) -> Result<bool> {
-    Ok(!Package::all(model)?.is_empty())
+    Ok(model.is_compiled())
 }
 
 /// The compiled twin of a CPU model: `X_edgetpu.tflite` beside `X.tflite`, if that file exists.
 pub fn compiled_twin(cpu_model: &Path) -> Option<PathBuf> {
-    let stem = cpu_model.file_stem()?.to_str()?;
-    let p = cpu_model.with_file_name(format!("{stem}_edgetpu.tflite"));
-    p.is_file().then_some(p)
+    compiled_twin_path(cpu_model)
 }
 
 /// A `--model` argument: a file, or the name of a model of the catalog (`edgetpu models list`)
@@ -157,7 +142,7 @@ impl Session {
         };
         let runtime = open_runtime(&list)?;
         let it = runtime.interpreter(m, &options)?;
-        let simulated = is_simulated(&runtime);
+        let simulated = runtime.is_simulated();
         let place = Place::EdgeTpu { devices: runtime.devices().to_vec(), simulated };
         let note = if simulated { Some(join(note, simulated_outputs(&path))) } else { note };
         Ok(Session { it, model_path: path, place, note, catalog_labels, preprocess, runtime: Some(runtime) })
@@ -184,12 +169,6 @@ impl Session {
     }
 }
 
-/// Whether `runtime` runs on simulated devices: simulated USB Accelerators (`sim`, `sim:N`) or
-/// simulated PCIe Edge TPUs (`sim:pci`).
-pub fn is_simulated(runtime: &Runtime) -> bool {
-    !runtime.sims().is_empty() || !runtime.apex_sims().is_empty()
-}
-
 /// Where a simulated Coral's outputs for the compiled model `path` come from: its CPU twin
 /// beside it when there is one (real results), else seeded bytes (stand-ins).
 pub fn simulated_outputs(path: &Path) -> String {
@@ -209,7 +188,8 @@ fn join(note: Option<String>, more: String) -> String {
 /// Opens the Edge TPU devices of a `--device` list (`usb`, `usb:N`, `sim:0,sim:1`, ...). A
 /// simulated device returns the outputs of the compiled model's CPU twin when there is one.
 pub fn open_runtime(list: &str) -> Result<Runtime> {
-    Runtime::open(list, UsbOptions::default(), SimOracle::Twin, RuntimeOptions::default()).with_context(|| {
+    let spec = DeviceSpec::parse(list)?;
+    Runtime::open(&spec, RuntimeOptions::default()).with_context(|| {
         format!(
             "opening --device {list}: is a Coral plugged in and are the udev rules installed (`sudo udev/install.sh`, \
              then replug it; `edgetpu doctor` checks)? --device sim runs on a simulated Coral, --device cpu on the CPU"
@@ -227,13 +207,14 @@ pub fn choose(
     let compiled = is_compiled(&Model::open(model)?)?;
     let name = model.display();
     let cpu_twin = || twin_path(model).filter(|t| t.is_file());
-    match wanted {
-        "cpu" if !compiled => Ok((model.to_path_buf(), None, None)),
-        "cpu" => match cpu_twin() {
+    let spec = DeviceSpec::parse(wanted).map_err(|e| anyhow::anyhow!("--device {wanted:?}: {e}"))?;
+    match spec {
+        DeviceSpec::Cpu if !compiled => Ok((model.to_path_buf(), None, None)),
+        DeviceSpec::Cpu => match cpu_twin() {
             Some(t) => Ok((t, None, Some(format!("the CPU twin of {name}")))),
             None => bail!("{name} is compiled for the Edge TPU and has no CPU twin beside it: use --device usb or sim"),
         },
-        "auto" => {
+        DeviceSpec::Auto => {
             let found = corals();
             match (found.first(), compiled) {
                 (Some(c), true) => Ok((model.to_path_buf(), Some(c.clone()), Some("auto: a Coral is attached".into()))),
@@ -257,20 +238,13 @@ pub fn choose(
                 },
             }
         }
-        list => {
-            for e in list.split(',').map(str::trim) {
-                let known = ["usb", "pci", "sim"]
-                    .iter()
-                    .any(|k| e == *k || e.strip_prefix(k).is_some_and(|r| r.starts_with(':')));
-                if !known {
-                    bail!("--device {e:?}: use auto, cpu, usb, usb:N, usb:<bus>-<ports>, pci, pci:N, sim, sim:N or sim:pci");
-                }
-            }
+        _ => {
+            let list = wanted.trim().to_string();
             if compiled {
-                return Ok((model.to_path_buf(), Some(list.to_string()), None));
+                return Ok((model.to_path_buf(), Some(list), None));
             }
             match compiled_twin(model) {
-                Some(t) => Ok((t, Some(list.to_string()), Some(format!("the compiled twin of {name}")))),
+                Some(t) => Ok((t, Some(list), Some(format!("the compiled twin of {name}")))),
                 None => bail!(
                     "{name} is a CPU model: an Edge TPU runs compiled models (*_edgetpu.tflite, made by \
                      edgetpu_compiler); run it with --device cpu"
@@ -284,8 +258,8 @@ pub fn choose(
 /// `fallback` simulated ones when none is attached (saying so on stderr); otherwise the list as
 /// given. `cpu` is refused: these examples need Edge TPU devices.
 pub fn device_list(wanted: &str, fallback: usize, corals: impl FnOnce() -> Vec<String>) -> Result<String> {
-    match wanted.trim() {
-        "auto" => {
+    match DeviceSpec::parse(wanted).map_err(|e| anyhow::anyhow!("--device {wanted:?}: {e}"))? {
+        DeviceSpec::Auto => {
             let found = corals();
             if found.is_empty() {
                 eprintln!("auto: no Coral attached; using {fallback} simulated Corals (no hardware)");
@@ -294,7 +268,7 @@ pub fn device_list(wanted: &str, fallback: usize, corals: impl FnOnce() -> Vec<S
                 Ok(found.join(","))
             }
         }
-        "cpu" => {
+        DeviceSpec::Cpu => {
             bail!("this example spreads work over Edge TPU devices: use --device auto, usb:0,usb:1 or sim:0,sim:1")
         }
         list => Ok(list.to_string()),
@@ -318,7 +292,7 @@ mod tests {
         let model = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
         for device in ["sim", "sim:pci"] {
             let s = Session::open(&model, &DeviceArgs { device: device.into(), threads: 1 }).unwrap();
-            assert!(is_simulated(s.runtime().unwrap()), "{device}");
+            assert!(s.runtime().unwrap().is_simulated(), "{device}");
             assert!(matches!(s.place, Place::EdgeTpu { simulated: true, .. }), "{device}: {:?}", s.place);
             let text = s.describe();
             assert!(text.contains("simulated Coral") && text.contains("(no hardware)"), "{text}");

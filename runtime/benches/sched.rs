@@ -13,8 +13,9 @@
 use edgetpu::cpu::Options;
 use edgetpu::device::program::Program;
 use edgetpu::sched::pipeline::{Pipeline, Pool};
-use edgetpu::sched::{Policy, Runtime, RuntimeOptions, SimOracle};
-use edgetpu::transport::sim::TimeModel;
+use edgetpu::sched::{Policy, RuntimeOptions, Simulated};
+use edgetpu::sim::usb::TimeModel;
+use edgetpu::sim::OracleChoice;
 use edgetpu::Model;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,8 +44,8 @@ fn input_len(model: &Arc<Model>) -> usize {
 /// `in_flight` requests of each model are queued interleaved (A, B, C, A, B, C, ...) while the
 /// device is held, then served. Both policies see exactly the same queue.
 fn turns(policy: Policy, models: &[&str], batches: usize, in_flight: usize) -> f64 {
-    let options = RuntimeOptions { policy, ..Default::default() };
-    let rt = Runtime::simulated(1, TimeModel::usb3(), SimOracle::Seeded, options).unwrap();
+    let options = RuntimeOptions::default().policy(policy);
+    let rt = Simulated::usb(1, TimeModel::usb3(), OracleChoice::Seeded, options).unwrap();
     let mut pools: Vec<Pool> =
         models.iter().map(|m| Pool::new(&rt, open(m), in_flight, in_flight, &one_thread()).unwrap()).collect();
     let sizes: Vec<usize> = models.iter().map(|m| input_len(&open(m))).collect();
@@ -102,7 +103,7 @@ fn main() {
     let mut one = 0.0;
     for n in [1usize, 2, 4] {
         let time = TimeModel { realtime: true, ..TimeModel::usb3() };
-        let rt = Runtime::simulated(n, time, SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+        let rt = Simulated::usb(n, time, OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
         let model = open("mobilenet_v1_0.75_192_quant_edgetpu.tflite");
         let len = input_len(&model);
         let mut pool = Pool::new(&rt, model, 2 * n, 2 * n, &one_thread()).unwrap();
@@ -144,7 +145,7 @@ fn main() {
     let mut rates = Vec::new();
     for n in [1usize, 3] {
         let time = TimeModel { realtime: true, ..TimeModel::usb3() };
-        let rt = Runtime::simulated(n, time, SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+        let rt = Simulated::usb(n, time, OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
         let mut p = Pipeline::new(&rt, &segs, 4, &one_thread()).unwrap();
         let image = vec![("normalized_input_image_tensor".to_string(), vec![128u8; 300 * 300 * 3])];
         for _ in 0..3 {

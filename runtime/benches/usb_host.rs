@@ -10,7 +10,7 @@
 use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig, TimeModel};
+use edgetpu::sim::usb::{SeededOracle, SimBus, SimConfig, TimeModel};
 use edgetpu::Model;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -36,6 +36,28 @@ pub enum ErrorKind {
     DeviceFault,
 }
 
+/// Which kind of device an [`Error::Device`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeviceKind {
+    /// A Coral USB Accelerator (or a simulated one).
+    Usb,
+    /// A PCIe Edge TPU: M.2 or Mini-PCIe card, Dev Board (or a simulated one).
+    Pci,
+    /// No one device: the runtime's scheduler (no device to run on, shutting down).
+    Runtime,
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Usb => "USB",
+            DeviceKind::Pci => "PCIe",
+            DeviceKind::Runtime => "runtime",
+        })
+    }
+}
+
 /// Where in a model file an error was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -93,9 +115,11 @@ pub enum Error {
     Device {
         /// The device (selection string or USB path and id).
         device: String,
+        /// USB, PCIe or the runtime as a whole.
+        device_kind: DeviceKind,
         /// What kind of failure.
         kind: ErrorKind,
-        /// What happened, and where helpful what to do.
+        /// What happened.
         reason: String,
     },
 }
@@ -120,6 +144,14 @@ impl Error {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             Error::Device { kind, .. } => *kind,
+        }
+    }
+
+    /// The kind of device a device error is about; `None` for other errors.
+    pub fn device_kind(&self) -> Option<DeviceKind> {
+        match self {
+            Error::Device { device_kind, .. } => Some(*device_kind),
+            _ => None,
         }
     }
 
@@ -150,8 +182,25 @@ impl Error {
         Error::InvalidArgument { reason: reason.into() }
     }
 
-    pub(crate) fn device(device: impl Into<String>, kind: ErrorKind, reason: impl Into<String>) -> Self {
-        Error::Device { device: device.into(), kind, reason: reason.into() }
+    pub(crate) fn device(
+        device_kind: DeviceKind,
+        device: impl Into<String>,
+        kind: ErrorKind,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Device { device: device.into(), device_kind, kind, reason: reason.into() }
+    }
+
+    pub(crate) fn usb(device: impl Into<String>, kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Self::device(DeviceKind::Usb, device, kind, reason)
+    }
+
+    pub(crate) fn pci(device: impl Into<String>, kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Self::device(DeviceKind::Pci, device, kind, reason)
+    }
+
+    pub(crate) fn runtime(kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Self::device(DeviceKind::Runtime, "runtime", kind, reason)
     }
 
     pub(crate) fn unsupported(reason: impl Into<String>) -> Self {

@@ -6,13 +6,14 @@
 mod common;
 
 use edgetpu::cpu::Options;
-use edgetpu::device::apex::{ApexAccelerator, ApexOptions};
+use edgetpu::device::pcie::Sys;
+use edgetpu::device::pcie::{ApexAccelerator, ApexOptions};
 use edgetpu::device::program::Program;
 use edgetpu::package::Package;
-use edgetpu::sched::{Runtime, RuntimeOptions, SimOracle};
-use edgetpu::transport::apex::sim::{SimApex, SimApexConfig};
-use edgetpu::transport::apex::Sys;
-use edgetpu::transport::sim::{SeededOracle, TimeModel};
+use edgetpu::sched::{Runtime, RuntimeOptions, Simulated};
+use edgetpu::sim::pcie::{SimApex, SimApexConfig};
+use edgetpu::sim::usb::{SeededOracle, TimeModel};
+use edgetpu::sim::OracleChoice;
 use edgetpu::{ErrorKind, Model};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -43,10 +44,13 @@ fn every_compiled_model_gives_the_same_outputs_as_over_usb() {
         .collect();
     let mut n = 0;
     for rel in &compiled {
-        let oracle =
-            if rel.contains("cocompil") || rel.contains("pipeline") { SimOracle::Seeded } else { SimOracle::Twin };
-        let usb = Runtime::simulated(1, TimeModel::zero(), oracle.clone(), RuntimeOptions::default()).unwrap();
-        let pci = Runtime::simulated_pci(1, oracle, RuntimeOptions::default(), ApexOptions::default()).unwrap();
+        let oracle = if rel.contains("cocompil") || rel.contains("pipeline") {
+            OracleChoice::Seeded
+        } else {
+            OracleChoice::Twin
+        };
+        let usb = Simulated::usb(1, TimeModel::zero(), oracle.clone(), RuntimeOptions::default()).unwrap();
+        let pci = Simulated::pci(1, oracle, RuntimeOptions::default()).unwrap();
         let (a, b) = (outputs(&usb, rel), outputs(&pci, rel));
         assert_eq!(a, b, "{rel}: PCIe and USB outputs differ");
         let sim = &pci.apex_sims()[0];

@@ -6,9 +6,9 @@
 //! ```
 #![cfg(feature = "hw")]
 
-use edgetpu::device::discovery::{self, DeviceState};
-use edgetpu::transport::usb::RusbBus;
-use edgetpu::transport::{Setup, UsbBus, APP_ID, DFU_ID};
+use edgetpu::device::usb::discovery::{self, DeviceState};
+use edgetpu::device::usb::rusb::RusbBus;
+use edgetpu::device::usb::{Setup, UsbBus, APP_ID, DFU_ID};
 use std::time::Duration;
 
 fn bus() -> RusbBus {
@@ -59,7 +59,7 @@ fn testdata() -> std::path::PathBuf {
 
 fn options() -> edgetpu::device::usb::UsbOptions {
     // EDGETPU_FIRMWARE or the data directory, else the shared copy.
-    let firmware = edgetpu::device::firmware_path::locate(None)
+    let firmware = edgetpu::device::usb::firmware::locate(None)
         .unwrap_or_else(|_| testdata().join("../firmware/apex_latest_single_ep.bin"));
     edgetpu::device::usb::UsbOptions { firmware: Some(firmware), ..Default::default() }
 }
@@ -115,7 +115,7 @@ fn records_a_session_for_a_report() {
     // Writes target/hw-session.jsonl: attach it to a hardware report (HARDWARE.md).
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/hw-session.jsonl");
     let file = std::fs::File::create(&path).unwrap();
-    let rec = std::sync::Arc::new(edgetpu::transport::record::RecordingBus::new(bus(), Box::new(file)).unwrap());
+    let rec = std::sync::Arc::new(edgetpu::device::usb::record::RecordingBus::new(bus(), Box::new(file)).unwrap());
     let acc = edgetpu::device::usb::UsbAccelerator::open_selected(rec.clone(), "usb", options()).unwrap();
     acc.close().unwrap();
     rec.finish().unwrap();

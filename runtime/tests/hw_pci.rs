@@ -10,10 +10,10 @@
 //! Edge TPU card.
 #![cfg(all(feature = "hw", target_os = "linux"))]
 
-use edgetpu::device::apex::{ApexAccelerator, ApexOptions};
+use edgetpu::device::pcie::linux::LinuxSys;
+use edgetpu::device::pcie::{ApexAccelerator, ApexOptions};
 use edgetpu::device::program::Program;
 use edgetpu::package::Package;
-use edgetpu::transport::apex::linux::LinuxSys;
 use edgetpu::Model;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ fn the_lstm_runs_with_its_state() {
 
 #[test]
 fn sysfs_lists_the_device_owned_while_open() {
-    use edgetpu::device::apex_sysfs;
+    use edgetpu::device::pcie::sysfs as apex_sysfs;
     let root = std::path::Path::new("/");
     let number: u32 = node().to_string_lossy().rsplit("apex_").next().and_then(|n| n.parse().ok()).expect("apex_N");
     let listed = apex_sysfs::list(root).expect("listing /sys/class/apex");

@@ -4,16 +4,17 @@
 mod common;
 
 use edgetpu::cpu::{Interpreter, Options};
-use edgetpu::sched::{Runtime, RuntimeOptions, SimOracle};
-use edgetpu::transport::sim::TimeModel;
+use edgetpu::sched::{RuntimeOptions, Simulated};
+use edgetpu::sim::usb::TimeModel;
+use edgetpu::sim::OracleChoice;
 use edgetpu::Model;
 use std::sync::Arc;
 
 /// Runs `compiled` through a simulated runtime and `twin` on the CPU with the same inputs
 /// (twice, different inputs) and asserts equal outputs.
-fn check(compiled: &str, twin: &str, oracle: SimOracle) {
+fn check(compiled: &str, twin: &str, oracle: OracleChoice) {
     let dir = common::testdata();
-    let rt = Runtime::simulated(1, TimeModel::zero(), oracle, RuntimeOptions::default()).unwrap();
+    let rt = Simulated::usb(1, TimeModel::zero(), oracle, RuntimeOptions::default()).unwrap();
     let model = Arc::new(Model::open(dir.join(compiled)).unwrap());
     let mut tpu = rt.interpreter(model, &Options { threads: 1, ..Default::default() }).unwrap();
     let mut cpu =
@@ -42,7 +43,7 @@ fn check(compiled: &str, twin: &str, oracle: SimOracle) {
 #[test]
 fn classifiers() {
     for name in ["mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant", "mobilenet_v1_0.75_192_quant"] {
-        check(&format!("{name}_edgetpu.tflite"), &format!("{name}.tflite"), SimOracle::Twin);
+        check(&format!("{name}_edgetpu.tflite"), &format!("{name}.tflite"), OracleChoice::Twin);
     }
 }
 
@@ -51,7 +52,7 @@ fn deeplab_with_cpu_resize_and_argmax() {
     check(
         "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite",
         "deeplabv3_mnv2_dm05_pascal_quant.tflite",
-        SimOracle::Twin,
+        OracleChoice::Twin,
     );
 }
 
@@ -60,7 +61,7 @@ fn movenet_with_cpu_ops_before_and_after() {
     check(
         "movenet_single_pose_lightning_ptq_edgetpu.tflite",
         "movenet_single_pose_lightning_ptq.tflite",
-        SimOracle::Twin,
+        OracleChoice::Twin,
     );
 }
 
@@ -69,13 +70,13 @@ fn posenet_with_the_cpu_decoder() {
     check(
         "posenet/posenet_mobilenet_v1_075_353_481_16_quant_decoder_edgetpu.tflite",
         "posenet/posenet_mobilenet_v1_075_353_481_16_quant_decoder.tflite",
-        SimOracle::Twin,
+        OracleChoice::Twin,
     );
 }
 
 #[test]
 fn split_concat_with_tiled_outputs_in_another_order() {
-    check("tools/split_concat_edgetpu.tflite", "tools/split_concat.tflite", SimOracle::Twin);
+    check("tools/split_concat_edgetpu.tflite", "tools/split_concat.tflite", OracleChoice::Twin);
 }
 
 #[test]
@@ -91,7 +92,7 @@ fn co_compiled_models() {
             "mobilenet_v1_0.5_160_quant.tflite",
         ),
     ] {
-        check(compiled, twin, SimOracle::Model(dir.join(twin)));
+        check(compiled, twin, OracleChoice::Model(dir.join(twin)));
     }
 }
 
@@ -101,7 +102,7 @@ fn co_compiled_models() {
 /// exactly as in TFLite (`check` runs twice; the second run starts from the first one's state).
 #[test]
 fn lstm_state_written_back_through_device_descriptors() {
-    check("keras_lstm_mnist_ptq_edgetpu.tflite", "keras_lstm_mnist_ptq.tflite", SimOracle::Twin);
+    check("keras_lstm_mnist_ptq_edgetpu.tflite", "keras_lstm_mnist_ptq.tflite", OracleChoice::Twin);
 }
 
 /// The same three invocations as the TFLite golden of the CPU model (ai-edge-litert, one
@@ -113,7 +114,7 @@ fn lstm_through_the_device_matches_the_tflite_stateful_golden() {
     let want =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lstm/stateful_nine_random_nine.out0.bin"))
             .unwrap();
-    let rt = Runtime::simulated(1, TimeModel::zero(), SimOracle::Twin, RuntimeOptions::default()).unwrap();
+    let rt = Simulated::usb(1, TimeModel::zero(), OracleChoice::Twin, RuntimeOptions::default()).unwrap();
     let model = Arc::new(Model::open(root.join("keras_lstm_mnist_ptq_edgetpu.tflite")).unwrap());
     let mut it = rt.interpreter(model, &Options::default()).unwrap();
     let mut got = Vec::new();

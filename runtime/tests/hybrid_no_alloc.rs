@@ -14,9 +14,9 @@ mod host_alloc;
 static GLOBAL: host_alloc::Counting = host_alloc::Counting;
 
 use edgetpu::cpu::Options;
-use edgetpu::device::apex::ApexOptions;
-use edgetpu::sched::{Runtime, RuntimeOptions, SimOracle};
-use edgetpu::transport::sim::TimeModel;
+use edgetpu::sched::{Runtime, RuntimeOptions, Simulated};
+use edgetpu::sim::usb::TimeModel;
+use edgetpu::sim::OracleChoice;
 use edgetpu::Model;
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ fn steady_state_hybrid_invokes_do_not_allocate() {
     let sleeping = TimeModel { realtime: true, ..TimeModel::usb3() };
     for time in [TimeModel::zero(), sleeping] {
         for name in MODELS {
-            let rt = Runtime::simulated(1, time, SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+            let rt = Simulated::usb(1, time, OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
             let n = allocations_in_20_invokes(&rt, name);
             assert_eq!(n, 0, "{name} ({time:?}): {n} allocations in 20 invokes");
         }
@@ -53,8 +53,7 @@ fn steady_state_hybrid_invokes_do_not_allocate() {
     // The same over PCIe (the simulated apex driver's own work left out, as the USB
     // simulator's). One test: the counter sees every thread of the process.
     for name in MODELS {
-        let rt =
-            Runtime::simulated_pci(1, SimOracle::Seeded, RuntimeOptions::default(), ApexOptions::default()).unwrap();
+        let rt = Simulated::pci(1, OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
         let n = allocations_in_20_invokes(&rt, name);
         assert_eq!(n, 0, "{name} over PCIe: {n} allocations in 20 invokes");
     }

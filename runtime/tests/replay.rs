@@ -5,12 +5,12 @@
 mod common;
 
 use edgetpu::device::program::Program;
-use edgetpu::device::sequence::Performance;
+use edgetpu::device::usb::record::{RecordingBus, ReplayBus};
+use edgetpu::device::usb::UsbPath;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
+use edgetpu::device::Performance;
 use edgetpu::package::Package;
-use edgetpu::transport::record::{RecordingBus, ReplayBus};
-use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig};
-use edgetpu::transport::UsbPath;
+use edgetpu::sim::usb::{SeededOracle, SimBus, SimConfig};
 use edgetpu::{ErrorKind, Model};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,7 @@ fn options(performance: Performance) -> UsbOptions {
 
 /// Opens, runs one inference and closes on `bus`; returns the output.
 fn session(
-    bus: Arc<dyn edgetpu::transport::UsbBus>,
+    bus: Arc<dyn edgetpu::device::usb::UsbBus>,
     path: &UsbPath,
     model: &Arc<Model>,
     p: Performance,

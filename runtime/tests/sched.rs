@@ -5,8 +5,9 @@ mod common;
 
 use edgetpu::cpu::{Interpreter, Options};
 use edgetpu::sched::pipeline::{Pipeline, Pool};
-use edgetpu::sched::{Policy, Runtime, RuntimeOptions, SimOracle};
-use edgetpu::transport::sim::TimeModel;
+use edgetpu::sched::{Policy, Runtime, RuntimeOptions, Simulated};
+use edgetpu::sim::usb::TimeModel;
+use edgetpu::sim::OracleChoice;
 use edgetpu::Model;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +74,7 @@ fn chain(rt: &Runtime, segs: &[Arc<Model>], image: &[u8]) -> Vec<(String, Vec<u8
 }
 
 fn pipeline_on(devices: usize) {
-    let rt = Runtime::simulated(devices, TimeModel::zero(), SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+    let rt = Simulated::usb(devices, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
     let segs: Vec<Arc<Model>> = SEGMENTS.iter().map(|p| open(p)).collect();
     let images: Vec<Vec<u8>> = (0..6).map(|k| common::noise(300 * 300 * 3, k + 1)).collect();
     let expected: Vec<_> = images.iter().map(|img| chain(&rt, &segs, img)).collect();
@@ -119,7 +120,7 @@ fn one_model_data_parallel_on_four_devices() {
     // The devices take their modelled time for real, so a busy device hands work to the others
     // (with no time at all one device is always free and keeps everything, rightly).
     let time = TimeModel { realtime: true, ..TimeModel::usb3() };
-    let rt = Runtime::simulated(4, time, SimOracle::Twin, RuntimeOptions::default()).unwrap();
+    let rt = Simulated::usb(4, time, OracleChoice::Twin, RuntimeOptions::default()).unwrap();
     let model = open("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
     let mut twin = Interpreter::new(open("mobilenet_v1_0.25_128_quant.tflite"), &one_thread()).unwrap();
     let mut pool = Pool::new(&rt, model, 8, 4, &one_thread()).unwrap();
@@ -150,8 +151,8 @@ fn one_model_data_parallel_on_four_devices() {
 /// Queues `rounds` inferences of each model, interleaved (A, B, C, A, ...), while the device is
 /// held, then lets it run them; returns the parameter bytes it sent.
 fn turns(policy: Policy, models: &[&str], rounds: usize) -> u64 {
-    let options = RuntimeOptions { policy, ..Default::default() };
-    let rt = Runtime::simulated(1, TimeModel::zero(), SimOracle::Seeded, options).unwrap();
+    let options = RuntimeOptions::default().policy(policy);
+    let rt = Simulated::usb(1, TimeModel::zero(), OracleChoice::Seeded, options).unwrap();
     let mut pools: Vec<Pool> =
         models.iter().map(|m| Pool::new(&rt, open(m), rounds, rounds, &one_thread()).unwrap()).collect();
     let sizes: Vec<usize> = models
@@ -213,7 +214,7 @@ fn runtime_and_interpreter_can_be_shared_and_sent() {
 
 #[test]
 fn many_threads_many_models_two_devices() {
-    let rt = Arc::new(Runtime::simulated(2, TimeModel::zero(), SimOracle::Twin, RuntimeOptions::default()).unwrap());
+    let rt = Arc::new(Simulated::usb(2, TimeModel::zero(), OracleChoice::Twin, RuntimeOptions::default()).unwrap());
     let cases = [
         ("mobilenet_v1_0.25_128_quant_edgetpu.tflite", "mobilenet_v1_0.25_128_quant.tflite"),
         ("mobilenet_v1_0.5_160_quant_edgetpu.tflite", "mobilenet_v1_0.5_160_quant.tflite"),
@@ -259,7 +260,7 @@ fn many_threads_many_models_two_devices() {
 
 #[test]
 fn models_that_fit_are_pinned_one_per_device_and_never_reloaded() {
-    let rt = Runtime::simulated(3, TimeModel::zero(), SimOracle::Seeded, RuntimeOptions::default()).unwrap();
+    let rt = Simulated::usb(3, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
     let models = [
         "mobilenet_v1_0.25_128_quant_edgetpu.tflite",
         "mobilenet_v1_0.5_160_quant_edgetpu.tflite",

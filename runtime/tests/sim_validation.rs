@@ -4,15 +4,16 @@
 
 mod common;
 
-use edgetpu::device::dfu;
 use edgetpu::device::program::Program;
-use edgetpu::device::sequence::{self, Performance};
+use edgetpu::device::usb::dfu;
+use edgetpu::device::usb::frame::Tag;
 use edgetpu::device::usb::run_executable;
-use edgetpu::device::usb_frame::Tag;
+use edgetpu::device::usb::sequence;
+use edgetpu::device::usb::transport::{Transport, UsbTransport};
+use edgetpu::device::usb::UsbIo;
+use edgetpu::device::Performance;
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig};
-use edgetpu::transport::usb_transport::UsbTransport;
-use edgetpu::transport::{Transport, UsbIo};
+use edgetpu::sim::usb::{SeededOracle, SimBus, SimConfig};
 use edgetpu::{ErrorKind, Model};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -133,9 +134,9 @@ fn a_request_while_an_output_is_unread_is_refused() {
 fn csr_requests_of_the_wrong_width_are_refused() {
     let m = model();
     let (sim, mut t) = rig(&m, true);
-    let setup = edgetpu::transport::Setup { request_type: 0xC0, request: 0, value: 0x4018, index: 4 };
+    let setup = edgetpu::device::usb::Setup { request_type: 0xC0, request: 0, value: 0x4018, index: 4 };
     let mut buf = [0u8; 4];
     let r = t.io_mut().control_in(setup, &mut buf, T);
-    assert_eq!(r.unwrap_err().kind, edgetpu::transport::UsbErrorKind::Stall);
+    assert_eq!(r.unwrap_err().kind, edgetpu::device::usb::UsbErrorKind::Stall);
     assert!(sim.violations()[0].contains("CSR read with wLength 4"), "{:?}", sim.violations());
 }

@@ -7,11 +7,11 @@
 mod common;
 
 use edgetpu::device::program::Program;
-use edgetpu::device::sequence::Performance;
+use edgetpu::device::usb::{Setup, UsbBus, UsbDeviceInfo, UsbError, UsbIo, UsbPath};
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
+use edgetpu::device::Performance;
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig};
-use edgetpu::transport::{Setup, UsbBus, UsbDeviceInfo, UsbError, UsbIo, UsbPath};
+use edgetpu::sim::usb::{SeededOracle, SimBus, SimConfig};
 use edgetpu::Model;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};

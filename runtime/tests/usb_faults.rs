@@ -7,7 +7,7 @@ mod common;
 use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{CpuTwinOracle, Fault, FaultKind, Oracle, SimBus, SimConfig};
+use edgetpu::sim::usb::{CpuTwinOracle, Fault, FaultKind, Oracle, SimBus, SimConfig};
 use edgetpu::{ErrorKind, Model};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +50,7 @@ fn expected(twin: &Arc<Model>, input: &[u8]) -> Vec<u8> {
 /// Runs one good inference, injects `fault`, checks the failing inference's error kind (and that
 /// it took no longer than a few timeouts of virtual time), then checks that the next inference
 /// recovers: right output, parameters sent again.
-fn check(fault: Fault, kind: ErrorKind, message_has: &str) -> edgetpu::transport::sim::SimStats {
+fn check(fault: Fault, kind: ErrorKind, message_has: &str) -> edgetpu::sim::usb::SimStats {
     let r = rig();
     let pkgs = Package::all(&r.model).unwrap();
     let pkg = &pkgs[0];
@@ -179,7 +179,7 @@ fn firmware_that_does_not_boot_is_reported() {
     std::fs::remove_file(&bad).ok();
     assert_eq!(err.kind(), ErrorKind::DeviceFault, "{err}");
     assert!(err.to_string().contains("still in DFU mode"), "{err}");
-    assert!(err.to_string().contains("edgetpu doctor"), "the error says what to do: {err}");
+    assert!(err.to_string().contains("damaged firmware file"), "the error says what may be wrong: {err}");
     assert_eq!(r.sim.stats().firmware_downloads, 0);
 
     // A file that is not firmware at all is refused before anything is sent.

@@ -7,7 +7,7 @@ mod common;
 use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{SeededOracle, SimBus, SimConfig, TimeModel};
+use edgetpu::sim::usb::{SeededOracle, SimBus, SimConfig, TimeModel};
 use edgetpu::Model;
 use std::sync::{Arc, Mutex};
 

@@ -4,8 +4,8 @@
 
 mod common;
 
-use edgetpu::device::usb_frame::Tag;
-use edgetpu::device::usb_plan::{plan, Source, Step};
+use edgetpu::device::plan::{plan, Source, Step};
+use edgetpu::device::usb::frame::Tag;
 use edgetpu::package::{ExecutableType, Package};
 use edgetpu::Model;
 
@@ -87,7 +87,7 @@ fn non_deterministic_hints_end_in_device_driven_transfers() {
             Step::DeviceDriven,
         ]
     );
-    assert!(edgetpu::device::usb_plan::device_driven(&steps));
+    assert!(edgetpu::device::plan::device_driven(&steps));
     let pc = plan(pkg.parameter_caching().unwrap()).unwrap();
-    assert!(!edgetpu::device::usb_plan::device_driven(&pc));
+    assert!(!edgetpu::device::plan::device_driven(&pc));
 }

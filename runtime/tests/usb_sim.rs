@@ -7,7 +7,7 @@ use edgetpu::cpu::{Interpreter, Options};
 use edgetpu::device::program::Program;
 use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
-use edgetpu::transport::sim::{CpuTwinOracle, Oracle, SimBus, SimConfig};
+use edgetpu::sim::usb::{CpuTwinOracle, Oracle, SimBus, SimConfig};
 use edgetpu::Model;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -52,7 +52,7 @@ fn cpu_outputs(twin: &Arc<Model>, input: &[u8]) -> Vec<Vec<u8>> {
 #[test]
 fn classification_through_the_usb_driver_equals_the_cpu_twin() {
     let s = setup("mobilenet_v1_0.25_128_quant", SimConfig::default());
-    let bus: Arc<dyn edgetpu::transport::UsbBus> = Arc::new(s.bus.clone());
+    let bus: Arc<dyn edgetpu::device::usb::UsbBus> = Arc::new(s.bus.clone());
     let path = s.bus.config_path();
     let mut acc = UsbAccelerator::open(bus, &path, options()).unwrap();
     assert_eq!(s.bus.stats().firmware_downloads, 1);
@@ -113,7 +113,7 @@ fn infer(acc: &mut UsbAccelerator, program: &mut Program, input: &[u8]) -> Vec<u
 
 #[test]
 fn every_compiled_classifier_matches_its_twin_over_usb3_and_usb2() {
-    for speed in [edgetpu::transport::Speed::Super, edgetpu::transport::Speed::High] {
+    for speed in [edgetpu::device::usb::Speed::Super, edgetpu::device::usb::Speed::High] {
         for name in ["mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant", "mobilenet_v1_0.75_192_quant"] {
             let config = SimConfig { speed, ..Default::default() };
             let files = [(format!("{name}_edgetpu.tflite"), format!("{name}.tflite"))];
@@ -128,7 +128,7 @@ fn every_compiled_classifier_matches_its_twin_over_usb3_and_usb2() {
             let out = infer(&mut acc, &mut program, &input);
             assert_eq!(out, cpu_outputs(twin, &input)[0], "{name} at {speed}");
             // USB 2 reads outputs in 256-byte chunks, USB 3 in 1 KiB ones.
-            let chunk = if speed == edgetpu::transport::Speed::High { 256 } else { 1024 };
+            let chunk = if speed == edgetpu::device::usb::Speed::High { 256 } else { 1024 };
             let st = bus.stats();
             assert_eq!(st.bulk_in_transfers, st.bulk_in_bytes.div_ceil(chunk), "{name} at {speed}: {st:?}");
             assert!(bus.violations().is_empty(), "{:?}", bus.violations());
@@ -197,7 +197,7 @@ fn models_with_other_tokens_evict_each_other() {
 #[test]
 fn device_driven_outputs_of_the_lstm() {
     let s = setup("keras_lstm_mnist_ptq", SimConfig::default());
-    let bus: Arc<dyn edgetpu::transport::UsbBus> = Arc::new(s.bus.clone());
+    let bus: Arc<dyn edgetpu::device::usb::UsbBus> = Arc::new(s.bus.clone());
     let mut acc = UsbAccelerator::open(bus, &s.bus.config_path(), options()).unwrap();
     let pkgs = Package::all(&s.model).unwrap();
     let mut program = Program::new(&s.model, &pkgs[0]).unwrap();
@@ -225,7 +225,7 @@ fn device_driven_outputs_of_the_lstm() {
     assert_ne!(outs[1], inputs[1], "the state changed");
 
     // Without the device-driven step the host never enables output descriptors.
-    program.main.steps.retain(|s| *s != edgetpu::device::usb_plan::Step::DeviceDriven);
+    program.main.steps.retain(|s| *s != edgetpu::device::plan::Step::DeviceDriven);
     let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
     let _ = acc.run(&mut program, &refs, &mut o);
     assert!(s.bus.violations().iter().any(|v| v.contains("descr_ep")), "{:?}", s.bus.violations());

@@ -1,10 +1,10 @@
 //! The PCIe Corals (M.2, Mini-PCIe, Dual Edge TPU, Dev Board) in `edgetpu devices`: selection
 //! string, state, device node, PCI address, temperature and clock step. sysfs does not report the
 //! clock: the step shown is derived from the temperature and the trip points (see
-//! [`edgetpu::device::apex_sysfs::Telemetry::clock`]), and the text says so.
+//! [`edgetpu::device::pcie::sysfs::Telemetry::clock`]), and the text says so.
 
 use anyhow::Result;
-use edgetpu::device::apex_sysfs::{self, ApexDevice, ApexState, Telemetry};
+use edgetpu::device::pcie::sysfs::{self as apex_sysfs, ApexDevice, ApexState, Telemetry};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -153,7 +153,7 @@ pub fn to_json(corals: &[PcieCoral]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgetpu::device::apex_sysfs::{ClockStep, NodeInfo};
+    use edgetpu::device::pcie::sysfs::{ClockStep, NodeInfo};
 
     fn coral(n: u32, state: ApexState, temp_mc: Option<i32>, status: &str) -> PcieCoral {
         let clock = temp_mc.map(|t| apex_sysfs::derive_clock(t, apex_sysfs::DEFAULT_TRIP_POINTS_MC));

@@ -5,7 +5,7 @@
 //! fake tree in tests); nothing opens a device.
 
 use super::Check;
-use edgetpu::device::apex_sysfs::{self, read_attr, ApexDevice, ApexState, Identity};
+use edgetpu::device::pcie::sysfs::{self as apex_sysfs, read_attr, ApexDevice, ApexState, Identity};
 use std::path::{Path, PathBuf};
 
 /// The Coral's PCI vendor and device ids, as sysfs writes them.

@@ -171,6 +171,33 @@ pub fn read_value(csr: Csr, data: &[u8]) -> crate::Result<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// Names of the host interface (HIB) error bits of `hib_error_status`.
+pub const HIB_ERRORS: [&str; 15] = [
+    "inbound page fault",
+    "extended page fault",
+    "CSR parity error",
+    "AXI slave B error",
+    "AXI slave R error",
+    "bad instruction queue configuration",
+    "bad input queue configuration",
+    "bad parameter queue configuration",
+    "bad output queue configuration",
+    "invalid instruction queue",
+    "invalid input queue",
+    "invalid parameter queue",
+    "invalid output queue",
+    "zero-length DMA",
+    "virtual table uncorrectable read",
+];
+
+/// The names of the error bits set in a `hib_error_status` value (unknown bits by number).
+pub fn hib_errors(status: u64) -> Vec<String> {
+    (0..64)
+        .filter(|b| status >> b & 1 == 1)
+        .map(|b| HIB_ERRORS.get(b).map_or_else(|| format!("unknown error bit {b}"), |s| s.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 //! not per inference, and a session is byte-for-byte reproducible (recorded traces replay).
 
 use super::layout;
-use super::usb_plan::{self, Source, Step};
+use super::plan::{self as usb_plan, Source, Step};
 use crate::error::{Error, Result};
 use crate::package::{BufferAddresses, Executable, ExecutableType, FieldOffset, Layer, Package, Position};
 use crate::Model;

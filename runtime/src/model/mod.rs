@@ -284,3 +284,25 @@ impl Model {
         subgraph.operators.iter().filter(move |op| matches!(&self.opcode(op).kind, OpKind::Custom(c) if c == code))
     }
 }
+
+/// The CPU twin of a compiled model: the file beside it with `_edgetpu` removed from its name
+/// (`x_edgetpu.tflite` → `x.tflite`), if that file exists.
+pub fn cpu_twin_path(compiled: &Path) -> Option<PathBuf> {
+    let name = compiled.file_name()?.to_str()?;
+    let twin = name.replacen("_edgetpu", "", 1);
+    (twin != name).then(|| compiled.with_file_name(twin)).filter(|p| p.is_file())
+}
+
+/// The compiled twin of a CPU model: `x_edgetpu.tflite` beside `x.tflite`, if that file exists.
+pub fn compiled_twin_path(cpu_model: &Path) -> Option<PathBuf> {
+    let stem = cpu_model.file_stem()?.to_str()?;
+    let p = cpu_model.with_file_name(format!("{stem}_edgetpu.tflite"));
+    p.is_file().then_some(p)
+}
+
+impl Model {
+    /// Whether the model holds Edge TPU code (an `edgetpu-custom-op` in any subgraph).
+    pub fn is_compiled(&self) -> bool {
+        self.subgraphs().iter().any(|sg| self.custom_ops(sg, crate::package::CUSTOM_OP_CODE).next().is_some())
+    }
+}

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 pub type Tensors = Vec<Vec<u8>>;
 
 fn closed() -> Error {
-    Error::device("runtime", ErrorKind::Disconnected, "the pool or pipeline has stopped")
+    Error::runtime(ErrorKind::Disconnected, "the pool or pipeline has stopped")
 }
 
 /// Runs `it` on `inputs` and returns copies of its outputs.
@@ -67,7 +67,7 @@ impl Pool {
                         break;
                     }
                 })
-                .map_err(|e| Error::device("runtime", ErrorKind::Io, format!("starting a pool thread: {e}")))?;
+                .map_err(|e| Error::runtime(ErrorKind::Io, format!("starting a pool thread: {e}")))?;
             handles.push(h);
         }
         Ok(Pool {
@@ -175,7 +175,7 @@ impl Pipeline {
                         }
                     }
                 })
-                .map_err(|e| Error::device("runtime", ErrorKind::Io, format!("starting a pipeline thread: {e}")))?;
+                .map_err(|e| Error::runtime(ErrorKind::Io, format!("starting a pipeline thread: {e}")))?;
             workers.push(h);
         }
         Ok(Pipeline { input: Some(first_tx), output: Some(rx), workers, pending: 0 })

@@ -2,7 +2,7 @@
 //! device makes while it handles a transfer (`transport::sim::in_device`). Shared by the
 //! no-allocation test and the host-cost benchmark (`#[path]`-included).
 
-use edgetpu::transport::sim;
+use edgetpu::sim::usb as sim;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -84,7 +84,7 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         "SPACE_TO_DEPTH" | "DEPTH_TO_SPACE" => space_depth::build_depth_space(ctx),
         "TRANSPOSE_CONV" => transpose_conv::build(ctx),
         "edgetpu-custom-op" => Err(ctx.err(
-            "this is an Edge TPU step: run the model through an edgetpu::sched::Runtime (an Edge TPU or the \
+            "this is an Edge TPU step: run the model on an Edge TPU (edgetpu::Interpreter with a device, or a \
              simulator), or run the CPU model it was compiled from (the *_quant.tflite twin) on the CPU",
         )),
         _ => Err(ctx.err("no CPU kernel for this op in this runtime")),

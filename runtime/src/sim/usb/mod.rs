@@ -21,13 +21,12 @@
 //!
 //! It cannot execute Edge TPU instructions: output values come from the oracle.
 
-pub(crate) mod program;
 mod state;
 
-pub use program::{CpuTwinOracle, Oracle, SeededOracle};
+pub use super::program::{CpuTwinOracle, Oracle, SeededOracle};
 
-use super::{Setup, Speed, UsbBus, UsbDeviceInfo, UsbError, UsbErrorKind, UsbIo, UsbPath};
-use crate::device::usb_frame::Tag;
+use crate::device::usb::frame::Tag;
+use crate::device::usb::{Setup, Speed, UsbBus, UsbDeviceInfo, UsbError, UsbErrorKind, UsbIo, UsbPath};
 use state::SimState;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -218,7 +217,7 @@ impl SimBus {
         name: &str,
         oracle: Option<Arc<Mutex<dyn Oracle>>>,
     ) -> crate::Result<()> {
-        let exes = program::SimExe::from_package(package, name, oracle)?;
+        let exes = crate::sim::program::SimExe::from_package(package, name, oracle)?;
         self.lock().exes.extend(exes);
         Ok(())
     }

@@ -18,7 +18,7 @@ pub const FILE_NAME: &str = "apex_latest_single_ep.bin";
 pub const ENV_VAR: &str = "EDGETPU_FIRMWARE";
 
 /// What to do when the firmware is missing.
-const HOW_TO_GET_IT: &str = "pass --firmware PATH, set EDGETPU_FIRMWARE, or run `edgetpu firmware fetch`";
+const HOW_TO_GET_IT: &str = "name it with UsbOptions::firmware or EDGETPU_FIRMWARE, or put it in the data directory";
 
 /// The per-user data directory of the runtime: `$XDG_DATA_HOME/edgetpu` when `XDG_DATA_HOME`
 /// is an absolute path, else `$HOME/.local/share/edgetpu`; `None` when neither is set.
@@ -53,7 +53,7 @@ pub fn locate_from(explicit: Option<&Path>, env: Option<&OsStr>, data_dir: Optio
     } else if let Some(dir) = data_dir {
         (dir.join(FILE_NAME), "the default location")
     } else {
-        return Err(Error::device(
+        return Err(Error::usb(
             "Edge TPU firmware",
             ErrorKind::NotFound,
             format!("no firmware path: HOME and XDG_DATA_HOME are unset; {HOW_TO_GET_IT}"),
@@ -61,7 +61,7 @@ pub fn locate_from(explicit: Option<&Path>, env: Option<&OsStr>, data_dir: Optio
     };
     match std::fs::metadata(&path) {
         Ok(m) if m.is_file() => Ok(path),
-        Ok(_) => Err(Error::device(
+        Ok(_) => Err(Error::usb(
             "Edge TPU firmware",
             ErrorKind::NotFound,
             format!("{} ({origin}) is not a file; {HOW_TO_GET_IT}", path.display()),
@@ -72,11 +72,7 @@ pub fn locate_from(explicit: Option<&Path>, env: Option<&OsStr>, data_dir: Optio
                 std::io::ErrorKind::NotFound => ErrorKind::NotFound,
                 _ => ErrorKind::Io,
             };
-            Err(Error::device(
-                "Edge TPU firmware",
-                kind,
-                format!("{} ({origin}): {e}; {HOW_TO_GET_IT}", path.display()),
-            ))
+            Err(Error::usb("Edge TPU firmware", kind, format!("{} ({origin}): {e}; {HOW_TO_GET_IT}", path.display())))
         }
     }
 }
@@ -131,7 +127,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotFound);
         let text = e.to_string();
         assert!(text.contains("nope.bin") && text.contains("--firmware"), "{text}");
-        assert!(text.contains("edgetpu firmware fetch") && text.contains("EDGETPU_FIRMWARE"), "{text}");
+        assert!(text.contains("EDGETPU_FIRMWARE") && !text.contains("edgetpu firmware fetch"), "{text}");
 
         let empty = temp_dir("empty");
         let e = locate_from(None, None, Some(&empty)).unwrap_err();

@@ -143,10 +143,10 @@ pub fn read_telemetry(dir: &Path) -> Telemetry {
 pub fn telemetry(root: &Path, number: u32) -> Result<Telemetry> {
     let dir = root.join(CLASS_DIR).join(format!("apex_{number}"));
     if !dir.is_dir() {
-        return Err(Error::device(
+        return Err(Error::pci(
             format!("apex_{number}"),
             ErrorKind::NotFound,
-            format!("no such PCIe Coral: {} does not exist (`edgetpu devices` lists them)", dir.display()),
+            format!("no such PCIe Coral: {} does not exist", dir.display()),
         ));
     }
     Ok(read_telemetry(&dir))

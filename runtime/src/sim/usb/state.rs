@@ -1,11 +1,11 @@
 //! The simulated device's state: DFU, CSR file, endpoints, runs, faults, clock.
 
-use super::program::{self, Run, SimExe};
 use super::{ExecSink, Fault, FaultKind, SimConfig, SimStats, Violation};
 use crate::device::csr;
-use crate::device::usb_frame::{Tag, MAX_BULK_OUT};
-use crate::device::usb_plan::{Source, Step};
-use crate::transport::{Setup, Speed, UsbDeviceInfo, UsbError, UsbErrorKind, APP_ID, DFU_ID};
+use crate::device::plan::{Source, Step};
+use crate::device::usb::frame::{Tag, MAX_BULK_OUT};
+use crate::device::usb::{Setup, Speed, UsbDeviceInfo, UsbError, UsbErrorKind, APP_ID, DFU_ID};
+use crate::sim::program::{self, Run, SimExe};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 

@@ -14,12 +14,6 @@
 use std::fmt;
 use std::time::Duration;
 
-pub mod apex;
-pub mod record;
-pub mod sim;
-#[cfg(feature = "usb")]
-pub mod usb;
-
 /// Vendor and product id of the accelerator before its firmware is loaded (DFU mode).
 pub const DFU_ID: (u16, u16) = (0x1a6e, 0x089a);
 /// Vendor and product id of the accelerator running its firmware (application mode).
@@ -282,22 +276,6 @@ impl<T: UsbIo + ?Sized> UsbIo for Box<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_round_trip() {
-        let p = UsbPath::parse("2-1.4").unwrap();
-        assert_eq!(p, UsbPath { bus: 2, ports: vec![1, 4] });
-        assert_eq!(p.to_string(), "2-1.4");
-        assert_eq!(p.sysfs(), std::path::PathBuf::from("/sys/bus/usb/devices/2-1.4"));
-        assert!(UsbPath::parse("2").is_none());
-        assert!(UsbPath::parse("2-1.2.3.4.5.6.7.8").is_none());
-        assert!(UsbPath::parse("x-1").is_none());
-    }
-}
-
 impl UsbErrorKind {
     /// The runtime's error kind for this USB failure.
     pub fn error_kind(self) -> crate::ErrorKind {
@@ -316,28 +294,6 @@ impl UsbErrorKind {
         }
     }
 }
-
-/// What the device logic needs from any Coral (ARCHITECTURE.md): CSR access, sending one DMA
-/// request, receiving output bytes, and waiting for events and interrupts. The USB backend is
-/// [`usb_transport::UsbTransport`] over any [`UsbIo`].
-pub trait Transport: Send + fmt::Debug {
-    /// The device, for error messages (e.g. `usb:1-2 (18d1:9302)`).
-    fn name(&self) -> String;
-    /// Reads a CSR.
-    fn read_csr(&mut self, reg: crate::device::csr::Csr) -> crate::Result<u64>;
-    /// Writes a CSR.
-    fn write_csr(&mut self, reg: crate::device::csr::Csr, value: u64) -> crate::Result<()>;
-    /// Sends one host-to-device request of `tag` with these bytes.
-    fn send(&mut self, tag: crate::device::usb_frame::Tag, bytes: &[u8]) -> crate::Result<()>;
-    /// Receives exactly `buf.len()` output bytes.
-    fn recv(&mut self, buf: &mut [u8]) -> crate::Result<()>;
-    /// Waits for the next event (or fails with the fatal error the device reported instead).
-    fn wait_event(&mut self) -> crate::Result<crate::device::usb_frame::Event>;
-    /// Whether the link is slower than USB 3.
-    fn is_usb2(&self) -> bool;
-}
-
-pub mod usb_transport;
 
 impl<T: UsbBus + ?Sized> UsbBus for Box<T> {
     fn devices(&self) -> Result<Vec<UsbDeviceInfo>, UsbError> {
@@ -360,5 +316,21 @@ impl<T: UsbBus + ?Sized> UsbBus for std::sync::Arc<T> {
     }
     fn settle(&self, d: Duration) {
         (**self).settle(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        let p = UsbPath::parse("2-1.4").unwrap();
+        assert_eq!(p, UsbPath { bus: 2, ports: vec![1, 4] });
+        assert_eq!(p.to_string(), "2-1.4");
+        assert_eq!(p.sysfs(), std::path::PathBuf::from("/sys/bus/usb/devices/2-1.4"));
+        assert!(UsbPath::parse("2").is_none());
+        assert!(UsbPath::parse("2-1.2.3.4.5.6.7.8").is_none());
+        assert!(UsbPath::parse("x-1").is_none());
     }
 }

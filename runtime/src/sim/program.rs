@@ -1,10 +1,10 @@
 //! What the simulated device knows about the programs it runs: the executables registered with
 //! it (so that it can check each request against the DMA hints) and the output oracle.
 
-use super::{ExecSink, Violation};
+use super::usb::{ExecSink, Violation};
 use crate::device::layout;
-use crate::device::usb_frame::Tag;
-use crate::device::usb_plan::{self, Source, Step};
+use crate::device::plan::{self, Source, Step};
+use crate::device::usb::frame::Tag;
 use crate::package::{Description, ExecutableType, Layer, Package, Position};
 use std::sync::{Arc, Mutex};
 
@@ -243,7 +243,7 @@ impl SimExe {
                 token: exe.parameter_caching_token,
                 partner: (is_main && caching).then_some(1),
                 chunks,
-                steps: usb_plan::plan(exe)?,
+                steps: plan::plan(exe)?,
                 inputs: exe.input_layers.clone(),
                 outputs: exe.output_layers.clone(),
                 batch: exe.batch_size.max(1),

@@ -1,68 +1,17 @@
 //! The open and close register sequences of the USB Accelerator (PROTOCOL.md §1.10-1.11), step
 //! by step, over any [`Transport`], and the performance levels.
 
-use super::csr::{self, Csr};
+use super::transport::Transport;
+use crate::device::chip::{field, poll, run_control, set_field, CsrIo, Performance, HALT, RUN};
+use crate::device::csr::{self, Csr};
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::Transport;
-
-/// Clock setting of the chip (PROTOCOL.md §8). The USB Accelerator defaults to [`Performance::High`];
-/// [`Performance::Max`] runs the TPU core at 500 MHz and should only be used at an ambient
-/// temperature of at most 25 °C (35 °C for the lower levels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Performance {
-    /// TPU core 62.5 MHz, AXI 125 MHz, USB 8051 250 MHz.
-    Low,
-    /// TPU core 125 MHz, AXI 125 MHz, 8051 500 MHz.
-    Medium,
-    /// TPU core 250 MHz, AXI 125 MHz, 8051 500 MHz (the default for the USB Accelerator).
-    #[default]
-    High,
-    /// TPU core 500 MHz, AXI 250 MHz, 8051 500 MHz (opt-in: runs hot).
-    Max,
-}
-
-impl Performance {
-    /// Bits 28-31 of `scu_ctrl_3`: `rg_gcb_clkdiv` (28-29), `rg_axi_clk_125m` (30),
-    /// `rg_8051_clk_250m` (31).
-    pub fn clock_bits(self) -> u32 {
-        match self {
-            Performance::Low => 3 << 28 | 1 << 30 | 1 << 31,
-            Performance::Medium => 2 << 28 | 1 << 30,
-            Performance::High => 1 << 28 | 1 << 30,
-            Performance::Max => 0,
-        }
-    }
-
-    /// Parses `low`, `medium`, `high` or `max`.
-    pub fn parse(s: &str) -> Option<Performance> {
-        match s.to_ascii_lowercase().as_str() {
-            "low" => Some(Performance::Low),
-            "medium" => Some(Performance::Medium),
-            "high" => Some(Performance::High),
-            "max" => Some(Performance::Max),
-            _ => None,
-        }
-    }
-}
-
-/// Run-control value.
-pub(crate) const RUN: u64 = 1;
-pub(crate) const HALT: u64 = 2;
-
-/// CSR access, which the USB transports and the PCIe register mappings both offer: the
-/// register sequences shared by both paths are written over it.
-pub(crate) trait CsrIo {
-    /// The device, for error messages.
-    fn name(&self) -> String;
-    /// Reads a CSR.
-    fn read_csr(&mut self, reg: Csr) -> Result<u64>;
-    /// Writes a CSR.
-    fn write_csr(&mut self, reg: Csr, value: u64) -> Result<()>;
-}
 
 impl<T: Transport + ?Sized> CsrIo for T {
     fn name(&self) -> String {
         Transport::name(self)
+    }
+    fn kind(&self) -> crate::error::DeviceKind {
+        crate::error::DeviceKind::Usb
     }
     fn read_csr(&mut self, reg: Csr) -> Result<u64> {
         Transport::read_csr(self, reg)
@@ -72,59 +21,12 @@ impl<T: Transport + ?Sized> CsrIo for T {
     }
 }
 
-/// Registers set by a run-control change, before the tile broadcast.
-const CORE_RUN_CONTROLS: [Csr; 5] = [
-    csr::SCALAR_CORE_RUN_CONTROL,
-    csr::AV_DATA_POP_RUN_CONTROL,
-    csr::PARAMETER_POP_RUN_CONTROL,
-    csr::INFEED_RUN_CONTROL,
-    csr::OUTFEED_RUN_CONTROL,
-];
-/// Tile registers set (broadcast to every tile) after `tileconfig0` := 0x7F.
-const TILE_RUN_CONTROLS: [Csr; 10] = [
-    csr::OP_RUN_CONTROL,
-    csr::NARROW_TO_WIDE_RUN_CONTROL,
-    csr::WIDE_TO_NARROW_RUN_CONTROL,
-    csr::MESH_BUS0_RUN_CONTROL,
-    csr::MESH_BUS1_RUN_CONTROL,
-    csr::MESH_BUS2_RUN_CONTROL,
-    csr::MESH_BUS3_RUN_CONTROL,
-    csr::RING_BUS_CONSUMER0_RUN_CONTROL,
-    csr::RING_BUS_CONSUMER1_RUN_CONTROL,
-    csr::RING_BUS_PRODUCER_RUN_CONTROL,
-];
 const TOP_LEVEL_CONTROLS: [Csr; 4] = [
     csr::TOP_LEVEL_INT_0_CONTROL,
     csr::TOP_LEVEL_INT_1_CONTROL,
     csr::TOP_LEVEL_INT_2_CONTROL,
     csr::TOP_LEVEL_INT_3_CONTROL,
 ];
-
-/// Most reads of a register polled for a state change before giving up (libedgetpu polls
-/// forever; a device that never gets there is reported instead).
-const MAX_POLLS: usize = 1000;
-
-fn field(v: u64, lo: u32, bits: u32) -> u64 {
-    (v >> lo) & ((1 << bits) - 1)
-}
-
-fn set_field(v: u64, lo: u32, bits: u32, x: u64) -> u64 {
-    let m = ((1u64 << bits) - 1) << lo;
-    (v & !m) | ((x << lo) & m)
-}
-
-pub(crate) fn poll<T: CsrIo + ?Sized>(t: &mut T, reg: Csr, what: &str, done: impl Fn(u64) -> bool) -> Result<()> {
-    for _ in 0..MAX_POLLS {
-        if done(t.read_csr(reg)?) {
-            return Ok(());
-        }
-    }
-    Err(Error::device(
-        t.name(),
-        ErrorKind::Timeout,
-        format!("{} (0x{:x}) did not reach {what} after {MAX_POLLS} reads; replug the device", reg.name, reg.offset),
-    ))
-}
 
 fn rmw<T: Transport + ?Sized>(t: &mut T, reg: Csr, f: impl Fn(u64) -> u64) -> Result<()> {
     let v = t.read_csr(reg)?;
@@ -141,18 +43,6 @@ fn enter_reset<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
     poll(t, csr::SCU_CTRL_3, "cur_pwr_state 2 (asleep)", |v| field(v, 8, 2) == 2)?;
     t.write_csr(csr::GCBB_CREDIT0, 0xF)?;
     t.write_csr(csr::GCBB_CREDIT0, 0)
-}
-
-pub(crate) fn run_control<T: CsrIo + ?Sized>(t: &mut T, value: u64) -> Result<()> {
-    for reg in CORE_RUN_CONTROLS {
-        t.write_csr(reg, value)?;
-    }
-    t.write_csr(csr::TILECONFIG0, 0x7F)?;
-    poll(t, csr::TILECONFIG0, "0x7F (all tiles)", |v| v == 0x7F)?;
-    for reg in TILE_RUN_CONTROLS {
-        t.write_csr(reg, value)?;
-    }
-    Ok(())
 }
 
 /// Whether the link is High-Speed (USB 2), which sets 256-byte output chunks.
@@ -236,19 +126,19 @@ pub fn close<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
 /// error, MBIST) are cleared and reported in the returned list.
 pub fn handle_interrupt<T: Transport + ?Sized>(
     t: &mut T,
-    word: super::usb_frame::InterruptWord,
+    word: super::frame::InterruptWord,
 ) -> Result<Vec<&'static str>> {
     if word.fatal {
         let status = t.read_csr(csr::HIB_ERROR_STATUS)?;
         let first = if status != 0 { t.read_csr(csr::HIB_FIRST_ERROR_STATUS)? } else { 0 };
         t.write_csr(csr::FATAL_ERR_INT_STATUS, 0)?;
-        return Err(Error::device(
+        return Err(Error::usb(
             t.name(),
             ErrorKind::DeviceFault,
             format!(
                 "the chip reported a fatal error: hib_error_status 0x{status:x} ({}), first error 0x{first:x}; the device \
                  will be reset and reopened",
-                super::usb_frame::hib_errors(status).join(", ")
+                crate::device::csr::hib_errors(status).join(", ")
             ),
         ));
     }

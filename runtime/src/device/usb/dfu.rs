@@ -2,8 +2,8 @@
 //! DFU download with GETSTATUS after every block and a zero-length last block, verification by
 //! upload, and following the device by its port path across the re-enumeration.
 
+use crate::device::usb::{Setup, UsbBus, UsbDeviceInfo, UsbError, UsbErrorKind, UsbIo, UsbPath, APP_ID, DFU_ID};
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::{Setup, UsbBus, UsbDeviceInfo, UsbError, UsbErrorKind, UsbIo, UsbPath, APP_ID, DFU_ID};
 use std::time::Duration;
 
 /// Open attempts after a reset (`kMaxNumOfRetryAfterReset`), each after [`SETTLE`].
@@ -19,7 +19,7 @@ const DFU_STATE_DNLOAD_IDLE: u8 = 5;
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
 fn dev_err(info: &UsbDeviceInfo, kind: ErrorKind, reason: impl Into<String>) -> Error {
-    Error::device(format!("usb:{} ({:04x}:{:04x})", info.path, info.vendor, info.product), kind, reason)
+    Error::usb(format!("usb:{} ({:04x}:{:04x})", info.path, info.vendor, info.product), kind, reason)
 }
 
 fn usb(info: &UsbDeviceInfo, e: UsbError, what: &str) -> Error {
@@ -179,13 +179,10 @@ pub fn open_retry(bus: &dyn UsbBus, path: &UsbPath, just_reset: bool) -> Result<
         UsbErrorKind::Disconnected | UsbErrorKind::Other => ErrorKind::NotFound,
         k => k.error_kind(),
     };
-    Err(Error::device(
+    Err(Error::usb(
         format!("usb:{path}"),
         kind,
-        format!(
-            "the device could not be opened at this port after {OPEN_RETRIES} tries ({last}); replug it and check \
-             `edgetpu devices`"
-        ),
+        format!("the device could not be opened at this port after {OPEN_RETRIES} tries ({last})"),
     ))
 }
 
@@ -235,8 +232,8 @@ pub fn prepare(
         return Err(dev_err(
             &info,
             ErrorKind::DeviceFault,
-            "the accelerator is still in DFU mode after its firmware download (the firmware did not boot); unplug it, \
-             plug it back in and try again, and check the firmware file with `edgetpu doctor`",
+            "the accelerator is still in DFU mode after its firmware download (the firmware did not boot: a damaged \
+             firmware file, or a device that needs replugging)",
         ));
     }
     io.claim_interface(0).map_err(|e| usb(&info, e, "claiming interface 0"))?;

@@ -1,7 +1,7 @@
 //! Record and replay against a small scripted device.
 
 use super::*;
-use crate::transport::{Speed, UsbErrorKind, APP_ID, DFU_ID};
+use crate::device::usb::{Speed, UsbErrorKind, APP_ID, DFU_ID};
 use std::collections::VecDeque;
 
 /// A device that answers each call with the next scripted result: reads copy its bytes,

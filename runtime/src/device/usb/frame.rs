@@ -1,45 +1,8 @@
 //! Framing on the USB endpoints (PROTOCOL.md §1.7-1.9): the 8-byte header before each bulk-out
 //! request, the 16-byte event packets of endpoint 0x82 and the 4-byte interrupt word of 0x83.
 
+pub use crate::device::plan::{Tag, MAX_BULK_OUT};
 use crate::error::{Error, Result};
-
-/// Descriptor tag of a DMA request or event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tag {
-    /// Instructions (0).
-    Instructions,
-    /// Input activations (1).
-    InputActivations,
-    /// Parameters (2).
-    Parameters,
-    /// Output activations (3).
-    OutputActivations,
-    /// Scalar-core interrupt 0..3 (tags 4..7); interrupt 0 signals the end of an inference.
-    Interrupt(u8),
-}
-
-impl Tag {
-    /// The 4-bit tag value.
-    pub fn code(self) -> u8 {
-        match self {
-            Tag::Instructions => 0,
-            Tag::InputActivations => 1,
-            Tag::Parameters => 2,
-            Tag::OutputActivations => 3,
-            Tag::Interrupt(n) => 4 + (n & 3),
-        }
-    }
-    /// The tag of a 4-bit value.
-    pub fn from_code(code: u8) -> Tag {
-        match code & 0xf {
-            0 => Tag::Instructions,
-            1 => Tag::InputActivations,
-            2 => Tag::Parameters,
-            3 => Tag::OutputActivations,
-            c => Tag::Interrupt((c - 4) & 3),
-        }
-    }
-}
 
 /// The 8-byte header sent on endpoint 0x01 before each request: total payload length (u32 LE)
 /// and the tag in the low nibble of byte 4.
@@ -51,9 +14,6 @@ pub fn bulk_out_header(tag: Tag, length: usize) -> Result<[u8; 8]> {
     h[4] = tag.code();
     Ok(h)
 }
-
-/// Most bytes in one bulk-out transfer.
-pub const MAX_BULK_OUT: usize = 1 << 20;
 
 /// A 16-byte packet of the event endpoint (0x82).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,33 +60,6 @@ impl InterruptWord {
     }
 }
 
-/// Names of the host interface (HIB) error bits of `hib_error_status`.
-pub const HIB_ERRORS: [&str; 15] = [
-    "inbound page fault",
-    "extended page fault",
-    "CSR parity error",
-    "AXI slave B error",
-    "AXI slave R error",
-    "bad instruction queue configuration",
-    "bad input queue configuration",
-    "bad parameter queue configuration",
-    "bad output queue configuration",
-    "invalid instruction queue",
-    "invalid input queue",
-    "invalid parameter queue",
-    "invalid output queue",
-    "zero-length DMA",
-    "virtual table uncorrectable read",
-];
-
-/// The names of the error bits set in a `hib_error_status` value (unknown bits by number).
-pub fn hib_errors(status: u64) -> Vec<String> {
-    (0..64)
-        .filter(|b| status >> b & 1 == 1)
-        .map(|b| HIB_ERRORS.get(b).map_or_else(|| format!("unknown error bit {b}"), |s| s.to_string()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +83,7 @@ mod tests {
         assert!(w.fatal);
         assert_eq!(w.top_level, [true, false, false, true]);
         assert!(InterruptWord::parse(&[0; 3]).is_err());
-        assert_eq!(hib_errors(1 << 13 | 1), ["inbound page fault", "zero-length DMA"]);
-        assert_eq!(hib_errors(1 << 40), ["unknown error bit 40"]);
+        assert_eq!(crate::device::csr::hib_errors(1 << 13 | 1), ["inbound page fault", "zero-length DMA"]);
+        assert_eq!(crate::device::csr::hib_errors(1 << 40), ["unknown error bit 40"]);
     }
 }

@@ -4,7 +4,7 @@
 //! device as long as nothing is replugged; `usb:<bus>-<ports>` names a USB port and stays valid
 //! across the device's id change when its firmware is loaded.
 
-use crate::transport::{UsbBus, UsbDeviceInfo, UsbErrorKind, UsbPath, APP_ID, DFU_ID};
+use crate::device::usb::{UsbBus, UsbDeviceInfo, UsbErrorKind, UsbPath, APP_ID, DFU_ID};
 use crate::{Error, ErrorKind, Result};
 use std::fmt;
 use std::path::Path;
@@ -27,7 +27,7 @@ impl Selector {
         let bad = |why: &str| {
             Error::argument(format!(
                 "invalid device `{s}`: {why}; expected `usb` (the first Coral), `usb:N` (the N-th, counting from 0) \
-                 or `usb:BUS-PORT[.PORT...]` (a USB port, e.g. `usb:2-1.4`); `edgetpu devices` lists them"
+                 or `usb:BUS-PORT[.PORT...]` (a USB port, e.g. `usb:2-1.4`)"
             ))
         };
         let rest = match s.strip_prefix("usb") {
@@ -161,7 +161,7 @@ pub fn select_with(
     };
     match probe(bus, info, access) {
         Some(state) => Ok(CoralDevice::new(info.clone(), state)),
-        None => Err(Error::device(
+        None => Err(Error::usb(
             sel.to_string(),
             ErrorKind::NotFound,
             format!("the Coral at {} went away while being opened; replug it and try again", info.path),
@@ -172,7 +172,7 @@ pub fn select_with(
 /// Every device on the bus.
 fn attached(bus: &dyn UsbBus) -> Result<Vec<UsbDeviceInfo>> {
     bus.devices()
-        .map_err(|e| Error::device("usb", e.kind.error_kind(), format!("cannot list the USB devices ({:?})", e.kind)))
+        .map_err(|e| Error::usb("usb", e.kind.error_kind(), format!("cannot list the USB devices ({:?})", e.kind)))
 }
 
 /// The Corals among `all`, in path order.
@@ -228,13 +228,13 @@ fn not_found(sel: &Selector, all: &[UsbDeviceInfo], found: &[UsbDeviceInfo]) -> 
     } else {
         format!("only {} Coral(s) attached: {attached} (`usb:N` counts from 0)", found.len())
     };
-    Error::device(sel.to_string(), ErrorKind::NotFound, reason)
+    Error::usb(sel.to_string(), ErrorKind::NotFound, reason)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::{Setup, Speed, UsbError, UsbIo};
+    use crate::device::usb::{Setup, Speed, UsbError, UsbIo};
     use std::sync::Mutex;
     use std::time::Duration;
 

@@ -2,7 +2,7 @@
 
 use super::format::{Call, Header, Hex, Line, Op, Outcome};
 use super::{lock, FORMAT, VERSION};
-use crate::transport::{Setup, UsbBus, UsbDeviceInfo, UsbError, UsbErrorKind, UsbIo, UsbPath};
+use crate::device::usb::{Setup, UsbBus, UsbDeviceInfo, UsbError, UsbErrorKind, UsbIo, UsbPath};
 use crate::{Error, Result};
 use std::fmt;
 use std::io::BufRead;

@@ -70,7 +70,7 @@ fn no_driver_no_devices_and_a_clear_error() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
     let text = err.to_string();
     assert!(text.starts_with("pci: no PCIe Coral found") && text.contains("sys/class/apex"), "{text}");
-    assert!(text.contains("edgetpu doctor"), "{text}");
+    assert!(text.contains("apex driver is not loaded") && !text.contains("edgetpu doctor"), "{text}");
     // Other entries in the class directory are not devices.
     tree.write("sys/class/apex/README", "x");
     assert_eq!(numbers(&tree.0).unwrap(), Vec::<u32>::new());
@@ -148,10 +148,7 @@ fn an_owned_device_is_in_use_and_pci_skips_it() {
     assert_eq!(err.kind(), ErrorKind::Busy);
     let text = err.to_string();
     assert!(
-        text.starts_with(
-            "pci:0: apex_0 is in use by another process (is_device_owned=1, device_owner=1234); stop it or pick \
-             another device"
-        ),
+        text.starts_with("pci:0: apex_0 is in use by another process (is_device_owned=1, device_owner=1234)"),
         "{text}"
     );
     // `pci` takes the first free one.
@@ -185,7 +182,7 @@ fn permissions_follow_owner_group_and_other_bits() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
     let text = err.to_string();
     assert!(text.contains("mode 0660") && text.contains("group apex"), "{text}");
-    assert!(text.contains("usermod -aG apex") && text.contains("udev/install.sh"), "{text}");
+    assert!(text.contains("udev rule") && !text.contains("sudo"), "the library states facts, the CLI advises: {text}");
     // Joining the group gives access.
     tree.user_as(me, my_group, &gid.to_string());
     assert_eq!(list(&tree.0).unwrap()[0].state, ApexState::Ready);

@@ -2,7 +2,7 @@
 //! a recorded operation.
 
 use super::fnv1a64;
-use crate::transport::{Setup, UsbDeviceInfo, UsbError, UsbErrorKind, UsbPath};
+use crate::device::usb::{Setup, UsbDeviceInfo, UsbError, UsbErrorKind, UsbPath};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;

@@ -18,12 +18,12 @@
 //! status block's completed head, counts scalar-core interrupt 0 in `sc_host_int_count` (16-bit
 //! counters, which can start near the wrap) and signals the eventfds bound to interrupts 0 and 4.
 
-use super::ioctl::{self, Ioctl};
-use super::{check_access, Fd, Region, Sys, SysError};
 use crate::device::csr;
+use crate::device::pcie::ioctl::{self, Ioctl};
+use crate::device::pcie::{check_access, Fd, Region, Sys, SysError};
 use crate::package::{ExecutableType, Package};
-use crate::transport::sim::program::{fnv, LinkedAddresses, SimExe, FNV0};
-use crate::transport::sim::{as_device, Oracle};
+use crate::sim::program::{fnv, LinkedAddresses, SimExe, FNV0};
+use crate::sim::usb::{as_device, Oracle};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -2,12 +2,33 @@
 //! as an 8-byte header then bulk-outs of at most 1 MiB on 0x01 (§1.7), outputs through the
 //! bulk-in queue on 0x81 (§1.8), events on 0x82 and interrupts on 0x83 (§1.9).
 
-use super::{Setup, Transport, UsbError, UsbIo};
+use super::{Setup, UsbError, UsbIo};
 use crate::device::csr::{self, Csr};
-use crate::device::sequence;
-use crate::device::usb_frame::{self, Event, InterruptWord, Tag, MAX_BULK_OUT};
+use crate::device::usb::frame::{self, Event, InterruptWord, Tag, MAX_BULK_OUT};
+use crate::device::usb::sequence;
 use crate::error::{Error, Result};
+use std::fmt;
 use std::time::Duration;
+
+/// What the device logic needs from any Coral (ARCHITECTURE.md): CSR access, sending one DMA
+/// request, receiving output bytes, and waiting for events and interrupts. The USB backend is
+/// [`UsbTransport`] over any [`UsbIo`].
+pub trait Transport: Send + fmt::Debug {
+    /// The device, for error messages (e.g. `usb:1-2 (18d1:9302)`).
+    fn name(&self) -> String;
+    /// Reads a CSR.
+    fn read_csr(&mut self, reg: crate::device::csr::Csr) -> crate::Result<u64>;
+    /// Writes a CSR.
+    fn write_csr(&mut self, reg: crate::device::csr::Csr, value: u64) -> crate::Result<()>;
+    /// Sends one host-to-device request of `tag` with these bytes.
+    fn send(&mut self, tag: crate::device::usb::frame::Tag, bytes: &[u8]) -> crate::Result<()>;
+    /// Receives exactly `buf.len()` output bytes.
+    fn recv(&mut self, buf: &mut [u8]) -> crate::Result<()>;
+    /// Waits for the next event (or fails with the fatal error the device reported instead).
+    fn wait_event(&mut self) -> crate::Result<crate::device::usb::frame::Event>;
+    /// Whether the link is slower than USB 3.
+    fn is_usb2(&self) -> bool;
+}
 
 /// Bulk-in buffers kept for outputs (`USB_BULK_IN_QUEUE_CAPACITY`).
 pub const BULK_IN_QUEUE: usize = 32;
@@ -67,7 +88,7 @@ impl<I: UsbIo> UsbTransport<I> {
     }
 
     fn usb_err(&self, e: UsbError, what: &str) -> Error {
-        Error::device(self.name.clone(), e.kind.error_kind(), format!("{what}: {e}"))
+        Error::usb(self.name.clone(), e.kind.error_kind(), format!("{what}: {e}"))
     }
 
     fn control_out(&mut self, setup: Setup, data: &[u8], what: &str) -> Result<()> {
@@ -100,7 +121,7 @@ impl<I: UsbIo> UsbTransport<I> {
         match self.io.interrupt_in(0x83, &mut w, Duration::from_millis(10)) {
             Ok(n) => {
                 let word = InterruptWord::parse(&w[..n])
-                    .map_err(|e| Error::device(self.name.clone(), crate::ErrorKind::Protocol, e.to_string()))?;
+                    .map_err(|e| Error::usb(self.name.clone(), crate::ErrorKind::Protocol, e.to_string()))?;
                 sequence::handle_interrupt(self, word).map(|_| ())
             }
             Err(e) if e.kind == super::UsbErrorKind::Timeout => Ok(()),
@@ -130,7 +151,7 @@ impl<I: UsbIo> Transport for UsbTransport<I> {
         let mut buf = [0u8; 8];
         let n = self.control_in(setup, &mut buf[..r.length as usize], reg.name)?;
         csr::read_value(reg, &buf[..n])
-            .map_err(|e| Error::device(self.name.clone(), crate::ErrorKind::Protocol, e.to_string()))
+            .map_err(|e| Error::usb(self.name.clone(), crate::ErrorKind::Protocol, e.to_string()))
     }
 
     fn write_csr(&mut self, reg: Csr, value: u64) -> Result<()> {
@@ -142,12 +163,12 @@ impl<I: UsbIo> Transport for UsbTransport<I> {
     }
 
     fn send(&mut self, tag: Tag, bytes: &[u8]) -> Result<()> {
-        let header = usb_frame::bulk_out_header(tag, bytes.len())?;
+        let header = frame::bulk_out_header(tag, bytes.len())?;
         let what = |_: &Self, sent: usize| format!("sending {tag:?} ({} bytes, {sent} sent)", bytes.len());
         match self.io.bulk_out(0x01, &header, self.timeout) {
             Ok(8) => {}
             Ok(n) => {
-                return Err(Error::device(
+                return Err(Error::usb(
                     self.name.clone(),
                     crate::ErrorKind::Protocol,
                     format!("the device took {n} of the 8 header bytes"),
@@ -160,7 +181,7 @@ impl<I: UsbIo> Transport for UsbTransport<I> {
             match self.io.bulk_out(0x01, chunk, self.timeout) {
                 Ok(n) if n == chunk.len() => sent += n,
                 Ok(n) => {
-                    return Err(Error::device(
+                    return Err(Error::usb(
                         self.name.clone(),
                         crate::ErrorKind::Protocol,
                         format!("{}: the device took {n} of {} bytes", what(self, sent), chunk.len()),
@@ -204,7 +225,7 @@ impl<I: UsbIo> Transport for UsbTransport<I> {
         let mut p = [0u8; 16];
         match self.io.bulk_in(0x82, &mut p, self.timeout) {
             Ok(n) => Event::parse(&p[..n])
-                .map_err(|e| Error::device(self.name.clone(), crate::ErrorKind::Protocol, e.to_string())),
+                .map_err(|e| Error::usb(self.name.clone(), crate::ErrorKind::Protocol, e.to_string())),
             Err(e) => {
                 if e.kind == super::UsbErrorKind::Timeout {
                     // No completion: the device may have reported a fatal error instead.

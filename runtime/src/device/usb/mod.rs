@@ -1,18 +1,29 @@
-//! A Coral USB Accelerator: firmware, open and close sequences, running prepared executables
-//! with parameter caching, and recovery after a failure (reset, reopen, re-cache).
+#![doc = include_str!("doc.md")]
 
+pub mod dfu;
+pub mod discovery;
+pub mod firmware;
+pub mod frame;
+mod io;
+pub mod record;
+#[cfg(feature = "usb")]
+pub mod rusb;
+pub mod sequence;
+pub mod transport;
+
+pub use io::{Setup, Speed, UsbBus, UsbDeviceInfo, UsbError, UsbErrorKind, UsbIo, UsbPath, APP_ID, DFU_ID};
+
+use super::chip::Performance;
 use super::csr;
-use super::dfu;
+use super::plan::{self as usb_plan, Source, Step};
 use super::program::{PreparedExecutable, Program, Target};
-use super::sequence::{self, Performance};
-use super::usb_frame::{Event, Tag};
-use super::usb_plan::{self, Source, Step};
-use crate::error::{Error, ErrorKind, Result};
-use crate::transport::usb_transport::UsbTransport;
-use crate::transport::{Speed, Transport, UsbBus, UsbIo, UsbPath};
+use super::{Accelerator, DeviceInfo, Residency, RunInfo, Telemetry};
+use crate::error::{DeviceKind, Error, ErrorKind, Result};
+use frame::{Event, Tag};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use transport::{Transport, UsbTransport};
 
 /// How to open a USB Accelerator.
 #[derive(Clone)]
@@ -22,7 +33,7 @@ pub struct UsbOptions {
     /// Timeout of each USB transfer (libedgetpu's default: 6 s).
     pub timeout: Duration,
     /// Firmware image file; `None`: `EDGETPU_FIRMWARE`, then the data directory
-    /// (see [`super::firmware_path::locate`]).
+    /// (see [`firmware::locate`]).
     pub firmware: Option<PathBuf>,
     /// Called with (bytes sent, total) during a firmware download.
     pub progress: Option<Arc<dyn Fn(usize, usize) + Send + Sync>>,
@@ -46,25 +57,15 @@ impl std::fmt::Debug for UsbOptions {
 
 /// Reads the firmware image named by the options (or found by the usual places).
 pub fn load_firmware(explicit: Option<&std::path::Path>) -> Result<Vec<u8>> {
-    let path = super::firmware_path::locate(explicit)?;
+    let path = firmware::locate(explicit)?;
     let image = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
     if image.first() != Some(&0x02) {
         return Err(Error::argument(format!(
-            "{} does not look like the accelerator's firmware (it does not start with 0x02); fetch it again with \
-             `edgetpu firmware fetch`",
+            "{} does not look like the accelerator's firmware (it does not start with 0x02)",
             path.display()
         )));
     }
     Ok(image)
-}
-
-/// What one run cost in parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RunInfo {
-    /// The chip already held the model's cached parameters (or it has none to cache).
-    pub cache_hit: bool,
-    /// Parameter bytes sent: the cached blob when it had to be loaded, plus the streamed part.
-    pub parameter_bytes: usize,
 }
 
 /// An open USB Accelerator.
@@ -74,10 +75,9 @@ pub struct UsbAccelerator {
     path: UsbPath,
     options: UsbOptions,
     transport: Option<UsbTransport<Box<dyn UsbIo>>>,
-    /// Parameter-caching token whose parameters are in the chip's memory.
-    cached_token: Option<u64>,
-    /// The parameter-caching executables (by [`Program::caching_key`]) that ran under that token.
-    cached: Vec<u64>,
+    /// The cached parameters in the chip's memory.
+    residency: Residency,
+    info: DeviceInfo,
     speed: Speed,
     recoveries: u64,
 }
@@ -91,30 +91,40 @@ impl UsbAccelerator {
             path: path.clone(),
             options,
             transport: None,
-            cached_token: None,
-            cached: Vec::new(),
+            residency: Residency::default(),
+            info: DeviceInfo::new(format!("usb:{path}"), DeviceKind::Usb, false),
             speed: Speed::Unknown,
             recoveries: 0,
         };
         acc.bring_up()?;
+        log::info!("{}: opened ({}, {:?} performance)", acc.info.name, acc.speed, acc.options.performance);
         Ok(acc)
+    }
+
+    /// Marks the device as simulated and gives it another name (the simulators' `sim:N`).
+    pub fn rename(&mut self, name: impl Into<String>, simulated: bool) {
+        self.info.name = name.into();
+        self.info.simulated = simulated;
     }
 
     /// Opens the accelerator chosen by a selection string (`usb`, `usb:N`, `usb:<path>`).
     pub fn open_selected(bus: Arc<dyn UsbBus>, selector: &str, options: UsbOptions) -> Result<UsbAccelerator> {
-        let sel = super::discovery::Selector::parse(selector)?;
-        let dev = super::discovery::select(bus.as_ref(), &sel)?;
+        let sel = discovery::Selector::parse(selector)?;
+        let dev = discovery::select(bus.as_ref(), &sel)?;
         Self::open(bus, &dev.info.path, options)
     }
 
     fn bring_up(&mut self) -> Result<()> {
         self.transport = None;
-        self.cached_token = None;
-        self.cached.clear();
+        self.residency.clear();
         let explicit = self.options.firmware.clone();
         let mut firmware = || load_firmware(explicit.as_deref());
         let progress = self.options.progress.clone();
+        let name = &self.info.name;
         let mut report = |sent: usize, total: usize| {
+            if sent == 0 || sent == total {
+                log::info!("{name}: firmware download: {sent} of {total} bytes");
+            }
             if let Some(p) = &progress {
                 p(sent, total)
             }
@@ -122,7 +132,7 @@ impl UsbAccelerator {
         let io = dfu::prepare(self.bus.as_ref(), &self.path, &mut firmware, self.options.timeout, &mut report)?;
         self.speed = io.info().speed;
         if self.speed == Speed::Low {
-            return Err(Error::device(
+            return Err(Error::usb(
                 self.name(),
                 ErrorKind::Unsupported,
                 "the accelerator is on a low-speed USB link; plug it into a USB 3 port",
@@ -137,7 +147,7 @@ impl UsbAccelerator {
 
     /// The device's selection string, `usb:<path>`.
     pub fn name(&self) -> String {
-        format!("usb:{}", self.path)
+        self.info.name.clone()
     }
 
     /// Where it is plugged in.
@@ -152,7 +162,7 @@ impl UsbAccelerator {
 
     /// The caching token whose parameters are on the chip, as far as the runtime knows.
     pub fn cached_token(&self) -> Option<u64> {
-        self.cached_token
+        self.residency.token()
     }
 
     /// How often the device was reset and reopened after a failure.
@@ -168,7 +178,13 @@ impl UsbAccelerator {
             let _ = t.io_mut().reset();
         }
         self.recoveries += 1;
-        self.bring_up()
+        log::warn!("{}: resetting and reopening the device (recovery {})", self.info.name, self.recoveries);
+        let r = self.bring_up();
+        match &r {
+            Ok(()) => log::info!("{}: recovered", self.info.name),
+            Err(e) => log::warn!("{}: recovery failed: {e}", self.info.name),
+        }
+        r
     }
 
     /// Runs one inference of `program`: its parameter-caching executable first when the chip
@@ -188,11 +204,11 @@ impl UsbAccelerator {
                     ErrorKind::Timeout | ErrorKind::Disconnected | ErrorKind::Protocol | ErrorKind::DeviceFault
                 ) {
                     // The device's state is unknown: drop the handle; the next run recovers.
+                    log::warn!("{}: {e}; the device will be reset before its next run", self.info.name);
                     if let Some(mut t) = self.transport.take() {
                         t.discard_pending();
                     }
-                    self.cached_token = None;
-                    self.cached.clear();
+                    self.residency.clear();
                 }
                 Err(e)
             }
@@ -201,7 +217,7 @@ impl UsbAccelerator {
 
     fn run_prepared(&mut self, program: &mut Program) -> Result<RunInfo> {
         let t = self.transport.as_mut().ok_or_else(|| {
-            Error::device(format!("usb:{}", self.path), ErrorKind::Disconnected, "the device is not open")
+            Error::usb(format!("usb:{}", self.path), ErrorKind::Disconnected, "the device is not open")
         })?;
         let token = program.token;
         let key = program.caching_key;
@@ -209,19 +225,13 @@ impl UsbAccelerator {
         let model = program.model().clone();
         let bytes = model.bytes();
         if let Some(pc) = program.caching.as_mut() {
-            // libedgetpu's rule (PROTOCOL.md §2.1, §5): a token of 0 or another token than the
-            // chip's invalidates the cache; a caching executable not yet run under the token runs.
-            if token == 0 || self.cached_token != Some(token) {
-                self.cached_token = None;
-                self.cached.clear();
-            }
-            if !self.cached.contains(&key) {
+            if self.residency.must_load(token, key) {
                 let params = pc.parameters.clone();
                 info.cache_hit = false;
                 info.parameter_bytes += params.len();
+                log::debug!("{}: loading {} B of cached parameters (token {token:#x})", self.info.name, params.len());
                 run_executable(t, pc, &bytes[params])?;
-                self.cached_token = Some(token);
-                self.cached.push(key);
+                self.residency.loaded(token, key);
             }
         }
         let params = program.main.parameters.clone();
@@ -232,10 +242,34 @@ impl UsbAccelerator {
 
     /// Closes the device: the close sequence, then the handle is released (no port reset).
     pub fn close(mut self) -> Result<()> {
+        log::info!("{}: closing", self.info.name);
         match self.transport.take() {
             Some(mut t) => sequence::close(&mut t),
             None => Ok(()),
         }
+    }
+}
+
+impl Accelerator for UsbAccelerator {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
+        UsbAccelerator::run(self, program, inputs, outputs)
+    }
+    fn residency(&self) -> &Residency {
+        &self.residency
+    }
+    fn telemetry(&mut self) -> Telemetry {
+        Telemetry {
+            temperature_c: None,
+            recoveries: self.recoveries,
+            link: Some(self.speed.to_string()),
+            device_time: None,
+        }
+    }
+    fn close(self: Box<Self>) -> Result<()> {
+        UsbAccelerator::close(*self)
     }
 }
 
@@ -326,7 +360,7 @@ fn serve_device<T: Transport + ?Sized>(t: &mut T, p: &mut PreparedExecutable, pa
 }
 
 fn unknown_buffer(device: String, e: &Event, p: &PreparedExecutable) -> Error {
-    Error::device(
+    Error::usb(
         device,
         ErrorKind::Protocol,
         format!(
@@ -378,7 +412,7 @@ mod tests {
             Ok(())
         }
         fn wait_event(&mut self) -> Result<Event> {
-            self.events.pop_front().ok_or_else(|| Error::device("scripted", ErrorKind::Timeout, "no event"))
+            self.events.pop_front().ok_or_else(|| Error::usb("scripted", ErrorKind::Timeout, "no event"))
         }
         fn is_usb2(&self) -> bool {
             false

@@ -297,7 +297,7 @@ impl PciSelector {
             Error::argument(format!(
                 "invalid device `{s}`: {why}; expected `pci` (the first free PCIe Coral), `pci:N` (the N-th, \
                  counting from 0), `pci:apex_N` or `pci:/dev/apex_N` (that device node) or `pci:DDDD:BB:DD.F` (a \
-                 PCI address, e.g. `pci:0000:01:00.0`); `edgetpu devices` lists them"
+                 PCI address, e.g. `pci:0000:01:00.0`)"
             ))
         };
         let rest = match s.strip_prefix("pci") {
@@ -381,7 +381,7 @@ pub fn choose(devices: &[ApexDevice], sel: &PciSelector, root: &Path) -> Result<
         PciSelector::Address(a) => devices.iter().find(|d| d.pci_address.as_deref() == Some(a.as_str())),
     };
     let Some(dev) = chosen else {
-        return Err(Error::device(sel.to_string(), ErrorKind::NotFound, not_found(devices, root)));
+        return Err(Error::pci(sel.to_string(), ErrorKind::NotFound, not_found(devices, root)));
     };
     if dev.state == ApexState::Ready {
         return Ok(dev.clone());
@@ -395,7 +395,7 @@ pub fn choose(devices: &[ApexDevice], sel: &PciSelector, root: &Path) -> Result<
         ApexState::NoPermission => ErrorKind::PermissionDenied,
         ApexState::NodeMissing | ApexState::Ready => ErrorKind::NotFound,
     };
-    Err(Error::device(sel.to_string(), kind, reason))
+    Err(Error::pci(sel.to_string(), kind, reason))
 }
 
 /// `pci:0 (apex_0, in use), ...`.
@@ -406,8 +406,8 @@ fn summary(devices: &[ApexDevice]) -> String {
 fn not_found(devices: &[ApexDevice], root: &Path) -> String {
     if devices.is_empty() {
         return format!(
-            "no PCIe Coral found: {} lists no apex_N device; check that the apex driver is loaded and the card is \
-             seen on the PCI bus (`edgetpu doctor` checks both)",
+            "no PCIe Coral found: {} lists no apex_N device: the apex driver is not loaded, or the card is not \
+             seen on the PCI bus",
             root.join(CLASS_DIR).display()
         );
     }
@@ -420,22 +420,18 @@ fn unusable(dev: &ApexDevice) -> String {
     match (dev.state, &dev.node_info) {
         (ApexState::InUse, _) => {
             let owner = dev.owner_pid.map(|p| format!(", device_owner={p}")).unwrap_or_default();
-            format!(
-                "{name} is in use by another process (is_device_owned=1{owner}); stop it or pick another device \
-                 (`edgetpu devices` lists them)"
-            )
+            format!("{name} is in use by another process (is_device_owned=1{owner})")
         }
         (ApexState::NoPermission, Some(n)) => format!(
-            "this user may not open {node} for reading and writing (mode {:04o}, owner uid {}, group {}); install \
-             the udev rules (`sudo udev/install.sh`, which gives group apex read/write access) and join the group \
-             (`sudo usermod -aG apex $USER`, then log in again)",
+            "this user may not open {node} for reading and writing (mode {:04o}, owner uid {}, group {}): the \
+             device node needs the udev rule that gives group apex read/write access, and this user that group",
             n.mode,
             n.uid,
             n.group.clone().unwrap_or_else(|| format!("gid {}", n.gid))
         ),
         (ApexState::NodeMissing, _) | (ApexState::NoPermission, None) => format!(
-            "the apex driver lists {name} but its device node {node} does not exist; udev creates it: install the \
-             udev rules (`sudo udev/install.sh`) or reload the driver (`sudo modprobe -r apex && sudo modprobe apex`)"
+            "the apex driver lists {name} but its device node {node} does not exist (udev creates it when the \
+             driver loads)"
         ),
         (ApexState::Ready, _) => format!("{name} is ready"),
     }

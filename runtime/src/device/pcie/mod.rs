@@ -1,23 +1,21 @@
-//! An Edge TPU on PCIe (M.2, Mini-PCIe, Dev Board) through the apex kernel driver, following
-//! PROTOCOL.md §7: CSR pages mapped from `/dev/apex_N`, the device page table partitioned into a
-//! simple region (the instruction queue ring and its status block, in coherent memory) and an
-//! extended region (bit 63: parameters, inputs, outputs, scratch and instructions), requests
-//! queued as instruction-chunk descriptors, completion counted by scalar-core interrupt 0, every
-//! bound interrupt's eventfd read by a thread of its own.
-//!
-//! Unlike USB the chip fetches everything itself through the addresses linked into the
-//! instructions, so the DMA hints are not used and executables whose hints are not fully
-//! deterministic need nothing special. Each prepared program's buffers are allocated and mapped
-//! once, on its first run on a device; parameters stay mapped as libedgetpu keeps them.
+#![doc = include_str!("doc.md")]
 
+pub mod ioctl;
+#[cfg(target_os = "linux")]
+pub mod linux;
+pub mod sys;
+pub mod sysfs;
+
+pub(crate) use sys::check_access;
+pub use sys::{Fd, Region, Sys, SysError};
+
+use super::chip::{self as sequence, CsrIo, Performance};
 use super::csr::{self, Csr};
 use super::program::{PreparedExecutable, Program};
-use super::sequence::{self, CsrIo, Performance};
-use super::usb::RunInfo;
-use crate::error::{Error, ErrorKind, Result};
+use super::{Accelerator, DeviceInfo, Residency, RunInfo, Telemetry};
+use crate::error::{DeviceKind, Error, ErrorKind, Result};
 use crate::package::BufferAddresses;
-use crate::transport::apex::ioctl::{self, Direction};
-use crate::transport::apex::{Fd, Region, Sys, SysError};
+use ioctl::Direction;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,6 +146,9 @@ impl CsrIo for Csrs {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Pci
+    }
     fn read_csr(&mut self, reg: Csr) -> Result<u64> {
         let (page, off) = self.page(reg)?;
         Ok(self.sys.read64(page, off))
@@ -163,7 +164,7 @@ impl Csrs {
     fn page(&self, reg: Csr) -> Result<(Region, usize)> {
         let base = u64::from(reg.offset) & !0xFFF;
         let k = [0x40000u64, 0x44000, 0x48000].iter().position(|&b| b == base).ok_or_else(|| {
-            Error::device(
+            Error::pci(
                 self.name.clone(),
                 ErrorKind::Unsupported,
                 format!("{} (0x{:x}) is not in a CSR page user space can map", reg.name, reg.offset),
@@ -193,20 +194,20 @@ pub struct ApexAccelerator {
     map_flags: bool,
     gated: bool,
     options: ApexOptions,
-    cached_token: Option<u64>,
-    cached: Vec<u64>,
+    residency: Residency,
+    info: DeviceInfo,
     programs: HashMap<u64, Mapped>,
     closed: bool,
 }
 
 fn sys_err(device: &str, e: SysError, what: &str) -> Error {
     let hint = match e.errno {
-        13 | 1 => "; add yourself to the `apex` group (see `edgetpu doctor`)",
+        13 | 1 => "; this user may not write to the device node (the apex group)",
         16 => "; another process owns the device: stop it or choose another one",
-        2 | 19 => "; is the apex driver loaded? (`edgetpu doctor`)",
+        2 | 19 => "; the apex driver is not loaded, or the device is gone",
         _ => "",
     };
-    Error::device(device, e.kind(), format!("{what}: {e}{hint}"))
+    Error::pci(device, e.kind(), format!("{what}: {e}{hint}"))
 }
 
 /// The error of a failed open of `node`. gasket answers EPERM both to a user without write
@@ -221,20 +222,20 @@ fn open_err(device: &str, node: &Path, e: SysError) -> Error {
         .and_then(|n| std::fs::read_to_string(Path::new("/sys/class/apex").join(n).join("is_device_owned")).ok())
         .map(|v| v.trim() == "1");
     match owned {
-        Some(true) => Error::device(
+        Some(true) => Error::pci(
             device,
             ErrorKind::Busy,
             format!(
                 "opening the device: {e}; another process owns it (is_device_owned=1): stop it or pick another device"
             ),
         ),
-        _ => Error::device(
+        _ => Error::pci(
             device,
             ErrorKind::PermissionDenied,
             format!(
                 "opening the device: {e}; either another process owns it (the driver refuses a second writer; \
-                 `edgetpu devices` shows it) or this user may not write to it (the apex group and udev rule: \
-                 `edgetpu doctor`)"
+                 sysfs' device_owner names it) or this user may not write to it (the apex group and its udev \
+                 rule)"
             ),
         ),
     }
@@ -247,6 +248,7 @@ impl ApexAccelerator {
         let fd = sys.open(node).map_err(|e| open_err(&name, node, e))?;
         let none = Region { address: 0, len: 0 };
         let mut dev = ApexAccelerator {
+            info: DeviceInfo::new(name.clone(), DeviceKind::Pci, false),
             csrs: Csrs { sys: sys.clone(), pages: [none; 3], name },
             sys,
             node: node.to_path_buf(),
@@ -261,8 +263,7 @@ impl ApexAccelerator {
             map_flags: true,
             gated: false,
             options,
-            cached_token: None,
-            cached: Vec::new(),
+            residency: Residency::default(),
             programs: HashMap::new(),
             closed: false,
         };
@@ -270,7 +271,14 @@ impl ApexAccelerator {
             let _ = dev.shutdown();
             return Err(e);
         }
+        log::info!("{}: opened ({:?} performance)", dev.info.name, dev.options.performance);
         Ok(dev)
+    }
+
+    /// Marks the device as simulated and gives it another name (the simulators' `sim:pci:N`).
+    pub fn rename(&mut self, name: impl Into<String>, simulated: bool) {
+        self.info.name = name.into();
+        self.info.simulated = simulated;
     }
 
     /// Its selection name (`pci:/dev/apex_N`).
@@ -311,7 +319,7 @@ impl ApexAccelerator {
         }
         let errors = self.csrs.read_csr(csr::HIB_ERROR_STATUS)?;
         if errors != 0 {
-            return Err(Error::device(
+            return Err(Error::pci(
                 self.name(),
                 ErrorKind::DeviceFault,
                 format!("the chip reports host interface errors {errors:#x} at open; reload the apex driver or reboot"),
@@ -325,7 +333,7 @@ impl ApexAccelerator {
         }
         // The instruction queue: ring and status block in coherent memory, simple region.
         if self.csrs.read_csr(csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE)? != 16 {
-            return Err(Error::device(self.name(), ErrorKind::Protocol, "the queue descriptor size is not 16 bytes"));
+            return Err(Error::pci(self.name(), ErrorKind::Protocol, "the queue descriptor size is not 16 bytes"));
         }
         let cfg = self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, ioctl::words(&[0, 1, COHERENT_BYTES, 0], 32))?;
         let dma = ioctl::word(&cfg, 3);
@@ -466,7 +474,7 @@ impl ApexAccelerator {
     /// model's parameters (by token and key, as over USB), then the main executable.
     pub fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
         if self.closed {
-            return Err(Error::device(self.name(), ErrorKind::Disconnected, "the device was closed"));
+            return Err(Error::pci(self.name(), ErrorKind::Disconnected, "the device was closed"));
         }
         program.set_inputs(inputs)?;
         self.gate(false)?;
@@ -482,16 +490,17 @@ impl ApexAccelerator {
         let mut info = RunInfo { cache_hit: true, parameter_bytes: program.main.parameters.len() };
         let has_caching = program.caching.is_some();
         if let Some(pc) = &program.caching {
-            if program.token == 0 || self.cached_token != Some(program.token) {
-                self.cached_token = None;
-                self.cached.clear();
-            }
-            if !self.cached.contains(&program.caching_key) {
+            if self.residency.must_load(program.token, program.caching_key) {
                 info.cache_hit = false;
                 info.parameter_bytes += pc.parameters.len();
+                log::debug!(
+                    "{}: loading {} B of cached parameters (token {:#x})",
+                    self.info.name,
+                    pc.parameters.len(),
+                    program.token
+                );
                 self.submit(program.id, 0)?;
-                self.cached_token = Some(program.token);
-                self.cached.push(program.caching_key);
+                self.residency.loaded(program.token, program.caching_key);
             }
         }
         let main = usize::from(has_caching);
@@ -500,8 +509,7 @@ impl ApexAccelerator {
             self.sys.write(b.region, 0, data);
         }
         if let Err(e) = self.submit(program.id, main) {
-            self.cached_token = None;
-            self.cached.clear();
+            self.residency.clear();
             return Err(e);
         }
         let mapped = &self.programs[&program.id].exes[main];
@@ -568,12 +576,12 @@ impl ApexAccelerator {
                 self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_CONTROL, 0)?;
                 self.csrs.write_csr(csr::HIB_FATAL_ERR_INT_STATUS, 0)?;
                 let bits = self.csrs.read_csr(csr::HIB_ERROR_STATUS)?;
-                return Err(Error::device(
+                return Err(Error::pci(
                     self.name(),
                     ErrorKind::DeviceFault,
                     format!(
                         "fatal error: {}; close and reopen the device",
-                        super::usb_frame::hib_errors(bits).join(", ")
+                        crate::device::csr::hib_errors(bits).join(", ")
                     ),
                 ));
             }
@@ -589,7 +597,7 @@ impl ApexAccelerator {
                     self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_STATUS, 0)?;
                     let code = u32::from_le_bytes(fatal);
                     if code != 0 {
-                        return Err(Error::device(
+                        return Err(Error::pci(
                             self.name(),
                             ErrorKind::DeviceFault,
                             format!("the instruction queue reports fatal error {code:#x}; close and reopen the device"),
@@ -609,7 +617,7 @@ impl ApexAccelerator {
                 continue;
             }
             let left = self.options.timeout.checked_sub(start.elapsed()).ok_or_else(|| {
-                Error::device(
+                Error::pci(
                     self.name(),
                     ErrorKind::Timeout,
                     format!("no interrupt {interrupt} within {:?}; the device may need a reset", self.options.timeout),
@@ -685,7 +693,33 @@ impl ApexAccelerator {
 
     /// The close sequence; every mapping and descriptor is released.
     pub fn close(mut self) -> Result<()> {
+        log::info!("{}: closing", self.info.name);
         self.shutdown()
+    }
+}
+
+impl Accelerator for ApexAccelerator {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn run(&mut self, program: &mut Program, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<RunInfo> {
+        ApexAccelerator::run(self, program, inputs, outputs)
+    }
+    fn residency(&self) -> &Residency {
+        &self.residency
+    }
+    fn telemetry(&mut self) -> Telemetry {
+        // The driver's thermal attributes, in the node's sysfs class directory.
+        let temperature_c = match (self.info.simulated, self.node.file_name()) {
+            (false, Some(n)) => {
+                sysfs::read_telemetry(&Path::new(sysfs::ROOT).join(sysfs::CLASS_DIR).join(n)).temp_celsius()
+            }
+            _ => None,
+        };
+        Telemetry { temperature_c, recoveries: 0, link: Some("PCIe".into()), device_time: None }
+    }
+    fn close(self: Box<Self>) -> Result<()> {
+        ApexAccelerator::close(*self)
     }
 }
 

@@ -3,9 +3,49 @@
 //! payload in bulk-outs of at most 1 MiB on endpoint 0x01; outputs are read on 0x81; the run
 //! ends with an event of tag 4 on 0x82.
 
-use super::usb_frame::{Tag, MAX_BULK_OUT};
 use crate::error::{Error, Result};
 use crate::package::{DmaHint, Executable};
+
+/// Descriptor tag of a DMA request or event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// Instructions (0).
+    Instructions,
+    /// Input activations (1).
+    InputActivations,
+    /// Parameters (2).
+    Parameters,
+    /// Output activations (3).
+    OutputActivations,
+    /// Scalar-core interrupt 0..3 (tags 4..7); interrupt 0 signals the end of an inference.
+    Interrupt(u8),
+}
+
+impl Tag {
+    /// The 4-bit tag value.
+    pub fn code(self) -> u8 {
+        match self {
+            Tag::Instructions => 0,
+            Tag::InputActivations => 1,
+            Tag::Parameters => 2,
+            Tag::OutputActivations => 3,
+            Tag::Interrupt(n) => 4 + (n & 3),
+        }
+    }
+    /// The tag of a 4-bit value.
+    pub fn from_code(code: u8) -> Tag {
+        match code & 0xf {
+            0 => Tag::Instructions,
+            1 => Tag::InputActivations,
+            2 => Tag::Parameters,
+            3 => Tag::OutputActivations,
+            c => Tag::Interrupt((c - 4) & 3),
+        }
+    }
+}
+
+/// Most bytes in one bulk-out transfer.
+pub const MAX_BULK_OUT: usize = 1 << 20;
 
 /// Where the bytes of a bulk-out request come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,17 +1,10 @@
-//! The PCIe path: Coral M.2 / Mini-PCIe cards and the Dev Board behind the apex/gasket kernel
-//! driver (`/dev/apex_N`, PROTOCOL.md §7).
+//! The system-call seam of the PCIe path (`/dev/apex_N`, PROTOCOL.md §7).
 //!
-//! The driver code ([`crate::device::apex`]) reaches the kernel only through [`Sys`], a small
+//! The driver code ([`crate::device::pcie`]) reaches the kernel only through [`Sys`], a small
 //! trait over the system calls it needs: open/close, ioctl, mmap of device memory (CSR pages,
-//! coherent memory), page-aligned host memory for DMA buffers, and eventfds. [`linux::LinuxSys`]
-//! makes the real calls; [`sim::SimApex`] stands in for the kernel driver and the chip, checks
-//! the sequence (ioctl order, mappings covering every linked address, queue arithmetic) and
-//! completes queued requests through the same oracles as the USB simulator.
-
-pub mod ioctl;
-#[cfg(target_os = "linux")]
-pub mod linux;
-pub mod sim;
+//! coherent memory), page-aligned host memory for DMA buffers, and eventfds. The Linux
+//! implementation (`linux::LinuxSys`) makes the real calls; the simulator (`crate::sim`, feature
+//! `sim`) stands in for the kernel driver and the chip.
 
 use std::fmt;
 use std::path::Path;
@@ -76,7 +69,7 @@ pub trait Sys: Send + Sync + fmt::Debug {
     /// Issues `request` on `fd`; `arg` is the argument struct (exactly `request.size` bytes),
     /// updated in place for read-write ioctls. Requests taking their argument by value pass
     /// `arg`'s first word (or 0) as a plain integer.
-    fn ioctl(&self, fd: Fd, request: ioctl::Ioctl, arg: &mut [u8]) -> Result<(), SysError>;
+    fn ioctl(&self, fd: Fd, request: super::ioctl::Ioctl, arg: &mut [u8]) -> Result<(), SysError>;
     /// Maps `len` bytes of the device at `offset` (CSR pages; coherent memory at its DMA address).
     fn mmap(&self, fd: Fd, offset: u64, len: usize) -> Result<Region, SysError>;
     /// Unmaps a region returned by [`Sys::mmap`].
