@@ -9,7 +9,6 @@ use anyhow::{bail, Result};
 use edgetpu::device::usb::discovery::{self, CoralDevice, DeviceState};
 use edgetpu::device::usb::firmware::{self as firmware_path, FILE_NAME, SINGLE_EP_LEN, SINGLE_EP_SHA256};
 use edgetpu::device::usb::{APP_ID, DFU_ID};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `edgetpu doctor`.
@@ -302,11 +301,6 @@ pub fn group_membership(group_text: Option<&str>, user: Option<&str>, session_gr
     }
 }
 
-/// sha256 of `bytes` in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The firmware file found (or the error of looking for it) is the single-endpoint image.
 pub fn firmware(located: edgetpu::Result<PathBuf>) -> Check {
     let fetch = "run `edgetpu firmware fetch` (or pass --firmware PATH, or set EDGETPU_FIRMWARE)";
@@ -318,7 +312,7 @@ pub fn firmware(located: edgetpu::Result<PathBuf>) -> Check {
         Ok(b) => b,
         Err(e) => return Check::fail(format!("firmware: cannot read {}: {e}", path.display()), fetch),
     };
-    let hash = sha256_hex(&bytes);
+    let hash = edgetpu_models::download::sha256_hex(&bytes);
     if bytes.len() == SINGLE_EP_LEN && hash == SINGLE_EP_SHA256 {
         Check::ok(format!("firmware: {} ({} bytes, sha256 matches {FILE_NAME})", path.display(), bytes.len()))
     } else {
@@ -430,11 +424,6 @@ mod tests {
         let c = firmware(Ok(dir.join("gone.bin")));
         assert!(c.status == Status::Fail && c.what.contains("cannot read"), "{c:?}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn sha256_is_lowercase_hex() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

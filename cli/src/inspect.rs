@@ -5,7 +5,6 @@ use edgetpu::model::OpKind;
 use edgetpu::package::{DmaHint, Executable, Layer, Package, CUSTOM_OP_CODE, ON_CHIP_MEMORY_BYTES};
 use edgetpu::Model;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -25,10 +24,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    edgetpu_models::download::sha256_hex(bytes)
 }
 
 /// The JSON document of `edgetpu inspect --json`.

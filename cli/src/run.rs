@@ -3,8 +3,6 @@
 use crate::common::{self, ModelArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -78,10 +76,7 @@ pub fn run(args: &Args) -> Result<()> {
         let info = &it.plan().tensors()[t];
         let file = args.output_dir.join(format!("out{j}.bin"));
         std::fs::write(&file, bytes).map_err(|source| edgetpu::Error::Io { path: file.clone(), source })?;
-        let sha = Sha256::digest(bytes).iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
+        let sha = edgetpu_models::download::sha256_hex(bytes);
         let mut doc = common::tensor_json(info);
         doc["file"] = json!(file.display().to_string());
         doc["nbytes"] = json!(bytes.len());

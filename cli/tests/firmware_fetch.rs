@@ -1,7 +1,7 @@
 //! `edgetpu firmware fetch` and `edgetpu firmware path` end to end, against a small HTTP/1.1
 //! server on 127.0.0.1 serving the real image, a corrupted copy and a broken-off download.
 
-use sha2::{Digest, Sha256};
+use edgetpu_models::download::sha256_hex;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,10 +23,6 @@ fn firmware() -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("firmware image not found at {} ({e}): set EDGETPU_TESTDATA to the shared testdata", path.display())
     })
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -279,13 +279,7 @@ pub fn device_list(wanted: &str, fallback: usize, corals: impl FnOnce() -> Vec<S
 mod tests {
     use super::*;
 
-    /// The shared test data: `EDGETPU_TESTDATA`, else `../shared/testdata` beside the workspace.
-    fn testdata() -> PathBuf {
-        let default = || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata");
-        let dir = std::env::var_os("EDGETPU_TESTDATA").map_or_else(default, PathBuf::from);
-        assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-        dir
-    }
+    use crate::test_data::testdata;
 
     #[test]
     fn simulated_usb_and_pcie_devices_are_described_as_simulated() {

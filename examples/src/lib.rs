@@ -22,6 +22,10 @@ mod tasks;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 
+#[cfg(test)]
+#[path = "../tests/common/testdata.rs"]
+mod test_data;
+
 pub use device::{DeviceArgs, Place, Session};
 pub use tasks::Timed;
 

@@ -22,12 +22,9 @@ const MODELS: &[(&str, &str)] = &[
     ("movenet_single_pose_lightning_ptq", "movenet_single_pose_lightning_ptq.tflite"),
 ];
 
-fn testdata() -> PathBuf {
-    let dir = std::env::var_os("EDGETPU_TESTDATA")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"), PathBuf::from);
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+#[path = "../tests/common/testdata.rs"]
+mod testdata;
+use testdata::testdata;
 
 /// Input files of the first golden run of `stem` (sorted by tag).
 fn golden_inputs(dir: &Path, stem: &str) -> Vec<PathBuf> {

@@ -10,12 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn testdata() -> PathBuf {
-    let dir = std::env::var_os("EDGETPU_TESTDATA")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"), PathBuf::from);
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+#[path = "../tests/common/testdata.rs"]
+mod testdata;
+use testdata::testdata;
 
 fn largest(dir: &Path, filter: &dyn Fn(&str) -> bool) -> PathBuf {
     let mut best = (0, PathBuf::new());

@@ -17,16 +17,12 @@ use edgetpu::sched::{Policy, RuntimeOptions, Simulated};
 use edgetpu::sim::usb::TimeModel;
 use edgetpu::sim::OracleChoice;
 use edgetpu::Model;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-fn testdata() -> PathBuf {
-    let dir = std::env::var_os("EDGETPU_TESTDATA")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"), PathBuf::from);
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+#[path = "../tests/common/testdata.rs"]
+mod testdata;
+use testdata::testdata;
 
 fn open(p: &str) -> Arc<Model> {
     Arc::new(Model::open(testdata().join(p)).unwrap())

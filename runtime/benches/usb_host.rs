@@ -12,7 +12,6 @@ use edgetpu::device::usb::{UsbAccelerator, UsbOptions};
 use edgetpu::package::Package;
 use edgetpu::sim::usb::{SeededOracle, SimBus, SimConfig, TimeModel};
 use edgetpu::Model;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -28,12 +27,9 @@ const MODELS: &[&str] = &[
 ];
 const RUNS: usize = 2000;
 
-fn testdata() -> PathBuf {
-    let dir = std::env::var_os("EDGETPU_TESTDATA")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"), PathBuf::from);
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+#[path = "../tests/common/testdata.rs"]
+mod testdata;
+use testdata::testdata;
 
 fn main() {
     let dir = testdata();

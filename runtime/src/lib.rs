@@ -41,6 +41,10 @@ pub mod sched;
 pub mod sim;
 pub mod vision;
 
+#[cfg(test)]
+#[path = "../tests/common/testdata.rs"]
+mod test_data;
+
 pub use cpu::TensorInfo;
 pub use device::{DeviceInfo, DeviceSpec};
 pub use error::{DeviceKind, Error, ErrorKind, Location, Result};

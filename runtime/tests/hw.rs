@@ -47,15 +47,9 @@ fn reads_the_device_descriptor() {
     assert_eq!(id, (coral.info.vendor, coral.info.product), "the descriptor matches what the bus listed");
 }
 
-/// The shared test data (models and firmware), as in the other test groups.
-fn testdata() -> std::path::PathBuf {
-    let dir = std::env::var_os("EDGETPU_TESTDATA").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"),
-        std::path::PathBuf::from,
-    );
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+#[path = "common/testdata.rs"]
+mod testdata;
+use testdata::testdata;
 
 fn options() -> edgetpu::device::usb::UsbOptions {
     // EDGETPU_FIRMWARE or the data directory, else the shared copy.

@@ -24,12 +24,9 @@ fn node() -> PathBuf {
     node
 }
 
-fn testdata() -> PathBuf {
-    let dir = std::env::var_os("EDGETPU_TESTDATA")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"), PathBuf::from);
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+#[path = "common/testdata.rs"]
+mod testdata;
+use testdata::testdata;
 
 #[test]
 fn opens_and_closes() {

@@ -51,7 +51,7 @@ fn an_inference_without_cached_parameters_is_refused() {
     let pkgs = Package::all(&m).unwrap();
     let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
-    let r = run_executable(&mut t, &mut program.main, pkgs[0].main().parameters);
+    let r = run_executable(&mut t, &mut program.main, pkgs[0].main().parameters, &[]);
     assert_refused(r, &sim, "parameters are not cached");
 }
 
@@ -62,8 +62,8 @@ fn the_right_order_is_accepted_and_answered() {
     let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let pc = pkgs[0].parameter_caching().unwrap();
-    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters).unwrap();
-    run_executable(&mut t, &mut program.main, pkgs[0].main().parameters).unwrap();
+    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters, &[]).unwrap();
+    run_executable(&mut t, &mut program.main, pkgs[0].main().parameters, &[]).unwrap();
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     assert_eq!(sim.stats().runs, 2);
     // Seeded outputs: not all zero.
@@ -121,7 +121,7 @@ fn a_request_while_an_output_is_unread_is_refused() {
     let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let pc = pkgs[0].parameter_caching().unwrap();
-    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters).unwrap();
+    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters, &[]).unwrap();
     // Send the inference's requests but never read its output, then start another run.
     let main = &program.main;
     t.send(Tag::Instructions, &main.linked[0]).unwrap();

@@ -5,13 +5,8 @@ use edgetpu_examples::{DeviceArgs, Session};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// `EDGETPU_TESTDATA`, else `../shared/testdata` beside the workspace; fails when it is missing.
-pub fn testdata() -> PathBuf {
-    let default = || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata");
-    let dir = std::env::var_os("EDGETPU_TESTDATA").map_or_else(default, PathBuf::from);
-    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-    dir
-}
+mod testdata;
+pub use testdata::testdata;
 
 /// A fresh, empty directory for one test.
 pub fn scratch(name: &str) -> PathBuf {

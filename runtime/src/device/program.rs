@@ -47,6 +47,10 @@ pub struct PreparedExecutable {
     /// The field offsets of each instruction chunk, to link them again with other addresses
     /// (the PCIe path links in real device addresses).
     pub fields: Vec<Vec<FieldOffset>>,
+    /// Per input layer: whether the caller's dense bytes are exactly what the device takes (no
+    /// padding, no sign flip, one iteration, batch 1, hint-driven), so a transfer can send them
+    /// straight from the caller's buffer instead of a copy in [`Self::inputs`].
+    pub direct_inputs: Vec<bool>,
 }
 
 /// A buffer of an executable named by a device-side address ([`PreparedExecutable::resolve`]).
@@ -151,7 +155,19 @@ impl PreparedExecutable {
         let scratch = vec![0u8; exe.scratch_size_bytes.saturating_mul(batch)];
         let addresses = exe.tag_addresses(USB_ADDRESS_BASE);
         let linked = exe.link(&addresses)?;
+        let hinted = !usb_plan::device_driven(&steps) && batch == 1;
+        let direct_inputs = exe
+            .input_layers
+            .iter()
+            .map(|l| {
+                hinted
+                    && l.execution_count <= 1
+                    && !l.data_type.is_signed_fixed_point()
+                    && dense_len(l) == layer_bytes(l)
+            })
+            .collect();
         let p = PreparedExecutable {
+            direct_inputs,
             index: exe.index,
             kind: exe.kind,
             steps,
@@ -296,6 +312,13 @@ impl Program {
     /// Copies dense inputs (one per input layer of batch 0, in layer order) into the padded
     /// buffers, flipping the MSB of signed layers.
     pub fn set_inputs(&mut self, inputs: &[&[u8]]) -> Result<()> {
+        self.stage_inputs(inputs, false)
+    }
+
+    /// Checks the dense inputs and copies those into the padded buffers that the transfers
+    /// cannot send straight from the caller's memory ([`PreparedExecutable::direct_inputs`]);
+    /// with `direct` false, copies them all.
+    pub fn stage_inputs(&mut self, inputs: &[&[u8]], direct: bool) -> Result<()> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::argument(format!(
                 "{} inputs given, the executable has {} ({})",
@@ -304,7 +327,8 @@ impl Program {
                 self.inputs.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        for ((l, buf), data) in self.inputs.iter().zip(self.main.inputs.iter_mut()).zip(inputs) {
+        let main = &mut self.main;
+        for (k, ((l, buf), data)) in self.inputs.iter().zip(main.inputs.iter_mut()).zip(inputs).enumerate() {
             let want = dense_len(l);
             if data.len() != want {
                 return Err(Error::argument(format!(
@@ -312,6 +336,9 @@ impl Program {
                     l.name,
                     data.len()
                 )));
+            }
+            if direct && main.direct_inputs.get(k) == Some(&true) {
+                continue;
             }
             buf[..want].copy_from_slice(data);
             buf[want..].fill(0);

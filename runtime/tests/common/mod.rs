@@ -1,22 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
-/// The shared test data: `EDGETPU_TESTDATA`, else `../shared/testdata` beside the workspace.
-/// Panics (fails the test) when it is missing: these tests must never pass by skipping.
-pub fn testdata() -> PathBuf {
-    let dir = match std::env::var_os("EDGETPU_TESTDATA") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"),
-    };
-    assert!(
-        dir.join("MANIFEST.md").is_file(),
-        "test data not found at {}: set EDGETPU_TESTDATA to the shared testdata directory",
-        dir.display()
-    );
-    dir
-}
+mod testdata;
+pub use testdata::testdata;
 
 /// Every model of the test data listed in its `models.json`: all `.tflite` files except the
 /// one-op regression cases under `regressions/`, which have tests of their own; sorted, as

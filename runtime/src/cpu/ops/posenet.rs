@@ -461,16 +461,8 @@ mod tests {
     use super::*;
     use crate::cpu::ops::detection::tests::{build_op, run_op, tensor};
     use crate::model::Model;
-    use std::path::PathBuf;
 
-    fn testdata() -> PathBuf {
-        let dir = match std::env::var_os("EDGETPU_TESTDATA") {
-            Some(d) => PathBuf::from(d),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"),
-        };
-        assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
-        dir
-    }
+    use crate::test_data::testdata;
 
     fn options(max_detections: i64, stride: i64) -> Vec<u8> {
         let mut b = flexbuffers::Builder::default();

@@ -195,8 +195,9 @@ impl UsbAccelerator {
         if self.transport.is_none() {
             self.recover()?;
         }
-        program.set_inputs(inputs)?;
-        match self.run_prepared(program) {
+        // Inputs the device takes as they are go out straight from the caller's buffers.
+        program.stage_inputs(inputs, true)?;
+        match self.run_prepared(program, inputs) {
             Ok(info) => program.get_outputs(outputs).map(|()| info),
             Err(e) => {
                 if matches!(
@@ -215,7 +216,7 @@ impl UsbAccelerator {
         }
     }
 
-    fn run_prepared(&mut self, program: &mut Program) -> Result<RunInfo> {
+    fn run_prepared(&mut self, program: &mut Program, inputs: &[&[u8]]) -> Result<RunInfo> {
         let t = self.transport.as_mut().ok_or_else(|| {
             Error::usb(format!("usb:{}", self.path), ErrorKind::Disconnected, "the device is not open")
         })?;
@@ -230,13 +231,13 @@ impl UsbAccelerator {
                 info.cache_hit = false;
                 info.parameter_bytes += params.len();
                 log::debug!("{}: loading {} B of cached parameters (token {token:#x})", self.info.name, params.len());
-                run_executable(t, pc, &bytes[params])?;
+                run_executable(t, pc, &bytes[params], &[])?;
                 self.residency.loaded(token, key);
             }
         }
         let params = program.main.parameters.clone();
         info.parameter_bytes += params.len();
-        run_executable(t, &mut program.main, &bytes[params])?;
+        run_executable(t, &mut program.main, &bytes[params], inputs)?;
         Ok(info)
     }
 
@@ -280,7 +281,16 @@ impl Accelerator for UsbAccelerator {
 /// event endpoint is switched to report every descriptor (`descr_ep` 0xFF) for this run, and the
 /// host serves what the device asks for (tag 1 input, 2 parameters, 3 output, each naming a
 /// linked address and a length) until the scalar-core interrupt; the mask goes back to 0xF0 after.
-pub fn run_executable<T: Transport + ?Sized>(t: &mut T, p: &mut PreparedExecutable, parameters: &[u8]) -> Result<()> {
+///
+/// `inputs` are the caller's dense inputs of batch 0: a layer marked in
+/// [`PreparedExecutable::direct_inputs`] is sent from there (its padded buffer was not filled);
+/// empty to send every input from the padded buffers.
+pub fn run_executable<T: Transport + ?Sized>(
+    t: &mut T,
+    p: &mut PreparedExecutable,
+    parameters: &[u8],
+    inputs: &[&[u8]],
+) -> Result<()> {
     let driven = usb_plan::device_driven(&p.steps);
     if driven {
         t.write_csr(csr::DESCR_EP, 0xFF)?;
@@ -292,7 +302,14 @@ pub fn run_executable<T: Transport + ?Sized>(t: &mut T, p: &mut PreparedExecutab
                 let bytes: &[u8] = match source {
                     Source::Instructions { chunk } => &p.linked[*chunk],
                     Source::Input { layer, batch, offset } => {
-                        &p.inputs[p.input_index(*layer, *batch)][*offset..offset + size]
+                        let direct = (*batch == 0 && p.direct_inputs.get(*layer) == Some(&true))
+                            .then(|| inputs.get(*layer))
+                            .flatten()
+                            .and_then(|d| d.get(*offset..offset + size));
+                        match direct {
+                            Some(bytes) => bytes,
+                            None => &p.inputs[p.input_index(*layer, *batch)][*offset..offset + size],
+                        }
                     }
                     Source::Parameters { offset } => &parameters[*offset..offset + size],
                     Source::Scratch { offset } => &p.scratch[*offset..offset + size],
@@ -442,6 +459,7 @@ mod tests {
                 outputs: vec![("out".into(), 0, O)],
             },
             fields: vec![],
+            direct_inputs: vec![false],
         }
     }
 
@@ -463,7 +481,7 @@ mod tests {
             ..Default::default()
         };
         let mut p = exe();
-        run_executable(&mut t, &mut p, &[9, 8, 7, 6, 5, 4, 3, 2]).unwrap();
+        run_executable(&mut t, &mut p, &[9, 8, 7, 6, 5, 4, 3, 2], &[]).unwrap();
         assert_eq!(
             t.log,
             [
@@ -487,7 +505,7 @@ mod tests {
             ev(Tag::InputActivations, 0, 1),
         ] {
             let mut t = Scripted { events: [bad].into(), output: (0..16).collect(), ..Default::default() };
-            let err = run_executable(&mut t, &mut exe(), &[0; 8]).unwrap_err();
+            let err = run_executable(&mut t, &mut exe(), &[0; 8], &[]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Protocol, "{bad:?}: {err}");
             assert!(err.to_string().contains("no buffer of executable 0"), "{err}");
         }
