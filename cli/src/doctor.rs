@@ -166,7 +166,6 @@ fn mentions(text: &str, (vendor, product): (u16, u16)) -> bool {
     text.lines().map(|l| l.trim().to_ascii_lowercase()).any(|l| !l.starts_with('#') && l.contains(&v) && l.contains(&p))
 }
 
-/// Looks for a `*.rules` file in `dirs` covering both Coral USB ids.
 /// The `*.rules` files of a udev rules directory, in name order (udev's), none when unreadable.
 pub fn rules_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
@@ -178,6 +177,13 @@ pub fn rules_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Whether a rules file's `TAG+="uaccess"` can take effect: systemd's `73-seat-late.rules` turns
+/// the tag into an ACL, so only a file that sorts before it counts.
+fn uaccess_in_time(file: &Path) -> bool {
+    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n < "73-seat-late.rules")
+}
+
+/// Looks for a `*.rules` file in `dirs` covering both Coral USB ids.
 pub fn udev_rules(dirs: &[PathBuf]) -> Check {
     let mut partial = None;
     for dir in dirs {
@@ -185,6 +191,18 @@ pub fn udev_rules(dirs: &[PathBuf]) -> Check {
             // Rules files are small; anything unreadable (or a mask to /dev/null) covers nothing.
             let Ok(text) = std::fs::read_to_string(&file) else { continue };
             match (mentions(&text, APP_ID), mentions(&text, DFU_ID)) {
+                (true, true) if text.contains("uaccess") && !uaccess_in_time(&file) => {
+                    return Check::warn(
+                        format!(
+                            "udev rules: {} covers 18d1:9302 and 1a6e:089a, but its uaccess tag comes after \
+                             73-seat-late.rules and has no effect: desktop users get access only through the \
+                             plugdev group",
+                            file.display()
+                        ),
+                        "reinstall the rules (`sudo udev/install.sh` installs 70-coral-edgetpu.rules and removes \
+                         99-coral-edgetpu.rules), then replug the Coral",
+                    )
+                }
                 (true, true) => {
                     return Check::ok(format!("udev rules: {} covers 18d1:9302 and 1a6e:089a", file.display()))
                 }
@@ -377,11 +395,36 @@ mod tests {
         assert_eq!(c.status, Status::Fail);
         assert!(c.what.contains("60-other.rules") && c.what.contains("only one"), "{c:?}");
 
-        std::fs::write(lib.join("99-coral-edgetpu.rules"), include_str!("../../udev/99-coral-edgetpu.rules")).unwrap();
+        // The rules as an older install put them: a 99-* file, whose uaccess tag is too late.
+        let shipped = include_str!("../../udev/70-coral-edgetpu.rules");
+        std::fs::write(lib.join("99-coral-edgetpu.rules"), shipped).unwrap();
+        let c = udev_rules(&dirs);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.what.contains("73-seat-late.rules") && c.fix.as_deref().unwrap().contains("install.sh"), "{c:?}");
+        std::fs::remove_file(lib.join("99-coral-edgetpu.rules")).unwrap();
+
+        std::fs::write(lib.join("70-coral-edgetpu.rules"), shipped).unwrap();
         let c = udev_rules(&dirs);
         assert_eq!(c.status, Status::Ok, "{c:?}");
-        assert!(c.what.contains("99-coral-edgetpu.rules"), "{c:?}");
+        assert!(c.what.contains("70-coral-edgetpu.rules"), "{c:?}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_shipped_rules_give_desktop_users_uaccess_and_plugdev_access() {
+        // uaccess only takes effect in a file that udev reads before 73-seat-late.rules; group
+        // access works from anywhere.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../udev");
+        let files = rules_files(&dir);
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(uaccess_in_time(&files[0]), "{} sorts after 73-seat-late.rules", files[0].display());
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        for id in ["\"1a6e\", ATTRS{idProduct}==\"089a\"", "\"18d1\", ATTRS{idProduct}==\"9302\""] {
+            let line = text.lines().find(|l| !l.starts_with('#') && l.contains(id)).unwrap();
+            assert!(line.contains("TAG+=\"uaccess\"") && line.contains("GROUP=\"plugdev\""), "{line}");
+        }
+        let install = std::fs::read_to_string(dir.join("install.sh")).unwrap();
+        assert!(install.contains("/etc/udev/rules.d/70-coral-edgetpu.rules"), "install.sh installs the shipped file");
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub fn record(file: &Path, device: &str, firmware: Option<&Path>, model: Option<
     };
     let out = std::fs::File::create(file).map_err(|source| edgetpu::Error::Io { path: file.to_path_buf(), source })?;
     let recording = Arc::new(RecordingBus::new(bus, Box::new(std::io::BufWriter::new(out)))?);
-    let options = UsbOptions { firmware: firmware_file, ..Default::default() };
+    let mut options = UsbOptions::default();
+    options.firmware = firmware_file;
     let selector = if sim { "usb" } else { device };
     let session = || -> Result<()> {
         let mut acc = UsbAccelerator::open_selected(recording.clone(), selector, options)?;

@@ -111,12 +111,8 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
             eprintln!();
         }
     });
-    let usb = UsbOptions {
-        performance: args.performance.unwrap_or(Performance::High),
-        firmware: args.firmware.clone(),
-        progress: Some(progress),
-        ..Default::default()
-    };
+    let mut usb = UsbOptions::default().performance(args.performance.unwrap_or(Performance::High)).progress(progress);
+    usb.firmware = args.firmware.clone();
     let pcie = ApexOptions { performance: args.performance.unwrap_or(Performance::Max), ..Default::default() };
     let options = RuntimeOptions::default().usb(usb).pcie(pcie).sim(sim);
     let runtime = match Runtime::open(&spec, options) {

@@ -64,7 +64,7 @@ impl Tree {
             "Tgid:\t4242\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nGroups:\t1000 120\n",
         )
         .write("etc/group", "users:x:1000:\napex:x:120:alice\n")
-        .write("etc/udev/rules.d/99-coral-edgetpu.rules", include_str!("../../udev/99-coral-edgetpu.rules"))
+        .write("etc/udev/rules.d/70-coral-edgetpu.rules", include_str!("../../udev/70-coral-edgetpu.rules"))
     }
 
     fn pages(&self, kib: u32) -> &Tree {
@@ -170,7 +170,7 @@ fn module_loaded_and_the_device_owned_by_another_process() {
     assert!(out.contains("ok    apex group: this session is in it"), "{out}");
     // The repository's rule covers the apex subsystem with group apex and mode 0660.
     let (line, _) = check(&out, "ok    udev rule:");
-    assert!(line.contains("99-coral-edgetpu.rules gives /dev/apex_* to group apex (MODE 0660)"), "{out}");
+    assert!(line.contains("70-coral-edgetpu.rules gives /dev/apex_* to group apex (MODE 0660)"), "{out}");
     assert!(
         out.contains(
             "ok    temperature: apex_0 at 45.0 °C, clock 500 MHz (derived from the temperature and the trip points; \

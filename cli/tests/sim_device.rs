@@ -118,7 +118,7 @@ fn doctor_records_a_session_that_replays() {
 
     // Replay the same session (firmware, open, one inference on zeros, close) from the file.
     let replay = Arc::new(ReplayBus::from_file(&trace).unwrap());
-    let options = UsbOptions { firmware: Some(firmware), ..Default::default() };
+    let options = UsbOptions::default().firmware(firmware);
     let mut acc = UsbAccelerator::open_selected(replay.clone(), "usb", options).unwrap();
     let m = Arc::new(edgetpu::Model::open(&model).unwrap());
     let pkgs = Package::all(&m).unwrap();

@@ -55,7 +55,7 @@ fn options() -> edgetpu::device::usb::UsbOptions {
     // EDGETPU_FIRMWARE or the data directory, else the shared copy.
     let firmware = edgetpu::device::usb::firmware::locate(None)
         .unwrap_or_else(|_| testdata().join("../firmware/apex_latest_single_ep.bin"));
-    edgetpu::device::usb::UsbOptions { firmware: Some(firmware), ..Default::default() }
+    edgetpu::device::usb::UsbOptions::default().firmware(firmware)
 }
 
 #[test]

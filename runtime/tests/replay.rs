@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 fn options(performance: Performance) -> UsbOptions {
     let firmware = common::testdata().join("../firmware/apex_latest_single_ep.bin");
-    UsbOptions { firmware: Some(firmware), performance, ..Default::default() }
+    UsbOptions::default().firmware(firmware).performance(performance)
 }
 
 /// Opens, runs one inference and closes on `bus`; returns the output.

@@ -33,7 +33,7 @@ fn rig(model: &Model, open: bool) -> (SimBus, UsbTransport<Box<dyn UsbIo>>) {
     let io = dfu::prepare(&sim, &sim.config_path(), &mut none, T, &mut |_, _| {}).unwrap();
     let mut t = UsbTransport::new(io, T);
     if open {
-        sequence::open(&mut t, Performance::High, false).unwrap();
+        sequence::open(&mut t, Performance::High, false, false).unwrap();
     }
     (sim, t)
 }
@@ -51,7 +51,7 @@ fn an_inference_without_cached_parameters_is_refused() {
     let pkgs = Package::all(&m).unwrap();
     let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
-    let r = run_executable(&mut t, &mut program.main, pkgs[0].main().parameters, &[]);
+    let r = run_executable(&mut t, &mut program.main, pkgs[0].main().parameters, &[], false);
     assert_refused(r, &sim, "parameters are not cached");
 }
 
@@ -62,8 +62,8 @@ fn the_right_order_is_accepted_and_answered() {
     let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let pc = pkgs[0].parameter_caching().unwrap();
-    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters, &[]).unwrap();
-    run_executable(&mut t, &mut program.main, pkgs[0].main().parameters, &[]).unwrap();
+    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters, &[], false).unwrap();
+    run_executable(&mut t, &mut program.main, pkgs[0].main().parameters, &[], false).unwrap();
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     assert_eq!(sim.stats().runs, 2);
     // Seeded outputs: not all zero.
@@ -121,7 +121,7 @@ fn a_request_while_an_output_is_unread_is_refused() {
     let mut program = Program::new(&m, &pkgs[0]).unwrap();
     let (sim, mut t) = rig(&m, true);
     let pc = pkgs[0].parameter_caching().unwrap();
-    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters, &[]).unwrap();
+    run_executable(&mut t, program.caching.as_mut().unwrap(), pc.parameters, &[], false).unwrap();
     // Send the inference's requests but never read its output, then start another run.
     let main = &program.main;
     t.send(Tag::Instructions, &main.linked[0]).unwrap();

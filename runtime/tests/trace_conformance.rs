@@ -171,7 +171,7 @@ fn session(config: SimConfig, performance: Performance, infer: bool) -> (Vec<Ctl
     let log: Log = Arc::default();
     let bus = Arc::new(CaptureBus { inner: sim.clone(), log: log.clone() });
     let path = sim.config_path();
-    let options = UsbOptions { performance, firmware: Some(firmware_path()), ..Default::default() };
+    let options = UsbOptions::default().performance(performance).firmware(firmware_path());
     let mut acc = UsbAccelerator::open(bus, &path, options).unwrap();
     if infer {
         let mut program = Program::new(&model, &pkgs[0]).unwrap();

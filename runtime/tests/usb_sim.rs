@@ -19,7 +19,7 @@ fn firmware() -> PathBuf {
 }
 
 fn options() -> UsbOptions {
-    UsbOptions { firmware: Some(firmware()), ..Default::default() }
+    UsbOptions::default().firmware(firmware())
 }
 
 /// A compiled model, its CPU twin, and a simulator that knows it.
@@ -224,9 +224,39 @@ fn device_driven_outputs_of_the_lstm() {
     assert_eq!(outs[2], cpu.tensor(18).unwrap(), "the new c state");
     assert_ne!(outs[1], inputs[1], "the state changed");
 
-    // Without the device-driven step the host never enables output descriptors.
+    // The device's descriptors were turned on for this program and stay on.
+    assert_eq!(s.bus.csr(edgetpu::device::csr::DESCR_EP.offset), 0xFF);
+    acc.close().unwrap();
+
+    // A host that does not know the program needs the device's descriptors (the device-driven
+    // step removed) leaves descr_ep at 0xF0 after open: the simulator flags it.
+    let bus: Arc<dyn edgetpu::device::usb::UsbBus> = Arc::new(s.bus.clone());
+    let mut acc = UsbAccelerator::open(bus, &s.bus.config_path(), options()).unwrap();
+    assert_eq!(s.bus.csr(edgetpu::device::csr::DESCR_EP.offset), 0xF0, "open writes 0xF0 by default");
     program.main.steps.retain(|s| *s != edgetpu::device::plan::Step::DeviceDriven);
     let mut o: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
     let _ = acc.run(&mut program, &refs, &mut o);
     assert!(s.bus.violations().iter().any(|v| v.contains("descr_ep")), "{:?}", s.bus.violations());
+}
+
+#[test]
+fn only_a_high_speed_link_gets_the_usb2_output_chunks() {
+    // libedgetpu sets 256-byte output chunks (outfeed_chunk_length 0x20) for High speed only; a
+    // Full-speed link gets the SuperSpeed value, as there.
+    use edgetpu::device::usb::Speed;
+    for (speed, want) in [(Speed::Super, 0x80), (Speed::High, 0x20), (Speed::Full, 0x80)] {
+        let s = setup("mobilenet_v1_0.25_128_quant", SimConfig { speed, ..SimConfig::default() });
+        let bus: Arc<dyn edgetpu::device::usb::UsbBus> = Arc::new(s.bus.clone());
+        let mut acc = UsbAccelerator::open(bus, &s.bus.config_path(), options()).unwrap();
+        let chunk = s.bus.csr(edgetpu::device::csr::OUTFEED_CHUNK_LENGTH.offset);
+        assert_eq!(chunk, want, "{speed:?}");
+        // And it runs.
+        let pkgs = Package::all(&s.model).unwrap();
+        let mut program = Program::new(&s.model, &pkgs[0]).unwrap();
+        let input = common::noise(128 * 128 * 3, 3);
+        let mut out = vec![0u8; 1001];
+        acc.run(&mut program, &[&input], &mut [&mut out]).unwrap();
+        assert_eq!(out, cpu_outputs(&s.twin, &input)[0], "{speed:?}");
+        assert!(s.bus.violations().is_empty(), "{speed:?}: {:?}", s.bus.violations());
+    }
 }

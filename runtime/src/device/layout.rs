@@ -82,6 +82,64 @@ pub fn flip_signed(layer: &Layer, bytes: &mut [u8]) {
     }
 }
 
+/// Flips the most significant bit of the first y·x·z elements of a signed layer, and nothing
+/// else: what libedgetpu's `TransformSignedDataType` covers, on a padded input buffer before it is
+/// sent and on a dense output after re-layout. Padding and, for iterative layers, what follows
+/// the first y·x·z elements are left alone. No-op for unsigned layers.
+pub fn flip_signed_layer(layer: &Layer, bytes: &mut [u8]) {
+    if layer.data_type.is_signed_fixed_point() {
+        let es = layer.data_type.size_bytes().max(1);
+        let n = layer.y_dim.saturating_mul(layer.x_dim).saturating_mul(layer.z_dim).saturating_mul(es);
+        let end = n.min(bytes.len());
+        for e in bytes[..end].chunks_exact_mut(es) {
+            e[es - 1] ^= 0x80;
+        }
+    }
+}
+
+/// Copies a dense input into the device's padded buffer: iteration i of an iterative layer
+/// (`execution_count` > 1) starts at i · (padded size ÷ count), each followed by its padding
+/// (libedgetpu's `ScatterInput`); otherwise the bytes lead and padding follows. Padding is zeroed.
+pub fn scatter_input(layer: &Layer, dense: &[u8], padded: &mut [u8]) {
+    let count = layer.execution_count.max(1);
+    let actual = dense.len() / count;
+    padded.fill(0);
+    if count > 1 && dense.len() != padded.len() && actual > 0 {
+        let step = padded.len() / count;
+        for (i, part) in dense.chunks_exact(actual).enumerate().take(count) {
+            let at = i * step;
+            if let Some(dst) = padded.get_mut(at..at + actual.min(step)) {
+                dst.copy_from_slice(&part[..dst.len()]);
+            }
+        }
+    } else {
+        let n = dense.len().min(padded.len());
+        padded[..n].copy_from_slice(&dense[..n]);
+    }
+}
+
+/// The inverse of [`scatter_input`]: the dense bytes (`dense_len` of them) the chip reads from a
+/// padded input buffer, iteration by iteration.
+pub fn gather_input(layer: &Layer, padded: &[u8], dense_len: usize) -> Vec<u8> {
+    let count = layer.execution_count.max(1);
+    let actual = dense_len / count;
+    if count > 1 && dense_len != padded.len() && actual > 0 {
+        let step = padded.len() / count;
+        let mut out = Vec::with_capacity(dense_len);
+        for i in 0..count {
+            let at = (i * step).min(padded.len());
+            let end = (at + actual.min(step)).min(padded.len());
+            out.extend_from_slice(&padded[at..end]);
+            out.resize((i + 1) * actual, 0);
+        }
+        out
+    } else {
+        let mut out = padded[..dense_len.min(padded.len())].to_vec();
+        out.resize(dense_len, 0);
+        out
+    }
+}
+
 /// Most dimensions of a `shape_info` slice.
 const MAX_DIMS: usize = 8;
 
@@ -192,6 +250,50 @@ fn slice_runs(
 mod tests {
     use super::*;
     use crate::package::{DataType, OutputInfo, OutputSlice};
+
+    /// An input of 2×3×1 signed bytes per iteration, run 3 times per inference, whose padded
+    /// size per iteration is 8 bytes.
+    fn iterative() -> Layer {
+        Layer {
+            name: "in".into(),
+            size_bytes: 8,
+            y_dim: 2,
+            x_dim: 3,
+            z_dim: 1,
+            zero_point: 0,
+            scale: 1.0,
+            data_type: DataType::SignedFixedPoint8,
+            execution_count: 3,
+            cache_on_dram: false,
+            shape: None,
+            output: None,
+        }
+    }
+
+    #[test]
+    fn iterative_inputs_start_each_iteration_at_its_padded_multiple() {
+        let l = iterative();
+        let dense: Vec<u8> = (1..=18).collect();
+        let mut padded = vec![0xAA; 24];
+        scatter_input(&l, &dense, &mut padded);
+        assert_eq!(
+            padded,
+            [1, 2, 3, 4, 5, 6, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0, 13, 14, 15, 16, 17, 18, 0, 0],
+            "one iteration per 8 bytes, not 18 dense bytes then padding"
+        );
+        assert_eq!(gather_input(&l, &padded, 18), dense);
+        // The sign flip covers the first y·x·z elements only: not the padding.
+        flip_signed_layer(&l, &mut padded);
+        assert_eq!(&padded[..8], [0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0, 0]);
+        assert_eq!(&padded[8..], [7, 8, 9, 10, 11, 12, 0, 0, 13, 14, 15, 16, 17, 18, 0, 0]);
+        // A layer run once: dense bytes lead, padding follows, zeroed.
+        let once = Layer { execution_count: 1, ..iterative() };
+        let mut padded = vec![0xAA; 8];
+        scatter_input(&once, &dense[..6], &mut padded);
+        assert_eq!(padded, [1, 2, 3, 4, 5, 6, 0, 0]);
+        flip_signed_layer(&once, &mut padded);
+        assert_eq!(padded, [0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0, 0], "padding keeps its zeros");
+    }
 
     /// A [2, 3, 4, 5] 16-bit output stored as two batch slices with z padded to 8 elements, the
     /// second slice after a 64-byte gap.

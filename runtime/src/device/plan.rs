@@ -19,6 +19,9 @@ pub enum Tag {
     OutputActivations,
     /// Scalar-core interrupt 0..3 (tags 4..7); interrupt 0 signals the end of an inference.
     Interrupt(u8),
+    /// Tags 8..15: no scalar-core interrupt and no DMA; the host ignores such events, as
+    /// libedgetpu does.
+    Unknown(u8),
 }
 
 impl Tag {
@@ -30,6 +33,7 @@ impl Tag {
             Tag::Parameters => 2,
             Tag::OutputActivations => 3,
             Tag::Interrupt(n) => 4 + (n & 3),
+            Tag::Unknown(c) => c & 0xf,
         }
     }
     /// The tag of a 4-bit value.
@@ -39,7 +43,8 @@ impl Tag {
             1 => Tag::InputActivations,
             2 => Tag::Parameters,
             3 => Tag::OutputActivations,
-            c => Tag::Interrupt((c - 4) & 3),
+            c @ 4..=7 => Tag::Interrupt(c - 4),
+            c => Tag::Unknown(c),
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct PreparedExecutable {
     /// padding, no sign flip, one iteration, batch 1, hint-driven), so a transfer can send them
     /// straight from the caller's buffer instead of a copy in [`Self::inputs`].
     pub direct_inputs: Vec<bool>,
+    /// Per step: a hinted transfer or interrupt the device has not announced yet (state of the
+    /// run in progress, kept here so that a run allocates nothing).
+    pub pending: Vec<bool>,
 }
 
 /// A buffer of an executable named by a device-side address ([`PreparedExecutable::resolve`]).
@@ -167,6 +170,7 @@ impl PreparedExecutable {
             })
             .collect();
         let p = PreparedExecutable {
+            pending: vec![false; steps.len()],
             direct_inputs,
             index: exe.index,
             kind: exe.kind,
@@ -340,9 +344,8 @@ impl Program {
             if direct && main.direct_inputs.get(k) == Some(&true) {
                 continue;
             }
-            buf[..want].copy_from_slice(data);
-            buf[want..].fill(0);
-            layout::flip_signed(l, &mut buf[..want]);
+            layout::scatter_input(l, data, buf);
+            layout::flip_signed_layer(l, buf);
         }
         Ok(())
     }
@@ -358,8 +361,8 @@ impl Program {
             )));
         }
         for ((l, buf), out) in self.outputs.iter().zip(self.main.outputs.iter_mut()).zip(outputs.iter_mut()) {
-            layout::flip_signed(l, buf);
             layout::output_from_device(l, buf, out)?;
+            layout::flip_signed_layer(l, out);
         }
         Ok(())
     }

@@ -298,10 +298,12 @@ impl SimExe {
             let mut dense_in = Vec::new();
             for (k, l) in self.inputs.iter().enumerate() {
                 let n = l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
-                let padded = &inputs[b * self.inputs.len() + k];
-                let mut d = padded[..n.min(padded.len())].to_vec();
-                layout::flip_signed(l, &mut d);
-                dense_in.push(d);
+                // What the chip reads: offset-binary values where the host flipped them (the
+                // first y·x·z elements), each iteration of an iterative layer at its multiple of
+                // the padded size.
+                let mut padded = inputs[b * self.inputs.len() + k].clone();
+                layout::flip_signed_layer(l, &mut padded);
+                dense_in.push(layout::gather_input(l, &padded, n));
             }
             let mut dense_out: Vec<Vec<u8>> = self
                 .outputs
@@ -311,10 +313,10 @@ impl SimExe {
             let oracle = self.oracle.as_ref().ok_or("this executable has no output oracle")?;
             let refs: Vec<&[u8]> = dense_in.iter().map(|v| v.as_slice()).collect();
             oracle.lock().map_err(|_| "the oracle panicked earlier")?.compute(&refs, &mut dense_out)?;
-            for (l, d) in self.outputs.iter().zip(&dense_out) {
+            for (l, d) in self.outputs.iter().zip(&mut dense_out) {
                 let mut dev = vec![0u8; Self::layer_bytes(l)];
+                layout::flip_signed_layer(l, d);
                 layout::output_to_device(l, d, &mut dev).map_err(|e| e.to_string())?;
-                layout::flip_signed(l, &mut dev);
                 device_out.push(dev);
             }
         }
@@ -373,6 +375,25 @@ pub(crate) fn absorb(exe: &SimExe, run: &mut Run, step: &Step, at: usize, data: 
     }
 }
 
+/// Announces a completed hinted request as the chip does while `descr_ep` enables its tag: a
+/// descriptor with the buffer's linked address and the length. Instructions are never announced.
+pub(crate) fn announce(exe: &SimExe, run: &Run, step: &Step, sink: &mut dyn ExecSink) {
+    let Step::BulkOut { tag, size, source, .. } = step else { return };
+    if *tag == Tag::Instructions || !sink.reports(*tag) {
+        return;
+    }
+    let address = match source {
+        Source::Instructions { .. } => return,
+        Source::Input { layer, batch, offset } => {
+            let k = batch.saturating_mul(exe.inputs.len()).saturating_add(*layer);
+            run.addr.inputs.get(k).copied().unwrap_or(0).wrapping_add(*offset as u64)
+        }
+        Source::Parameters { offset } => run.addr.parameters.wrapping_add(*offset as u64),
+        Source::Scratch { offset } => run.addr.scratch.wrapping_add(*offset as u64),
+    };
+    sink.descriptor(*tag, address, *size);
+}
+
 /// Runs the device-side steps (outputs, interrupts, fences) that follow the last completed
 /// request, until the next request step or the end.
 pub(crate) fn device_steps(exe: &SimExe, run: &mut Run, sink: &mut dyn ExecSink) -> Result<(), Violation> {
@@ -386,6 +407,16 @@ pub(crate) fn device_steps(exe: &SimExe, run: &mut Run, sink: &mut dyn ExecSink)
                     run.outputs = Some(outs);
                 }
                 let outs = run.outputs.as_deref().unwrap_or_default();
+                if sink.reports(Tag::OutputActivations) {
+                    // Hinted outputs are announced too while descriptors are on.
+                    let base = if *layer == usize::MAX {
+                        run.addr.scratch
+                    } else {
+                        let k = batch.saturating_mul(exe.outputs.len()).saturating_add(*layer);
+                        run.addr.outputs.get(k).copied().unwrap_or(0)
+                    };
+                    sink.descriptor(Tag::OutputActivations, base.wrapping_add(*offset as u64), *size);
+                }
                 if *layer == usize::MAX {
                     sink.output(&vec![0u8; *size]);
                 } else {

@@ -69,9 +69,13 @@ mod tests {
         assert_eq!(bulk_out_header(Tag::InputActivations, 49152).unwrap(), [0x00, 0xc0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(bulk_out_header(Tag::Instructions, 170032).unwrap(), [0x30, 0x98, 0x02, 0, 0, 0, 0, 0]);
         assert!(bulk_out_header(Tag::Parameters, 1 << 32).is_err());
-        for c in 0..8 {
+        for c in 0..16 {
             assert_eq!(Tag::from_code(c).code(), c);
         }
+        // Tags 8-15 are no scalar-core interrupts: tag 8 must not read as interrupt 0.
+        assert_eq!(Tag::from_code(8), Tag::Unknown(8));
+        assert_eq!(Tag::from_code(15), Tag::Unknown(15));
+        assert_eq!(Tag::from_code(7), Tag::Interrupt(3));
         let mut p = [0u8; 16];
         p[..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
         p[8..12].copy_from_slice(&1008u32.to_le_bytes());

@@ -26,7 +26,7 @@ pub trait Transport: Send + fmt::Debug {
     fn recv(&mut self, buf: &mut [u8]) -> crate::Result<()>;
     /// Waits for the next event (or fails with the fatal error the device reported instead).
     fn wait_event(&mut self) -> crate::Result<crate::device::usb::frame::Event>;
-    /// Whether the link is slower than USB 3.
+    /// Whether the link gets the USB 2 settings (a High-Speed link).
     fn is_usb2(&self) -> bool;
 }
 
@@ -52,11 +52,17 @@ impl BulkInQueue {
     }
 }
 
+/// How long output and event reads wait in all by default: ten timeouts of libedgetpu's 6 s
+/// (libedgetpu itself waits for ever).
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(60);
+
 /// The USB transport.
 #[derive(Debug)]
 pub struct UsbTransport<I: UsbIo> {
     io: I,
     timeout: Duration,
+    /// How long an output or event read may wait in all (re-posted after each `timeout`).
+    patience: Duration,
     usb2: bool,
     queue: BulkInQueue,
     name: String,
@@ -64,12 +70,27 @@ pub struct UsbTransport<I: UsbIo> {
 
 impl<I: UsbIo> UsbTransport<I> {
     /// Wraps an opened application-mode device (interface 0 already claimed).
+    ///
+    /// Only a High-Speed link gets the USB 2 settings (256-byte output chunks), as libedgetpu
+    /// decides; a Full-Speed link gets the SuperSpeed ones.
     pub fn new(io: I, timeout: Duration) -> UsbTransport<I> {
         let info = io.info();
-        let usb2 = info.speed.is_usb2();
+        let usb2 = info.speed == super::Speed::High;
         let name = format!("usb:{} ({:04x}:{:04x})", info.path, info.vendor, info.product);
         let chunk = if usb2 { 256 } else { 1024 };
-        UsbTransport { io, timeout, usb2, queue: BulkInQueue::new(chunk), name }
+        UsbTransport { io, timeout, patience: DEFAULT_PATIENCE, usb2, queue: BulkInQueue::new(chunk), name }
+    }
+
+    /// Sets how long an output (0x81) or event (0x82) read may wait in all. A read that times out
+    /// is re-posted, as libedgetpu does (a slow inference is no error), until this much time has
+    /// passed; only bulk-out and control transfers fail after one timeout.
+    pub fn set_patience(&mut self, patience: Duration) {
+        self.patience = patience;
+    }
+
+    /// Whether another timed-out read may be posted after `waits` timeouts in a row.
+    fn may_wait_again(&self, waits: u32) -> bool {
+        self.timeout.saturating_mul(waits) < self.patience
     }
 
     /// The USB handle.
@@ -205,16 +226,29 @@ impl<I: UsbIo> Transport for UsbTransport<I> {
             }
             let b = self.queue.next;
             self.queue.next = (b + 1) % BULK_IN_QUEUE;
-            let buf = &mut self.queue.buffers[b];
-            buf.fill(0);
-            match self.io.bulk_in(0x81, buf, self.timeout) {
-                Ok(n) => self.queue.spill = Some((b, 0, n)),
-                Err(e) => {
-                    if e.kind == super::UsbErrorKind::Timeout {
-                        self.check_interrupt()?;
+            let mut waits = 0;
+            loop {
+                let buf = &mut self.queue.buffers[b];
+                buf.fill(0);
+                match self.io.bulk_in(0x81, buf, self.timeout) {
+                    Ok(n) => {
+                        self.queue.spill = Some((b, 0, n));
+                        break;
                     }
-                    let msg = format!("reading output ({filled} of {} bytes received)", out.len());
-                    return Err(self.usb_err(e, &msg));
+                    Err(e) => {
+                        if e.kind == super::UsbErrorKind::Timeout {
+                            // No output yet: a fatal error may have been reported instead;
+                            // otherwise the inference is slow and the read is posted again.
+                            self.check_interrupt()?;
+                            waits += 1;
+                            if self.may_wait_again(waits) {
+                                log::debug!("{}: no output after {waits} timeouts; waiting again", self.name);
+                                continue;
+                            }
+                        }
+                        let msg = format!("reading output ({filled} of {} bytes received)", out.len());
+                        return Err(self.usb_err(e, &msg));
+                    }
                 }
             }
         }
@@ -223,15 +257,26 @@ impl<I: UsbIo> Transport for UsbTransport<I> {
 
     fn wait_event(&mut self) -> Result<Event> {
         let mut p = [0u8; 16];
-        match self.io.bulk_in(0x82, &mut p, self.timeout) {
-            Ok(n) => Event::parse(&p[..n])
-                .map_err(|e| Error::usb(self.name.clone(), crate::ErrorKind::Protocol, e.to_string())),
-            Err(e) => {
-                if e.kind == super::UsbErrorKind::Timeout {
-                    // No completion: the device may have reported a fatal error instead.
-                    self.check_interrupt()?;
+        let mut waits = 0;
+        loop {
+            match self.io.bulk_in(0x82, &mut p, self.timeout) {
+                Ok(n) => {
+                    return Event::parse(&p[..n])
+                        .map_err(|e| Error::usb(self.name.clone(), crate::ErrorKind::Protocol, e.to_string()))
                 }
-                Err(self.usb_err(e, "waiting for the completion event on 0x82"))
+                Err(e) => {
+                    if e.kind == super::UsbErrorKind::Timeout {
+                        // No event yet: the device may have reported a fatal error instead;
+                        // otherwise the read is posted again.
+                        self.check_interrupt()?;
+                        waits += 1;
+                        if self.may_wait_again(waits) {
+                            log::debug!("{}: no event after {waits} timeouts; waiting again", self.name);
+                            continue;
+                        }
+                    }
+                    return Err(self.usb_err(e, "waiting for an event on 0x82"));
+                }
             }
         }
     }

@@ -84,7 +84,9 @@ impl TimeModel {
 pub enum FaultKind {
     /// The transfer stalls; the endpoint stays halted until cleared or the port is reset.
     Stall,
-    /// The transfer times out (no data moves).
+    /// The transfer times out (no data moves). On a read endpoint (0x81 outputs, 0x82 events) this
+    /// is a device that answers later than the host's timeout: the data stays, and a read posted
+    /// again gets it.
     Timeout,
     /// The transfer delivers half of its data; the rest is lost.
     ShortRead,

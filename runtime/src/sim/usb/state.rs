@@ -734,6 +734,7 @@ impl SimState {
             runs: &mut self.stats.runs,
             has_run: &mut self.has_run,
         };
+        program::announce(exe, &run, &step, &mut sink);
         program::device_steps(exe, &mut run, &mut sink)?;
         if run.step < exe.steps.len() {
             self.run = Some((run, candidates));
