@@ -17,6 +17,7 @@ mod models;
 mod record_session;
 mod run;
 mod segment;
+mod selftest;
 mod thermal_watch;
 mod tpu;
 
@@ -87,6 +88,9 @@ enum Command {
     Firmware(firmware::Args),
     /// The model catalog: list it, or fetch a model into the cache directory (`--model NAME` then runs it).
     Models(models::Args),
+    /// Test this runtime on the attached Corals: every compiled model against its CPU twin, three
+    /// inferences in a row, timings, link and temperature; `--report DIR` for a bug report.
+    Selftest(selftest::Args),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -103,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Doctor(args) => doctor::run(&args),
         Command::Firmware(args) => firmware::run(&args),
         Command::Models(args) => models::run(&args),
+        Command::Selftest(args) => selftest::run(&args),
     }
 }
 

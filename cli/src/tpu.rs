@@ -92,29 +92,8 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
         DeviceSpec::Devices(_) => wanted,
         _ => return Ok(None),
     };
-    // A catalog name stands for its CPU model.
-    let oracle_model = match &args.sim_oracle {
-        Some(p) => Some(crate::models::resolve(p, || crate::models::Want::Cpu)?.path),
-        None => None,
-    };
-    let sim = SimOptions::default().oracle(match &oracle_model {
-        Some(p) => OracleChoice::Model(p.clone()),
-        None => OracleChoice::Twin,
-    });
-    let progress: Arc<dyn Fn(usize, usize) + Send + Sync> = Arc::new(|sent, total| {
-        // About twenty updates, in place.
-        let step = total.div_ceil(20).max(1);
-        if sent == total || sent % step < 256 {
-            eprint!("\rdownloading firmware: {sent} / {total} bytes");
-        }
-        if sent == total {
-            eprintln!();
-        }
-    });
-    let mut usb = UsbOptions::default().performance(args.performance.unwrap_or(Performance::High)).progress(progress);
-    usb.firmware = args.firmware.clone();
-    let pcie = ApexOptions { performance: args.performance.unwrap_or(Performance::Max), ..Default::default() };
-    let options = RuntimeOptions::default().usb(usb).pcie(pcie).sim(sim);
+    let oracle_model = oracle_model(args)?;
+    let options = runtime_options(args)?;
     let runtime = match Runtime::open(&spec, options) {
         Ok(rt) => rt,
         Err(e) if compiled && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Io) => {
@@ -158,6 +137,42 @@ pub fn runtime_for(path: &Path, model: &Model, args: &DeviceArgs) -> Result<Opti
         eprintln!("device: {}", runtime.devices().join(","));
     }
     Ok(Some(runtime))
+}
+
+/// The CPU model given by `--sim-oracle` (a catalog name stands for its CPU model).
+fn oracle_model(args: &DeviceArgs) -> Result<Option<PathBuf>> {
+    match &args.sim_oracle {
+        Some(p) => Ok(Some(crate::models::resolve(p, || crate::models::Want::Cpu)?.path)),
+        None => Ok(None),
+    }
+}
+
+/// How `args` asks devices to be opened: clock, firmware and its download progress, and where
+/// simulated devices take their outputs from.
+pub fn runtime_options(args: &DeviceArgs) -> Result<RuntimeOptions> {
+    let sim = SimOptions::default().oracle(match oracle_model(args)? {
+        Some(p) => OracleChoice::Model(p),
+        None => OracleChoice::Twin,
+    });
+    let progress: Arc<dyn Fn(usize, usize) + Send + Sync> = Arc::new(|sent, total| {
+        // About twenty updates, in place.
+        let step = total.div_ceil(20).max(1);
+        if sent == total || sent % step < 256 {
+            eprint!("\rdownloading firmware: {sent} / {total} bytes");
+        }
+        if sent == total {
+            eprintln!();
+        }
+    });
+    let mut usb = UsbOptions::default().performance(args.performance.unwrap_or(Performance::High)).progress(progress);
+    usb.firmware = args.firmware.clone();
+    let pcie = ApexOptions { performance: args.performance.unwrap_or(Performance::Max), ..Default::default() };
+    Ok(RuntimeOptions::default().usb(usb).pcie(pcie).sim(sim))
+}
+
+/// Opens the devices of `spec` as `args` asks.
+pub fn open_runtime(spec: &DeviceSpec, args: &DeviceArgs) -> Result<Runtime> {
+    Ok(Runtime::open(spec, runtime_options(args)?)?)
 }
 
 /// How an invocation time reads for a runtime: `None` for the CPU.
