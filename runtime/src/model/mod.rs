@@ -285,6 +285,9 @@ impl Model {
     }
 }
 
+/// The custom code of the operator that holds an Edge TPU package (`edgetpu-custom-op`).
+pub const EDGETPU_CUSTOM_OP: &str = "edgetpu-custom-op";
+
 /// The CPU twin of a compiled model: the file beside it with `_edgetpu` removed from its name
 /// (`x_edgetpu.tflite` → `x.tflite`), if that file exists.
 pub fn cpu_twin_path(compiled: &Path) -> Option<PathBuf> {
@@ -303,6 +306,6 @@ pub fn compiled_twin_path(cpu_model: &Path) -> Option<PathBuf> {
 impl Model {
     /// Whether the model holds Edge TPU code (an `edgetpu-custom-op` in any subgraph).
     pub fn is_compiled(&self) -> bool {
-        self.subgraphs().iter().any(|sg| self.custom_ops(sg, crate::package::CUSTOM_OP_CODE).next().is_some())
+        self.subgraphs().iter().any(|sg| self.custom_ops(sg, EDGETPU_CUSTOM_OP).next().is_some())
     }
 }

@@ -39,7 +39,7 @@ use executable_generated::platforms::darwinn as fb;
 use flexbuffer::{FlexError, FlexRef};
 
 /// Custom code of the operator that carries a package.
-pub const CUSTOM_OP_CODE: &str = "edgetpu-custom-op";
+pub const CUSTOM_OP_CODE: &str = crate::model::EDGETPU_CUSTOM_OP;
 
 /// Highest package `min_runtime_version` this runtime runs (the one libedgetpu 16.0 runs).
 pub const RUNTIME_VERSION: i32 = 14;
