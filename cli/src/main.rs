@@ -18,6 +18,7 @@ mod record_session;
 mod run;
 mod segment;
 mod selftest;
+mod serve;
 mod thermal_watch;
 mod tpu;
 
@@ -91,6 +92,8 @@ enum Command {
     /// Test this runtime on the attached Corals: every compiled model against its CPU twin, three
     /// inferences in a row, timings, link and temperature; `--report DIR` for a bug report.
     Selftest(selftest::Args),
+    /// Own the Corals and serve every app on the host: Frigate's zmq detector protocol.
+    Serve(serve::Args),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Firmware(args) => firmware::run(&args),
         Command::Models(args) => models::run(&args),
         Command::Selftest(args) => selftest::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 

@@ -1,0 +1,71 @@
+//! `edgetpu serve`: one process owns the Corals, and every app on the host shares them.
+
+use crate::tpu::DeviceArgs;
+use anyhow::{Context, Result};
+use edgetpu::DeviceSpec;
+use edgetpu_serve::{ServeOptions, Server};
+use std::path::PathBuf;
+
+/// Arguments of `edgetpu serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Models by file name; model uploads are saved here (never outside it).
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+    /// Serve Frigate's `zmq` detector protocol on this ZeroMQ endpoint (ipc:///path or
+    /// tcp://host:port); repeatable. Frigate's default is ipc:///tmp/cache/zmq_detector.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub zmq: Vec<String>,
+    /// Group owning the Unix sockets (created mode 0660).
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// Detections scoring below this are left out of Frigate replies.
+    #[arg(long, default_value_t = 0.4)]
+    pub threshold: f32,
+    /// Largest model upload, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub max_upload_mib: usize,
+}
+
+/// `edgetpu serve`.
+pub fn run(args: &Args) -> Result<()> {
+    let devices = match DeviceSpec::parse(&args.device.device).map_err(|e| anyhow::anyhow!("--device: {e}"))? {
+        // auto: every attached Coral, or the CPU alone when there is none.
+        DeviceSpec::Auto => {
+            let found = edgetpu::device::spec::attached_in(&crate::devices::pcie::sysfs_root());
+            if found.is_empty() {
+                log::warn!("no Coral attached: serving CPU models only");
+                DeviceSpec::Cpu
+            } else {
+                DeviceSpec::Devices(found)
+            }
+        }
+        other => other,
+    };
+    let mut options = ServeOptions::default()
+        .devices(devices)
+        .runtime(crate::tpu::runtime_options(&args.device)?)
+        .threshold(args.threshold)
+        .max_upload(args.max_upload_mib.saturating_mul(1 << 20));
+    if let Some(dir) = &args.models {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        options = options.models_dir(dir);
+    }
+    if let Some(g) = &args.socket_group {
+        options = options.socket_group(g);
+    }
+    for e in &args.zmq {
+        options = options.zmq(e);
+    }
+    let server = Server::start(options)?;
+    let devices = server.devices();
+    eprintln!(
+        "serving on {} with {}; SIGTERM or Ctrl-C stops",
+        args.zmq.join(", "),
+        if devices.is_empty() { "the CPU".to_string() } else { devices.join(", ") }
+    );
+    server.run_until_signal()?;
+    Ok(())
+}

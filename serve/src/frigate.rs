@@ -1,0 +1,240 @@
+//! Frigate's `zmq` detector protocol, one connection at a time.
+//!
+//! - Handshake: a one-frame JSON `{"model_request": true, "model_name": NAME}` is answered
+//!   `{"model_available": bool, "model_loaded": bool}`. When the model is not available, the
+//!   client may send `[{"model_data": true, "model_name": NAME}, model bytes]`, answered
+//!   `{"model_saved": bool, "model_loaded": bool}`.
+//! - Inference: `[{"shape": [...], "dtype": "uint8", "model_type": "ssd"}, raw C-order tensor]`
+//!   is answered by 20 × 6 float32 values (480 bytes): rows of `class_id, score, ymin, xmin, ymax,
+//!   xmax` (normalised), zero rows after the last detection, as Frigate's own edgetpu detector
+//!   computes them from the same outputs.
+//! - Inference requests do not name their model: each connection remembers the model of its last
+//!   handshake. Frigate opens a new connection (and handshakes again) after every timeout.
+//! - An int8-input model gets uint8 frames shifted by 128 (XOR 0x80), as Frigate's edgetpu
+//!   detector does.
+//!
+//! Anything malformed gets a one-frame JSON `{"error": "..."}` reply and the connection goes on.
+
+use crate::models::ModelStore;
+use edgetpu::model::TensorType;
+use edgetpu::{Interpreter, Model, Runtime};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Rows of a detection reply.
+pub const ROWS: usize = 20;
+
+/// What every connection shares.
+pub struct Shared {
+    /// The devices, if any (a CPU model runs without).
+    pub runtime: Option<Runtime>,
+    /// Where models are found and uploads saved.
+    pub store: ModelStore,
+    /// Detections scoring below this are left out.
+    pub threshold: f32,
+}
+
+/// A loaded model of one connection.
+struct Loaded {
+    name: String,
+    it: Interpreter,
+    /// Output tensors of an SSD model (boxes, classes, scores, count), when it is one.
+    ssd: bool,
+}
+
+/// One client connection's state.
+pub struct Session {
+    shared: Arc<Shared>,
+    model: Option<Loaded>,
+}
+
+fn error(msg: impl std::fmt::Display) -> Vec<Vec<u8>> {
+    vec![json!({ "error": msg.to_string() }).to_string().into_bytes()]
+}
+
+fn reply(v: Value) -> Vec<Vec<u8>> {
+    vec![v.to_string().into_bytes()]
+}
+
+impl Session {
+    /// A session on `shared`.
+    pub fn new(shared: Arc<Shared>) -> Session {
+        Session { shared, model: None }
+    }
+
+    /// The reply to one request message.
+    pub fn handle(&mut self, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let Some(first) = frames.first() else { return error("an empty request") };
+        let header: Value = match serde_json::from_slice(first) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return error("the first frame is not a JSON object"),
+            Err(e) => return error(format!("the first frame is not JSON: {e}")),
+        };
+        if header["model_request"] == true {
+            return self.model_request(&header);
+        }
+        if header["model_data"] == true {
+            return self.model_data(&header, frames.get(1).map(Vec::as_slice));
+        }
+        if header.get("shape").is_some() {
+            return match frames.get(1) {
+                Some(tensor) => self.infer(&header, tensor),
+                None => error("an inference request needs the tensor as its second frame"),
+            };
+        }
+        error("unknown request: expected model_request, model_data or an inference header with a shape")
+    }
+
+    fn model_name(header: &Value) -> Result<&str, Vec<Vec<u8>>> {
+        header["model_name"].as_str().ok_or_else(|| error("model_name is missing or not a string"))
+    }
+
+    fn load(&mut self, name: &str, path: &std::path::Path) -> Result<(), String> {
+        if self.model.as_ref().is_some_and(|m| m.name == name) {
+            return Ok(());
+        }
+        let model = Arc::new(Model::open(path).map_err(|e| e.to_string())?);
+        let builder = Interpreter::builder(model.clone()).threads(1);
+        let it = match (&self.shared.runtime, model.is_compiled()) {
+            (Some(rt), true) => builder.runtime(rt).build(),
+            (None, true) => {
+                return Err(format!("{name} is compiled for the Edge TPU and this server has no Edge TPU device"))
+            }
+            (_, false) => builder.device(edgetpu::DeviceSpec::cpu()).build(),
+        }
+        .map_err(|e| e.to_string())?;
+        // Frigate's SSD path reads outputs 0-3 as boxes, classes, scores and count: those of a
+        // TFLite_Detection_PostProcess op, all float32.
+        let has_postprocess = model
+            .subgraphs()
+            .first()
+            .is_some_and(|sg| sg.operators.iter().any(|op| model.op_name(op) == "TFLite_Detection_PostProcess"));
+        let outs = it.outputs();
+        let ssd = has_postprocess && outs.len() >= 4 && outs[..4].iter().all(|t| t.dtype == TensorType::FLOAT32);
+        log::info!("loaded model {name} ({})", if ssd { "SSD" } else { "no SSD post-processing" });
+        self.model = Some(Loaded { name: name.to_string(), it, ssd });
+        Ok(())
+    }
+
+    fn model_request(&mut self, header: &Value) -> Vec<Vec<u8>> {
+        let name = match Self::model_name(header) {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        match self.shared.store.find(name) {
+            Err(e) => error(e),
+            Ok(None) => reply(json!({"model_available": false, "model_loaded": false})),
+            Ok(Some(path)) => {
+                let loaded = self.load(name, &path);
+                if let Err(e) = &loaded {
+                    log::warn!("model {name}: {e}");
+                }
+                reply(json!({"model_available": true, "model_loaded": loaded.is_ok()}))
+            }
+        }
+    }
+
+    fn model_data(&mut self, header: &Value, bytes: Option<&[u8]>) -> Vec<Vec<u8>> {
+        let name = match Self::model_name(header) {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        let Some(bytes) = bytes else { return error("model_data needs the model bytes as its second frame") };
+        match self.shared.store.save(name, bytes) {
+            Err(e) => {
+                log::warn!("refused model upload: {e}");
+                reply(json!({"model_saved": false, "model_loaded": false, "error": e.to_string()}))
+            }
+            Ok(path) => {
+                let loaded = self.load(name, &path);
+                reply(json!({"model_saved": true, "model_loaded": loaded.is_ok()}))
+            }
+        }
+    }
+
+    fn infer(&mut self, header: &Value, tensor: &[u8]) -> Vec<Vec<u8>> {
+        match self.try_infer(header, tensor) {
+            Ok(v) => vec![v],
+            Err(e) => error(e),
+        }
+    }
+
+    fn try_infer(&mut self, header: &Value, tensor: &[u8]) -> Result<Vec<u8>, String> {
+        let threshold = self.shared.threshold;
+        let m = self.model.as_mut().ok_or("no model loaded on this connection: send a model_request first")?;
+        let shape: Vec<usize> = header["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
+            .ok_or("shape must be a list of non-negative integers")?;
+        let dtype = header["dtype"].as_str().unwrap_or("uint8");
+        let size = match dtype {
+            "uint8" | "int8" => 1,
+            "float32" => 4,
+            other => return Err(format!("dtype {other:?} is not served (uint8, int8 or float32)")),
+        };
+        let want = shape.iter().try_fold(size, |a: usize, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+        if want != tensor.len() {
+            return Err(format!("the header says {want} bytes ({shape:?} {dtype}), the tensor has {}", tensor.len()));
+        }
+        let model_type = header["model_type"].as_str().unwrap_or("ssd");
+        if !m.ssd {
+            return Err(format!(
+                "model {} has no SSD post-processing (TFLite_Detection_PostProcess giving its first 4 outputs); model_type \
+                 {model_type:?} decoding is not available in this server",
+                m.name
+            ));
+        }
+        let input = m.it.inputs().first().map(|t| (*t).clone()).ok_or("the model has no input")?;
+        let input_type = input.dtype;
+        let dst = m.it.input_mut(0).map_err(|e| e.to_string())?;
+        if dst.len() != tensor.len() {
+            return Err(format!(
+                "model {} takes {} bytes ({:?}), the request has {} ({shape:?} {dtype})",
+                m.name,
+                dst.len(),
+                input.shape,
+                tensor.len()
+            ));
+        }
+        match (dtype, input_type) {
+            ("uint8", TensorType::UINT8) | ("int8", TensorType::INT8) | ("float32", TensorType::FLOAT32) => {
+                dst.copy_from_slice(tensor)
+            }
+            // Frigate's edgetpu detector shifts uint8 frames for int8-input models.
+            ("uint8", TensorType::INT8) => {
+                for (d, s) in dst.iter_mut().zip(tensor) {
+                    *d = s ^ 0x80;
+                }
+            }
+            (d, t) => return Err(format!("a {d} tensor for a model whose input is {}", t.name())),
+        }
+        m.it.invoke().map_err(|e| e.to_string())?;
+        decode_ssd(&m.it, threshold)
+    }
+}
+
+fn floats(it: &Interpreter, j: usize) -> Result<Vec<f32>, String> {
+    let t = it.outputs().get(j).map(|t| t.dtype).ok_or("missing output")?;
+    if t != TensorType::FLOAT32 {
+        return Err(format!("SSD output {j} is {}, not float32", t.name()));
+    }
+    let bytes = it.output(j).map_err(|e| e.to_string())?;
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// The 20 × 6 float32 reply of an SSD model's outputs (boxes, classes, scores, count), as
+/// Frigate's edgetpu detector builds it: detections in output order until the first one scoring
+/// below `threshold`, at most 20.
+pub fn decode_ssd(it: &Interpreter, threshold: f32) -> Result<Vec<u8>, String> {
+    let (boxes, classes, scores, count) = (floats(it, 0)?, floats(it, 1)?, floats(it, 2)?, floats(it, 3)?);
+    let count = count.first().copied().unwrap_or(0.0).max(0.0) as usize;
+    let mut out = vec![0f32; ROWS * 6];
+    for i in 0..count.min(ROWS).min(scores.len()).min(classes.len()) {
+        if scores[i] < threshold {
+            break;
+        }
+        let b = boxes.get(i * 4..i * 4 + 4).ok_or("fewer boxes than detections")?;
+        out[i * 6..i * 6 + 6].copy_from_slice(&[classes[i], scores[i], b[0], b[1], b[2], b[3]]);
+    }
+    Ok(out.iter().flat_map(|v| v.to_le_bytes()).collect())
+}

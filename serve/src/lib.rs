@@ -1,0 +1,414 @@
+//! `edgetpu serve`: one process owns the Corals and serves every application on the host.
+//!
+//! The server opens its devices once and keeps models resident with the runtime's scheduler.
+//! Today it speaks Frigate's `zmq` detector protocol ([`frigate`]) on ZeroMQ endpoints
+//! (`ipc://PATH`, a Unix socket created mode 0660, or `tcp://HOST:PORT`), so Frigate's detector
+//! config points at it with no code change. Each client connection runs on a thread of its own
+//! and every request is answered, with an error reply when it is malformed. SIGTERM or SIGINT
+//! stops it: no new connection is taken, requests in flight finish, devices are closed.
+#![deny(unsafe_code)]
+
+pub mod frigate;
+pub mod models;
+pub mod zmtp;
+
+use edgetpu::{DeviceSpec, Runtime, RuntimeOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// An endpoint is malformed.
+    #[error("endpoint {0:?}: use ipc:///path/to/socket or tcp://host:port")]
+    Endpoint(String),
+    /// Binding or preparing an endpoint failed.
+    #[error("endpoint {endpoint}: {source}")]
+    Bind {
+        /// The endpoint.
+        endpoint: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening the devices failed.
+    #[error(transparent)]
+    Runtime(#[from] edgetpu::Error),
+    /// Nothing to serve on.
+    #[error("no endpoint to serve on: give at least one --zmq ENDPOINT")]
+    NoEndpoint,
+}
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The devices (`cpu` for none: CPU models only).
+    pub devices: DeviceSpec,
+    /// How they are opened.
+    pub runtime: RuntimeOptions,
+    /// Models by file name, and where uploads go.
+    pub models_dir: Option<PathBuf>,
+    /// Also look models up in the model catalog's cache.
+    pub catalog_cache: bool,
+    /// ZeroMQ endpoints for Frigate's protocol.
+    pub zmq: Vec<String>,
+    /// The group that owns Unix sockets (mode 0660); `None`: the server's own.
+    pub socket_group: Option<String>,
+    /// Detections below this score are left out (Frigate's default 0.4).
+    pub threshold: f32,
+    /// Largest model upload, bytes.
+    pub max_upload: usize,
+    /// Largest request message, bytes.
+    pub max_request: usize,
+    /// Most connections at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            devices: DeviceSpec::Auto,
+            runtime: RuntimeOptions::default(),
+            models_dir: None,
+            catalog_cache: true,
+            zmq: Vec::new(),
+            socket_group: None,
+            threshold: 0.4,
+            max_upload: 256 << 20,
+            max_request: 64 << 20,
+            max_connections: 64,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Sets [`Self::devices`].
+    pub fn devices(mut self, d: DeviceSpec) -> Self {
+        self.devices = d;
+        self
+    }
+    /// Sets [`Self::runtime`].
+    pub fn runtime(mut self, r: RuntimeOptions) -> Self {
+        self.runtime = r;
+        self
+    }
+    /// Sets [`Self::models_dir`].
+    pub fn models_dir(mut self, d: impl Into<PathBuf>) -> Self {
+        self.models_dir = Some(d.into());
+        self
+    }
+    /// Sets [`Self::catalog_cache`].
+    pub fn catalog_cache(mut self, on: bool) -> Self {
+        self.catalog_cache = on;
+        self
+    }
+    /// Adds a ZeroMQ endpoint.
+    pub fn zmq(mut self, endpoint: impl Into<String>) -> Self {
+        self.zmq.push(endpoint.into());
+        self
+    }
+    /// Sets [`Self::socket_group`].
+    pub fn socket_group(mut self, g: impl Into<String>) -> Self {
+        self.socket_group = Some(g.into());
+        self
+    }
+    /// Sets [`Self::threshold`].
+    pub fn threshold(mut self, t: f32) -> Self {
+        self.threshold = t;
+        self
+    }
+    /// Sets [`Self::max_upload`].
+    pub fn max_upload(mut self, n: usize) -> Self {
+        self.max_upload = n;
+        self
+    }
+    /// Sets [`Self::max_request`].
+    pub fn max_request(mut self, n: usize) -> Self {
+        self.max_request = n;
+        self
+    }
+}
+
+enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+trait Stream: Read + Write + Send {
+    fn close(&self);
+}
+
+impl Stream for UnixStream {
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Stream for TcpStream {
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Closes one connection (from the shutdown path, while its thread may be reading).
+type Closer = Box<dyn Fn() + Send>;
+/// The open connections, by id.
+type OpenConnections = Arc<Mutex<Vec<(usize, Closer)>>>;
+
+/// A running server.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Open connections (to close at shutdown), by id.
+    open: OpenConnections,
+    shared: Arc<frigate::Shared>,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("endpoints", &self.endpoints).finish_non_exhaustive()
+    }
+}
+
+fn bind(endpoint: &str, group: Option<&str>) -> Result<Listener, ServeError> {
+    let err = |source| ServeError::Bind { endpoint: endpoint.to_string(), source };
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        let path = PathBuf::from(path);
+        if path.as_os_str().is_empty() {
+            return Err(ServeError::Endpoint(endpoint.into()));
+        }
+        // A socket file left by a server that died: only a socket is replaced, never a file.
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            if meta.file_type().is_socket() {
+                if UnixStream::connect(&path).is_ok() {
+                    return Err(err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "another server is listening there",
+                    )));
+                }
+                std::fs::remove_file(&path).map_err(err)?;
+            } else {
+                return Err(err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a file that is no socket")));
+            }
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let l = UnixListener::bind(&path).map_err(err)?;
+        secure_socket(&path, group).map_err(err)?;
+        return Ok(Listener::Unix(l, path));
+    }
+    if let Some(addr) = endpoint.strip_prefix("tcp://") {
+        return TcpListener::bind(addr).map(Listener::Tcp).map_err(err);
+    }
+    Err(ServeError::Endpoint(endpoint.into()))
+}
+
+/// Mode 0660, and the group when one is named.
+fn secure_socket(path: &Path, group: Option<&str>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(g) = group {
+        let gid = group_id(g).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no group {g:?} in /etc/group"))
+        })?;
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(())
+}
+
+/// The id of group `name` (or a number), from /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse() {
+        return Some(n);
+    }
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok()).flatten()
+    })
+}
+
+impl Server {
+    /// Opens the devices, binds every endpoint and starts serving.
+    pub fn start(options: ServeOptions) -> Result<Server, ServeError> {
+        if options.zmq.is_empty() {
+            return Err(ServeError::NoEndpoint);
+        }
+        let runtime = match &options.devices {
+            DeviceSpec::Cpu => None,
+            spec => Some(Runtime::open(spec, options.runtime.clone())?),
+        };
+        if let Some(rt) = &runtime {
+            log::info!("devices: {}", rt.devices().join(", "));
+        }
+        let store = models::ModelStore {
+            dir: options.models_dir.clone(),
+            cache: if options.catalog_cache { edgetpu_models::cache_dir().ok() } else { None },
+            max_upload: options.max_upload,
+        };
+        let shared = Arc::new(frigate::Shared { runtime, store, threshold: options.threshold });
+        let listeners =
+            options.zmq.iter().map(|e| bind(e, options.socket_group.as_deref())).collect::<Result<Vec<_>, _>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: OpenConnections = Arc::default();
+        let active = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        for (listener, endpoint) in listeners.into_iter().zip(&options.zmq) {
+            log::info!("serving Frigate's zmq protocol on {endpoint}");
+            let ctx = Accept {
+                stop: stop.clone(),
+                open: open.clone(),
+                active: active.clone(),
+                shared: shared.clone(),
+                limit: options.max_request,
+                max_connections: options.max_connections,
+            };
+            threads.push(std::thread::spawn(move || ctx.run(listener)));
+        }
+        Ok(Server { stop, threads, open, shared, endpoints: options.zmq })
+    }
+
+    /// The devices served, by name (empty for CPU only).
+    pub fn devices(&self) -> Vec<String> {
+        self.shared.runtime.as_ref().map(|r| r.devices().to_vec()).unwrap_or_default()
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down.
+    pub fn run_until_signal(self) -> std::io::Result<()> {
+        let flag = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())?;
+        signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
+        while !flag.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log::info!("stopping: finishing the requests in flight");
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Stops taking connections, lets the requests in flight finish, closes the connections and
+    /// the devices.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for (_, close) in crate_lock(&self.open).iter() {
+            close();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // The last connection threads end once their current request is answered.
+        while Arc::strong_count(&self.shared) > 1 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log::info!("stopped");
+    }
+}
+
+fn crate_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Accept {
+    stop: Arc<AtomicBool>,
+    open: OpenConnections,
+    active: Arc<AtomicUsize>,
+    shared: Arc<frigate::Shared>,
+    limit: usize,
+    max_connections: usize,
+}
+
+impl Accept {
+    fn run(self, listener: Listener) {
+        let nonblocking = match &listener {
+            Listener::Unix(l, _) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        };
+        if let Err(e) = nonblocking {
+            log::error!("cannot poll the listener: {e}");
+            return;
+        }
+        let mut next_id = 0usize;
+        while !self.stop.load(Ordering::SeqCst) {
+            let accepted: std::io::Result<(Box<dyn Stream>, Closer)> = match &listener {
+                Listener::Unix(l, _) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    let c = s.try_clone()?;
+                    Ok((Box::new(s) as Box<dyn Stream>, Box::new(move || c.close()) as Closer))
+                }),
+                Listener::Tcp(l) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    s.set_nodelay(true)?;
+                    let c = s.try_clone()?;
+                    Ok((Box::new(s) as Box<dyn Stream>, Box::new(move || c.close()) as Closer))
+                }),
+            };
+            match accepted {
+                Ok((stream, close)) => {
+                    if self.active.load(Ordering::SeqCst) >= self.max_connections {
+                        log::warn!("refusing a connection: {} are open (the limit)", self.max_connections);
+                        close();
+                        continue;
+                    }
+                    next_id += 1;
+                    let id = next_id;
+                    crate_lock(&self.open).push((id, close));
+                    self.active.fetch_add(1, Ordering::SeqCst);
+                    let (shared, open, active, limit) =
+                        (self.shared.clone(), self.open.clone(), self.active.clone(), self.limit);
+                    std::thread::spawn(move || {
+                        serve_connection(stream, shared, limit);
+                        crate_lock(&open).retain(|(i, _)| *i != id);
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        if let Listener::Unix(_, path) = &listener {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn serve_connection(stream: Box<dyn Stream>, shared: Arc<frigate::Shared>, limit: usize) {
+    let mut conn = match zmtp::Connection::accept(stream, limit) {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("handshake: {e}");
+            return;
+        }
+    };
+    let mut session = frigate::Session::new(shared);
+    loop {
+        let frames = match conn.recv() {
+            Ok(f) => f,
+            Err(zmtp::ZmtpError::Io(_)) => return,
+            Err(e) => {
+                // The message cannot be read to its end: answer, then drop the connection.
+                log::warn!("closing a connection: {e}");
+                let _ = conn.send(&[serde_json::json!({"error": e.to_string()}).to_string().as_bytes()]);
+                return;
+            }
+        };
+        let reply = session.handle(&frames);
+        let refs: Vec<&[u8]> = reply.iter().map(Vec::as_slice).collect();
+        if conn.send(&refs).is_err() {
+            // The client went away (a REQ that timed out): nothing is left behind.
+            return;
+        }
+    }
+}
