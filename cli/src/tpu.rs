@@ -22,8 +22,9 @@ pub struct DeviceArgs {
     /// auto (a compiled model on the first USB Accelerator, else the first ready PCIe Coral; a CPU
     /// model on the CPU), cpu, usb,
     /// usb:N, usb:<bus>-<ports>, pci, pci:N (/dev/apex_N), sim (alias sim:usb: a simulated
-    /// accelerator, no hardware), sim:pci (a simulated PCIe Edge TPU), or a comma-separated list
-    /// of devices (usb:0,usb:1 or sim:0,sim:1 or sim:pci,sim:pci) to use several.
+    /// accelerator, no hardware), sim:pci (a simulated PCIe Edge TPU; sim:pci-noncoherent on a host
+    /// whose PCIe is not cache-coherent), or a comma-separated list of devices (usb:0,usb:1 or
+    /// sim:0,sim:1 or sim:pci,sim:pci) to use several.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// With --device sim: the CPU model whose outputs the simulator returns, a path or a catalog

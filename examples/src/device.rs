@@ -20,7 +20,8 @@ use std::sync::Arc;
 pub struct DeviceArgs {
     /// Where to run: auto (a Coral if one is attached, else the CPU), cpu, usb, usb:N,
     /// `usb:<bus>-<ports>`, pci, pci:N (M.2, Mini-PCIe, Dev Board), sim or sim:N (a simulated Coral,
-    /// no hardware), sim:pci (a simulated PCIe Edge TPU), or a comma-separated list.
+    /// no hardware), sim:pci or sim:pci-noncoherent (a simulated PCIe Edge TPU on a coherent or
+    /// non-coherent host), or a comma-separated list.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Threads for the ops that run on the CPU (0: all cores).
@@ -284,7 +285,7 @@ mod tests {
     #[test]
     fn simulated_usb_and_pcie_devices_are_described_as_simulated() {
         let model = testdata().join("mobilenet_v1_0.25_128_quant_edgetpu.tflite");
-        for device in ["sim", "sim:pci"] {
+        for device in ["sim", "sim:pci", "sim:pci-noncoherent"] {
             let s = Session::open(&model, &DeviceArgs { device: device.into(), threads: 1 }).unwrap();
             assert!(s.runtime().unwrap().is_simulated(), "{device}");
             assert!(matches!(s.place, Place::EdgeTpu { simulated: true, .. }), "{device}: {:?}", s.place);

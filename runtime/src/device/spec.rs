@@ -14,8 +14,31 @@ pub enum SimKind {
     /// `sim`, `sim:N`, `sim:usb`: a simulated USB Accelerator.
     Usb,
     /// `sim:pci`: a simulated PCIe Edge TPU (the apex kernel driver and the chip simulated at the
-    /// system-call boundary).
+    /// system-call boundary) on a cache-coherent host (x86).
     Pci,
+    /// `sim:pci-noncoherent`: the same on a host whose PCIe is not cache-coherent (the Dev Board,
+    /// Raspberry Pi CM4/5): the chip sees a buffer as it was when mapped, the host sees the chip's
+    /// writes once the buffer is unmapped.
+    PciNoncoherent,
+}
+
+impl SimKind {
+    /// The device string (`sim`, `sim:pci`, `sim:pci-noncoherent`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SimKind::Usb => "sim",
+            SimKind::Pci => "sim:pci",
+            SimKind::PciNoncoherent => "sim:pci-noncoherent",
+        }
+    }
+
+    /// USB or PCIe.
+    pub fn kind(self) -> DeviceKind {
+        match self {
+            SimKind::Usb => DeviceKind::Usb,
+            SimKind::Pci | SimKind::PciNoncoherent => DeviceKind::Pci,
+        }
+    }
 }
 
 /// One device of a list.
@@ -26,7 +49,8 @@ pub enum Entry {
     Usb(UsbSelector),
     /// A PCIe Edge TPU: `pci`, `pci:N`, `pci:apex_N`, `pci:/dev/apex_N`, `pci:<PCI address>`.
     Pci(PciSelector),
-    /// A simulated device: `sim`, `sim:N`, `sim:usb`, `sim:pci`. Each entry is another device.
+    /// A simulated device: `sim`, `sim:N`, `sim:usb`, `sim:pci`, `sim:pci-noncoherent`. Each entry
+    /// is another device.
     Sim(SimKind),
 }
 
@@ -34,8 +58,9 @@ impl Entry {
     /// USB or PCIe.
     pub fn kind(&self) -> DeviceKind {
         match self {
-            Entry::Usb(_) | Entry::Sim(SimKind::Usb) => DeviceKind::Usb,
-            Entry::Pci(_) | Entry::Sim(SimKind::Pci) => DeviceKind::Pci,
+            Entry::Usb(_) => DeviceKind::Usb,
+            Entry::Pci(_) => DeviceKind::Pci,
+            Entry::Sim(k) => k.kind(),
         }
     }
 
@@ -49,22 +74,23 @@ impl Entry {
             Some((h, r)) => (h, Some(r)),
             None => (s, None),
         };
+        let number = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        // `sim:pci` and `sim:pci-noncoherent`, alone or with the device number (`sim:pci:N`).
+        let pci = |r: &str, name: &str| {
+            r.strip_prefix(name).is_some_and(|t| t.is_empty() || t.strip_prefix(':').is_some_and(number))
+        };
         match head {
             "usb" => UsbSelector::parse(s).map(Entry::Usb),
             "pci" => PciSelector::parse(s).map(Entry::Pci),
             "sim" => match rest {
                 None | Some("usb") => Ok(Entry::Sim(SimKind::Usb)),
-                Some("pci") => Ok(Entry::Sim(SimKind::Pci)),
-                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => Ok(Entry::Sim(SimKind::Usb)),
-                Some(n)
-                    if n.strip_prefix("pci:")
-                        .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())) =>
-                {
-                    Ok(Entry::Sim(SimKind::Pci))
-                }
+                Some(n) if number(n) => Ok(Entry::Sim(SimKind::Usb)),
+                Some(r) if pci(r, "pci") => Ok(Entry::Sim(SimKind::Pci)),
+                Some(r) if pci(r, "pci-noncoherent") => Ok(Entry::Sim(SimKind::PciNoncoherent)),
                 Some(other) => Err(Error::argument(format!(
                     "invalid device `{s}`: unknown simulator `{other}`; expected `sim` (alias `sim:usb`, `sim:N`: a \
-                     simulated USB Accelerator) or `sim:pci` (a simulated PCIe Edge TPU)"
+                     simulated USB Accelerator), `sim:pci` (a simulated PCIe Edge TPU) or `sim:pci-noncoherent` \
+                     (the same on a host whose PCIe is not cache-coherent)"
                 ))),
             },
             _ => Err(Error::argument(format!("invalid device `{s}`: {}", DeviceSpec::FORMS))),
@@ -82,8 +108,7 @@ impl fmt::Display for Entry {
             Entry::Pci(PciSelector::Index(n)) => write!(f, "pci:{n}"),
             Entry::Pci(PciSelector::Number(n)) => write!(f, "pci:apex_{n}"),
             Entry::Pci(PciSelector::Address(a)) => write!(f, "pci:{a}"),
-            Entry::Sim(SimKind::Usb) => f.write_str("sim"),
-            Entry::Sim(SimKind::Pci) => f.write_str("sim:pci"),
+            Entry::Sim(k) => f.write_str(k.as_str()),
         }
     }
 }
@@ -109,14 +134,14 @@ pub enum DeviceSpec {
     /// The CPU only.
     Cpu,
     /// These devices (never empty; either all simulated or all real, simulated ones all of one
-    /// kind).
+    /// kind: `sim`, `sim:pci` or `sim:pci-noncoherent`).
     Devices(Vec<Entry>),
 }
 
 impl DeviceSpec {
     /// The accepted forms, for error messages.
     pub const FORMS: &'static str = "use auto, cpu, usb, usb:N, usb:<bus>-<ports>, pci, pci:N, pci:apex_N, sim, \
-                                     sim:N or sim:pci, or a comma-separated list of devices";
+                                     sim:N, sim:pci or sim:pci-noncoherent, or a comma-separated list of devices";
 
     /// `auto`: a Coral if one is attached, else the CPU. See [`DeviceSpec::resolve`].
     pub fn auto() -> DeviceSpec {
@@ -159,6 +184,12 @@ impl DeviceSpec {
         if sims > 0 && entries.iter().any(|e| e.kind() != entries[0].kind()) {
             return Err(Error::argument(format!(
                 "invalid device list `{s}`: do not mix simulated USB and PCIe devices in one list"
+            )));
+        }
+        if sims > 0 && entries.iter().any(|e| e != &entries[0]) {
+            return Err(Error::argument(format!(
+                "invalid device list `{s}`: do not mix coherent (`sim:pci`) and non-coherent \
+                 (`sim:pci-noncoherent`) simulated PCIe devices in one list"
             )));
         }
         Ok(DeviceSpec::Devices(entries))
@@ -259,9 +290,21 @@ mod tests {
 
     #[test]
     fn every_form_parses_and_prints_back() {
-        for s in
-            ["auto", "cpu", "usb", "usb:1", "usb:2-1.4", "pci", "pci:0", "pci:apex_3", "sim", "sim:pci", "usb,pci:1"]
-        {
+        for s in [
+            "auto",
+            "cpu",
+            "usb",
+            "usb:1",
+            "usb:2-1.4",
+            "pci",
+            "pci:0",
+            "pci:apex_3",
+            "sim",
+            "sim:pci",
+            "sim:pci-noncoherent",
+            "sim:pci-noncoherent,sim:pci-noncoherent",
+            "usb,pci:1",
+        ] {
             let spec: DeviceSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s, "{s}");
         }
@@ -269,6 +312,14 @@ mod tests {
         assert_eq!(DeviceSpec::parse("sim:0,sim:1").unwrap(), DeviceSpec::simulated(SimKind::Usb, 2));
         assert_eq!(DeviceSpec::parse("sim:usb").unwrap(), DeviceSpec::simulated(SimKind::Usb, 1));
         assert_eq!(DeviceSpec::parse("sim:pci:1").unwrap(), DeviceSpec::simulated(SimKind::Pci, 1));
+        assert_eq!(
+            DeviceSpec::parse("sim:pci-noncoherent").unwrap(),
+            DeviceSpec::simulated(SimKind::PciNoncoherent, 1)
+        );
+        assert_eq!(
+            DeviceSpec::parse("sim:pci-noncoherent:0, sim:pci-noncoherent:1").unwrap(),
+            DeviceSpec::simulated(SimKind::PciNoncoherent, 2)
+        );
         assert_eq!(
             DeviceSpec::parse("usb:2-1").unwrap().entries(),
             [Entry::Usb(UsbSelector::Path(UsbPath { bus: 2, ports: vec![1] }))]
@@ -286,6 +337,11 @@ mod tests {
             ("sim:tpu", "unknown simulator"),
             ("sim,usb", "do not mix simulated and real"),
             ("sim,sim:pci", "do not mix simulated USB and PCIe"),
+            ("sim,sim:pci-noncoherent", "do not mix simulated USB and PCIe"),
+            ("sim:pci,sim:pci-noncoherent", "do not mix coherent"),
+            ("sim:pci-coherent", "unknown simulator"),
+            ("sim:pci-noncoherent:x", "unknown simulator"),
+            ("sim:pci-noncoherentx", "unknown simulator"),
             ("usb,cpu", "stands alone"),
         ] {
             let e = DeviceSpec::parse(s).unwrap_err();
@@ -299,6 +355,11 @@ mod tests {
         let spec = DeviceSpec::parse("sim:pci,sim:pci").unwrap();
         assert!(spec.is_simulated());
         assert!(spec.entries().iter().all(|e| e.kind() == DeviceKind::Pci));
+        let spec = DeviceSpec::parse("sim:pci-noncoherent").unwrap();
+        assert!(spec.is_simulated());
+        assert_eq!(spec.entries(), [Entry::Sim(SimKind::PciNoncoherent)]);
+        assert_eq!(spec.entries()[0].kind(), DeviceKind::Pci);
+        assert!(DeviceSpec::FORMS.contains("sim:pci-noncoherent"));
         assert!(!DeviceSpec::parse("usb").unwrap().is_simulated());
         assert!(!DeviceSpec::Cpu.is_simulated());
         assert_eq!(DeviceSpec::Cpu.resolve(), None);

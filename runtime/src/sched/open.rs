@@ -2,10 +2,10 @@
 
 use super::RuntimeOptions;
 use crate::device::pcie::sysfs::PciSelector;
-use crate::device::spec::{Entry, SimKind};
+use crate::device::spec::Entry;
+#[cfg(feature = "sim")]
+use crate::device::spec::SimKind;
 use crate::device::{Accelerator, DeviceSpec};
-#[cfg(not(feature = "sim"))]
-use crate::error::DeviceKind;
 use crate::error::{Error, ErrorKind, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,12 +59,8 @@ fn open_sim(entries: &[Entry], options: &RuntimeOptions) -> Result<Vec<Box<dyn A
 
 #[cfg(not(feature = "sim"))]
 fn open_sim(entries: &[Entry], _: &RuntimeOptions) -> Result<Vec<Box<dyn Accelerator>>> {
-    let kind = match entries[0] {
-        Entry::Sim(SimKind::Pci) => DeviceKind::Pci,
-        _ => DeviceKind::Usb,
-    };
     Err(Error::device(
-        kind,
+        entries[0].kind(),
         entries[0].to_string(),
         ErrorKind::Unsupported,
         "this build has no simulated devices (the edgetpu crate's cargo feature `sim`)",

@@ -171,7 +171,8 @@ impl Accelerator for SimAccelerator {
 }
 
 /// Opens `n` simulated devices of `kind`: USB Accelerators named `sim:0`, `sim:1`, … on ports
-/// 1-1, 1-2, …; PCIe Edge TPUs named `sim:pci:0`, … at `/dev/apex_0`, …. The USB ones start in
+/// 1-1, 1-2, …; PCIe Edge TPUs named `sim:pci:0`, … at `/dev/apex_0`, … (`sim:pci-noncoherent:0`,
+/// …, for a host whose PCIe is not cache-coherent). The USB ones start in
 /// DFU mode and get the firmware of `usb` when [`SimOptions::start_in_dfu`] says so (by default
 /// when a firmware image is found).
 pub fn open(
@@ -188,13 +189,15 @@ pub fn open(
     let usb = UsbOptions { firmware: usb.firmware.clone().or(firmware), ..usb.clone() };
     for k in 0..n {
         let (inner, handle): (Box<dyn Accelerator>, SimHandle) = match kind {
-            SimKind::Pci => {
-                let sim = SimApex::new(SimApexConfig { node: format!("/dev/apex_{k}"), ..Default::default() });
+            SimKind::Pci | SimKind::PciNoncoherent => {
+                let coherent = kind == SimKind::Pci;
+                let sim =
+                    SimApex::new(SimApexConfig { node: format!("/dev/apex_{k}"), coherent, ..Default::default() });
                 let mut acc = ApexAccelerator::open(Arc::new(sim.clone()), Path::new(&sim.node()), pcie.clone())?;
-                acc.rename(format!("sim:pci:{k}"), true);
+                acc.rename(format!("{}:{k}", kind.as_str()), true);
                 (Box::new(acc), SimHandle::Pci(sim))
             }
-            _ => {
+            SimKind::Usb => {
                 let config = SimConfig {
                     path: UsbPath { bus: 1, ports: vec![k as u8 + 1] },
                     start_in_dfu: in_dfu,

@@ -7,8 +7,9 @@
 //!   USB transfer level (DFU, CSRs, bulk and interrupt endpoints, a virtual clock, faults);
 //! * [`pcie::SimApex`] is a [`crate::device::pcie::Sys`]: the apex kernel driver and the chip
 //!   behind it, at the system-call boundary;
-//! * [`open`] makes runtime devices ([`crate::device::Accelerator`]) of them, named `sim:N` and
-//!   `sim:pci:N`, that register each prepared program with their simulator.
+//! * [`open`] makes runtime devices ([`crate::device::Accelerator`]) of them, named `sim:N`,
+//!   `sim:pci:N` and `sim:pci-noncoherent:N` (a host whose PCIe is not cache-coherent), that
+//!   register each prepared program with their simulator.
 //!
 //! A simulator cannot execute Edge TPU instructions: output values come from an [`Oracle`]
 //! (the compiled model's CPU twin, a CPU model given by the user, or seeded bytes). The simulators

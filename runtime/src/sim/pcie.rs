@@ -3,9 +3,11 @@
 //!
 //! What it checks, as the kernel or the chip would refuse it (each failure is recorded as a
 //! violation and fails the call or faults the chip):
-//! * ioctls on the device node only, with arguments of the right size; the page table is
-//!   partitioned before anything is mapped; mappings are page-aligned, inside the simple or the
-//!   extended region, do not overlap, and cover host memory the process owns; unmaps match maps;
+//! * ioctls on the device node only, with arguments of the right size (an unknown ioctl is
+//!   answered EPERM, as gasket answers it); the page table is partitioned before anything is
+//!   mapped; mappings are page-aligned, inside the simple or the extended region, do not overlap,
+//!   and cover host memory the process owns; unmaps match maps; the coherent allocator is disabled
+//!   with the DMA address it gave at enable (EADDRNOTAVAIL otherwise);
 //! * the instruction queue: descriptor size 16, enabled with its ring, status block and size
 //!   programmed, the tail inside the ring, requests only while the core runs and the clock is
 //!   not gated;
@@ -13,6 +15,22 @@
 //!   mapping of the right direction; a request names a registered executable, whose parameters
 //!   must be cached first (token), and whose parameter bytes must be the executable's;
 //! * at the last close, no mapping and no coherent memory is left behind.
+//!
+//! Host memory behaves as gasket's streaming DMA makes it behave (PROTOCOL.md §7.1). The
+//! simulator owns the memory it hands out ([`Sys::alloc`]) and sees every host write, so it
+//! knows, per page, whether the host ever wrote it:
+//! * a mapping to the device pins its pages read-only: a page the host never wrote is the
+//!   kernel's shared zero page, and the chip reads zeros from it for the life of the mapping,
+//!   whatever the host writes later (a mapping from the device, or both ways, pins writable pages
+//!   and so faults them in);
+//! * with [`SimApexConfig::coherent`] false (an Arm host whose PCIe is not cache-coherent), the
+//!   chip reads a snapshot of host memory taken at map time, and its writes land in a shadow copy
+//!   that the host sees only at unmap; coherent (x86), the chip reads written pages live and its
+//!   writes are visible at once;
+//! * the host touching memory while it is mapped for streaming DMA (a write under any mapping, a
+//!   read under a mapping the chip may write) is recorded as a violation, and so is the chip
+//!   reading a page pinned as the zero page. Coherent memory (the ring and the status block) is
+//!   exempt: it is shared all the time.
 //!
 //! A completed request writes the outputs from the oracle into the output buffers, advances the
 //! status block's completed head, counts scalar-core interrupt 0 in `sc_host_int_count` (16-bit
@@ -51,8 +69,13 @@ const INTERRUPTS: u64 = 13;
 pub struct SimApexConfig {
     /// The device node (`/dev/apex_N`).
     pub node: String,
-    /// The kernel knows `MAP_BUFFER_FLAGS` (newer gasket drivers); otherwise only `MAP_BUFFER`.
+    /// The kernel knows `MAP_BUFFER_FLAGS` (newer gasket drivers); otherwise only `MAP_BUFFER`,
+    /// and `MAP_BUFFER_FLAGS` is answered EPERM as any unknown ioctl.
     pub map_buffer_flags: bool,
+    /// The host's PCIe is cache-coherent (x86; the default). Otherwise (the Dev Board's i.MX 8M,
+    /// Raspberry Pi CM4/5) the chip sees host memory as it was when a buffer was mapped, and the
+    /// host sees the chip's writes only once the buffer is unmapped.
+    pub coherent: bool,
     /// Start value of the 16-bit completion counters (to exercise the wrap).
     pub initial_interrupt_count: u16,
     /// Another process owns the device: opening it fails with EPERM, as gasket answers a
@@ -68,6 +91,7 @@ impl Default for SimApexConfig {
         SimApexConfig {
             node: "/dev/apex_0".into(),
             map_buffer_flags: true,
+            coherent: true,
             initial_interrupt_count: 0,
             owned_elsewhere: false,
             deferred: false,
@@ -88,6 +112,8 @@ pub struct SimApexStats {
     pub mappings: usize,
     /// Map ioctls that succeeded.
     pub maps: u64,
+    /// Unmap ioctls that succeeded.
+    pub unmaps: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,12 +130,67 @@ enum Backing {
     Memory,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Host memory the simulator hands out: an allocation or the coherent buffer.
+struct Block {
+    bytes: Vec<u8>,
+    /// Per page: the host wrote it, or a writable pin faulted it in, so that it is a page of its
+    /// own and no longer the kernel's shared zero page.
+    touched: Vec<bool>,
+    /// The coherent allocator's memory: the chip and the host always see the same bytes.
+    coherent: bool,
+}
+
+impl Block {
+    fn new(len: usize, coherent: bool) -> Block {
+        Block { bytes: vec![0u8; len], touched: vec![false; len.div_ceil(PAGE as usize)], coherent }
+    }
+}
+
+/// One buffer mapping of the device page table.
 struct Mapping {
     device: u64,
     size: u64,
     host: u64,
     direction: u64,
+    /// Start of the host memory block it covers.
+    block: u64,
+    /// A mapping of coherent memory: no pinning, no cache maintenance.
+    coherent: bool,
+    /// Per page of the mapping: pinned as the kernel's zero page (mapped to the device before
+    /// the host ever wrote it), so the chip reads zeros there.
+    zero: Vec<bool>,
+    /// Streaming DMA on a non-coherent host: what the chip sees, a snapshot taken at map time
+    /// that also takes the chip's writes until the unmap hands them to the host.
+    shadow: Option<Vec<u8>>,
+    /// Per page of the mapping: the chip wrote into the shadow copy.
+    dirty: Vec<bool>,
+}
+
+impl Mapping {
+    /// Offset of the mapping's start inside its first page.
+    fn lead(&self) -> usize {
+        (self.host % PAGE) as usize
+    }
+
+    fn overlaps(&self, address: u64, len: usize) -> bool {
+        address < self.host + self.size && self.host < address + len as u64
+    }
+}
+
+/// The pages (of a mapping starting `lead` bytes into its first page) that `len` bytes at offset
+/// `start` of the mapping touch: (page index, offsets in the mapping).
+fn spans(lead: usize, start: usize, len: usize) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+    let (page, end) = (PAGE as usize, start + len);
+    let mut at = start;
+    std::iter::from_fn(move || {
+        (at < end).then(|| {
+            let k = (lead + at) / page;
+            let stop = ((k + 1) * page - lead).min(end);
+            let span = at..stop;
+            at = stop;
+            (k, span)
+        })
+    })
 }
 
 struct Run {
@@ -124,7 +205,7 @@ struct State {
     fds: HashMap<Fd, FdKind>,
     next_host: u64,
     /// Host memory by start address (allocations and the coherent buffer).
-    memory: BTreeMap<u64, Vec<u8>>,
+    memory: BTreeMap<u64, Block>,
     /// Mapped regions by start address.
     regions: HashMap<u64, Backing>,
     csrs: HashMap<u32, u64>,
@@ -164,9 +245,9 @@ fn err(call: &str, errno: i32, message: impl Into<String>) -> SysError {
 
 impl SimApex {
     fn write_locked(&self, s: &mut State, region: Region, offset: usize, data: &[u8]) {
-        if let Some((start, off)) = s.host_access(region, offset, data.len(), "write") {
+        if let Some((start, off)) = s.host_access(region, offset, data.len(), true) {
             if let Some(m) = s.memory.get_mut(&start) {
-                m[off..off + data.len()].copy_from_slice(data);
+                m.bytes[off..off + data.len()].copy_from_slice(data);
             }
         }
     }
@@ -254,6 +335,24 @@ impl SimApex {
     pub fn clock_gated(&self) -> bool {
         self.lock().gated
     }
+
+    /// What the chip's DMA reads at `device_address` now, through the page table (the zero page,
+    /// or the snapshot of a non-coherent mapping, as an instruction of the chip would see them);
+    /// an address that is not mapped is an error.
+    pub fn dma_read(&self, device_address: u64, len: usize) -> Result<Vec<u8>, String> {
+        as_device(|| {
+            let mut out = vec![0u8; len];
+            self.lock().read_device(device_address, &mut out)?;
+            Ok(out)
+        })
+    }
+
+    /// Writes as the chip's DMA would at `device_address`, through the page table (into the
+    /// shadow copy of a non-coherent mapping until its unmap); an address that is not mapped, or
+    /// mapped to the device only, is an error.
+    pub fn dma_write(&self, device_address: u64, data: &[u8]) -> Result<(), String> {
+        as_device(|| self.lock().write_device(device_address, data))
+    }
 }
 
 impl State {
@@ -261,11 +360,11 @@ impl State {
         self.violations.push(what);
     }
 
-    fn alloc_host(&mut self, len: usize) -> u64 {
+    fn alloc_host(&mut self, len: usize, coherent: bool) -> u64 {
         let len = (len.max(1) as u64).div_ceil(PAGE) * PAGE;
         let at = self.next_host;
         self.next_host += len + PAGE; // a guard page between allocations
-        self.memory.insert(at, vec![0u8; len as usize]);
+        self.memory.insert(at, Block::new(len as usize, coherent));
         at
     }
 
@@ -273,53 +372,124 @@ impl State {
     fn host(&self, address: u64, len: usize) -> Option<(u64, usize)> {
         let (&start, mem) = self.memory.range(..=address).next_back()?;
         let off = usize::try_from(address - start).ok()?;
-        off.checked_add(len).filter(|&end| end <= mem.len())?;
+        off.checked_add(len).filter(|&end| end <= mem.bytes.len())?;
         Some((start, off))
     }
 
-    /// Resolves a device address range through the page table to host memory.
-    fn device(&self, address: u64, len: usize, write: bool) -> Result<(u64, usize), String> {
-        let m = self
+    /// The mapping through which the chip reaches `len` bytes at device address `address`.
+    fn mapping(&self, address: u64, len: usize, write: bool) -> Result<usize, String> {
+        let k = self
             .maps
             .iter()
-            .find(|m| address >= m.device && address - m.device < m.size)
+            .position(|m| address >= m.device && address - m.device < m.size)
             .ok_or_else(|| format!("device address {address:#x} is not mapped (page fault)"))?;
+        let m = &self.maps[k];
         if address - m.device + len as u64 > m.size {
             return Err(format!("{len} bytes at {address:#x} run past the mapping at {:#x} (+{})", m.device, m.size));
         }
         if write && m.direction == ioctl::Direction::ToDevice as u64 {
             return Err(format!("the chip writes to {address:#x}, mapped host-to-device only"));
         }
-        self.host(m.host + (address - m.device), len)
-            .ok_or_else(|| format!("the mapping at {:#x} covers memory that was freed", m.device))
+        if !self.memory.contains_key(&m.block) {
+            return Err(format!("the mapping at {:#x} covers memory that was freed", m.device));
+        }
+        Ok(k)
     }
 
     /// Host memory behind `len` bytes at `offset` of a region (which may be a part of an
     /// allocation, such as the status block inside coherent memory); an access outside memory
-    /// the process owns is a violation.
-    fn host_access(&mut self, region: Region, offset: usize, len: usize, what: &str) -> Option<(u64, usize)> {
+    /// the process owns is a violation. The host touching memory while it is mapped for
+    /// streaming DMA is one too: a write under any mapping (the chip does not see it: the
+    /// zero page, or the snapshot taken at map time), a read under a mapping the chip may write
+    /// (its writes reach the host at the unmap).
+    fn host_access(&mut self, region: Region, offset: usize, len: usize, write: bool) -> Option<(u64, usize)> {
+        let what = if write { "write" } else { "read" };
         let found = check_access(region, offset, len)
             .then(|| self.host(region.address.checked_add(offset as u64)?, len))
             .flatten();
-        if found.is_none() {
+        let Some((start, off)) = found else {
             self.violation(format!(
                 "a host {what} of {len} bytes at offset {offset} of region {:#x} (+{}) outside memory the process owns",
                 region.address, region.len
             ));
+            return None;
+        };
+        let address = start + off as u64;
+        let clash = self.maps.iter().find(|m| {
+            !m.coherent && m.overlaps(address, len) && (write || m.direction != ioctl::Direction::ToDevice as u64)
+        });
+        if let Some(m) = clash {
+            let advice = if write {
+                "the chip does not see host writes made after the map: write the buffer, then map it"
+            } else {
+                "the chip's writes reach the host when the buffer is unmapped: unmap it, then read"
+            };
+            let device = m.device;
+            self.violation(format!(
+                "a host {what} of {len} bytes at {address:#x} while they are mapped for DMA at device address \
+                 {device:#x}; {advice}"
+            ));
         }
-        found
+        if write {
+            if let Some(b) = self.memory.get_mut(&start) {
+                for p in off / PAGE as usize..(off + len).div_ceil(PAGE as usize) {
+                    b.touched[p] = true;
+                }
+            }
+        }
+        Some((start, off))
     }
 
-    fn read_device(&self, address: u64, out: &mut [u8]) -> Result<(), String> {
-        let (start, off) = self.device(address, out.len(), false)?;
-        out.copy_from_slice(&self.memory[&start][off..off + out.len()]);
+    /// What the chip reads at a device address: through the shadow copy of a non-coherent
+    /// mapping, else host memory; zeros from pages pinned as the zero page.
+    fn read_device(&mut self, address: u64, out: &mut [u8]) -> Result<(), String> {
+        let k = self.mapping(address, out.len(), false)?;
+        let m = &self.maps[k];
+        let o = (address - m.device) as usize;
+        match &m.shadow {
+            Some(s) => out.copy_from_slice(&s[o..o + out.len()]),
+            None => {
+                let base = (m.host - m.block) as usize + o;
+                out.copy_from_slice(&self.memory[&m.block].bytes[base..base + out.len()]);
+            }
+        }
+        let mut zeros = false;
+        for (p, span) in spans(m.lead(), o, out.len()) {
+            if m.zero[p] {
+                out[span.start - o..span.end - o].fill(0);
+                zeros = true;
+            }
+        }
+        if zeros {
+            let device = m.device;
+            self.violation(format!(
+                "the chip read {} bytes at {address:#x} from a page the kernel pinned as its zero page: the buffer \
+                 at device address {device:#x} was mapped to the device before the host wrote it",
+                out.len()
+            ));
+        }
         Ok(())
     }
 
+    /// The chip writes at a device address: into the shadow copy of a non-coherent mapping,
+    /// else host memory.
     fn write_device(&mut self, address: u64, data: &[u8]) -> Result<(), String> {
-        let (start, off) = self.device(address, data.len(), true)?;
-        if let Some(m) = self.memory.get_mut(&start) {
-            m[off..off + data.len()].copy_from_slice(data);
+        let k = self.mapping(address, data.len(), true)?;
+        let m = &mut self.maps[k];
+        let o = (address - m.device) as usize;
+        match &mut m.shadow {
+            Some(s) => {
+                s[o..o + data.len()].copy_from_slice(data);
+                for (p, _) in spans(m.lead(), o, data.len()) {
+                    m.dirty[p] = true;
+                }
+            }
+            None => {
+                let base = (m.host - m.block) as usize + o;
+                if let Some(b) = self.memory.get_mut(&m.block) {
+                    b.bytes[base..base + data.len()].copy_from_slice(data);
+                }
+            }
         }
         Ok(())
     }
@@ -347,6 +517,9 @@ impl State {
         if size == 0 || device % PAGE != host % PAGE {
             return fail(self, format!("size {size}, host {host:#x} and device {device:#x} are not page-compatible"));
         }
+        if direction > 2 {
+            return fail(self, format!("DMA direction {direction} in the flags"));
+        }
         let end = device.checked_add(size);
         let in_simple = end.is_some_and(|e| e <= simple * PAGE);
         let in_extended =
@@ -357,15 +530,73 @@ impl State {
                 format!("device range {device:#x}+{size:#x} is in neither the simple nor the extended region"),
             );
         }
-        if self.host(host, size as usize).is_none() {
+        let Some((block, off)) = self.host(host, size as usize) else {
             return fail(self, format!("host range {host:#x}+{size:#x} is not memory of this process"));
-        }
+        };
         if self.maps.iter().any(|m| device < m.device + m.size && m.device < device + size) {
             return fail(self, format!("device range {device:#x}+{size:#x} overlaps an existing mapping"));
         }
-        self.maps.push(Mapping { device, size, host, direction });
+        let coherent_host = self.config.coherent;
+        let Some(b) = self.memory.get_mut(&block) else {
+            return fail(self, format!("host range {host:#x}+{size:#x} is not memory of this process"));
+        };
+        let (lead, size_b) = ((host % PAGE) as usize, size as usize);
+        let pages = (lead + size_b).div_ceil(PAGE as usize);
+        let first = off / PAGE as usize;
+        let mut zero = vec![false; pages];
+        if !b.coherent {
+            // get_user_pages: writable for a mapping the chip may write, which faults untouched
+            // pages in; read-only to the device, which leaves an untouched page the zero page.
+            for (p, z) in zero.iter_mut().enumerate() {
+                if direction == ioctl::Direction::ToDevice as u64 {
+                    *z = !b.touched[first + p];
+                } else {
+                    b.touched[first + p] = true;
+                }
+            }
+        }
+        let shadow = (!coherent_host && !b.coherent).then(|| {
+            let mut s = b.bytes[off..off + size_b].to_vec();
+            for (p, span) in spans(lead, 0, size_b) {
+                if zero[p] {
+                    s[span].fill(0);
+                }
+            }
+            s
+        });
+        let coherent = b.coherent;
+        self.maps.push(Mapping {
+            device,
+            size,
+            host,
+            direction,
+            block,
+            coherent,
+            zero,
+            shadow,
+            dirty: vec![false; pages],
+        });
         self.stats.maps += 1;
         Ok(())
+    }
+
+    /// Unmaps mapping `k`: on a non-coherent host, the pages the chip wrote reach host memory
+    /// now (dma_unmap_page of a mapping from the device).
+    fn unmap(&mut self, k: usize) {
+        let m = self.maps.remove(k);
+        self.stats.unmaps += 1;
+        let (Some(shadow), Some(b)) = (&m.shadow, self.memory.get_mut(&m.block)) else {
+            return;
+        };
+        if m.direction == ioctl::Direction::ToDevice as u64 {
+            return;
+        }
+        let base = (m.host - m.block) as usize;
+        for (p, span) in spans(m.lead(), 0, m.size as usize) {
+            if m.dirty[p] {
+                b.bytes[base + span.start..base + span.end].copy_from_slice(&shadow[span]);
+            }
+        }
     }
 
     fn csr_read(&self, offset: u32) -> u64 {
@@ -595,6 +826,10 @@ impl Sys for SimApex {
             if s.fds.get(&fd) != Some(&FdKind::Device) {
                 return Err(err(request.name, 25, "not the device node"));
             }
+            if ioctl::by_number(request.number).is_none() {
+                // gasket's permission check knows no such ioctl.
+                return Err(err(request.name, 1, "Operation not permitted"));
+            }
             if ioctl::by_number(request.number) != Some(request) || (request.size > 0 && arg.len() != request.size) {
                 s.violation(format!("{}: argument of {} bytes", request.name, arg.len()));
                 return Err(err(request.name, 22, "bad argument"));
@@ -619,15 +854,14 @@ impl Sys for SimApex {
                     s.partition = Some(size);
                 }
                 r if r == ioctl::MAP_BUFFER_FLAGS && !s.config.map_buffer_flags => {
-                    return Err(err(r.name, 25, "Inappropriate ioctl for device"));
+                    // An older gasket: an unknown ioctl, refused by its permission check.
+                    return Err(err(r.name, 1, "Operation not permitted"));
                 }
                 r if r == ioctl::MAP_BUFFER || r == ioctl::MAP_BUFFER_FLAGS => s.map(r, arg)?,
                 r if r == ioctl::UNMAP_BUFFER => {
                     let (size, device) = (ioctl::word(arg, 1), ioctl::word(arg, 3));
                     match s.maps.iter().position(|m| m.device == device && m.size == size) {
-                        Some(k) => {
-                            s.maps.remove(k);
-                        }
+                        Some(k) => s.unmap(k),
                         None => {
                             s.violation(format!("{}: no mapping of {size:#x} bytes at {device:#x}", r.name));
                             return Err(err(r.name, 22, "no such mapping"));
@@ -637,11 +871,23 @@ impl Sys for SimApex {
                 r if r == ioctl::CONFIG_COHERENT_ALLOCATOR => {
                     if ioctl::word(arg, 1) != 0 {
                         let size = ioctl::word(arg, 2) as usize;
-                        let at = s.alloc_host(size);
+                        let at = s.alloc_host(size, true);
                         s.coherent = Some(at);
                         arg[24..32].copy_from_slice(&COHERENT_DMA.to_le_bytes());
-                    } else if let Some(at) = s.coherent.take() {
-                        s.memory.remove(&at);
+                    } else {
+                        // gasket_free_coherent_memory: only the address it handed out.
+                        let dma = ioctl::word(arg, 3);
+                        if dma != COHERENT_DMA {
+                            s.violation(format!(
+                                "{}: disabled with DMA address {dma:#x}, not {COHERENT_DMA:#x} (the one returned at \
+                                 enable)",
+                                r.name
+                            ));
+                            return Err(err(r.name, 99, "Cannot assign requested address"));
+                        }
+                        if let Some(at) = s.coherent.take() {
+                            s.memory.remove(&at);
+                        }
                     }
                 }
                 r if r == ioctl::SET_EVENTFD => {
@@ -676,7 +922,7 @@ impl Sys for SimApex {
             }
             if offset == COHERENT_DMA {
                 if let Some(at) = s.coherent {
-                    if s.memory.get(&at).is_some_and(|m| len <= m.len()) {
+                    if s.memory.get(&at).is_some_and(|m| len <= m.bytes.len()) {
                         s.regions.insert(at, Backing::Memory);
                         return Ok(Region { address: at, len });
                     }
@@ -698,8 +944,8 @@ impl Sys for SimApex {
     fn alloc(&self, len: usize) -> Result<Region, SysError> {
         as_device(|| {
             let mut s = self.lock();
-            let at = s.alloc_host(len);
-            let len = s.memory[&at].len();
+            let at = s.alloc_host(len, false);
+            let len = s.memory[&at].bytes.len();
             Ok(Region { address: at, len })
         })
     }
@@ -721,8 +967,8 @@ impl Sys for SimApex {
                 return s.csr_read((base + offset as u64) as u32);
             }
             let mut b = [0u8; 8];
-            if let Some((start, off)) = s.host_access(region, offset, 8, "read") {
-                b.copy_from_slice(&s.memory[&start][off..off + 8]);
+            if let Some((start, off)) = s.host_access(region, offset, 8, false) {
+                b.copy_from_slice(&s.memory[&start].bytes[off..off + 8]);
             }
             u64::from_le_bytes(b)
         })
@@ -744,8 +990,8 @@ impl Sys for SimApex {
     fn read(&self, region: Region, offset: usize, out: &mut [u8]) {
         as_device(|| {
             let mut s = self.lock();
-            if let Some((start, off)) = s.host_access(region, offset, out.len(), "read") {
-                out.copy_from_slice(&s.memory[&start][off..off + out.len()]);
+            if let Some((start, off)) = s.host_access(region, offset, out.len(), false) {
+                out.copy_from_slice(&s.memory[&start].bytes[off..off + out.len()]);
             }
         })
     }

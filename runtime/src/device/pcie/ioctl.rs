@@ -126,11 +126,23 @@ pub enum Direction {
 /// Encodes `u64` fields into an argument of `size` bytes.
 pub fn words(fields: &[u64], size: usize) -> Vec<u8> {
     let mut b = vec![0u8; size];
-    for (chunk, v) in b.chunks_mut(8).zip(fields) {
+    encode(fields, &mut b);
+    b
+}
+
+/// Encodes `u64` fields into an argument of `N` bytes on the stack (the ioctls of every
+/// request: no allocation).
+pub fn fields<const N: usize>(fields: &[u64]) -> [u8; N] {
+    let mut b = [0u8; N];
+    encode(fields, &mut b);
+    b
+}
+
+fn encode(fields: &[u64], out: &mut [u8]) {
+    for (chunk, v) in out.chunks_mut(8).zip(fields) {
         let n = chunk.len();
         chunk.copy_from_slice(&v.to_le_bytes()[..n]);
     }
-    b
 }
 
 /// Reads `u64` field `k` of an argument (0 past its end).
@@ -144,14 +156,19 @@ pub fn word(arg: &[u8], k: usize) -> u64 {
 }
 
 /// A `gasket_page_table_ioctl` (map, unmap, partition): page table 0.
-pub fn page_table(size: u64, host_address: u64, device_address: u64) -> Vec<u8> {
-    words(&[0, size, host_address, device_address], PAGE_TABLE_SIZE)
+pub fn page_table(size: u64, host_address: u64, device_address: u64) -> [u8; PAGE_TABLE_SIZE] {
+    fields(&[0, size, host_address, device_address])
 }
 
 /// A `gasket_page_table_ioctl_flags` with the DMA direction in bits 2:1.
-pub fn page_table_flags(size: u64, host_address: u64, device_address: u64, direction: Direction) -> Vec<u8> {
+pub fn page_table_flags(
+    size: u64,
+    host_address: u64,
+    device_address: u64,
+    direction: Direction,
+) -> [u8; PAGE_TABLE_FLAGS_SIZE] {
     let flags = (direction as u64) << 1;
-    words(&[0, size, host_address, device_address, flags], PAGE_TABLE_FLAGS_SIZE)
+    fields(&[0, size, host_address, device_address, flags])
 }
 
 /// The `performance` value of the performance-expectation ioctl.

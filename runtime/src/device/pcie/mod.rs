@@ -54,22 +54,37 @@ impl Default for ApexOptions {
 struct Buffer {
     region: Region,
     device: u64,
+    /// Bytes mapped (whole pages).
     size: u64,
+    /// Bytes in use (an instruction chunk's length, for its queue descriptor).
+    len: u64,
 }
 
-/// A program's buffers on this device.
+/// A program's buffers on this device. Each is allocated once, at a device address of its own,
+/// so that the instructions are linked once. gasket maps with streaming DMA and pins buffers
+/// going to the device read-only (PROTOCOL.md §7.1), so, as libedgetpu does, the parameters are
+/// written and then mapped once, and everything else is written, then mapped for each request
+/// and unmapped when it completes: on a host whose PCIe is not cache-coherent, the map is where
+/// the chip gets to see the host's writes and the unmap where the host gets to see the chip's.
 #[derive(Debug, Default)]
 struct Mapped {
-    /// Per executable (caching first when present): instructions, inputs, outputs.
+    /// Per executable (caching first when present).
     exes: Vec<MappedExe>,
+    /// Every buffer allocated (freed at release).
     all: Vec<Buffer>,
+    /// The buffers mapped for the program's life (the parameters).
+    resident: Vec<Buffer>,
 }
 
 #[derive(Debug, Default)]
 struct MappedExe {
-    instructions: Vec<Buffer>,
     inputs: Vec<Buffer>,
     outputs: Vec<Buffer>,
+    /// The instruction chunks, in queue order (written once, at prepare).
+    instructions: Vec<Buffer>,
+    /// What a request maps, in order (its data, then its instructions, as libedgetpu), and
+    /// unmaps once it completes.
+    request: Vec<(Buffer, Direction)>,
 }
 
 /// The interrupts the open sequence bound to eventfds, each read by a thread of its own (as
@@ -89,6 +104,9 @@ struct InterruptCounts {
     counts: Mutex<([u64; 13], Option<Error>)>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Readers whose threads run, and its condition.
+    running: Mutex<usize>,
+    started: Condvar,
 }
 
 /// How long a reader waits on its eventfd before it checks whether to stop.
@@ -96,9 +114,12 @@ const READER_POLL: Duration = Duration::from_millis(20);
 
 impl Interrupts {
     fn start(&mut self, sys: &Arc<dyn Sys>, name: &str) {
+        let mut spawned = 0;
         for &(interrupt, fd) in &self.fds {
             let (sys, shared, name) = (sys.clone(), self.shared.clone(), name.to_string());
             let reader = std::thread::Builder::new().name(format!("apex-interrupt-{interrupt}")).spawn(move || {
+                *shared.running.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                shared.started.notify_all();
                 while !shared.stop.load(Ordering::Relaxed) {
                     let n = match sys.wait_event(fd, READER_POLL) {
                         Ok(n) => n,
@@ -122,7 +143,14 @@ impl Interrupts {
             });
             if let Ok(r) = reader {
                 self.readers.push(r);
+                spawned += 1;
             }
+        }
+        // Wait for every reader to run, so that the threads' own start-up (which allocates) is
+        // over before the first request.
+        let mut running = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        while *running < spawned {
+            running = self.shared.started.wait(running).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -183,7 +211,10 @@ pub struct ApexAccelerator {
     /// The device node's descriptor (registers, mappings, interrupts).
     fd: Fd,
     csrs: Csrs,
+    /// The coherent memory, mapped into this process.
     coherent: Option<Region>,
+    /// The DMA address the coherent allocator returned at enable (disabling it takes it back).
+    coherent_dma: Option<u64>,
     queue: [Buffer; 2],
     interrupts: Interrupts,
     /// Interrupt counts already handled.
@@ -254,7 +285,8 @@ impl ApexAccelerator {
             node: node.to_path_buf(),
             fd,
             coherent: None,
-            queue: [Buffer { region: none, device: 0, size: 0 }; 2],
+            coherent_dma: None,
+            queue: [Buffer { region: none, device: 0, size: 0, len: 0 }; 2],
             interrupts: Interrupts::default(),
             handled: [0; 13],
             tail: 0,
@@ -291,9 +323,8 @@ impl ApexAccelerator {
         &self.node
     }
 
-    fn ioctl(&self, request: ioctl::Ioctl, mut arg: Vec<u8>) -> Result<Vec<u8>> {
-        self.sys.ioctl(self.fd, request, &mut arg).map_err(|e| sys_err(&self.csrs.name, e, request.name))?;
-        Ok(arg)
+    fn ioctl(&self, request: ioctl::Ioctl, arg: &mut [u8]) -> Result<()> {
+        self.sys.ioctl(self.fd, request, arg).map_err(|e| sys_err(&self.csrs.name, e, request.name))
     }
 
     fn open_sequence(&mut self) -> Result<()> {
@@ -326,7 +357,7 @@ impl ApexAccelerator {
             ));
         }
         self.csrs.write_csr(csr::DMA_BURST_LIMITER, 0)?;
-        self.ioctl(ioctl::PARTITION_PAGE_TABLE, ioctl::page_table(SIMPLE_ENTRIES, 0, 0))?;
+        self.ioctl(ioctl::PARTITION_PAGE_TABLE, &mut ioctl::page_table(SIMPLE_ENTRIES, 0, 0))?;
         for interrupt in BOUND_INTERRUPTS {
             let fd = self.sys.eventfd().map_err(|e| sys_err(&self.csrs.name, e, "creating an eventfd"))?;
             self.interrupts.fds.push((interrupt, fd));
@@ -335,8 +366,10 @@ impl ApexAccelerator {
         if self.csrs.read_csr(csr::INSTRUCTION_QUEUE_DESCRIPTOR_SIZE)? != 16 {
             return Err(Error::pci(self.name(), ErrorKind::Protocol, "the queue descriptor size is not 16 bytes"));
         }
-        let cfg = self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, ioctl::words(&[0, 1, COHERENT_BYTES, 0], 32))?;
+        let mut cfg = ioctl::fields::<{ ioctl::COHERENT_SIZE }>(&[0, 1, COHERENT_BYTES, 0]);
+        self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, &mut cfg)?;
         let dma = ioctl::word(&cfg, 3);
+        self.coherent_dma = Some(dma);
         let coherent = self
             .sys
             .mmap(self.fd, dma, COHERENT_BYTES as usize)
@@ -345,8 +378,8 @@ impl ApexAccelerator {
         let ring = Region { address: coherent.address, len: (RING * 16) as usize };
         let status = Region { address: coherent.address + RING * 16, len: PAGE as usize };
         self.queue = [
-            Buffer { region: ring, device: 0, size: RING * 16 },
-            Buffer { region: status, device: RING * 16, size: PAGE },
+            Buffer { region: ring, device: 0, size: RING * 16, len: RING * 16 },
+            Buffer { region: status, device: RING * 16, size: PAGE, len: PAGE },
         ];
         for b in self.queue {
             self.map(b, Direction::Bidirectional)?;
@@ -361,7 +394,7 @@ impl ApexAccelerator {
         sequence::run_control(&mut self.csrs, sequence::RUN)?;
         self.csrs.write_csr(csr::STATUS_BLOCK_UPDATE, 0)?;
         for &(interrupt, fd) in &self.interrupts.fds {
-            self.ioctl(ioctl::SET_EVENTFD, ioctl::words(&[interrupt, fd as u64], ioctl::EVENTFD_SIZE))?;
+            self.ioctl(ioctl::SET_EVENTFD, &mut ioctl::fields::<{ ioctl::EVENTFD_SIZE }>(&[interrupt, fd as u64]))?;
         }
         self.interrupts.start(&self.sys, &self.csrs.name);
         self.csrs.write_csr(csr::SC_HOST_INT_CONTROL, 0xF)?;
@@ -383,65 +416,79 @@ impl ApexAccelerator {
         Ok(())
     }
 
-    /// Maps a buffer, with `MAP_BUFFER_FLAGS` or, on kernels without it, `MAP_BUFFER`.
+    /// Maps a buffer, with `MAP_BUFFER_FLAGS`; when the kernel refuses it (an older gasket
+    /// answers EPERM to an ioctl it does not know), with `MAP_BUFFER` from then on, as
+    /// libedgetpu does. A buffer going to the device must be written before: gasket pins it
+    /// read-only, and a page never written would be the kernel's zero page. No allocation: the
+    /// argument is on the stack (a request maps its buffers).
     fn map(&mut self, b: Buffer, direction: Direction) -> Result<()> {
         if self.map_flags {
-            let arg = ioctl::page_table_flags(b.size, b.region.address, b.device, direction);
-            match self.sys.ioctl(self.fd, ioctl::MAP_BUFFER_FLAGS, &mut arg.clone()) {
+            let mut arg = ioctl::page_table_flags(b.size, b.region.address, b.device, direction);
+            match self.sys.ioctl(self.fd, ioctl::MAP_BUFFER_FLAGS, &mut arg) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.errno == 25 => self.map_flags = false,
-                Err(e) => return Err(sys_err(&self.csrs.name, e, "GASKET_IOCTL_MAP_BUFFER_FLAGS")),
+                Err(e) => {
+                    log::info!(
+                        "{}: {e}; the driver lacks DMA directions, mapping with GASKET_IOCTL_MAP_BUFFER from now on",
+                        self.info.name
+                    );
+                    self.map_flags = false;
+                }
             }
         }
-        self.ioctl(ioctl::MAP_BUFFER, ioctl::page_table(b.size, b.region.address, b.device)).map(drop)
+        self.ioctl(ioctl::MAP_BUFFER, &mut ioctl::page_table(b.size, b.region.address, b.device))
     }
 
     fn unmap(&self, b: Buffer) -> Result<()> {
-        self.ioctl(ioctl::UNMAP_BUFFER, ioctl::page_table(b.size, b.region.address, b.device)).map(drop)
+        self.ioctl(ioctl::UNMAP_BUFFER, &mut ioctl::page_table(b.size, b.region.address, b.device))
     }
 
-    /// Host memory of `len` bytes (or one page), mapped in the extended region.
-    fn buffer(&mut self, len: usize, direction: Direction, all: &mut Vec<Buffer>) -> Result<Buffer> {
+    /// Host memory of `len` bytes (or one page), at device addresses of its own in the extended
+    /// region (not mapped yet).
+    fn buffer(&mut self, len: usize, all: &mut Vec<Buffer>) -> Result<Buffer> {
         let region = self.sys.alloc(len.max(1)).map_err(|e| sys_err(&self.csrs.name, e, "allocating a DMA buffer"))?;
         let size = (region.len as u64).div_ceil(PAGE) * PAGE;
-        let b = Buffer { region, device: self.next_device, size };
+        let b = Buffer { region, device: self.next_device, size, len: len as u64 };
         self.next_device += size;
-        if let Err(e) = self.map(b, direction) {
-            self.sys.free(region);
-            return Err(e);
-        }
         all.push(b);
         Ok(b)
     }
 
-    /// Allocates, maps and links the buffers of one executable.
-    fn map_exe(&mut self, p: &PreparedExecutable, params: &[u8], all: &mut Vec<Buffer>) -> Result<MappedExe> {
+    /// Allocates the buffers of one executable, links its instructions with their device
+    /// addresses and writes them; writes and maps its parameters.
+    fn map_exe(&mut self, p: &PreparedExecutable, params: &[u8], mapped: &mut Mapped) -> Result<MappedExe> {
         let mut m = MappedExe::default();
         let mut addr = BufferAddresses::default();
         if !params.is_empty() {
-            let b = self.buffer(params.len(), Direction::ToDevice, all)?;
+            let b = self.buffer(params.len(), &mut mapped.all)?;
             self.sys.write(b.region, 0, params);
+            self.map(b, Direction::ToDevice)?;
+            mapped.resident.push(b);
             addr.parameters = Some(b.device);
         }
-        if !p.scratch.is_empty() {
-            addr.scratch = Some(self.buffer(p.scratch.len(), Direction::Bidirectional, all)?.device);
-        }
         for (k, buf) in p.inputs.iter().enumerate() {
-            let b = self.buffer(buf.len(), Direction::ToDevice, all)?;
+            let b = self.buffer(buf.len(), &mut mapped.all)?;
             let (name, batch, _) = &p.addresses.inputs[k];
             addr.inputs.push((name.clone(), *batch, b.device));
             m.inputs.push(b);
+            m.request.push((b, Direction::ToDevice));
         }
         for (k, buf) in p.outputs.iter().enumerate() {
-            let b = self.buffer(buf.len(), Direction::FromDevice, all)?;
+            let b = self.buffer(buf.len(), &mut mapped.all)?;
             let (name, batch, _) = &p.addresses.outputs[k];
             addr.outputs.push((name.clone(), *batch, b.device));
             m.outputs.push(b);
+            m.request.push((b, Direction::FromDevice));
+        }
+        if !p.scratch.is_empty() {
+            let b = self.buffer(p.scratch.len(), &mut mapped.all)?;
+            addr.scratch = Some(b.device);
+            m.request.push((b, Direction::Bidirectional));
         }
         for chunk in p.relink(&addr)? {
-            let b = self.buffer(chunk.len(), Direction::ToDevice, all)?;
+            let b = self.buffer(chunk.len(), &mut mapped.all)?;
             self.sys.write(b.region, 0, &chunk);
-            m.instructions.push(Buffer { size: chunk.len() as u64, ..b });
+            m.instructions.push(b);
+            m.request.push((b, Direction::ToDevice));
         }
         Ok(m)
     }
@@ -454,7 +501,7 @@ impl ApexAccelerator {
         let mut mapped = Mapped::default();
         let mut result = Ok(());
         for p in program.caching.iter().chain([&program.main]) {
-            match self.map_exe(p, &bytes[p.parameters.clone()], &mut mapped.all) {
+            match self.map_exe(p, &bytes[p.parameters.clone()], &mut mapped) {
                 Ok(m) => mapped.exes.push(m),
                 Err(e) => {
                     result = Err(e);
@@ -463,7 +510,7 @@ impl ApexAccelerator {
             }
         }
         if let Err(e) = result {
-            self.release_buffers(&mapped.all);
+            let _ = self.release(&mapped);
             return Err(e);
         }
         self.programs.insert(program.id, mapped);
@@ -499,24 +546,60 @@ impl ApexAccelerator {
                     pc.parameters.len(),
                     program.token
                 );
-                self.submit(program.id, 0)?;
+                if let Err(e) = self.request(program, 0, false) {
+                    self.residency.clear();
+                    return Err(e);
+                }
                 self.residency.loaded(program.token, program.caching_key);
             }
         }
-        let main = usize::from(has_caching);
-        let mapped = &self.programs[&program.id].exes[main];
-        for (b, data) in mapped.inputs.iter().zip(&program.main.inputs) {
-            self.sys.write(b.region, 0, data);
-        }
-        if let Err(e) = self.submit(program.id, main) {
+        if let Err(e) = self.request(program, usize::from(has_caching), true) {
             self.residency.clear();
             return Err(e);
         }
-        let mapped = &self.programs[&program.id].exes[main];
-        for (b, data) in mapped.outputs.iter().zip(program.main.outputs.iter_mut()) {
-            self.sys.read(b.region, 0, data);
-        }
         Ok(info)
+    }
+
+    /// One request of executable `exe` of a program: the inputs written (the main executable),
+    /// the request's buffers mapped, its instruction chunks queued and its completion awaited,
+    /// the buffers unmapped (after a failure too), then the outputs read (the main executable).
+    fn request(&mut self, program: &mut Program, exe: usize, main: bool) -> Result<()> {
+        let id = program.id;
+        if main {
+            for (k, data) in program.main.inputs.iter().enumerate() {
+                let b = self.programs[&id].exes[exe].inputs[k];
+                self.sys.write(b.region, 0, data);
+            }
+        }
+        let n = self.programs[&id].exes[exe].request.len();
+        let mut mapped = 0;
+        let mut result = Ok(());
+        while mapped < n {
+            let (b, direction) = self.programs[&id].exes[exe].request[mapped];
+            if let Err(e) = self.map(b, direction) {
+                result = Err(e);
+                break;
+            }
+            mapped += 1;
+        }
+        if result.is_ok() {
+            result = self.submit(id, exe);
+        }
+        for k in 0..mapped {
+            let (b, _) = self.programs[&id].exes[exe].request[k];
+            let unmapped = self.unmap(b);
+            if result.is_ok() {
+                result = unmapped;
+            }
+        }
+        result?;
+        if main {
+            for (k, data) in program.main.outputs.iter_mut().enumerate() {
+                let b = self.programs[&id].exes[exe].outputs[k];
+                self.sys.read(b.region, 0, data);
+            }
+        }
+        Ok(())
     }
 
     /// Queues the instruction chunks of executable `exe` of a program and waits for its
@@ -533,7 +616,7 @@ impl ApexAccelerator {
             }
             let mut d = [0u8; 16];
             d[..8].copy_from_slice(&c.device.to_le_bytes());
-            d[8..12].copy_from_slice(&(c.size as u32).to_le_bytes());
+            d[8..12].copy_from_slice(&(c.len as u32).to_le_bytes());
             self.sys.write(self.queue[0].region, (self.tail * 16) as usize, &d);
             self.tail = next;
             self.csrs.write_csr(csr::INSTRUCTION_QUEUE_TAIL, self.tail)?;
@@ -627,11 +710,19 @@ impl ApexAccelerator {
         }
     }
 
-    fn release_buffers(&self, buffers: &[Buffer]) {
-        for b in buffers {
-            let _ = self.unmap(*b);
+    /// Unmaps a program's resident buffers and frees all of them.
+    fn release(&self, mapped: &Mapped) -> Result<()> {
+        let mut first = Ok(());
+        for b in &mapped.resident {
+            let r = self.unmap(*b);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        for b in &mapped.all {
             self.sys.free(b.region);
         }
+        first
     }
 
     /// The close sequence (PROTOCOL.md §7), best effort: every step runs even when an earlier
@@ -674,11 +765,15 @@ impl ApexAccelerator {
                 keep(self.unmap(b));
             }
             self.sys.munmap(c);
-            keep(self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, ioctl::words(&[0, 0, COHERENT_BYTES, 0], 32)).map(drop));
+        }
+        if let Some(dma) = self.coherent_dma.take() {
+            // gasket frees the coherent memory only given the DMA address it returned at enable.
+            let mut arg = ioctl::fields::<{ ioctl::COHERENT_SIZE }>(&[0, 0, COHERENT_BYTES, dma]);
+            keep(self.ioctl(ioctl::CONFIG_COHERENT_ALLOCATOR, &mut arg));
         }
         let programs: Vec<Mapped> = self.programs.drain().map(|(_, m)| m).collect();
         for m in programs {
-            self.release_buffers(&m.all);
+            keep(self.release(&m));
         }
         for page in self.csrs.pages {
             if page.len > 0 {
