@@ -43,6 +43,12 @@ fn json_of_a_partly_mapped_model() {
     let not_checked: Vec<&str> = doc["not_checked"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(not_checked.iter().any(|s| s.starts_with("operator versions") && s.contains("never predicted")), "{doc}");
     assert!(ops.iter().all(|op| op["category"] != "version_not_supported"));
+    // So are operators beyond Coral's table and the target runtime version.
+    assert!(
+        not_checked.iter().any(|s| s.starts_with("support beyond Coral's table") && s.contains("docs/edgetpu-ops.md")),
+        "{doc}"
+    );
+    assert!(not_checked.iter().any(|s| s.starts_with("the runtime version") && s.contains("(-m)")), "{doc}");
 }
 
 #[test]

@@ -36,14 +36,22 @@
 //!    times more). It is compared with the 8 MiB on-chip memory to say whether the parameters
 //!    would be cached on chip or streamed over USB.
 //!
+//! The operator list is [`SUPPORTED_OPERATIONS`], Coral's table; `docs/edgetpu-ops.md` in the
+//! repository gives every row with its limits, the compiler release that added it where a source
+//! says so, and the sources.
+//!
 //! What is not checked ([`NOT_CHECKED`], also in every [`CheckReport`]): operator versions, since
 //! Coral documents no highest version per operator and compiler, so "Operation version not
-//! supported" (seen from compiler 14.1) is never predicted; and size- and precision-dependent
+//! supported" (seen from compiler 14.1) is never predicted; size- and precision-dependent
 //! rejections (a large `RESHAPE` or `CONCATENATION`, a resize whose precision loss the compiler
 //! judges too high) that the compiler reports as "Operation is otherwise supported, but not
-//! mapped due to some unspecified limitation".
+//! mapped due to some unspecified limitation"; support beyond Coral's table (an operator missing
+//! from it, such as `TILE`, is predicted on the CPU, with what depends on its result after Edge
+//! TPU operators); and the runtime version a model is compiled for (`-m`): the prediction is for
+//! compiler 16's default, without the narrower limits the table gives for older runtimes.
 
 use crate::check_rules::{op_rule, Unmapped};
+pub use crate::check_rules::{SupportedOperation, SUPPORTED_OPERATIONS};
 use edgetpu::model::{OpKind, TensorType};
 use edgetpu::package::{Package, CUSTOM_OP_CODE, ON_CHIP_MEMORY_BYTES};
 use edgetpu::{Model, Operator, Subgraph};
@@ -58,6 +66,11 @@ pub const NOT_CHECKED: &[&str] = &[
      is never predicted",
     "size- and precision-dependent limits, reported as \"unspecified limitation\" (a large RESHAPE or \
      CONCATENATION, a resize the compiler judges too imprecise)",
+    "support beyond Coral's table of supported operations (docs/edgetpu-ops.md): an operator missing \
+     from it, such as TILE or GATHER, is predicted on the CPU, and so is what depends on its result after Edge TPU operators",
+    "the runtime version the model is compiled for (-m): the prediction is for compiler 16's default, \
+     without the narrower limits Coral's table gives for older runtimes (MEAN and PAD on x and y only, \
+     SQUEEZE of leading 1s only)",
 ];
 
 /// Options of [`check`].
@@ -120,11 +133,12 @@ impl Category {
     ];
 
     /// The status text of the category. For the first nine categories but
-    /// [`Category::UnsupportedOperation`] and [`Category::DynamicShape`] this is the compiler's
-    /// own wording, as found in real `*_edgetpu.log` files and logs quoted in Coral's issue
-    /// tracker ([`Category::NonConstantParameter`]: compiler 2.0 in google-coral/edgetpu#25);
-    /// those two use the closest wording known, as no collected log shows them (operators
-    /// outside the list failed the data-type rule first in every log).
+    /// [`Category::DynamicShape`] this is the compiler's own wording, as found in real
+    /// `*_edgetpu.log` files and logs quoted in Coral's issue tracker
+    /// ([`Category::NonConstantParameter`]: compiler 2.0 in google-coral/edgetpu#25;
+    /// [`Category::UnsupportedOperation`]: `TRANSPOSE` under compilers 14.1 and 15, before
+    /// compiler 16 added it, in google-coral/edgetpu#242 and #342); that one uses the closest
+    /// wording known, as no collected log shows it.
     pub fn status(self) -> &'static str {
         match self {
             Category::Mapped => "Mapped to Edge TPU",

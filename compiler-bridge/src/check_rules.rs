@@ -3,7 +3,8 @@
 //!
 //! The rules follow Coral's list of supported operations and model requirements (8-bit tensors,
 //! static shapes, constant parameters, at most three non-unit innermost dimensions, per-operator
-//! limits), checked in the order the compiler's logs suggest: a float tensor is reported as an
+//! limits; `docs/edgetpu-ops.md` has the table with its sources and the rule and test of each
+//! limit), checked in the order the compiler's logs suggest: a float tensor is reported as an
 //! unsupported data type before anything else (float `RESHAPE`, `ARG_MAX` with an int32 output,
 //! `DEQUANTIZE` and float custom ops all get that status in real logs). The one exception is a
 //! weights or bias input that is not constant, reported first as such, whatever its type.
@@ -36,49 +37,83 @@ fn limit(detail: impl Into<String>) -> Result<(), Unmapped> {
     unmapped(Category::Limitation, detail)
 }
 
-/// The TFLite builtin operators of Coral's supported-operations table.
-pub(crate) const SUPPORTED_OPS: &[&str] = &[
-    "ADD",
-    "AVERAGE_POOL_2D",
-    "CONCATENATION",
-    "CONV_2D",
-    "DEPTHWISE_CONV_2D",
-    "EXPAND_DIMS",
-    "FULLY_CONNECTED",
-    "L2_NORMALIZATION",
-    "LOGISTIC",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM",
-    "MAXIMUM",
-    "MAX_POOL_2D",
-    "MEAN",
-    "MINIMUM",
-    "MUL",
-    "PACK",
-    "PAD",
-    "PRELU",
-    "QUANTIZE",
-    "REDUCE_MAX",
-    "REDUCE_MIN",
-    "RELU",
-    "RELU6",
-    "RELU_N1_TO_1",
-    "RESHAPE",
-    "RESIZE_BILINEAR",
-    "RESIZE_NEAREST_NEIGHBOR",
-    "RSQRT",
-    "SLICE",
-    "SOFTMAX",
-    "SPACE_TO_DEPTH",
-    "SPLIT",
-    "SQUEEZE",
-    "STRIDED_SLICE",
-    "SUB",
-    "SUM",
-    "SQUARED_DIFFERENCE",
-    "TANH",
-    "TRANSPOSE",
-    "TRANSPOSE_CONV",
+/// One row of Coral's table of supported operations ("TensorFlow models on the Edge TPU",
+/// coral.ai/docs/edgetpu/models-intro/#supported-operations). `docs/edgetpu-ops.md` holds the
+/// table with its limits and the sources for each row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedOperation {
+    /// The TFLite builtin operator, as model files and compiler logs name it.
+    pub builtin: &'static str,
+    /// The operation's name in Coral's table.
+    pub coral_name: &'static str,
+    /// The compiler release that added the operation, where a source says so: `"before 2.0"` for
+    /// the rows of the first published table (2019), a compiler version otherwise; `None` where
+    /// no source gives it.
+    pub added_in: Option<&'static str>,
+}
+
+const fn row(builtin: &'static str, coral_name: &'static str, added_in: Option<&'static str>) -> SupportedOperation {
+    SupportedOperation { builtin, coral_name, added_in }
+}
+
+/// In the first published table (2019), before compiler 2.0.
+const FIRST_TABLE: Option<&str> = Some("before 2.0");
+/// Release notes of runtime 13 and compiler 2.0.291256449 (January 2020).
+const V2_0_291256449: Option<&str> = Some("2.0.291256449");
+
+/// Coral's table of supported operations, in the table's order. An operator that is not here
+/// stays on the CPU.
+///
+/// The LSTM row is the TFLite `UNIDIRECTIONAL_SEQUENCE_LSTM` ("unidirectional LSTM only"; the
+/// compiled Keras LSTM of the test data maps it); the older TFLite `LSTM` builtin is not taken as
+/// part of the row, as no source says the compiler maps it.
+pub const SUPPORTED_OPERATIONS: &[SupportedOperation] = &[
+    row("ADD", "Add", FIRST_TABLE),
+    row("AVERAGE_POOL_2D", "AveragePool2d", FIRST_TABLE),
+    row("CONCATENATION", "Concatenation", FIRST_TABLE),
+    row("CONV_2D", "Conv2d", FIRST_TABLE),
+    row("DEPTHWISE_CONV_2D", "DepthwiseConv2d", FIRST_TABLE),
+    row("EXPAND_DIMS", "ExpandDims", V2_0_291256449),
+    row("FULLY_CONNECTED", "FullyConnected", FIRST_TABLE),
+    row("L2_NORMALIZATION", "L2Normalization", FIRST_TABLE),
+    row("LOGISTIC", "Logistic", FIRST_TABLE),
+    row("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", None),
+    row("MAXIMUM", "Maximum", FIRST_TABLE),
+    row("MAX_POOL_2D", "MaxPool2d", FIRST_TABLE),
+    row("MEAN", "Mean", FIRST_TABLE),
+    row("MINIMUM", "Minimum", FIRST_TABLE),
+    row("MUL", "Mul", FIRST_TABLE),
+    row("PACK", "Pack", V2_0_291256449),
+    row("PAD", "Pad", FIRST_TABLE),
+    row("PRELU", "PReLU", None),
+    row("QUANTIZE", "Quantize", V2_0_291256449),
+    row("REDUCE_MAX", "ReduceMax", None),
+    row("REDUCE_MIN", "ReduceMin", None),
+    row("RELU", "ReLU", FIRST_TABLE),
+    row("RELU6", "ReLU6", FIRST_TABLE),
+    row("RELU_N1_TO_1", "ReLUN1To1", FIRST_TABLE),
+    row("RESHAPE", "Reshape", FIRST_TABLE),
+    row("RESIZE_BILINEAR", "ResizeBilinear", FIRST_TABLE),
+    row("RESIZE_NEAREST_NEIGHBOR", "ResizeNearestNeighbor", FIRST_TABLE),
+    row("RSQRT", "Rsqrt", None),
+    row("SLICE", "Slice", FIRST_TABLE),
+    row("SOFTMAX", "Softmax", FIRST_TABLE),
+    row("SPACE_TO_DEPTH", "SpaceToDepth", FIRST_TABLE),
+    row("SPLIT", "Split", FIRST_TABLE),
+    row("SQUEEZE", "Squeeze", FIRST_TABLE),
+    row("STRIDED_SLICE", "StridedSlice", FIRST_TABLE),
+    row("SUB", "Sub", FIRST_TABLE),
+    row("SUM", "Sum", V2_0_291256449),
+    row("SQUARED_DIFFERENCE", "Squared-difference", None),
+    row("TANH", "Tanh", FIRST_TABLE),
+    row("TRANSPOSE", "Transpose", Some("16.0")),
+    row("TRANSPOSE_CONV", "TransposeConv", V2_0_291256449),
 ];
+
+/// Whether `name` is a TFLite builtin of Coral's table.
+fn is_supported(name: &str) -> bool {
+    SUPPORTED_OPERATIONS.iter().any(|s| s.builtin == name)
+}
 
 /// Largest softmax axis the documentation allows.
 const SOFTMAX_MAX_ELEMENTS: i64 = 16_000;
@@ -147,13 +182,14 @@ pub(crate) fn op_rule(model: &Model, sg: &Subgraph, op: &Operator) -> Result<(),
     // an int32 activation.
     constant_parameters(name, sg, op)?;
     data_types(name, sg, op)?;
-    if !SUPPORTED_OPS.contains(&name) {
+    if !is_supported(name) {
         let custom = matches!(model.opcode(op).kind, edgetpu::model::OpKind::Custom(_));
         let what = if custom { "custom operator" } else { "builtin operator" };
-        return unmapped(
-            Category::UnsupportedOperation,
-            format!("{what} {name} is not in the Edge TPU's list of supported operations"),
-        );
+        let mut detail = format!("{what} {name} is not in the Edge TPU's list of supported operations");
+        if name == "BIDIRECTIONAL_SEQUENCE_LSTM" {
+            detail.push_str(" (its LSTM row is for unidirectional LSTM only)");
+        }
+        return unmapped(Category::UnsupportedOperation, detail);
     }
     static_shapes(sg, op)?;
     ranks(sg, op)?;

@@ -1,6 +1,6 @@
 //! A small writer of TFLite flatbuffers for tests: enough of the schema (tensors with shapes,
-//! types, per-tensor quantization and constant data; builtin and custom operators with a few
-//! scalar options) to assemble graphs that exercise the checker's rules.
+//! types, per-tensor quantization, constant data and the variable flag; builtin and custom
+//! operators with a few scalar options) to assemble graphs that exercise the checker's rules.
 
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
@@ -8,26 +8,71 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 pub const F32: i8 = 0;
 pub const I32: i8 = 2;
 pub const U8: i8 = 3;
+pub const I16: i8 = 7;
 pub const I8: i8 = 9;
 
 /// TFLite builtin operator numbers used by the tests.
 pub mod op {
     pub const ADD: i32 = 0;
+    pub const AVERAGE_POOL_2D: i32 = 1;
     pub const CONCATENATION: i32 = 2;
     pub const CONV_2D: i32 = 3;
     pub const DEPTHWISE_CONV_2D: i32 = 4;
     pub const DEQUANTIZE: i32 = 6;
     pub const FULLY_CONNECTED: i32 = 9;
+    pub const L2_NORMALIZATION: i32 = 11;
     pub const LOGISTIC: i32 = 14;
     pub const MAX_POOL_2D: i32 = 17;
+    pub const MUL: i32 = 18;
+    pub const RELU: i32 = 19;
+    pub const RELU_N1_TO_1: i32 = 20;
+    pub const RELU6: i32 = 21;
     pub const RESHAPE: i32 = 22;
+    pub const RESIZE_BILINEAR: i32 = 23;
     pub const SOFTMAX: i32 = 25;
+    pub const SPACE_TO_DEPTH: i32 = 26;
+    pub const TANH: i32 = 28;
     pub const PAD: i32 = 34;
+    pub const GATHER: i32 = 36;
+    pub const TRANSPOSE: i32 = 39;
     pub const MEAN: i32 = 40;
+    pub const SUB: i32 = 41;
+    pub const SQUEEZE: i32 = 43;
+    pub const UNIDIRECTIONAL_SEQUENCE_LSTM: i32 = 44;
     pub const STRIDED_SLICE: i32 = 45;
+    pub const SPLIT: i32 = 49;
+    pub const BIDIRECTIONAL_SEQUENCE_LSTM: i32 = 52;
+    pub const PRELU: i32 = 54;
+    pub const MAXIMUM: i32 = 55;
+    pub const MINIMUM: i32 = 57;
+    pub const SLICE: i32 = 65;
     pub const TRANSPOSE_CONV: i32 = 67;
+    pub const TILE: i32 = 69;
+    pub const EXPAND_DIMS: i32 = 70;
+    pub const SUM: i32 = 74;
+    pub const RSQRT: i32 = 76;
+    pub const REDUCE_MAX: i32 = 82;
+    pub const PACK: i32 = 83;
+    pub const REDUCE_MIN: i32 = 89;
+    pub const RESIZE_NEAREST_NEIGHBOR: i32 = 97;
+    pub const SQUARED_DIFFERENCE: i32 = 99;
     pub const QUANTIZE: i32 = 114;
     pub const HARD_SWISH: i32 = 117;
+}
+
+/// TFLite `BuiltinOptions` union numbers used by the tests.
+pub mod opts {
+    pub const CONV_2D: u8 = 1;
+    pub const DEPTHWISE_CONV_2D: u8 = 2;
+    pub const POOL_2D: u8 = 5;
+    pub const FULLY_CONNECTED: u8 = 8;
+    pub const CONCATENATION: u8 = 10;
+    pub const ADD: u8 = 11;
+    pub const RESIZE_BILINEAR: u8 = 15;
+    pub const REDUCER: u8 = 27;
+    pub const STRIDED_SLICE: u8 = 32;
+    pub const SPLIT: u8 = 35;
+    pub const PACK: u8 = 59;
 }
 
 /// One scalar field of a builtin options table: `(field id, value)`.
@@ -59,6 +104,7 @@ struct Tensor {
     dtype: i8,
     buffer: u32,
     quant: Option<(f32, i64)>,
+    variable: bool,
 }
 
 struct Op {
@@ -94,7 +140,9 @@ impl Tiny {
             None => 0,
         };
         let quant = (dtype == I8 || dtype == U8).then_some((0.05, if dtype == U8 { 128 } else { 0 }));
-        self.tensors.push(Tensor { name: name.into(), shape: shape.to_vec(), signature: None, dtype, buffer, quant });
+        let t =
+            Tensor { name: name.into(), shape: shape.to_vec(), signature: None, dtype, buffer, quant, variable: false };
+        self.tensors.push(t);
         self.tensors.len() - 1
     }
 
@@ -124,6 +172,13 @@ impl Tiny {
     pub fn ints(&mut self, name: &str, values: &[i32]) -> usize {
         let shape = [values.len() as i32];
         self.constant(name, &shape, I32, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// A variable tensor (recurrent state, such as an LSTM's), without data.
+    pub fn variable(&mut self, name: &str, shape: &[i32], dtype: i8) -> usize {
+        let t = self.tensor(name, shape, dtype);
+        self.tensors[t].variable = true;
+        t
     }
 
     /// Gives tensor `t` a shape signature (-1 marks a dynamic dimension).
@@ -215,6 +270,9 @@ impl Tiny {
                 b.push_slot_always(slot(3), name);
                 if let Some(q) = quant {
                     b.push_slot_always(slot(4), q);
+                }
+                if t.variable {
+                    b.push_slot::<bool>(slot(5), true, false);
                 }
                 if let Some(sig) = signature {
                     b.push_slot_always(slot(7), sig);
