@@ -18,6 +18,16 @@ pub struct Args {
     /// tcp://host:port); repeatable. Frigate's default is ipc:///tmp/cache/zmq_detector.
     #[arg(long, value_name = "ENDPOINT")]
     pub zmq: Vec<String>,
+    /// Serve the DeepStack-compatible HTTP API, Prometheus metrics (/metrics) and a status page (/)
+    /// on this address, e.g. 127.0.0.1:5000 (any other address than loopback needs --http-token).
+    #[arg(long, value_name = "ADDRESS")]
+    pub http: Option<String>,
+    /// A bearer token every HTTP request must carry (`Authorization: Bearer TOKEN`).
+    #[arg(long)]
+    pub http_token: Option<String>,
+    /// The model of POST /v1/vision/detection (a file name in --models or the model cache).
+    #[arg(long, value_name = "NAME")]
+    pub detect_model: Option<String>,
     /// Group owning the Unix sockets (created mode 0660).
     #[arg(long)]
     pub socket_group: Option<String>,
@@ -59,11 +69,20 @@ pub fn run(args: &Args) -> Result<()> {
     for e in &args.zmq {
         options = options.zmq(e);
     }
+    if let Some(a) = &args.http {
+        options = options.http(a);
+    }
+    if let Some(t) = &args.http_token {
+        options = options.http_token(t);
+    }
+    if let Some(m) = &args.detect_model {
+        options = options.detect_model(m);
+    }
     let server = Server::start(options)?;
     let devices = server.devices();
     eprintln!(
         "serving on {} with {}; SIGTERM or Ctrl-C stops",
-        args.zmq.join(", "),
+        server.endpoints().join(", "),
         if devices.is_empty() { "the CPU".to_string() } else { devices.join(", ") }
     );
     server.run_until_signal()?;

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod frigate;
+pub mod http;
 pub mod models;
 pub mod zmtp;
 
@@ -41,8 +42,11 @@ pub enum ServeError {
     #[error(transparent)]
     Runtime(#[from] edgetpu::Error),
     /// Nothing to serve on.
-    #[error("no endpoint to serve on: give at least one --zmq ENDPOINT")]
+    #[error("no endpoint to serve on: give at least one --zmq ENDPOINT or --http ADDRESS")]
     NoEndpoint,
+    /// HTTP on a non-loopback address without a token.
+    #[error("--http {0}: an address other than loopback needs --http-token (a bearer token every request must carry)")]
+    OpenHttp(String),
 }
 
 /// How a server runs.
@@ -59,6 +63,12 @@ pub struct ServeOptions {
     pub catalog_cache: bool,
     /// ZeroMQ endpoints for Frigate's protocol.
     pub zmq: Vec<String>,
+    /// Address of the DeepStack-compatible HTTP API, metrics and status page (`127.0.0.1:PORT`).
+    pub http: Option<String>,
+    /// Bearer token the HTTP API requires (needed on any address other than loopback).
+    pub http_token: Option<String>,
+    /// The model of `POST /v1/vision/detection`.
+    pub detect_model: Option<String>,
     /// The group that owns Unix sockets (mode 0660); `None`: the server's own.
     pub socket_group: Option<String>,
     /// Detections below this score are left out (Frigate's default 0.4).
@@ -79,6 +89,9 @@ impl Default for ServeOptions {
             models_dir: None,
             catalog_cache: true,
             zmq: Vec::new(),
+            http: None,
+            http_token: None,
+            detect_model: None,
             socket_group: None,
             threshold: 0.4,
             max_upload: 256 << 20,
@@ -112,6 +125,21 @@ impl ServeOptions {
     /// Adds a ZeroMQ endpoint.
     pub fn zmq(mut self, endpoint: impl Into<String>) -> Self {
         self.zmq.push(endpoint.into());
+        self
+    }
+    /// Sets [`Self::http`].
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.http = Some(addr.into());
+        self
+    }
+    /// Sets [`Self::http_token`].
+    pub fn http_token(mut self, token: impl Into<String>) -> Self {
+        self.http_token = Some(token.into());
+        self
+    }
+    /// Sets [`Self::detect_model`].
+    pub fn detect_model(mut self, name: impl Into<String>) -> Self {
+        self.detect_model = Some(name.into());
         self
     }
     /// Sets [`Self::socket_group`].
@@ -241,9 +269,21 @@ fn group_id(name: &str) -> Option<u32> {
 impl Server {
     /// Opens the devices, binds every endpoint and starts serving.
     pub fn start(options: ServeOptions) -> Result<Server, ServeError> {
-        if options.zmq.is_empty() {
+        if options.zmq.is_empty() && options.http.is_none() {
             return Err(ServeError::NoEndpoint);
         }
+        let http_listener = match &options.http {
+            None => None,
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .map_err(|source| ServeError::Bind { endpoint: format!("http://{addr}"), source })?;
+                let loopback = l.local_addr().is_ok_and(|a| a.ip().is_loopback());
+                if !loopback && options.http_token.is_none() {
+                    return Err(ServeError::OpenHttp(addr.clone()));
+                }
+                Some(l)
+            }
+        };
         let runtime = match &options.devices {
             DeviceSpec::Cpu => None,
             spec => Some(Runtime::open(spec, options.runtime.clone())?),
@@ -275,7 +315,33 @@ impl Server {
             };
             threads.push(std::thread::spawn(move || ctx.run(listener)));
         }
-        Ok(Server { stop, threads, open, shared, endpoints: options.zmq })
+        let mut endpoints = options.zmq.clone();
+        if let Some(l) = http_listener {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            log::info!("serving HTTP (DeepStack API, /metrics, status page) on {addr}");
+            endpoints.push(format!("http://{addr}"));
+            let http = Arc::new(http::Http::new(
+                shared.clone(),
+                options.detect_model.clone(),
+                options.http_token.clone(),
+                options.max_request,
+            ));
+            let ctx = Accept {
+                stop: stop.clone(),
+                open: open.clone(),
+                active: active.clone(),
+                shared: shared.clone(),
+                limit: options.max_request,
+                max_connections: options.max_connections,
+            };
+            threads.push(std::thread::spawn(move || ctx.run_http(l, http)));
+        }
+        Ok(Server { stop, threads, open, shared, endpoints })
+    }
+
+    /// Where it serves: the ZeroMQ endpoints, then `http://ADDRESS` (with the bound port).
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 
     /// The devices served, by name (empty for CPU only).
@@ -380,6 +446,44 @@ impl Accept {
         }
         if let Listener::Unix(_, path) = &listener {
             let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Accept {
+    fn run_http(self, listener: TcpListener, http: Arc<http::Http>) {
+        if let Err(e) = listener.set_nonblocking(true) {
+            log::error!("cannot poll the HTTP listener: {e}");
+            return;
+        }
+        let mut next_id = usize::MAX / 2;
+        while !self.stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    if s.set_nonblocking(false).is_err() || self.active.load(Ordering::SeqCst) >= self.max_connections {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                    let Ok(c) = s.try_clone() else { continue };
+                    next_id += 1;
+                    let id = next_id;
+                    crate_lock(&self.open).push((id, Box::new(move || c.close())));
+                    self.active.fetch_add(1, Ordering::SeqCst);
+                    let (http, open, active, shared) =
+                        (http.clone(), self.open.clone(), self.active.clone(), self.shared.clone());
+                    std::thread::spawn(move || {
+                        http.serve(s);
+                        drop(shared);
+                        crate_lock(&open).retain(|(i, _)| *i != id);
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         }
     }
 }

@@ -68,6 +68,21 @@ pub fn open_image(path: impl AsRef<Path>) -> Result<image::DynamicImage> {
         .map_err(|e| Error::argument(format!("{}: cannot decode the image: {e}", path.display())))
 }
 
+/// Decodes an image held in memory (PNG, JPEG or BMP), such as one received over a network, with
+/// decode limits a camera never reaches (16384 pixels a side, 1 GiB of decoded data): a hostile
+/// image is refused before it is decoded in full.
+pub fn open_image_bytes(bytes: &[u8]) -> Result<image::DynamicImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::argument(format!("cannot read the image: {e}")))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16384);
+    limits.max_image_height = Some(16384);
+    limits.max_alloc = Some(1 << 30);
+    reader.limits(limits);
+    reader.decode().map_err(|e| Error::argument(format!("cannot decode the image: {e}")))
+}
+
 /// Output `j` of an interpreter as (info, bytes), with a clear error when it does not exist.
 fn output(it: &crate::cpu::Interpreter, j: usize) -> Result<(&TensorInfo, &[u8])> {
     let outputs = it.outputs();
