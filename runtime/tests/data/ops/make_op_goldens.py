@@ -711,6 +711,81 @@ def transpose_conv_f32_same_s2(g):
     transpose_conv(g, F32, [1, 3, 4, 3], [2, 3, 3, 3], [1, 6, 8, 2], (2, 2), "same", bias=True)
 
 
+# ---------------------------------------------------------------- TILE
+
+
+def tile(g, dtype, shape, multiples, mtype=I32, runtime=False):
+    """TILE of a random input; `runtime` makes the multiples a graph input (the output shape then stays in the
+    file, where the runtime plans with it, while TFLite resizes the output on each run)."""
+    q = (0.05, 3) if dtype in (U8, I8) else None
+    x = g.input("x", shape, dtype, q)
+    m = g.input("multiples", [len(multiples)], mtype, data=multiples) if runtime else g.const("multiples", multiples,
+                                                                                                   mtype)
+    y = g.output("y", [d * k for d, k in zip(shape, multiples)], dtype, q)
+    g.op(OP.TILE, [x, m], [y], OPT.TileOptions, options(fb.TileOptionsT))
+
+
+@case
+def tile_u8_4d(g):
+    tile(g, U8, [1, 2, 3, 2], [2, 1, 2, 3])
+
+
+@case
+def tile_i8_4d(g):
+    tile(g, I8, [2, 3, 1, 4], [1, 2, 3, 1])
+
+
+@case
+def tile_f32_2d(g):
+    tile(g, F32, [3, 4], [2, 3])
+
+
+@case
+def tile_i32_1d(g):
+    tile(g, I32, [5], [3])
+
+
+@case
+def tile_i8_3d_i64_multiples(g):
+    tile(g, I8, [2, 3, 4], [2, 1, 2], mtype=I64)
+
+
+@case
+def tile_i16_3d_ones(g):
+    # Multiples of 1 on the outer and inner axes.
+    tile(g, I16, [2, 3, 5], [1, 4, 1])
+
+
+@case
+def tile_i64_2d(g):
+    tile(g, I64, [2, 3], [3, 2])
+
+
+@case
+def tile_bool_2d(g):
+    tile(g, BOOL, [3, 2], [2, 4])
+
+
+@case
+def tile_u8_6d(g):
+    tile(g, U8, [2, 1, 3, 1, 2, 2], [1, 3, 1, 2, 2, 1])
+
+
+@case
+def tile_f32_all_ones(g):
+    tile(g, F32, [2, 3, 4], [1, 1, 1])
+
+
+@case
+def tile_u8_runtime_multiples(g):
+    tile(g, U8, [2, 2, 3], [3, 1, 2], runtime=True)
+
+
+@case
+def tile_f32_runtime_i64_multiples(g):
+    tile(g, F32, [1, 3, 2], [2, 2, 1], mtype=I64, runtime=True)
+
+
 # ---------------------------------------------------------------- FULLY_CONNECTED
 
 
