@@ -64,6 +64,7 @@ cases! {
     depth_to_space_i8_bs3,
     depth_to_space_u8,
     fully_connected_i8_per_channel_ties,
+    fully_connected_i8_per_channel_zero_points,
     fully_connected_i8_per_tensor_ties,
     fully_connected_u8_ties,
     hard_swish_f32,

@@ -358,8 +358,9 @@ impl FcCase {
     }
 }
 
-/// TFLite's reference FULLY_CONNECTED written out on its own: exact int32 accumulators (filter
-/// zero points subtracted), bias, then `round(acc * (in_scale * filter_scale[u] / out_scale))` in
+/// TFLite's reference FULLY_CONNECTED written out on its own: exact int32 accumulators (the
+/// filter zero point subtracted when it is per-tensor; per-channel weights are taken as
+/// symmetric), bias, then `round(acc * (in_scale * filter_scale[u] / out_scale))` in
 /// double precision, half away from zero, plus the output zero point, clamped to the activation.
 fn fc_expected(node: &Node, act: Activation) -> Vec<u8> {
     let x = node.inputs[0].as_ref().unwrap();
@@ -378,7 +379,8 @@ fn fc_expected(node: &Node, act: Activation) -> Vec<u8> {
     for b in 0..batches {
         for u in 0..units {
             let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[u] };
-            let wz = if wq.zero_point.len() == 1 { wq.zero_point[0] } else { wq.zero_point[u] } as i64;
+            // Per-channel weights are symmetric to TFLite: their zero points are ignored.
+            let wz = if wq.scale.len() == 1 { wq.zero_point[0] } else { 0 } as i64;
             let acc: i64 = (0..depth)
                 .map(|i| {
                     (get(&node.filter, u * depth + i) - wz)
@@ -424,7 +426,9 @@ fn fully_connected_matches_double_precision_requantization() {
             let w = node.inputs[1].as_mut().unwrap().quant.as_mut().unwrap();
             let f0 = w.scale[0];
             w.scale = (0..c.units).map(|_| f0 * q.log_uniform(-1.0, 1.0)).collect();
-            w.zero_point = vec![0; c.units];
+            // Zero points (which TFLite ignores here) are 0 as the quantization spec says, or not.
+            let nonzero = case % 8 == 1;
+            w.zero_point = (0..c.units).map(|_| if nonzero { q.range(-20, 20) as i32 } else { 0 }).collect();
         }
         if case % 3 == 0 {
             // Powers of two: in_scale * filter_scale / out_scale = 2^-n exactly.
@@ -495,7 +499,7 @@ fn count_fixed_point_misses(node: &Node, act: Activation, want: &[u8]) -> usize 
     let mut misses = 0;
     for (i, &want) in want.iter().enumerate() {
         let (b, u) = (i / units, i % units);
-        let wz = if wq.zero_point.len() == 1 { wq.zero_point[0] } else { wq.zero_point[u] };
+        let wz = if wq.scale.len() == 1 { wq.zero_point[0] } else { 0 };
         let acc = (0..depth)
             .map(|k| (get(&node.filter, u * depth + k) - wz) * (get(&node.input, b * depth + k) - xq.zero_point[0]))
             .sum::<i32>()

@@ -104,7 +104,10 @@ pub(crate) fn build_fully_connected(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let output = ctx.output(0)?.clone();
     let stage = FcStage::new(ctx, &input, &filter, &output, units)?;
     let kp = k.div_ceil(KPAD) * KPAD;
-    let zp = filter_zero_points(ctx, 1)?;
+    // TFLite's per-channel FULLY_CONNECTED takes the weights as symmetric: it ignores their zero
+    // points (the per-tensor kernels subtract the one zero point).
+    let per_channel = filter.quant.as_ref().is_some_and(|q| q.scale.len() > 1);
+    let zp = if per_channel { vec![0] } else { filter_zero_points(ctx, 1)? };
     let weights = pack_weights(q_in, ctx.constant(1)?, units, k, &zp, kp);
     let bias = bias_of(ctx, 2, units)?;
     let in_zp = input.qparams()?.1;

@@ -857,6 +857,20 @@ def fully_connected_u8_ties(g):
     fully_connected(g, U8, 3, 40, 10, per_channel=False)
 
 
+@case
+def fully_connected_i8_per_channel_zero_points(g):
+    """Per-channel weights with nonzero zero points, which TFLite's per-channel kernel ignores (symmetric by spec)."""
+    units, depth = 5, 24
+    x = g.input("x", [2, depth], I8, (0.02, -3))
+    w_s = g.rng.uniform(0.002, 0.02, size=units).astype(np.float32)
+    wdata = g.rng.integers(-127, 127, size=[units, depth], endpoint=True)
+    w = g.const("weights", wdata, I8, [units, depth], (w_s, np.array([5, -7, 9, 0, 3]), 0))
+    bq = (0.02 * w_s, np.zeros(units, dtype=np.int64), 0)
+    b = g.const("bias", g.rng.integers(-3000, 3000, size=[units], endpoint=True), I32, [units], bq)
+    y = g.output("y", [2, units], I8, (0.05, 4))
+    g.op(OP.FULLY_CONNECTED, [x, w, b], [y], OPT.FullyConnectedOptions, options(fb.FullyConnectedOptionsT))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
