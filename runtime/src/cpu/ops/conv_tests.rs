@@ -369,7 +369,7 @@ fn fc_expected(node: &Node, act: Activation) -> Vec<u8> {
     let int8 = x.dtype == TensorType::INT8;
     let get = |b: &[u8], i: usize| if int8 { b[i] as i8 as i64 } else { b[i] as i64 };
     let (units, depth) = (w.shape[0], w.shape[1]);
-    let batches = if depth == 0 { 0 } else { node.input.len() / depth };
+    let batches = node.input.len().checked_div(depth).unwrap_or(0);
     let bias: Vec<i64> = node.bias.as_ref().map_or(vec![0; units], |b| {
         b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()
     });
