@@ -56,7 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.iterations == 0 {
         bail!("--iterations must be at least 1");
     }
-    let mut loaded = common::load(&args.model, Vec::new())?;
+    let mut loaded = common::load(&args.model, None)?;
     if let Some(rt) = loaded.runtime.take() {
         return crate::bench_devices::run(args, &loaded.it, &rt);
     }

@@ -64,13 +64,13 @@ impl Loaded {
 }
 
 /// Opens `args.model` (a path, or a fetched catalog model: [`crate::models::resolve`]) and plans
-/// it (CPU ops on the CPU, Edge TPU steps on the devices of `--device`), keeping tensors `keep`
-/// readable.
-pub fn load(args: &ModelArgs, keep: Vec<usize>) -> Result<Loaded> {
+/// it (CPU ops on the CPU, Edge TPU steps on the devices of `--device`) for the tensors `outputs`
+/// (`None`: the model outputs), with only the nodes those depend on.
+pub fn load(args: &ModelArgs, outputs: Option<Vec<usize>>) -> Result<Loaded> {
     let resolved = crate::models::resolve(&args.model, || crate::models::want_for_device(&args.device.device))?;
     let start = Instant::now();
     let model = Arc::new(Model::open(&resolved.path)?);
-    let options = Options { threads: args.threads, keep, ..Options::default() };
+    let options = Options { threads: args.threads, outputs, ..Options::default() };
     let runtime = crate::tpu::runtime_for(&resolved.path, &model, &args.device)?;
     let it = match &runtime {
         Some(rt) => rt.interpreter(model, &options)?,

@@ -34,7 +34,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let mut loaded = common::load(&args.model, Vec::new())?;
+    let mut loaded = common::load(&args.model, None)?;
     let labels_file = loaded.labels_file(args.labels.as_deref());
     let it = &mut loaded.it;
     let labels = common::labels(labels_file.as_deref(), it.model())?;

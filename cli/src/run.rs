@@ -19,7 +19,8 @@ pub struct Args {
     #[arg(long)]
     pub output_dir: PathBuf,
     /// Tensor indices to write instead of the model outputs, in order (e.g. `--outputs 98,100`):
-    /// intermediate tensors are kept readable for this.
+    /// only the nodes these depend on are planned and run, so ops after them (even ones this
+    /// runtime cannot run) do not matter.
     #[arg(long, value_delimiter = ',')]
     pub outputs: Option<Vec<usize>>,
     /// Print a JSON document instead of text.
@@ -40,8 +41,10 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let keep = args.outputs.clone().unwrap_or_default();
-    let mut loaded = common::load(&args.model, keep.clone())?;
+    if args.outputs.as_ref().is_some_and(|o| o.is_empty()) {
+        bail!("nothing to write: --outputs is empty");
+    }
+    let mut loaded = common::load(&args.model, args.outputs.clone())?;
     let it = &mut loaded.it;
     let n_inputs = it.inputs().len();
     if args.inputs.len() != n_inputs {
@@ -61,12 +64,10 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let invoke_ms = common::invoke(it)?;
 
-    let tensors: Vec<usize> = match &args.outputs {
-        Some(list) => list.clone(),
-        None => it.outputs().iter().map(|t| t.index).collect(),
-    };
+    // The model outputs, or those of --outputs.
+    let tensors: Vec<usize> = it.outputs().iter().map(|t| t.index).collect();
     if tensors.is_empty() {
-        bail!("nothing to write: --outputs is empty");
+        bail!("nothing to write: the model has no outputs");
     }
     std::fs::create_dir_all(&args.output_dir)
         .map_err(|source| edgetpu::Error::Io { path: args.output_dir.clone(), source })?;

@@ -80,6 +80,91 @@ fn run_reproduces_the_mobilenet_golden() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Reads a little-endian u32 at `at`.
+fn u32_at(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
+}
+
+/// The absolute offset of field `id` of the flatbuffer table at `table`, if present.
+fn fb_field(b: &[u8], table: usize, id: usize) -> Option<usize> {
+    let vt = (table as i64 - i32::from_le_bytes(b[table..table + 4].try_into().unwrap()) as i64) as usize;
+    let vt_size = u16::from_le_bytes(b[vt..vt + 2].try_into().unwrap()) as usize;
+    let at = if 4 + 2 * id + 2 <= vt_size {
+        u16::from_le_bytes(b[vt + 4 + 2 * id..vt + 6 + 2 * id].try_into().unwrap())
+    } else {
+        0
+    };
+    (at > 0).then_some(table + at as usize)
+}
+
+/// A copy of a .tflite file with every operator code `from` rewritten to `to` (both below 127):
+/// both the `deprecated_builtin_code` and the `builtin_code` fields of `Model.operator_codes`.
+fn with_opcode(model: &[u8], from: u8, to: u8) -> Vec<u8> {
+    let mut b = model.to_vec();
+    let root = u32_at(&b, 0);
+    let codes_field = fb_field(&b, root, 1).unwrap();
+    let codes = codes_field + u32_at(&b, codes_field);
+    let mut changed = 0;
+    for i in 0..u32_at(&b, codes) {
+        let at = codes + 4 + 4 * i;
+        let code = at + u32_at(&b, at);
+        let deprecated = fb_field(&b, code, 0);
+        let builtin = fb_field(&b, code, 3);
+        let is_from =
+            builtin.map_or_else(|| deprecated.is_some_and(|d| b[d] == from), |f| u32_at(&b, f) == from as usize);
+        if is_from {
+            if let Some(d) = deprecated {
+                b[d] = to;
+            }
+            if let Some(f) = builtin {
+                b[f..f + 4].copy_from_slice(&(to as i32).to_le_bytes());
+            }
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 1, "expected one operator code {from}");
+    b
+}
+
+/// `--outputs` plans only what those tensors need: with its last op (SOFTMAX) turned into one
+/// the runtime has no kernel for (LOG_SOFTMAX), mobilenet_v1 fails for its outputs, naming the
+/// op and node, but gives the softmax input (tensor 87) as the intact model does.
+#[test]
+fn run_outputs_skips_an_unsupported_tail() {
+    let td = testdata();
+    let g = td.join("golden/mobilenet_v1_0.25_128_quant");
+    let dir = scratch("run-pruned");
+    let intact = td.join("mobilenet_v1_0.25_128_quant.tflite");
+    let mutated = dir.join("log_softmax_tail.tflite");
+    std::fs::write(&mutated, with_opcode(&std::fs::read(&intact).unwrap(), 25, 50)).unwrap();
+    let input = g.join("cat.in0.bin");
+    let (ok, _, stderr) =
+        edgetpu(&["run", "--model", path(&mutated), "--input", path(&input), "--output-dir", path(&dir)]);
+    assert!(!ok, "the mutated model must not run whole");
+    assert!(stderr.contains("LOG_SOFTMAX/v1") && stderr.contains("node 30"), "{stderr}");
+    let want_dir = dir.join("intact");
+    let args = |model: &Path, out: &Path| {
+        edgetpu_json(&[
+            "run",
+            "--model",
+            path(model),
+            "--input",
+            path(&input),
+            "--output-dir",
+            path(out),
+            "--outputs",
+            "87",
+        ])
+    };
+    let want = args(&intact, &want_dir);
+    let got = args(&mutated, &dir);
+    assert_eq!(got["outputs"][0]["index"], 87);
+    assert_eq!(got["outputs"][0]["nbytes"], 1001);
+    assert_eq!(got["outputs"][0]["sha256"], want["outputs"][0]["sha256"]);
+    assert_eq!(std::fs::read(dir.join("out0.bin")).unwrap(), std::fs::read(want_dir.join("out0.bin")).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn run_rejects_bad_inputs_with_hints() {
     let td = testdata();

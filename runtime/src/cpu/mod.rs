@@ -1,7 +1,8 @@
 //! The CPU interpreter: runs int8/uint8 (and the float/int32 glue ops around them) TFLite graphs
 //! bit-exactly like TFLite's reference kernels, without TensorFlow.
 //!
-//! [`Interpreter::new`] builds an immutable [`Plan`] once: operator order, one kernel per node
+//! [`Interpreter::new`] builds an immutable [`Plan`] once: the nodes the requested outputs
+//! depend on ([`Options::outputs`], by default the model's) in operator order, one kernel per node
 //! chosen by tensor types (never by op version: the Edge TPU compiler rewrites versions to 1),
 //! resolved shapes, constant weights pre-packed, and a tensor arena in which tensors whose
 //! lifetimes do not overlap share memory. [`Interpreter::invoke`] then runs the nodes on borrowed
@@ -43,9 +44,15 @@ pub struct Options {
     pub threads: usize,
     /// Run only the reference kernels (the specification; slow). For debugging and tests.
     pub reference: bool,
-    /// Extra tensors to keep after `invoke` (besides the model outputs), so that
+    /// Extra tensors to keep after `invoke` (besides the outputs), so that
     /// [`Interpreter::tensor`] can read them: intermediate results for layer-by-layer checks.
     pub keep: Vec<usize>,
+    /// The tensors to compute instead of the model outputs (`None`: the model outputs). The plan
+    /// holds only the nodes that these, [`Options::keep`] and the stateful nodes they read from
+    /// depend on: asking for intermediate tensors skips the rest of the graph, including ops this
+    /// runtime has no kernel for. [`Interpreter::outputs`] and [`Interpreter::output`] then
+    /// list these tensors, in this order.
+    pub outputs: Option<Vec<usize>>,
     /// Subgraph to run.
     pub subgraph: usize,
     /// Most bytes of activation memory (tensor arena plus kernel scratch) the interpreter may
@@ -202,7 +209,7 @@ impl Interpreter {
         self.plan.inputs.iter().map(|&t| &self.plan.tensors[t]).collect()
     }
 
-    /// The model outputs.
+    /// The outputs: the model's, or the tensors of [`Options::outputs`].
     pub fn outputs(&self) -> Vec<&TensorInfo> {
         self.plan.outputs.iter().map(|&t| &self.plan.tensors[t]).collect()
     }
@@ -240,13 +247,14 @@ impl Interpreter {
     /// Bytes of output `j` (valid after [`Interpreter::invoke`]).
     pub fn output(&self, j: usize) -> Result<&[u8]> {
         let t = *self.plan.outputs.get(j).ok_or_else(|| {
-            Error::argument(format!("output {j} does not exist; the model has {} outputs", self.plan.outputs.len()))
+            Error::argument(format!("output {j} does not exist; the plan has {} outputs", self.plan.outputs.len()))
         })?;
         self.tensor(t)
     }
 
-    /// Bytes of tensor `t`: model inputs, outputs, constants and tensors listed in
-    /// [`Options::keep`]. Other intermediate tensors share memory and are not readable.
+    /// Bytes of tensor `t`: model inputs, outputs (see [`Options::outputs`]), constants and
+    /// tensors listed in [`Options::keep`]. Other intermediate tensors share memory (or are not
+    /// computed at all) and are not readable.
     pub fn tensor(&self, t: usize) -> Result<&[u8]> {
         let info = self.plan.tensors.get(t).ok_or_else(|| {
             Error::argument(format!("tensor {t} does not exist; the subgraph has {} tensors", self.plan.tensors.len()))

@@ -129,11 +129,22 @@ impl Plan {
             }
         }
 
+        // The tensors the caller will read, and the nodes they depend on.
+        let roots: Vec<usize> =
+            options.outputs.as_ref().unwrap_or(&sg.outputs).iter().chain(&options.keep).copied().collect();
+        if let Some(&t) = roots.iter().find(|&&t| t >= n) {
+            return Err(Error::argument(format!("tensor {t} does not exist; the subgraph has {n} tensors")));
+        }
+        let needed = needed_nodes(model, sg, &roots);
+
         // Build kernels in order, resolving shapes as we go.
         let mut nodes = Vec::with_capacity(sg.operators.len());
         let mut scratch_bytes = 0usize;
         let mut writer: Vec<Option<usize>> = vec![None; n];
-        for op in &sg.operators {
+        for (pos, op) in sg.operators.iter().enumerate() {
+            if !needed[pos] {
+                continue;
+            }
             let code = model.opcode(op);
             let outputs: Vec<usize> = op
                 .outputs
@@ -174,18 +185,7 @@ impl Plan {
             }
             // Variable inputs of stateful ops are passed to the kernel as writable state; they are
             // taken out of the arena while the node runs, so there may be a few, each once.
-            let state: Vec<usize> = if STATEFUL_OPS.contains(&ctx.op_name) {
-                op.inputs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| {
-                        t.is_some_and(|t| sg.tensors[t].is_variable && model.tensor_data(&sg.tensors[t]).is_none())
-                    })
-                    .map(|(k, _)| k)
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let state = state_inputs(model, sg, op);
             for (i, &k) in state.iter().enumerate() {
                 if state[..i].iter().any(|&j| op.inputs[j] == op.inputs[k]) || i >= MAX_STATE {
                     return Err(ctx.err(format!(
@@ -271,10 +271,7 @@ impl Plan {
                 last[t] = last[t].max(pos);
             }
         }
-        for &t in sg.outputs.iter().chain(&options.keep) {
-            if t >= n {
-                return Err(Error::argument(format!("tensor {t} does not exist; the subgraph has {n} tensors")));
-            }
+        for &t in &roots {
             last[t] = end;
             readable[t] = true;
         }
@@ -323,13 +320,62 @@ impl Plan {
             locs,
             readable,
             inputs: sg.inputs.clone(),
-            outputs: sg.outputs.clone(),
+            outputs: options.outputs.clone().unwrap_or_else(|| sg.outputs.clone()),
             slot_bytes,
             owned,
             scratch_bytes,
             variables,
         })
     }
+}
+
+/// Positions in `op.inputs` of the variable tensors a stateful op updates in place.
+fn state_inputs(model: &Model, sg: &crate::model::Subgraph, op: &crate::model::Operator) -> Vec<usize> {
+    if !STATEFUL_OPS.contains(&model.op_name(op)) {
+        return Vec::new();
+    }
+    op.inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_some_and(|t| sg.tensors[t].is_variable && model.tensor_data(&sg.tensors[t]).is_none()))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Which operators (by position) the tensors `roots` depend on: their writers, the writers of
+/// those writers' inputs, and so on; and, for every variable tensor such a node reads, the
+/// stateful nodes that update it (whose effect carries over between invocations). Others are
+/// left out of the plan: they are neither built nor run, so an op this runtime cannot run does
+/// not stop a caller who asks only for tensors before it.
+fn needed_nodes(model: &Model, sg: &crate::model::Subgraph, roots: &[usize]) -> Vec<bool> {
+    let n = sg.tensors.len();
+    let mut writers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (pos, op) in sg.operators.iter().enumerate() {
+        for &t in op.outputs.iter().flatten() {
+            if t < n {
+                writers[t].push(pos);
+            }
+        }
+        for k in state_inputs(model, sg, op) {
+            if let Some(t) = op.inputs[k] {
+                writers[t].push(pos);
+            }
+        }
+    }
+    let mut needed = vec![false; sg.operators.len()];
+    let mut seen = vec![false; n];
+    let mut stack: Vec<usize> = roots.to_vec();
+    while let Some(t) = stack.pop() {
+        if t >= n || std::mem::replace(&mut seen[t], true) {
+            continue;
+        }
+        for &pos in &writers[t] {
+            if !std::mem::replace(&mut needed[pos], true) {
+                stack.extend(sg.operators[pos].inputs.iter().flatten().copied());
+            }
+        }
+    }
+    needed
 }
 
 fn info_of(t: &crate::model::Tensor) -> Result<TensorInfo> {

@@ -41,9 +41,11 @@ impl OutputStage {
     }
 }
 
-/// Output stage of a convolution-like op (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
-/// TRANSPOSE_CONV): `input_scale * filter_scale[c] / output_scale` per channel, computed like
-/// TFLite (uint8 per-tensor: the float product of the scales; int8: in double).
+/// Output stage of a convolution-like op (CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV):
+/// `input_scale * filter_scale[c] / output_scale` per channel, computed like TFLite (uint8
+/// per-tensor: the float product of the scales; int8: in double). FULLY_CONNECTED takes its
+/// activation range and checks from here but requantizes in double precision
+/// (`fully_connected::FcStage`).
 pub(crate) fn conv_output_stage(
     ctx: &BuildCtx<'_>,
     input: &TensorInfo,

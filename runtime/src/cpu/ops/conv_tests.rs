@@ -358,6 +358,161 @@ impl FcCase {
     }
 }
 
+/// TFLite's reference FULLY_CONNECTED written out on its own: exact int32 accumulators (the
+/// filter zero point subtracted when it is per-tensor; per-channel weights are taken as
+/// symmetric), bias, then `round(acc * (in_scale * filter_scale[u] / out_scale))` in
+/// double precision, half away from zero, plus the output zero point, clamped to the activation.
+fn fc_expected(node: &Node, act: Activation) -> Vec<u8> {
+    let x = node.inputs[0].as_ref().unwrap();
+    let w = node.inputs[1].as_ref().unwrap();
+    let (xq, wq, yq) = (x.quant.as_ref().unwrap(), w.quant.as_ref().unwrap(), node.output.quant.as_ref().unwrap());
+    let int8 = x.dtype == TensorType::INT8;
+    let get = |b: &[u8], i: usize| if int8 { b[i] as i8 as i64 } else { b[i] as i64 };
+    let (units, depth) = (w.shape[0], w.shape[1]);
+    let batches = node.input.len().checked_div(depth).unwrap_or(0);
+    let bias: Vec<i64> = node.bias.as_ref().map_or(vec![0; units], |b| {
+        b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()
+    });
+    let (qmin, qmax) = if int8 { (-128, 127) } else { (0, 255) };
+    let (lo, hi) = crate::cpu::quant::activation_range_quantized(act, yq.scale[0], yq.zero_point[0], qmin, qmax);
+    let mut out = Vec::with_capacity(batches * units);
+    for b in 0..batches {
+        for u in 0..units {
+            let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[u] };
+            // Per-channel weights are symmetric to TFLite: their zero points are ignored.
+            let wz = if wq.scale.len() == 1 { wq.zero_point[0] } else { 0 } as i64;
+            let acc: i64 = (0..depth)
+                .map(|i| {
+                    (get(&node.filter, u * depth + i) - wz)
+                        * (get(&node.input, b * depth + i) - xq.zero_point[0] as i64)
+                })
+                .sum::<i64>()
+                + bias[u];
+            let scale = xq.scale[0] as f64 * pick(&wq.scale) as f64 / yq.scale[0] as f64;
+            let v = (acc as i32 as f64 * scale).round();
+            // Outside the int32 range (absurd scales only) C++'s cast gives i32::MIN on x86.
+            let v = if v.abs() < 2_147_483_648.0 { v as i64 } else { i32::MIN as i64 } + yq.zero_point[0] as i64;
+            let v = v.clamp(lo as i64, hi as i64);
+            out.push(if int8 { v as i8 as u8 } else { v as u8 });
+        }
+    }
+    out
+}
+
+/// Per-channel int8 (and per-tensor int8 and uint8) FULLY_CONNECTED on fixed seeds: the reference
+/// kernel and the fast ones (1 and 2 threads, VNNI where the CPU has it) against [`fc_expected`].
+/// One case in three has power-of-two scales, where the exact product often ends in .25 or .75
+/// and a fixed-point multiplier (rounding twice) would be off by one.
+#[test]
+fn fully_connected_matches_double_precision_requantization() {
+    let mut r = Rng(0x5EED_F00D);
+    let mut ties = 0;
+    for case in 0..600 {
+        let int8 = case % 4 != 3;
+        let c = FcCase {
+            int8,
+            batches: r.range(1, 5) as usize,
+            depth: r.range(1, 300) as usize,
+            units: r.range(1, 70) as usize,
+            act: r.range(0, 2) as u8,
+            bias: r.range(0, 3) != 0,
+            mode: r.range(0, 2) as u8,
+            seed: r.next(),
+        };
+        let mut node = c.node();
+        let mut q = Rng(c.seed ^ 0xA5A5);
+        if int8 && case % 4 != 2 {
+            // Per-channel scales (random_quant gives one scale now and then).
+            let w = node.inputs[1].as_mut().unwrap().quant.as_mut().unwrap();
+            let f0 = w.scale[0];
+            w.scale = (0..c.units).map(|_| f0 * q.log_uniform(-1.0, 1.0)).collect();
+            // Zero points (which TFLite ignores here) are 0 as the quantization spec says, or not.
+            let nonzero = case % 8 == 1;
+            w.zero_point = (0..c.units).map(|_| if nonzero { q.range(-20, 20) as i32 } else { 0 }).collect();
+        }
+        if case % 3 == 0 {
+            // Powers of two: in_scale * filter_scale / out_scale = 2^-n exactly.
+            let p2 = |e: i64| 2f32.powi(e as i32);
+            node.inputs[0].as_mut().unwrap().quant.as_mut().unwrap().scale = vec![p2(-q.range(4, 9))];
+            node.output.quant.as_mut().unwrap().scale = vec![p2(-q.range(0, 4))];
+            let w = node.inputs[1].as_mut().unwrap().quant.as_mut().unwrap();
+            for s in &mut w.scale {
+                *s = p2(-q.range(2, 8));
+            }
+        }
+        let act = activation(c.act);
+        let want = fc_expected(&node, act);
+        let (rb, rout) = node.build(true, false).unwrap();
+        assert_eq!(rout.byte_len(), want.len(), "case {case}: {c:?}");
+        let got = node.run(&rb, want.len(), &pars()[0], |i| !want[i]).unwrap();
+        let bad: Vec<usize> = (0..want.len()).filter(|&i| got[i] != want[i]).collect();
+        assert!(
+            bad.is_empty(),
+            "case {case} {c:?}, reference kernel: {} of {} differ, first at {}: {} vs {}",
+            bad.len(),
+            want.len(),
+            bad[0],
+            got[bad[0]] as i8,
+            want[bad[0]] as i8
+        );
+        let paths: &[bool] = if gemm::vnni() { &[false, true] } else { &[false] };
+        for &vnni in paths {
+            let (fb, _) = node.build(false, vnni).unwrap();
+            for par in pars() {
+                let got = node.run(&fb, want.len(), par, |i| !want[i]).unwrap();
+                let bad: Vec<usize> = (0..want.len()).filter(|&i| got[i] != want[i]).collect();
+                assert!(
+                    bad.is_empty(),
+                    "case {case} {c:?}, fast kernel (vnni {vnni}, {} threads): {} of {} differ, first at {}",
+                    par.threads(),
+                    bad.len(),
+                    want.len(),
+                    bad[0]
+                );
+            }
+        }
+        // How many outputs a fixed-point multiplier would have got wrong (the test's own check
+        // that it exercises double-rounding ties).
+        ties += count_fixed_point_misses(&node, act, &want);
+    }
+    assert!(ties >= 20, "only {ties} double-rounding ties were exercised");
+}
+
+/// Outputs of `want` that `MultiplyByQuantizedMultiplier` (CONV_2D's requantization) would get
+/// wrong for this FULLY_CONNECTED node.
+fn count_fixed_point_misses(node: &Node, act: Activation, want: &[u8]) -> usize {
+    let x = node.inputs[0].as_ref().unwrap();
+    let w = node.inputs[1].as_ref().unwrap();
+    let (xq, wq, yq) = (x.quant.as_ref().unwrap(), w.quant.as_ref().unwrap(), node.output.quant.as_ref().unwrap());
+    let int8 = x.dtype == TensorType::INT8;
+    let (units, depth) = (w.shape[0], w.shape[1]);
+    if units == 0 || depth == 0 {
+        return 0;
+    }
+    let get = |b: &[u8], i: usize| if int8 { b[i] as i8 as i32 } else { b[i] as i32 };
+    let bias: Vec<i32> = node
+        .bias
+        .as_ref()
+        .map_or(vec![0; units], |b| b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+    let (qmin, qmax) = if int8 { (-128, 127) } else { (0, 255) };
+    let (lo, hi) = crate::cpu::quant::activation_range_quantized(act, yq.scale[0], yq.zero_point[0], qmin, qmax);
+    let mut misses = 0;
+    for (i, &want) in want.iter().enumerate() {
+        let (b, u) = (i / units, i % units);
+        let wz = if wq.scale.len() == 1 { wq.zero_point[0] } else { 0 };
+        let acc = (0..depth)
+            .map(|k| (get(&node.filter, u * depth + k) - wz) * (get(&node.input, b * depth + k) - xq.zero_point[0]))
+            .sum::<i32>()
+            + bias[u];
+        let fs = if wq.scale.len() == 1 { wq.scale[0] } else { wq.scale[u] };
+        let (m, s) = crate::cpu::quant::quantize_multiplier(xq.scale[0] as f64 * fs as f64 / yq.scale[0] as f64);
+        let v = crate::cpu::quant::multiply_by_quantized_multiplier(acc, m, s).saturating_add(yq.zero_point[0]);
+        let v = v.clamp(lo, hi);
+        misses += usize::from((if int8 { v as i8 as u8 } else { v as u8 }) != want);
+    }
+    misses
+}
+
 fn naive_gemm(a: &[i16], m: usize, w: &[i16], n: usize, kp: usize) -> Vec<i32> {
     let mut out = vec![0; m * n];
     for i in 0..m {

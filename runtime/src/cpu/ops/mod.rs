@@ -32,6 +32,7 @@ mod space_batch;
 mod space_depth;
 #[cfg(test)]
 mod test_util;
+mod tile;
 mod transpose;
 mod transpose_conv;
 mod view;
@@ -79,6 +80,7 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         "STRIDED_SLICE" => slice::build_strided_slice(ctx),
         "SLICE" => slice::build_slice(ctx),
         "TRANSPOSE" => transpose::build_transpose(ctx),
+        "TILE" => tile::build_tile(ctx),
         "BATCH_TO_SPACE_ND" => space_batch::build_batch_to_space(ctx),
         "SPACE_TO_BATCH_ND" => space_batch::build_space_to_batch(ctx),
         "SPACE_TO_DEPTH" | "DEPTH_TO_SPACE" => space_depth::build_depth_space(ctx),

@@ -26,8 +26,9 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 TT = fb.TensorType
 OP = fb.BuiltinOperator
 OPT = fb.BuiltinOptions
-NP = {TT.FLOAT32: np.float32, TT.UINT8: np.uint8, TT.INT8: np.int8, TT.INT32: np.int32, TT.INT64: np.int64}
-U8, I8, F32, I32, I64 = TT.UINT8, TT.INT8, TT.FLOAT32, TT.INT32, TT.INT64
+NP = {TT.FLOAT32: np.float32, TT.UINT8: np.uint8, TT.INT8: np.int8, TT.INT16: np.int16, TT.INT32: np.int32,
+      TT.INT64: np.int64, TT.BOOL: np.bool_}
+U8, I8, I16, F32, I32, I64, BOOL = TT.UINT8, TT.INT8, TT.INT16, TT.FLOAT32, TT.INT32, TT.INT64, TT.BOOL
 
 
 class Graph:
@@ -68,6 +69,8 @@ class Graph:
         if data is None:
             if dtype == F32:
                 data = self.rng.uniform(-4, 4, size=shape)
+            elif dtype == BOOL:
+                data = self.rng.integers(0, 1, size=shape, endpoint=True)
             else:
                 info = np.iinfo(NP[dtype])
                 data = self.rng.integers(info.min, info.max, size=shape, endpoint=True)
@@ -706,6 +709,166 @@ def transpose_conv_i8_relu_big(g):
 @case
 def transpose_conv_f32_same_s2(g):
     transpose_conv(g, F32, [1, 3, 4, 3], [2, 3, 3, 3], [1, 6, 8, 2], (2, 2), "same", bias=True)
+
+
+# ---------------------------------------------------------------- TILE
+
+
+def tile(g, dtype, shape, multiples, mtype=I32, runtime=False):
+    """TILE of a random input; `runtime` makes the multiples a graph input (the output shape then stays in the
+    file, where the runtime plans with it, while TFLite resizes the output on each run)."""
+    q = (0.05, 3) if dtype in (U8, I8) else None
+    x = g.input("x", shape, dtype, q)
+    m = g.input("multiples", [len(multiples)], mtype, data=multiples) if runtime else g.const("multiples", multiples,
+                                                                                                   mtype)
+    y = g.output("y", [d * k for d, k in zip(shape, multiples)], dtype, q)
+    g.op(OP.TILE, [x, m], [y], OPT.TileOptions, options(fb.TileOptionsT))
+
+
+@case
+def tile_u8_4d(g):
+    tile(g, U8, [1, 2, 3, 2], [2, 1, 2, 3])
+
+
+@case
+def tile_i8_4d(g):
+    tile(g, I8, [2, 3, 1, 4], [1, 2, 3, 1])
+
+
+@case
+def tile_f32_2d(g):
+    tile(g, F32, [3, 4], [2, 3])
+
+
+@case
+def tile_i32_1d(g):
+    tile(g, I32, [5], [3])
+
+
+@case
+def tile_i8_3d_i64_multiples(g):
+    tile(g, I8, [2, 3, 4], [2, 1, 2], mtype=I64)
+
+
+@case
+def tile_i16_3d_ones(g):
+    # Multiples of 1 on the outer and inner axes.
+    tile(g, I16, [2, 3, 5], [1, 4, 1])
+
+
+@case
+def tile_i64_2d(g):
+    tile(g, I64, [2, 3], [3, 2])
+
+
+@case
+def tile_bool_2d(g):
+    tile(g, BOOL, [3, 2], [2, 4])
+
+
+@case
+def tile_u8_6d(g):
+    tile(g, U8, [2, 1, 3, 1, 2, 2], [1, 3, 1, 2, 2, 1])
+
+
+@case
+def tile_f32_all_ones(g):
+    tile(g, F32, [2, 3, 4], [1, 1, 1])
+
+
+@case
+def tile_u8_runtime_multiples(g):
+    tile(g, U8, [2, 2, 3], [3, 1, 2], runtime=True)
+
+
+@case
+def tile_f32_runtime_i64_multiples(g):
+    tile(g, F32, [1, 3, 2], [2, 2, 1], mtype=I64, runtime=True)
+
+
+# ---------------------------------------------------------------- FULLY_CONNECTED
+
+
+def fixed_point_requant(acc, real):
+    """MultiplyByQuantizedMultiplier(acc, QuantizeMultiplier(real)): what CONV_2D does, rounding twice."""
+    import math
+    q, e = math.frexp(real)
+    m = round(q * (1 << 31))
+    if m == 1 << 31:
+        m, e = m // 2, e + 1
+    left, right = max(e, 0), max(-e, 0)
+    ab = (int(acc) << left) * m
+    v = (ab + (1 << 30)) >> 31 if ab >= 0 else -((-ab + (1 << 30) - 1) >> 31)  # nudge and truncate
+    mask = (1 << right) - 1
+    return (v >> right) + (1 if (v & mask) > (mask >> 1) + (1 if v < 0 else 0) else 0)
+
+
+def fully_connected(g, dtype, batches, depth, units, per_channel, act=fb.ActivationFunctionType.NONE):
+    """A FULLY_CONNECTED whose weights are drawn until some unclamped output rounds differently with the
+    fixed-point requantization than with TFLite's reference (double precision, rounded once)."""
+    lo, hi = qrange(dtype)
+    in_s, in_zp = 0.02, (lo + hi + 1) // 2 - 3
+    out_s, out_zp = 0.05, (lo + hi + 1) // 2 + 5
+    out_lo = max(lo, out_zp) if act == fb.ActivationFunctionType.RELU else lo  # what the activation keeps
+    if dtype == U8:
+        w_zp = np.array([131])
+    else:
+        w_zp = np.zeros(units if per_channel else 1, dtype=np.int64)
+    xdata = g.rng.integers(lo, hi, size=[batches, depth], endpoint=True)
+    for _ in range(10000):
+        w_s = g.rng.uniform(0.002, 0.02, size=units if per_channel else 1).astype(np.float32)
+        wdata = g.rng.integers(lo if dtype == U8 else -127, hi, size=[units, depth], endpoint=True)
+        bdata = g.rng.integers(-3000, 3000, size=[units], endpoint=True)
+        acc = (wdata - w_zp.reshape(-1, 1)) @ (xdata - in_zp).T + bdata.reshape(-1, 1)  # [units, batches]
+        ties = 0
+        for u in range(units):
+            real = float(np.float32(in_s)) * float(w_s[u if per_channel else 0]) / float(np.float32(out_s))
+            for b in range(batches):
+                a = int(acc[u, b])
+                exact = a * real
+                once = int(np.floor(abs(exact) + 0.5)) * (1 if exact >= 0 else -1)
+                if fixed_point_requant(a, real) != once and out_lo <= once + out_zp <= hi:
+                    ties += 1
+        if ties:
+            break
+    else:
+        raise RuntimeError("no double-rounding case found")
+    x = g.input("x", [batches, depth], dtype, (in_s, in_zp), data=xdata)
+    axis = 0
+    w = g.const("weights", wdata, dtype, [units, depth], (w_s, w_zp, axis))
+    b = g.const("bias", bdata, I32, [units], (in_s * w_s, np.zeros(len(w_s), dtype=np.int64), axis))
+    y = g.output("y", [batches, units], dtype, (out_s, out_zp))
+    g.op(OP.FULLY_CONNECTED, [x, w, b], [y], OPT.FullyConnectedOptions,
+         options(fb.FullyConnectedOptionsT, fusedActivationFunction=act))
+
+
+@case
+def fully_connected_i8_per_channel_ties(g):
+    fully_connected(g, I8, 4, 48, 12, per_channel=True)
+
+
+@case
+def fully_connected_i8_per_tensor_ties(g):
+    fully_connected(g, I8, 3, 40, 10, per_channel=False, act=fb.ActivationFunctionType.RELU)
+
+
+@case
+def fully_connected_u8_ties(g):
+    fully_connected(g, U8, 3, 40, 10, per_channel=False)
+
+
+@case
+def fully_connected_i8_per_channel_zero_points(g):
+    """Per-channel weights with nonzero zero points, which TFLite's per-channel kernel ignores (symmetric by spec)."""
+    units, depth = 5, 24
+    x = g.input("x", [2, depth], I8, (0.02, -3))
+    w_s = g.rng.uniform(0.002, 0.02, size=units).astype(np.float32)
+    wdata = g.rng.integers(-127, 127, size=[units, depth], endpoint=True)
+    w = g.const("weights", wdata, I8, [units, depth], (w_s, np.array([5, -7, 9, 0, 3]), 0))
+    bq = (0.02 * w_s, np.zeros(units, dtype=np.int64), 0)
+    b = g.const("bias", g.rng.integers(-3000, 3000, size=[units], endpoint=True), I32, [units], bq)
+    y = g.output("y", [2, units], I8, (0.05, 4))
+    g.op(OP.FULLY_CONNECTED, [x, w, b], [y], OPT.FullyConnectedOptions, options(fb.FullyConnectedOptionsT))
 
 
 def main():
