@@ -20,7 +20,7 @@ use edgetpu::sim::OracleChoice;
 use edgetpu::Model;
 use std::sync::Arc;
 
-/// 20 steady-state invokes after two warm-up ones: the number of heap allocations.
+/// 20 steady-state invokes after two warm-up ones (the fewest of three windows): heap allocations.
 fn allocations_in_20_invokes(rt: &Runtime, name: &str) -> usize {
     let model = Arc::new(Model::open(common::testdata().join(name)).unwrap());
     let mut it = rt.interpreter(model, &Options { threads: 1, ..Default::default() }).unwrap();
@@ -28,12 +28,20 @@ fn allocations_in_20_invokes(rt: &Runtime, name: &str) -> usize {
     it.set_input(0, &common::noise(n, 3)).unwrap();
     it.invoke().unwrap();
     it.invoke().unwrap();
-    let before = host_alloc::allocations();
-    for _ in 0..20 {
-        it.invoke().unwrap();
-    }
-    let n = host_alloc::allocations() - before;
-    assert_eq!(rt.metrics()[0].inferences, 22);
+    // The counter sees every thread of the process, the test harness's too, which may still be
+    // starting up during the first window: the fewest allocations of three windows counts (an
+    // invoke that allocates shows in each).
+    let n = (0..3)
+        .map(|_| {
+            let before = host_alloc::allocations();
+            for _ in 0..20 {
+                it.invoke().unwrap();
+            }
+            host_alloc::allocations() - before
+        })
+        .min()
+        .unwrap_or(0);
+    assert_eq!(rt.metrics()[0].inferences, 62);
     n
 }
 

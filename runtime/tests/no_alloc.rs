@@ -44,11 +44,19 @@ fn allocations(path: &str, threads: usize, runs: usize) -> usize {
         it.set_input(i, &vec![7u8; n]).unwrap();
     }
     it.invoke().unwrap();
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..runs {
-        it.invoke().unwrap();
-    }
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    // The counter sees every thread of the process, the test harness's too, which may still be
+    // starting up during the first window: the fewest allocations of three windows counts (an
+    // invoke that allocates shows in each).
+    (0..3)
+        .map(|_| {
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            for _ in 0..runs {
+                it.invoke().unwrap();
+            }
+            ALLOCATIONS.load(Ordering::Relaxed) - before
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 /// Every CPU model of the test data that has goldens (one subgraph; the ones with float inputs

@@ -31,11 +31,18 @@ fn allocations(name: &str) -> usize {
     let ins: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
     let mut outs: Vec<&mut [u8]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
     acc.run(&mut program, &ins, &mut outs).unwrap();
-    let before = host_alloc::allocations();
-    for _ in 0..50 {
-        acc.run(&mut program, &ins, &mut outs).unwrap();
-    }
-    let n = host_alloc::allocations() - before;
+    // The fewest allocations of three windows (the test harness's own threads may allocate
+    // while the first one runs; a run that allocates shows in each).
+    let n = (0..3)
+        .map(|_| {
+            let before = host_alloc::allocations();
+            for _ in 0..50 {
+                acc.run(&mut program, &ins, &mut outs).unwrap();
+            }
+            host_alloc::allocations() - before
+        })
+        .min()
+        .unwrap_or(0);
     // The counter does see the host's allocations.
     let probe = host_alloc::allocations();
     std::hint::black_box(vec![0u8; 16]);
