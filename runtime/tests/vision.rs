@@ -248,3 +248,25 @@ fn movenet_pose_of_squat_bmp() {
     }
     assert!(vision::pose(&it, &t, 1.01).unwrap().is_empty());
 }
+
+#[test]
+fn images_past_the_decode_limits_are_refused_before_decoding() {
+    // 16385 pixels wide (the limit is 16384 a side), one pixel high: small to make, refused by
+    // its header.
+    let wide = image::RgbImage::new(16385, 1);
+    let mut png = Vec::new();
+    wide.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let e = edgetpu::vision::open_image_bytes(&png).unwrap_err();
+    assert_eq!(e.kind(), edgetpu::ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("cannot decode the image"), "{e}");
+    let ok = image::RgbImage::new(16384, 1);
+    let mut png = Vec::new();
+    ok.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    assert_eq!(edgetpu::vision::open_image_bytes(&png).unwrap().width(), 16384);
+}
+
+#[test]
+fn a_directory_given_as_a_model_says_so() {
+    let e = edgetpu::Model::open(common::testdata()).unwrap_err();
+    assert!(e.to_string().contains("is a directory, not a model file"), "{e}");
+}

@@ -27,7 +27,7 @@ pub use associated::AssociatedFile;
 pub use options::{Activation, OpOptions, Padding};
 pub use types::{BuiltinOp, OpKind, OperatorCode, Quantization, TensorType};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -157,6 +157,15 @@ impl Model {
     /// Memory-maps and verifies a model file.
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "is a directory, not a model file: name a .tflite file in it",
+                ),
+            });
+        }
         let map = loader::map_file(path)?;
         Self::build(Storage::Mapped(map), Some(path.to_path_buf()))
     }

@@ -64,8 +64,7 @@ use std::path::Path;
 pub fn open_image(path: impl AsRef<Path>) -> Result<image::DynamicImage> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    image::load_from_memory(&bytes)
-        .map_err(|e| Error::argument(format!("{}: cannot decode the image: {e}", path.display())))
+    open_image_bytes(&bytes).map_err(|e| Error::argument(format!("{}: {e}", path.display())))
 }
 
 /// Decodes an image held in memory (PNG, JPEG or BMP), such as one received over a network, with
