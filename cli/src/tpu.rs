@@ -167,7 +167,7 @@ pub fn runtime_options(args: &DeviceArgs) -> Result<RuntimeOptions> {
     });
     let mut usb = UsbOptions::default().performance(args.performance.unwrap_or(Performance::High)).progress(progress);
     usb.firmware = args.firmware.clone();
-    let pcie = ApexOptions { performance: args.performance.unwrap_or(Performance::Max), ..Default::default() };
+    let pcie = ApexOptions::default().performance(args.performance.unwrap_or(Performance::Max));
     Ok(RuntimeOptions::default().usb(usb).pcie(pcie).sim(sim))
 }
 

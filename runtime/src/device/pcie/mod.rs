@@ -35,7 +35,14 @@ const PAGE: u64 = 4096;
 const BOUND_INTERRUPTS: [u64; 10] = [0, 4, 5, 6, 7, 8, 9, 10, 11, 12];
 
 /// Options of a PCIe device.
+///
+/// ```
+/// use edgetpu::device::{pcie::ApexOptions, Performance};
+/// let options = ApexOptions::default().performance(Performance::High);
+/// assert_eq!(options.performance, Performance::High);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ApexOptions {
     /// Performance expectation (PCIe defaults to Max, as libedgetpu's).
     pub performance: Performance,
@@ -46,6 +53,19 @@ pub struct ApexOptions {
 impl Default for ApexOptions {
     fn default() -> Self {
         ApexOptions { performance: Performance::Max, timeout: Duration::from_secs(6) }
+    }
+}
+
+impl ApexOptions {
+    /// Sets [`Self::performance`].
+    pub fn performance(mut self, performance: Performance) -> Self {
+        self.performance = performance;
+        self
+    }
+    /// Sets [`Self::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -807,7 +827,16 @@ impl Accelerator for ApexAccelerator {
         // The driver's thermal attributes, in the node's sysfs class directory.
         let temperature_c = match (self.info.simulated, self.node.file_name()) {
             (false, Some(n)) => {
-                sysfs::read_telemetry(&Path::new(sysfs::ROOT).join(sysfs::CLASS_DIR).join(n)).temp_celsius()
+                let t = sysfs::read_telemetry(&Path::new(sysfs::ROOT).join(sysfs::CLASS_DIR).join(n));
+                if t.throttled() {
+                    log::warn!(
+                        "{}: throttled to {} at {:.1} °C",
+                        self.info.name,
+                        t.clock.map_or_else(|| "?".into(), |c| format!("{} MHz", c.mhz())),
+                        t.temp_celsius().unwrap_or(f64::NAN)
+                    );
+                }
+                t.temp_celsius()
             }
             _ => None,
         };
