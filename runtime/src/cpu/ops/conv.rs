@@ -1,6 +1,7 @@
 //! CONV_2D for uint8 (per-tensor) and int8 (per-channel): TFLite's `reference_ops::Conv` (and its
 //! integer per-channel twin) on the packed weights, and the fast kernels, im2col + integer GEMM
-//! or, with AVX-512 VNNI, a byte GEMM with the zero points folded in.
+//! or, with 8-bit dot-product instructions (AVX-512 VNNI, aarch64 dotprod), a byte GEMM with the
+//! zero points folded in.
 //!
 //! The fast kernels produce the same int32 accumulators exactly, so all share one output stage.
 // Unsafe only to call the AVX2-compiled copies of safe loop bodies after run-time detection.
@@ -27,9 +28,9 @@ struct Conv {
     reference: bool,
 }
 
-/// The 8-bit dot-product path (AVX-512 VNNI): patches stay raw input bytes and the zero points
-/// are folded into per-channel terms, `acc = dot(x, w') + a[oc] * rowsum(x) + c[oc]`, which
-/// equals `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
+/// The 8-bit dot-product path (AVX-512 VNNI, aarch64 dotprod): patches stay raw input bytes and
+/// the zero points are folded into per-channel terms, `acc = dot(x, w') + a[oc] * rowsum(x) +
+/// c[oc]`, which equals `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
 struct Vnni {
     packed: gemm::PackedU8,
     fold: gemm::Fold,
