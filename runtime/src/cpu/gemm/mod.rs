@@ -232,6 +232,27 @@ pub(crate) fn gemm_packed(a: &[i16], m: usize, p: &Packed, out: &mut [i32]) {
     gemm_packed_portable(a, m, p, out)
 }
 
+/// Whether [`gemm_packed_fused`] has a kernel on this CPU (aarch64).
+pub(crate) fn packed_fused() -> bool {
+    cfg!(target_arch = "aarch64") && best() != Isa::Portable
+}
+
+/// [`gemm_packed`] with the bias and the output stage fused: `f` holds the bias as its `c` terms
+/// (its `a` terms are not used), and `m` rows of `oc` output bytes are stored. Returns false,
+/// having done nothing, where there is no such kernel ([`packed_fused`]) or the stage needs the
+/// scalar path.
+#[allow(unsafe_code)]
+pub(crate) fn gemm_packed_fused(a: &[i16], m: usize, p: &Packed, f: &Fold, q: Q8, out: &mut [u8], oc: usize) -> bool {
+    assert!(a.len() >= m * p.kp && out.len() >= m * oc && oc <= p.np && f.c.len() >= p.np && p.kp.is_multiple_of(2));
+    #[cfg(target_arch = "aarch64")]
+    if best() != Isa::Portable && f.shift.iter().all(|&s| s < 31) {
+        // SAFETY: NEON is part of every aarch64 CPU; bounds asserted above.
+        return unsafe { neon::gemm_packed_fused_neon(a, m, p, f, q, out, oc) };
+    }
+    let _ = (a, m, p, f, q, out, oc);
+    false
+}
+
 /// Whether the CPU has 8-bit dot-product instructions for the byte GEMM of the convolutions:
 /// AVX-512 VNNI (with VL) on x86-64, the dotprod extension (`sdot`/`udot`) on aarch64.
 pub(crate) fn vnni() -> bool {
@@ -316,6 +337,9 @@ pub(crate) struct Fold {
     pub offset: i32,
     pub min: i32,
     pub max: i32,
+    /// Some channel shifts left (`left` is not all zeros).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub shl: bool,
 }
 
 impl Fold {
@@ -337,6 +361,7 @@ impl Fold {
             offset: st.offset,
             min: st.min,
             max: st.max,
+            shl: st.left.iter().any(|&l| l != 0),
         }
     }
 }

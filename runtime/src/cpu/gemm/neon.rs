@@ -64,13 +64,19 @@ fn st_u8x16(s: &mut [u8], at: usize, v: uint8x16_t) {
 #[inline]
 #[target_feature(enable = "neon")]
 fn scale4(x: int32x4_t, m: int32x4_t, left: int32x4_t, right: int32x4_t) -> int32x4_t {
-    let h = vqrdmulhq_s32(vshlq_s32(x, left), m);
+    scale4_neg(vshlq_s32(x, left), m, vnegq_s32(right))
+}
+
+/// SaturatingRoundingDoublingHighMul by `m`, then RoundingDivideByPOT by `-neg_right`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn scale4_neg(x: int32x4_t, m: int32x4_t, neg_right: int32x4_t) -> int32x4_t {
+    let h = vqrdmulhq_s32(x, m);
     // `srshl` by -right rounds halves up; one less for negative values (when right > 0) makes
     // it round them away from zero. The saturating add only matters for i32::MIN, whose
     // quotient is exact either way.
-    let neg = vnegq_s32(right);
-    let fix = vshrq_n_s32::<31>(vandq_s32(h, neg));
-    vrshlq_s32(vqaddq_s32(h, fix), neg)
+    let fix = vshrq_n_s32::<31>(vandq_s32(h, neg_right));
+    vrshlq_s32(vqaddq_s32(h, fix), neg_right)
 }
 
 /// The end of the output stage: plus the output zero point (wrapping, like the scalar stage),
@@ -137,23 +143,54 @@ pub(super) fn requantize_neon(acc: &[i32], bias: Option<&[i32]>, st: &OutputStag
     let Some(nw) = Narrow::new(st.offset, st.min, st.max, q) else {
         return 0;
     };
+    match bias {
+        Some(b) => requantize_body::<true>(acc, b, st, &nw, out),
+        None => requantize_body::<false>(acc, &[], st, &nw, out),
+    }
+}
+
+/// Lanes `c..c + 4` of [`requantize_neon`], scaled.
+#[inline]
+#[target_feature(enable = "neon")]
+fn requant_at<const BIAS: bool>(
+    acc: &[i32],
+    bias: &[i32],
+    m: &[i32],
+    left: &[i32],
+    right: &[i32],
+    c: usize,
+) -> int32x4_t {
+    let x = if BIAS { vaddq_s32(ld_i32(acc, c), ld_i32(bias, c)) } else { ld_i32(acc, c) };
+    scale4(x, ld_i32(m, c), ld_i32(left, c), ld_i32(right, c))
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+fn requantize_body<const BIAS: bool>(
+    acc: &[i32],
+    bias: &[i32],
+    st: &OutputStage,
+    nw: &Narrow,
+    out: &mut [u8],
+) -> usize {
     let n = acc.len();
     let (m, left, right, out) = (&st.multiplier[..n], &st.left[..n], &st.right[..n], &mut out[..n]);
-    let bias = bias.map(|b| &b[..n]);
-    let one = |c: usize| {
-        let x = match bias {
-            Some(b) => vaddq_s32(ld_i32(acc, c), ld_i32(b, c)),
-            None => ld_i32(acc, c),
-        };
-        scale4(x, ld_i32(m, c), ld_i32(left, c), ld_i32(right, c))
-    };
+    let bias = if BIAS { &bias[..n] } else { bias };
     let mut c = 0;
     while c + 16 <= n {
-        st_u8x16(out, c, nw.bytes16([one(c), one(c + 4), one(c + 8), one(c + 12)]));
+        let v = [
+            requant_at::<BIAS>(acc, bias, m, left, right, c),
+            requant_at::<BIAS>(acc, bias, m, left, right, c + 4),
+            requant_at::<BIAS>(acc, bias, m, left, right, c + 8),
+            requant_at::<BIAS>(acc, bias, m, left, right, c + 12),
+        ];
+        st_u8x16(out, c, nw.bytes16(v));
         c += 16;
     }
-    while c + 8 <= n {
-        st_u8x8(out, c, nw.bytes8(one(c), one(c + 4)));
+    if c + 8 <= n {
+        let (v0, v1) =
+            (requant_at::<BIAS>(acc, bias, m, left, right, c), requant_at::<BIAS>(acc, bias, m, left, right, c + 4));
+        st_u8x8(out, c, nw.bytes8(v0, v1));
         c += 8;
     }
     c
@@ -293,41 +330,54 @@ fn packed_step<const R: usize, const L0: i32, const L1: i32>(
     }
 }
 
-/// One tile of [`gemm_packed_neon`]: `R` rows x 16 output channels, 4 k pairs per row load.
+/// The sums of one tile of [`gemm_packed_neon`], from `acc`: `R` rows x 16 output channels, 4 k
+/// pairs per row load.
+// A macro rather than a function: it is always inlined into the tile functions (LLVM declines
+// to inline a function this large at so many call sites, and the sums would then go through
+// memory; `#[inline(always)]` is not allowed with `#[target_feature]`).
+macro_rules! packed_sums {
+    ($R:ident, $a:expr, $i:expr, $p:expr, $j:expr, $acc:expr) => {{
+        let (a, i, p, j): (&[i16], usize, &Packed, usize) = ($a, $i, $p, $j);
+        let mut acc: [[int32x4_t; 4]; $R] = $acc;
+        let (kp, np) = (p.kp, p.np);
+        let kh = kp / 2;
+        assert!(a.len() >= (i + $R) * kp && j + 16 <= np && p.w.len() >= kh * np * 2);
+        // SAFETY: row r of `a` is read at i16 2kk..2kk + 8 with kk + 4 <= kh, or 2kk..2kk + 2 with
+        // kk < kh, inside its kp values; the weights at (kk * np + j) * 2 + 0..32 with kk < kh,
+        // inside `p.w` (both asserted above).
+        unsafe {
+            let w = p.w.as_ptr().add(2 * j);
+            let rows: [*const i16; $R] = core::array::from_fn(|r| a.as_ptr().add((i + r) * kp));
+            let mut kk = 0;
+            while kk + 4 <= kh {
+                let x: [int16x8_t; $R] = core::array::from_fn(|r| vld1q_s16(rows[r].add(2 * kk)));
+                packed_step::<$R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
+                packed_step::<$R, 2, 3>(&mut acc, &x, ld_pair_weights(w.add((kk + 1) * np * 2)));
+                packed_step::<$R, 4, 5>(&mut acc, &x, ld_pair_weights(w.add((kk + 2) * np * 2)));
+                packed_step::<$R, 6, 7>(&mut acc, &x, ld_pair_weights(w.add((kk + 3) * np * 2)));
+                kk += 4;
+            }
+            while kk < kh {
+                // The pair in lanes 0 and 1.
+                let x: [int16x8_t; $R] = core::array::from_fn(|r| {
+                    vreinterpretq_s16_u32(vdupq_n_u32((rows[r].add(2 * kk) as *const u32).read_unaligned()))
+                });
+                packed_step::<$R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
+                kk += 1;
+            }
+        }
+        acc
+    }};
+}
+
+/// One tile of [`gemm_packed_neon`], stored as i32.
 #[inline]
 #[target_feature(enable = "neon")]
 fn packed_tile<const R: usize>(a: &[i16], i: usize, p: &Packed, j: usize, out: &mut [i32]) {
-    let (kp, np) = (p.kp, p.np);
-    let kh = kp / 2;
-    assert!(a.len() >= (i + R) * kp && j + 16 <= np && p.w.len() >= kh * np * 2);
-    let mut acc = [[vdupq_n_s32(0); 4]; R];
-    // SAFETY: row r of `a` is read at i16 2kk..2kk + 8 with kk + 4 <= kh, or 2kk..2kk + 2 with
-    // kk < kh, inside its kp values; the weights at (kk * np + j) * 2 + 0..32 with kk < kh,
-    // inside `p.w` (both asserted above).
-    unsafe {
-        let w = p.w.as_ptr().add(2 * j);
-        let rows: [*const i16; R] = core::array::from_fn(|r| a.as_ptr().add((i + r) * kp));
-        let mut kk = 0;
-        while kk + 4 <= kh {
-            let x: [int16x8_t; R] = core::array::from_fn(|r| vld1q_s16(rows[r].add(2 * kk)));
-            packed_step::<R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
-            packed_step::<R, 2, 3>(&mut acc, &x, ld_pair_weights(w.add((kk + 1) * np * 2)));
-            packed_step::<R, 4, 5>(&mut acc, &x, ld_pair_weights(w.add((kk + 2) * np * 2)));
-            packed_step::<R, 6, 7>(&mut acc, &x, ld_pair_weights(w.add((kk + 3) * np * 2)));
-            kk += 4;
-        }
-        while kk < kh {
-            // The pair in lanes 0 and 1.
-            let x: [int16x8_t; R] = core::array::from_fn(|r| {
-                vreinterpretq_s16_u32(vdupq_n_u32((rows[r].add(2 * kk) as *const u32).read_unaligned()))
-            });
-            packed_step::<R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
-            kk += 1;
-        }
-    }
+    let acc = packed_sums!(R, a, i, p, j, [[vdupq_n_s32(0); 4]; R]);
     for (r, ar) in acc.iter().enumerate() {
         for (h, &v) in ar.iter().enumerate() {
-            st_i32(out, (i + r) * np + j + 4 * h, v);
+            st_i32(out, (i + r) * p.np + j + 4 * h, v);
         }
     }
 }
@@ -548,6 +598,124 @@ fn dw_pairs_body<const S: bool>(
     n16
 }
 
+/// Scales column `H` (channels `c..c + 4`) of a fused tile's sums.
+#[inline]
+#[target_feature(enable = "neon")]
+fn scale_col<const R: usize, const H: usize>(acc: &mut [[int32x4_t; 4]; R], f: &Fold, c: usize) {
+    let m = ld_i32(&f.multiplier, c);
+    let neg = vnegq_s32(ld_i32(&f.right, c));
+    if f.shl {
+        let left = ld_i32(&f.left, c);
+        for a in acc.iter_mut() {
+            a[H] = vshlq_s32(a[H], left);
+        }
+    }
+    for a in acc.iter_mut() {
+        a[H] = scale4_neg(a[H], m, neg);
+    }
+}
+
+/// One row of a fused tile as bytes at `out[at..]`: 16 of them (`FULL`) or the first `n`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn store_row<const FULL: bool>(nw: &Narrow, v: [int32x4_t; 4], out: &mut [u8], at: usize, n: usize) {
+    let bytes = nw.bytes16(v);
+    if FULL {
+        st_u8x16(out, at, bytes);
+    } else {
+        let mut tmp = [0u8; 16];
+        st_u8x16(&mut tmp, 0, bytes);
+        out[at..at + n].copy_from_slice(&tmp[..n]);
+    }
+}
+
+/// The output stage of a fused tile: the sums (fold terms included) of rows `i..i + R` and
+/// channels `j..j + 16`, scaled per channel and stored as bytes at `out[(i + r) * oc + j..]`; all
+/// 16 channels exist (`FULL`) or only `oc - j`.
+// A macro for the reason given at `packed_sums`.
+macro_rules! fused_store {
+    ($R:ident, $FULL:ident, $acc:expr, $f:expr, $nw:expr, $i:expr, $j:expr, $out:expr, $oc:expr) => {{
+        let mut acc: [[int32x4_t; 4]; $R] = $acc;
+        let (f, nw, i, j, out, oc): (&Fold, &Narrow, usize, usize, &mut [u8], usize) = ($f, $nw, $i, $j, $out, $oc);
+        // Column by column (4 channels' terms live at a time), rows at constant indices: an index
+        // that is not a constant would keep `acc` in memory through the k loop.
+        scale_col::<$R, 0>(&mut acc, f, j);
+        scale_col::<$R, 1>(&mut acc, f, j + 4);
+        scale_col::<$R, 2>(&mut acc, f, j + 8);
+        scale_col::<$R, 3>(&mut acc, f, j + 12);
+        let n = (oc - j).min(16);
+        if let Some(&v) = acc.first() {
+            store_row::<$FULL>(nw, v, out, i * oc + j, n);
+        }
+        if let Some(&v) = acc.get(1) {
+            store_row::<$FULL>(nw, v, out, (i + 1) * oc + j, n);
+        }
+        if let Some(&v) = acc.get(2) {
+            store_row::<$FULL>(nw, v, out, (i + 2) * oc + j, n);
+        }
+        if let Some(&v) = acc.get(3) {
+            store_row::<$FULL>(nw, v, out, (i + 3) * oc + j, n);
+        }
+    }};
+}
+
+/// [`gemm_packed_neon`] with the bias (`f.c`; `f.a` is not used) and the output stage fused:
+/// `m` rows of `oc` bytes. Returns false, having done nothing, when the stage's clamp leaves the
+/// byte range.
+#[target_feature(enable = "neon")]
+pub(super) fn gemm_packed_fused_neon(
+    a: &[i16],
+    m: usize,
+    p: &Packed,
+    f: &Fold,
+    q: Q8,
+    out: &mut [u8],
+    oc: usize,
+) -> bool {
+    let Some(nw) = Narrow::new(f.offset, f.min, f.max, q) else {
+        return false;
+    };
+    let mut i = 0;
+    while i < m {
+        let rows = (m - i).min(4);
+        let mut j = 0;
+        while j < oc {
+            let full = j + 16 <= oc;
+            match (rows, full) {
+                (4, true) => packed_fused_tile::<4, true>(a, i, p, j, f, &nw, out, oc),
+                (3, true) => packed_fused_tile::<3, true>(a, i, p, j, f, &nw, out, oc),
+                (2, true) => packed_fused_tile::<2, true>(a, i, p, j, f, &nw, out, oc),
+                (_, true) => packed_fused_tile::<1, true>(a, i, p, j, f, &nw, out, oc),
+                (4, false) => packed_fused_tile::<4, false>(a, i, p, j, f, &nw, out, oc),
+                (3, false) => packed_fused_tile::<3, false>(a, i, p, j, f, &nw, out, oc),
+                (2, false) => packed_fused_tile::<2, false>(a, i, p, j, f, &nw, out, oc),
+                (_, false) => packed_fused_tile::<1, false>(a, i, p, j, f, &nw, out, oc),
+            }
+            j += 16;
+        }
+        i += rows;
+    }
+    true
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+fn packed_fused_tile<const R: usize, const FULL: bool>(
+    a: &[i16],
+    i: usize,
+    p: &Packed,
+    j: usize,
+    f: &Fold,
+    nw: &Narrow,
+    out: &mut [u8],
+    oc: usize,
+) {
+    let bias: [int32x4_t; 4] = core::array::from_fn(|h| ld_i32(&f.c[j..j + 16], 4 * h));
+    let acc = packed_sums!(R, a, i, p, j, [bias; R]);
+    fused_store!(R, FULL, acc, f, nw, i, j, out, oc);
+}
+
 /// `acc[i] += sum_t w[4i + t] * x[4L + t]`: `sdot` (signed bytes) or, with `U`, `udot`
 /// (unsigned bytes), by element.
 #[inline]
@@ -614,7 +782,7 @@ unsafe fn ld_quad_weights(p: *const u8) -> [int8x16_t; 4] {
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
 #[allow(clippy::too_many_arguments)]
-fn tile_dot<const R: usize, const U: bool>(
+fn tile_dot<const R: usize, const U: bool, const FULL: bool>(
     a: &[u8],
     i: usize,
     p: &PackedU8,
@@ -666,35 +834,7 @@ fn tile_dot<const R: usize, const U: bool>(
             q += 1;
         }
     }
-    let m: [int32x4_t; 4] = core::array::from_fn(|h| ld(&f.multiplier, h));
-    let left: [int32x4_t; 4] = core::array::from_fn(|h| ld(&f.left, h));
-    let right: [int32x4_t; 4] = core::array::from_fn(|h| ld(&f.right, h));
-    let n = (oc - j).min(16);
-    let row = |r: usize, v: &[int32x4_t; 4], out: &mut [u8]| {
-        let bytes = nw.bytes16(core::array::from_fn(|h| scale4(v[h], m[h], left[h], right[h])));
-        let at = (i + r) * oc + j;
-        if n == 16 {
-            st_u8x16(out, at, bytes);
-        } else {
-            let mut tmp = [0u8; 16];
-            st_u8x16(&mut tmp, 0, bytes);
-            out[at..at + n].copy_from_slice(&tmp[..n]);
-        }
-    };
-    // Rows at constant indices: an index that is not a constant would keep `acc` in memory
-    // through the k loop.
-    if let Some(v) = acc.first() {
-        row(0, v, out);
-    }
-    if let Some(v) = acc.get(1) {
-        row(1, v, out);
-    }
-    if let Some(v) = acc.get(2) {
-        row(2, v, out);
-    }
-    if let Some(v) = acc.get(3) {
-        row(3, v, out);
-    }
+    fused_store!(R, FULL, acc, f, nw, i, j, out, oc);
 }
 
 /// Fused byte GEMM and output stage (`sdot`/`udot`) over tiles of 4 rows x 16 output channels
@@ -720,15 +860,24 @@ pub(super) fn gemm_u8_fused_dot(
         let rows = (m - i).min(4);
         let mut j = 0;
         while j < oc {
-            match (rows, p.unsigned_weights) {
-                (4, false) => tile_dot::<4, false>(a, i, p, j, sx, f, &nw, out, oc),
-                (3, false) => tile_dot::<3, false>(a, i, p, j, sx, f, &nw, out, oc),
-                (2, false) => tile_dot::<2, false>(a, i, p, j, sx, f, &nw, out, oc),
-                (_, false) => tile_dot::<1, false>(a, i, p, j, sx, f, &nw, out, oc),
-                (4, true) => tile_dot::<4, true>(a, i, p, j, sx, f, &nw, out, oc),
-                (3, true) => tile_dot::<3, true>(a, i, p, j, sx, f, &nw, out, oc),
-                (2, true) => tile_dot::<2, true>(a, i, p, j, sx, f, &nw, out, oc),
-                (_, true) => tile_dot::<1, true>(a, i, p, j, sx, f, &nw, out, oc),
+            let full = j + 16 <= oc;
+            match (rows, p.unsigned_weights, full) {
+                (4, false, true) => tile_dot::<4, false, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (3, false, true) => tile_dot::<3, false, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (2, false, true) => tile_dot::<2, false, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (_, false, true) => tile_dot::<1, false, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (4, true, true) => tile_dot::<4, true, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (3, true, true) => tile_dot::<3, true, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (2, true, true) => tile_dot::<2, true, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (_, true, true) => tile_dot::<1, true, true>(a, i, p, j, sx, f, &nw, out, oc),
+                (4, false, false) => tile_dot::<4, false, false>(a, i, p, j, sx, f, &nw, out, oc),
+                (3, false, false) => tile_dot::<3, false, false>(a, i, p, j, sx, f, &nw, out, oc),
+                (2, false, false) => tile_dot::<2, false, false>(a, i, p, j, sx, f, &nw, out, oc),
+                (_, false, false) => tile_dot::<1, false, false>(a, i, p, j, sx, f, &nw, out, oc),
+                (4, true, false) => tile_dot::<4, true, false>(a, i, p, j, sx, f, &nw, out, oc),
+                (3, true, false) => tile_dot::<3, true, false>(a, i, p, j, sx, f, &nw, out, oc),
+                (2, true, false) => tile_dot::<2, true, false>(a, i, p, j, sx, f, &nw, out, oc),
+                (_, true, false) => tile_dot::<1, true, false>(a, i, p, j, sx, f, &nw, out, oc),
             }
             j += 16;
         }

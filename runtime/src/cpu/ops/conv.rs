@@ -22,6 +22,8 @@ struct Conv {
     kp: usize,
     weights: Vec<i16>,
     packed: Option<gemm::Packed>,
+    /// The bias and output stage for [`gemm::gemm_packed_fused`], where the CPU has it.
+    fused: Option<gemm::Fold>,
     vnni: Option<Vnni>,
     bias: Vec<i32>,
     stage: OutputStage,
@@ -134,7 +136,11 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let vnni =
         if !reference && ctx.vnni { vnni_layout(q_in, &weights, &zp, oc, k, kp, in_zp, &bias, &stage) } else { None };
     let (weights, packed) = if vnni.is_some() { (Vec::new(), None) } else { layout(weights, oc, kp, reference) };
-    Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, vnni, bias, stage, reference }, scratch)
+    let fused = (packed.is_some() && gemm::packed_fused()).then(|| gemm::Fold::new(&vec![0; oc], &bias, &stage, np));
+    Built::with_scratch(
+        Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, fused, vnni, bias, stage, reference },
+        scratch,
+    )
 }
 
 impl Conv {
@@ -301,6 +307,13 @@ impl Conv {
             let m = gemm::ROWS.min(n - at);
             for r in 0..m {
                 self.patch(input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
+            }
+            if let Some(f) = &self.fused {
+                let dst = &mut rows[at * oc..(at + m) * oc];
+                if gemm::gemm_packed_fused(&a[..m * kp], m, p, f, self.q_out, dst, oc) {
+                    at += m;
+                    continue;
+                }
             }
             gemm::gemm_packed(&a[..m * kp], m, p, &mut acc[..m * np]);
             for r in 0..m {
