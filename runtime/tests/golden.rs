@@ -97,20 +97,34 @@ fn keras_lstm_state_carries_over() {
     }
 }
 
-/// The portable kernels (what CPUs without AVX2, such as aarch64, run) reproduce the goldens
-/// too: the fast-kernel goldens again in a child process with `EDGETPU_CPU_ISA=portable`.
+/// The portable kernels (what CPUs without SIMD kernels run) reproduce the goldens too: the
+/// fast-kernel goldens again in a child process with `EDGETPU_CPU_ISA=portable`. Under an
+/// emulator that cannot start a foreign binary by itself (qemu-user without binfmt_misc),
+/// `EDGETPU_TEST_RUNNER` names the command that runs this binary (the cross runner).
 #[test]
 fn portable_kernels_match_goldens() {
     if std::env::var_os("EDGETPU_CPU_ISA").is_some() {
         return; // the child itself
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("EDGETPU_CPU_ISA", "portable")
-        .arg("fast::")
-        .output()
-        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("EDGETPU_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut child = match words.next() {
+        Some(program) => {
+            let mut c = std::process::Command::new(program);
+            c.args(words).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    let out = child.env("EDGETPU_CPU_ISA", "portable").arg("fast::").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "portable run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "portable run failed ({}; under an emulator, set EDGETPU_TEST_RUNNER):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let passed: usize =
         stdout.lines().find_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse().ok()).unwrap_or(0);
     assert!(passed >= 17, "expected every fast golden to run in the child, got {passed}:\n{stdout}");

@@ -93,7 +93,8 @@ pub(crate) struct BuildCtx<'m> {
     pub intermediates: Vec<TensorInfo>,
     /// Use the reference kernel even when a fast one exists.
     pub reference: bool,
-    /// The CPU has the 8-bit dot-product instructions (AVX-512 VNNI) the fast kernels may use.
+    /// The CPU has the 8-bit dot-product instructions (AVX-512 VNNI, or dotprod on aarch64) the
+    /// fast kernels may use.
     pub vnni: bool,
 }
 

@@ -4,11 +4,13 @@
 //! Operands are `i16` values with zero points already subtracted, so every product and every
 //! sum is exact in `i32`: `a[m][k] * w[n][k]` summed over `k` (`k` padded with zeros to a
 //! multiple of 16). On x86-64 with AVX2 (detected at run time) the inner loop is `vpmaddwd`
-//! on 4x2 output tiles (`avx2`; the 8-bit dot-product GEMM of AVX-512 VNNI is in `avx512`);
-//! elsewhere a portable loop computes the same integers (`portable`).
+//! on 4x2 output tiles (`avx2`; the 8-bit dot-product GEMM of AVX-512 VNNI is in `avx512`); on
+//! aarch64 it is NEON's widening `smlal`, and the 8-bit dot-product GEMM is `sdot`/`udot` where
+//! the CPU has the dotprod extension (`neon`); elsewhere a portable loop computes the same
+//! integers (`portable`).
 // Unsafe code of this module: the dispatching functions (each `#[allow(unsafe_code)]`) call
-// the AVX2 and AVX-512 functions after run-time detection; the unaligned vector loads from
-// slices whose bounds are checked before each load are in `avx2`.
+// the AVX2, AVX-512 and dotprod functions after run-time detection; the unaligned vector loads
+// from slices whose bounds are checked before each load are in `avx2` and `neon`.
 
 use super::ops::common::{OutputStage, Q8};
 use super::par::Par;
@@ -19,6 +21,8 @@ pub(crate) use portable::{gemm_packed_portable, gemm_u8_fused_portable};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod portable;
 #[cfg(test)]
 mod tests;
@@ -32,10 +36,18 @@ pub(crate) enum Isa {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// aarch64 without the dotprod extension (Cortex-A53, A72: Raspberry Pi 4, Coral Dev Board):
+    /// widening multiply-accumulate.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    /// aarch64 with dotprod (Cortex-A55, A76: Raspberry Pi 5): widening multiply-accumulate for
+    /// the i16 GEMMs, `sdot`/`udot` for the byte GEMM of the convolutions.
+    #[cfg(target_arch = "aarch64")]
+    NeonDot,
 }
 
 /// `EDGETPU_CPU_ISA=portable` turns the SIMD kernels off (read once): for comparing results
-/// and for testing the paths that CPUs without AVX2 (such as aarch64) take.
+/// and for testing the paths that CPUs without SIMD kernels take.
 fn forced_portable() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FORCED.get_or_init(|| std::env::var_os("EDGETPU_CPU_ISA").is_some_and(|v| v == "portable"))
@@ -46,12 +58,32 @@ pub(crate) fn best() -> Isa {
     if forced_portable() {
         return Isa::Portable;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            return Isa::Avx2;
-        }
+    detected()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detected() -> Isa {
+    if std::is_x86_feature_detected!("avx2") {
+        Isa::Avx2
+    } else {
+        Isa::Portable
     }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn detected() -> Isa {
+    if cfg!(target_endian = "big") {
+        // The NEON kernels assume little-endian lanes.
+        Isa::Portable
+    } else if std::arch::is_aarch64_feature_detected!("dotprod") {
+        Isa::NeonDot
+    } else {
+        Isa::Neon
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn detected() -> Isa {
     Isa::Portable
 }
 
@@ -104,12 +136,17 @@ pub(crate) fn requantize_row(acc: &[i32], stage: &OutputStage, q: Q8, out: &mut 
 
 #[allow(unsafe_code)]
 fn requantize_bias_row(acc: &[i32], bias: Option<&[i32]>, stage: &OutputStage, q: Q8, out: &mut [u8]) {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(unused_mut))]
     let mut start = 0;
     #[cfg(target_arch = "x86_64")]
     if stage.vector {
         // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
         start = unsafe { avx2::requantize_avx2(acc, bias, stage, q, out) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if stage.vector {
+        // SAFETY: NEON is part of every aarch64 CPU (and of the target's baseline).
+        start = unsafe { neon::requantize_neon(acc, bias, stage, q, out) };
     }
     for c in start..acc.len() {
         let a = acc[c].wrapping_add(bias.map_or(0, |b| b[c]));
@@ -144,6 +181,10 @@ pub(crate) fn gemm_with(isa: Isa, a: &[i16], m: usize, w: &[i16], n: usize, kp: 
         // SAFETY: `Isa::Avx2` is only chosen after `is_x86_feature_detected!("avx2")` (see
         // `best`), or by tests that check the same; slice bounds were asserted above.
         Isa::Avx2 => unsafe { avx2::gemm_avx2(a, m, w, n, kp, out) },
+        // NEON is part of every aarch64 CPU; there is no dot product of i16 in dotprod.
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU; slice bounds were asserted above.
+        Isa::Neon | Isa::NeonDot => unsafe { neon::gemm_neon(a, m, w, n, kp, out) },
     }
 }
 
@@ -183,10 +224,37 @@ pub(crate) fn gemm_packed(a: &[i16], m: usize, p: &Packed, out: &mut [i32]) {
         unsafe { avx2::gemm_packed_avx2(a, m, p, out) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if best() != Isa::Portable {
+        // SAFETY: NEON is part of every aarch64 CPU; bounds asserted above.
+        return unsafe { neon::gemm_packed_neon(a, m, p, out) };
+    }
     gemm_packed_portable(a, m, p, out)
 }
 
-/// Whether the CPU has AVX-512 VNNI (with VL), for the 8-bit dot-product GEMM.
+/// Whether [`gemm_packed_fused`] has a kernel on this CPU (aarch64).
+pub(crate) fn packed_fused() -> bool {
+    cfg!(target_arch = "aarch64") && best() != Isa::Portable
+}
+
+/// [`gemm_packed`] with the bias and the output stage fused: `f` holds the bias as its `c` terms
+/// (its `a` terms are not used), and `m` rows of `oc` output bytes are stored. Returns false,
+/// having done nothing, where there is no such kernel ([`packed_fused`]) or the stage needs the
+/// scalar path.
+#[allow(unsafe_code)]
+pub(crate) fn gemm_packed_fused(a: &[i16], m: usize, p: &Packed, f: &Fold, q: Q8, out: &mut [u8], oc: usize) -> bool {
+    assert!(a.len() >= m * p.kp && out.len() >= m * oc && oc <= p.np && f.c.len() >= p.np && p.kp.is_multiple_of(2));
+    #[cfg(target_arch = "aarch64")]
+    if best() != Isa::Portable && f.shift.iter().all(|&s| s < 31) {
+        // SAFETY: NEON is part of every aarch64 CPU; bounds asserted above.
+        return unsafe { neon::gemm_packed_fused_neon(a, m, p, f, q, out, oc) };
+    }
+    let _ = (a, m, p, f, q, out, oc);
+    false
+}
+
+/// Whether the CPU has 8-bit dot-product instructions for the byte GEMM of the convolutions:
+/// AVX-512 VNNI (with VL) on x86-64, the dotprod extension (`sdot`/`udot`) on aarch64.
 pub(crate) fn vnni() -> bool {
     if forced_portable() {
         return false;
@@ -197,7 +265,11 @@ pub(crate) fn vnni() -> bool {
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx2")
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        best() == Isa::NeonDot
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     false
 }
 
@@ -213,6 +285,13 @@ pub(crate) struct PackedU8 {
     pub np: usize,
     /// K padded to 4 (rows of A have this length).
     pub kp: usize,
+    /// Per output channel (padded to `np`), what turns the dot product of the weights with the
+    /// inputs' top bits flipped (`x ^ 0x80`) into the dot product with the inputs: the aarch64
+    /// kernel multiplies bytes of one signedness (`sdot`, `udot`), so it flips the inputs to the
+    /// weights'. Signed weights: `(x - 128) w` sums to `dot - 128 sum(w)`, so `128 sum(w)`;
+    /// unsigned weights: `(x + 128) w`, so `-128 sum(w)` (wrapping).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub sign_fix: Vec<i32>,
 }
 
 impl PackedU8 {
@@ -226,15 +305,25 @@ impl PackedU8 {
                 out[((i / 4) * np + j) * 4 + (i % 4)] = w[j * k + i];
             }
         }
-        PackedU8 { w: out, unsigned_weights, np, kp }
+        let sign_fix = (0..np)
+            .map(|j| {
+                let row = if j < n { &w[j * k..(j + 1) * k] } else { &[][..] };
+                if unsigned_weights {
+                    row.iter().fold(0i32, |s, &b| s.wrapping_add(b as i32)).wrapping_mul(-128)
+                } else {
+                    row.iter().fold(0i32, |s, &b| s.wrapping_add(b as i8 as i32)).wrapping_mul(128)
+                }
+            })
+            .collect();
+        PackedU8 { w: out, unsigned_weights, np, kp, sign_fix }
     }
 }
 
 /// Per-channel terms of the fused byte GEMM, padded to [`PackedU8::np`]: the folded zero-point
 /// terms `acc + a[c] * rowsum + c[c]`, then the output stage.
 #[derive(Debug, Clone)]
-// Some fields only feed the x86-64 vector kernels.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+// Some fields only feed the vector kernels.
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
 pub(crate) struct Fold {
     pub a: Vec<i32>,
     /// The value of every `a` when they are all equal (the usual case): one scalar product per
@@ -248,6 +337,9 @@ pub(crate) struct Fold {
     pub offset: i32,
     pub min: i32,
     pub max: i32,
+    /// Some channel shifts left (`left` is not all zeros).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub shl: bool,
 }
 
 impl Fold {
@@ -269,6 +361,7 @@ impl Fold {
             offset: st.offset,
             min: st.min,
             max: st.max,
+            shl: st.left.iter().any(|&l| l != 0),
         }
     }
 }
@@ -285,11 +378,19 @@ pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fo
         unsafe { avx512::gemm_u8_fused_vnni(a, m, p, sx, f, q, out, oc) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if best() == Isa::NeonDot && f.shift.iter().all(|&s| s < 31) {
+        // SAFETY: dotprod was detected at run time (`best`); bounds asserted above.
+        if unsafe { neon::gemm_u8_fused_dot(a, m, p, sx, f, q, out, oc) } {
+            return;
+        }
+    }
     gemm_u8_fused_portable(a, m, p, sx, f, q, out, oc)
 }
 
 /// Runs `f`, compiled for AVX2 where the CPU has it: `f` is inlined into an AVX2 function, so
-/// plain loops in it are vectorised with 256-bit registers.
+/// plain loops in it are vectorised with 256-bit registers. (On aarch64, NEON is part of the
+/// baseline, so plain loops are vectorised with it everywhere.)
 #[inline]
 #[allow(unsafe_code)]
 pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
@@ -307,7 +408,7 @@ pub(crate) const DW_MAX_TAPS: usize = 64;
 /// One depthwise output pixel (depth multiplier 1) for channels `0..n8` (a multiple of 8):
 /// `acc[c] = init[c] + sum over taps (x[base_t + c] - zx) * w[tap_t][c]`, then the output stage
 /// (`init` is the bias, or the bias with the zero-point terms folded in when `zx` is 0).
-/// Returns how many channels were done (0 when the CPU lacks AVX2).
+/// Returns how many channels were done (`start` when the CPU has no vector kernels).
 #[allow(unsafe_code)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dw_pixel(
@@ -329,15 +430,22 @@ pub(crate) fn dw_pixel(
         // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
         return unsafe { avx2::dw_pixel_avx2(start, input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if st.vector {
+        // SAFETY: NEON is part of every aarch64 CPU.
+        return unsafe { neon::dw_pixel_neon(start, input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out) };
+    }
     let _ = (input, q_in, zx, bases, taps, weights, oc, bias, st, q_out, out);
     start
 }
 
-/// Depthwise weights for full-window pixels, two taps per `vpmaddwd`: for each block of 16
-/// channels and each pair of taps, two vectors of interleaved `(w_a, w_b)` i16 pairs in the lane
-/// order of `unpacklo/hi_epi16` (channels 0-3 and 8-11, then 4-7 and 12-15).
+/// Depthwise weights for full-window pixels, by pairs of taps. On x86-64, two taps per
+/// `vpmaddwd`: for each block of 16 channels and each pair of taps, two vectors of interleaved
+/// `(w_a, w_b)` i16 pairs in the lane order of `unpacklo/hi_epi16` (channels 0-3 and 8-11, then
+/// 4-7 and 12-15). On aarch64, for each block and pair, the 16 i16 weights of tap `a` in channel
+/// order, then those of tap `b`.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
 pub(crate) struct DwPairs {
     pub w: Vec<i16>,
     /// Channels covered: whole blocks of 16.
@@ -355,6 +463,13 @@ impl DwPairs {
         for b in 0..n16 / 16 {
             for k in 0..pairs {
                 let base = (b * pairs + k) * 32;
+                if cfg!(target_arch = "aarch64") {
+                    for c in 0..16 {
+                        w[base + c] = at(2 * k, 16 * b + c);
+                        w[base + 16 + c] = at(2 * k + 1, 16 * b + c);
+                    }
+                    continue;
+                }
                 for half in 0..2 {
                     for j in 0..4 {
                         for (lane, c) in [(2 * j, 16 * b + 4 * half + j), (8 + 2 * j, 16 * b + 8 + 4 * half + j)] {
@@ -371,7 +486,8 @@ impl DwPairs {
 
 /// One full-window depthwise pixel (depth multiplier 1, every tap inside the input, raw input
 /// bytes, zero-point terms folded into `init`) for the channels of `p`, two taps per
-/// `vpmaddwd`. Returns how many channels were done (0 without AVX2).
+/// `vpmaddwd` (x86-64) or `smlal` (aarch64). Returns how many channels were done (0 without
+/// vector kernels).
 #[allow(unsafe_code)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dw_pixel_pairs(
@@ -388,6 +504,11 @@ pub(crate) fn dw_pixel_pairs(
     if st.vector && bases.len() <= 2 * p.pairs {
         // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
         return unsafe { avx2::dw_pixel_pairs_avx2(input, q_in, bases, p, init, st, q_out, out) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if st.vector && bases.len() <= 2 * p.pairs {
+        // SAFETY: NEON is part of every aarch64 CPU.
+        return unsafe { neon::dw_pixel_pairs_neon(input, q_in, bases, p, init, st, q_out, out) };
     }
     let _ = (input, q_in, bases, p, init, st, q_out, out);
     0

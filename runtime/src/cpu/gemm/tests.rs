@@ -53,3 +53,117 @@ proptest! {
         }
     }
 }
+
+/// Names the implementation this CPU runs (`--nocapture` prints it). Where `EDGETPU_EXPECT_ISA`
+/// is set (CI sets it for each emulated aarch64 CPU), requires that one, so a run shows which
+/// kernels it tested.
+#[test]
+fn chosen_isa() {
+    let isa = best();
+    eprintln!("cpu kernels: {isa:?}, 8-bit dot-product GEMM: {}", vnni());
+    if let Ok(want) = std::env::var("EDGETPU_EXPECT_ISA") {
+        assert_eq!(format!("{isa:?}"), want, "EDGETPU_EXPECT_ISA");
+    }
+}
+
+/// xorshift64*.
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed | 1;
+    move || {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        s.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// A random output stage with the vector kernels' shifts (below 31): multipliers as
+/// `quantize_multiplier` makes them (0, or in `[2^30, 2^31)`; often exactly 2^30, where rounding
+/// ties are common), left shifts up to 30, right shifts up to 31.
+fn random_stage(next: &mut impl FnMut() -> u64, n: usize, q: Q8) -> OutputStage {
+    let multiplier = (0..n)
+        .map(|_| match next() % 8 {
+            0 => 0,
+            1 | 2 => 1 << 30,
+            3 => i32::MAX,
+            _ => (1 << 30) + (next() % (1 << 30)) as i32,
+        })
+        .collect();
+    let shift = (0..n)
+        .map(|_| match next() % 4 {
+            0 => -((next() % 32) as i32),
+            1 => (next() % 31) as i32,
+            _ => -((next() % 12) as i32),
+        })
+        .collect();
+    let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
+    let span = (hi - lo + 1) as u64;
+    let offset = lo + (next() % span) as i32;
+    let (a, b) = (lo + (next() % span) as i32, lo + (next() % span) as i32);
+    let (min, max) = if next().is_multiple_of(2) { (lo, hi) } else { (a.min(b), a.max(b)) };
+    OutputStage::new(multiplier, shift, offset, min, max)
+}
+
+/// An accumulator: extremes, small values (where rounding shows), or anything.
+fn random_acc(next: &mut impl FnMut() -> u64) -> i32 {
+    match next() % 6 {
+        0 => [i32::MIN, i32::MAX, 0, 1, -1, i32::MIN + 1, 1 << 30, -(1 << 30)][(next() % 8) as usize],
+        1 | 2 => (next() % 4096) as i32 - 2048,
+        _ => next() as i32,
+    }
+}
+
+/// The output stage of the vector kernels against the scalar one over the whole i32 range, every
+/// shift the vector kernels take and multipliers up to `i32::MAX`.
+#[test]
+fn requantize_matches_scalar_everywhere() {
+    let mut next = rng(0x005E_ED0F_0DD5);
+    for _ in 0..400 {
+        let n = 1 + (next() % 40) as usize;
+        let rows = 1 + (next() % 3) as usize;
+        let q = if next().is_multiple_of(2) { Q8::U8 } else { Q8::I8 };
+        let stage = random_stage(&mut next, n, q);
+        let acc: Vec<i32> = (0..rows * n).map(|_| random_acc(&mut next)).collect();
+        let bias: Vec<i32> = (0..n).map(|_| random_acc(&mut next)).collect();
+        let mut got = vec![0u8; n];
+        requantize_row(&acc[..n], &stage, q, &mut got);
+        let want: Vec<u8> = (0..n).map(|c| q.put(stage.apply(acc[c], c))).collect();
+        assert_eq!(got, want, "requantize_row, stage {stage:?}, acc {:?}", &acc[..n]);
+        let mut got = vec![0u8; rows * n];
+        requantize(&acc, &bias, &stage, q, &mut got);
+        let want: Vec<u8> =
+            (0..rows * n).map(|i| q.put(stage.apply(acc[i].wrapping_add(bias[i % n]), i % n))).collect();
+        assert_eq!(got, want, "requantize, stage {stage:?}");
+    }
+}
+
+proptest! {
+    /// The fused byte GEMM (AVX-512 VNNI or aarch64 dotprod, where the CPU has it) against the
+    /// portable one: any bytes, both signedness layouts, uniform or per-channel fold terms, any
+    /// depth (tails of the 16-byte steps) and channel count (partial tiles).
+    #[test]
+    fn gemm_u8_fused_matches_portable(
+        m in 1usize..=11,
+        oc in 1usize..=40,
+        k in 1usize..=70,
+        unsigned_weights in any::<bool>(),
+        uniform in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut next = rng(seed);
+        let wb: Vec<u8> = (0..oc * k).map(|_| next() as u8).collect();
+        let p = PackedU8::new(&wb, oc, k, unsigned_weights);
+        let a: Vec<u8> = (0..m * p.kp).map(|_| next() as u8).collect();
+        let sx: Vec<i32> = (0..m).map(|_| random_acc(&mut next)).collect();
+        let q = if next().is_multiple_of(2) { Q8::U8 } else { Q8::I8 };
+        let fa: Vec<i32> =
+            if uniform { vec![(next() % 256) as i32 - 128; oc] } else { (0..oc).map(|_| (next() % 512) as i32 - 256).collect() };
+        let fc: Vec<i32> = (0..oc).map(|_| random_acc(&mut next)).collect();
+        let f = Fold::new(&fa, &fc, &random_stage(&mut next, oc, q), p.np);
+        let mut got = vec![0xA5u8; m * oc];
+        gemm_u8_fused(&a, m, &p, &sx, &f, q, &mut got, oc);
+        let mut want = vec![0x5Au8; m * oc];
+        gemm_u8_fused_portable(&a, m, &p, &sx, &f, q, &mut want, oc);
+        prop_assert_eq!(got, want);
+    }
+}

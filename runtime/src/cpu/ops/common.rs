@@ -7,8 +7,8 @@ use crate::model::{Activation, Padding, TensorType};
 
 /// Requantization of an int32 accumulator to the output type, per output channel.
 #[derive(Debug, Clone)]
-// `left`, `right` and `vector` only feed the x86-64 vector kernels.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+// `left`, `right` and `vector` only feed the vector kernels (x86-64 and aarch64).
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
 pub(crate) struct OutputStage {
     pub multiplier: Vec<i32>,
     pub shift: Vec<i32>,
@@ -19,9 +19,9 @@ pub(crate) struct OutputStage {
     pub left: Vec<i32>,
     /// `max(-shift, 0)` per channel, at most 31 (vector kernels).
     pub right: Vec<i32>,
-    /// Whether the AVX2 kernels apply: the CPU has AVX2 (detected when the stage is built)
-    /// and no left shift reaches 31 (only absurd scales produce those; the vector code does not
-    /// reproduce x86's masking of such shifts).
+    /// Whether the vector kernels apply: the CPU has them (AVX2 on x86-64, NEON on aarch64,
+    /// detected when the stage is built) and no left shift reaches 31 (only absurd scales produce
+    /// those; the vector code does not reproduce x86's masking of such shifts).
     pub vector: bool,
 }
 

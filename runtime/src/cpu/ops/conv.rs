@@ -1,6 +1,7 @@
 //! CONV_2D for uint8 (per-tensor) and int8 (per-channel): TFLite's `reference_ops::Conv` (and its
 //! integer per-channel twin) on the packed weights, and the fast kernels, im2col + integer GEMM
-//! or, with AVX-512 VNNI, a byte GEMM with the zero points folded in.
+//! or, with 8-bit dot-product instructions (AVX-512 VNNI, aarch64 dotprod), a byte GEMM with the
+//! zero points folded in.
 //!
 //! The fast kernels produce the same int32 accumulators exactly, so all share one output stage.
 // Unsafe only to call the AVX2-compiled copies of safe loop bodies after run-time detection.
@@ -21,15 +22,17 @@ struct Conv {
     kp: usize,
     weights: Vec<i16>,
     packed: Option<gemm::Packed>,
+    /// The bias and output stage for [`gemm::gemm_packed_fused`], where the CPU has it.
+    fused: Option<gemm::Fold>,
     vnni: Option<Vnni>,
     bias: Vec<i32>,
     stage: OutputStage,
     reference: bool,
 }
 
-/// The 8-bit dot-product path (AVX-512 VNNI): patches stay raw input bytes and the zero points
-/// are folded into per-channel terms, `acc = dot(x, w') + a[oc] * rowsum(x) + c[oc]`, which
-/// equals `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
+/// The 8-bit dot-product path (AVX-512 VNNI, aarch64 dotprod): patches stay raw input bytes and
+/// the zero points are folded into per-channel terms, `acc = dot(x, w') + a[oc] * rowsum(x) +
+/// c[oc]`, which equals `sum (x - zx)(w - zw) + bias` exactly (see `vnni_layout`).
 struct Vnni {
     packed: gemm::PackedU8,
     fold: gemm::Fold,
@@ -133,7 +136,11 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let vnni =
         if !reference && ctx.vnni { vnni_layout(q_in, &weights, &zp, oc, k, kp, in_zp, &bias, &stage) } else { None };
     let (weights, packed) = if vnni.is_some() { (Vec::new(), None) } else { layout(weights, oc, kp, reference) };
-    Built::with_scratch(Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, vnni, bias, stage, reference }, scratch)
+    let fused = (packed.is_some() && gemm::packed_fused()).then(|| gemm::Fold::new(&vec![0; oc], &bias, &stage, np));
+    Built::with_scratch(
+        Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, fused, vnni, bias, stage, reference },
+        scratch,
+    )
 }
 
 impl Conv {
@@ -300,6 +307,13 @@ impl Conv {
             let m = gemm::ROWS.min(n - at);
             for r in 0..m {
                 self.patch(input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
+            }
+            if let Some(f) = &self.fused {
+                let dst = &mut rows[at * oc..(at + m) * oc];
+                if gemm::gemm_packed_fused(&a[..m * kp], m, p, f, self.q_out, dst, oc) {
+                    at += m;
+                    continue;
+                }
             }
             gemm::gemm_packed(&a[..m * kp], m, p, &mut acc[..m * np]);
             for r in 0..m {
