@@ -548,15 +548,37 @@ pub(super) fn dw_pixel_pairs_neon(
     let Some(nw) = Narrow::new(st.offset, st.min, st.max, q_out) else {
         return 0;
     };
-    match q_in {
-        Q8::U8 => dw_pairs_body::<false>(input, bases, p, init, st, &nw, out),
-        Q8::I8 => dw_pairs_body::<true>(input, bases, p, init, st, &nw, out),
+    match (q_in, bases.len()) {
+        (Q8::U8, 9) => dw_pairs_body::<false, 9>(input, bases, p, init, st, &nw, out),
+        (Q8::I8, 9) => dw_pairs_body::<true, 9>(input, bases, p, init, st, &nw, out),
+        (Q8::U8, _) => dw_pairs_body::<false, 0>(input, bases, p, init, st, &nw, out),
+        (Q8::I8, _) => dw_pairs_body::<true, 0>(input, bases, p, init, st, &nw, out),
     }
 }
 
+/// `acc += x * w` for 16 channels: input bytes `x` (signed with `S`) widened to i16, against 16
+/// i16 weights at `w`.
+///
+/// # Safety
+/// `w..w + 16` must be readable i16.
 #[inline]
 #[target_feature(enable = "neon")]
-fn dw_pairs_body<const S: bool>(
+unsafe fn dw_mac<const S: bool>(acc: &mut [int32x4_t; 4], x: uint8x16_t, w: *const i16) {
+    let (xl, xh) = widen16::<S>(x);
+    // SAFETY: the caller guarantees 16 readable i16 at `w`.
+    let (wl, wh) = unsafe { (vld1q_s16(w), vld1q_s16(w.add(8))) };
+    acc[0] = vmlal_s16(acc[0], vget_low_s16(xl), vget_low_s16(wl));
+    acc[1] = vmlal_high_s16(acc[1], xl, wl);
+    acc[2] = vmlal_s16(acc[2], vget_low_s16(xh), vget_low_s16(wh));
+    acc[3] = vmlal_high_s16(acc[3], xh, wh);
+}
+
+/// [`dw_pixel_pairs_neon`] for signed or unsigned inputs (`S`) and `T` taps (`T` = 0: any
+/// number; the usual 3x3 window, `T` = 9, keeps its tap offsets in registers across the channel
+/// blocks).
+#[inline]
+#[target_feature(enable = "neon")]
+fn dw_pairs_body<const S: bool, const T: usize>(
     input: &[u8],
     bases: &[usize],
     p: &DwPairs,
@@ -567,10 +589,14 @@ fn dw_pairs_body<const S: bool>(
 ) -> usize {
     let n16 = p.n16;
     assert!(
-        bases.len() <= 2 * p.pairs
+        (T == 0 || bases.len() == T)
+            && bases.len() <= 2 * p.pairs
             && p.w.len() >= n16 / 16 * p.pairs * 32
             && bases.iter().all(|&b| b + n16 <= input.len())
     );
+    let (m, left, right) = (&st.multiplier[..n16], &st.left[..n16], &st.right[..n16]);
+    let (init, out) = (&init[..n16], &mut out[..n16]);
+    let fixed: [usize; T] = core::array::from_fn(|t| bases[t]);
     for blk in 0..n16 / 16 {
         let c = 16 * blk;
         let mut acc = [ld_i32(init, c), ld_i32(init, c + 4), ld_i32(init, c + 8), ld_i32(init, c + 12)];
@@ -578,21 +604,20 @@ fn dw_pairs_body<const S: bool>(
         // weights at (blk * pairs * 2 + t) * 16 with t < 2 * pairs (asserted above).
         unsafe {
             let w = p.w.as_ptr().add(blk * p.pairs * 32);
-            for (t, &b) in bases.iter().enumerate() {
-                let (xl, xh) = widen16::<S>(vld1q_u8(input.as_ptr().add(b + c)));
-                let (wl, wh) = (vld1q_s16(w.add(16 * t)), vld1q_s16(w.add(16 * t + 8)));
-                acc[0] = vmlal_s16(acc[0], vget_low_s16(xl), vget_low_s16(wl));
-                acc[1] = vmlal_high_s16(acc[1], xl, wl);
-                acc[2] = vmlal_s16(acc[2], vget_low_s16(xh), vget_low_s16(wh));
-                acc[3] = vmlal_high_s16(acc[3], xh, wh);
+            let x = input.as_ptr().add(c);
+            if T > 0 {
+                for (t, &b) in fixed.iter().enumerate() {
+                    dw_mac::<S>(&mut acc, vld1q_u8(x.add(b)), w.add(16 * t));
+                }
+            } else {
+                for (t, &b) in bases.iter().enumerate() {
+                    dw_mac::<S>(&mut acc, vld1q_u8(x.add(b)), w.add(16 * t));
+                }
             }
         }
-        let v = [
-            scale_at(acc[0], st, c),
-            scale_at(acc[1], st, c + 4),
-            scale_at(acc[2], st, c + 8),
-            scale_at(acc[3], st, c + 12),
-        ];
+        let v: [int32x4_t; 4] = core::array::from_fn(|h| {
+            scale4(acc[h], ld_i32(m, c + 4 * h), ld_i32(left, c + 4 * h), ld_i32(right, c + 4 * h))
+        });
         st_u8x16(out, c, nw.bytes16(v));
     }
     n16
@@ -798,16 +823,19 @@ fn tile_dot<const R: usize, const U: bool, const FULL: bool>(
     // The bounds of every load of the k loop: rows i..i + R of `a`, and the 64 weight bytes of
     // channels j..j + 16 in each of the kq quads.
     assert!(R <= 4 && a.len() >= (i + R) * kp && j + 16 <= np && p.w.len() >= kq * np * 4);
-    let ld = |v: &[i32], h: usize| ld_i32(&v[j..j + 16], 4 * h);
     // Each accumulator starts from its fold terms: a[c] * rowsum + c[c] (and the sign fix).
-    let fc: [int32x4_t; 4] = core::array::from_fn(|h| vaddq_s32(ld(&f.c, h), ld(&p.sign_fix, h)));
-    let mut acc: [[int32x4_t; 4]; R] = core::array::from_fn(|r| {
+    let (fa, fc, fix) = (&f.a[j..j + 16], &f.c[j..j + 16], &p.sign_fix[j..j + 16]);
+    let mut acc = [[vdupq_n_s32(0); 4]; R];
+    for (r, ar) in acc.iter_mut().enumerate() {
         let s = sx[i + r];
-        core::array::from_fn(|h| match f.a_uniform {
-            Some(a0) => vaddq_s32(fc[h], vdupq_n_s32(a0.wrapping_mul(s))),
-            None => vmlaq_n_s32(fc[h], ld(&f.a, h), s),
-        })
-    });
+        for (h, a) in ar.iter_mut().enumerate() {
+            let c = vaddq_s32(ld_i32(fc, 4 * h), ld_i32(fix, 4 * h));
+            *a = match f.a_uniform {
+                Some(a0) => vaddq_s32(c, vdupq_n_s32(a0.wrapping_mul(s))),
+                None => vmlaq_n_s32(c, ld_i32(fa, 4 * h), s),
+            };
+        }
+    }
     let flip = vdupq_n_u8(0x80);
     // SAFETY: row r is read at bytes 4q..4q + 16 with q + 4 <= kq, or 4q..4q + 4 with q < kq,
     // all inside its kp bytes; the weights at ((q * np) + j) * 4 + 0..64 with q < kq, inside

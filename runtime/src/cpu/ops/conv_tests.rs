@@ -435,6 +435,14 @@ proptest! {
         c.node(true).check()?;
     }
 
+    /// The usual depthwise layer, 3x3 with depth multiplier 1 and 16 or more channels, which the
+    /// random shapes above rarely draw: the vector kernels' full-window path (tap pairs, and its
+    /// fixed 9-tap variant on aarch64) against the reference.
+    #[test]
+    fn depthwise_3x3_fast_equals_reference(c in conv_case(1..=1), ic in 16usize..=40) {
+        ConvCase { kernel: [3, 3], ch: (ic, 1), ..c }.node(true).check()?;
+    }
+
     #[test]
     fn fully_connected_fast_equals_reference(c in fc_case()) {
         c.node().check()?;
