@@ -330,14 +330,87 @@ fn packed_step<const R: usize, const L0: i32, const L1: i32>(
     }
 }
 
+/// Row values `k..k + 8` of a GEMM operand as i16: rows of i16 as they are; rows of input bytes
+/// (unsigned or signed) widened, less the zero point `z` (wrapping in 16 bits, like
+/// [`super::widen`]).
+///
+/// # Safety
+/// `p + k..p + k + 8` must be readable.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld8_i16(p: *const i16, k: usize, _z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 8 readable values.
+    unsafe { vld1q_s16(p.add(k)) }
+}
+
+/// [`ld8_i16`] on unsigned bytes.
+///
+/// # Safety
+/// As [`ld8_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld8_u8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 8 readable values.
+    vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(unsafe { vld1_u8(p.add(k)) })), z)
+}
+
+/// [`ld8_i16`] on signed bytes.
+///
+/// # Safety
+/// As [`ld8_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld8_i8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 8 readable values.
+    vsubq_s16(vmovl_s8(vreinterpret_s8_u8(unsafe { vld1_u8(p.add(k)) })), z)
+}
+
+/// Row values `k` and `k + 1` in lanes 0 and 1 (the other lanes are not used), as [`ld8_i16`].
+///
+/// # Safety
+/// `p + k..p + k + 2` must be readable.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld2_i16(p: *const i16, k: usize, _z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 2 readable i16.
+    vreinterpretq_s16_u32(vdupq_n_u32(unsafe { (p.add(k) as *const u32).read_unaligned() }))
+}
+
+/// [`ld2_i16`] on unsigned bytes.
+///
+/// # Safety
+/// As [`ld2_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld2_u8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 2 readable bytes.
+    let pair = vreinterpret_u8_u16(vdup_n_u16(unsafe { (p.add(k) as *const u16).read_unaligned() }));
+    vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(pair)), z)
+}
+
+/// [`ld2_i16`] on signed bytes.
+///
+/// # Safety
+/// As [`ld2_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld2_i8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 2 readable bytes.
+    let pair = vreinterpret_s8_u16(vdup_n_u16(unsafe { (p.add(k) as *const u16).read_unaligned() }));
+    vsubq_s16(vmovl_s8(pair), z)
+}
+
 /// The sums of one tile of [`gemm_packed_neon`], from `acc`: `R` rows x 16 output channels, 4 k
 /// pairs per row load.
 // A macro rather than a function: it is always inlined into the tile functions (LLVM declines
 // to inline a function this large at so many call sites, and the sums would then go through
 // memory; `#[inline(always)]` is not allowed with `#[target_feature]`).
 macro_rules! packed_sums {
-    ($R:ident, $a:expr, $i:expr, $p:expr, $j:expr, $acc:expr) => {{
-        let (a, i, p, j): (&[i16], usize, &Packed, usize) = ($a, $i, $p, $j);
+    ($R:ident, $a:expr, $i:expr, $p:expr, $j:expr, $acc:expr) => {
+        packed_sums!($R, $a, $i, $p, $j, $acc, ld8_i16, ld2_i16, vdupq_n_s16(0))
+    };
+    ($R:ident, $a:expr, $i:expr, $p:expr, $j:expr, $acc:expr, $ld8:ident, $ld2:ident, $z:expr) => {{
+        let (a, i, p, j, z) = ($a, $i, $p, $j, $z);
         let mut acc: [[int32x4_t; 4]; $R] = $acc;
         let (kp, np) = (p.kp, p.np);
         let kh = kp / 2;
@@ -347,10 +420,10 @@ macro_rules! packed_sums {
         // inside `p.w` (both asserted above).
         unsafe {
             let w = p.w.as_ptr().add(2 * j);
-            let rows: [*const i16; $R] = core::array::from_fn(|r| a.as_ptr().add((i + r) * kp));
+            let rows: [_; $R] = core::array::from_fn(|r| a.as_ptr().add((i + r) * kp));
             let mut kk = 0;
             while kk + 4 <= kh {
-                let x: [int16x8_t; $R] = core::array::from_fn(|r| vld1q_s16(rows[r].add(2 * kk)));
+                let x: [int16x8_t; $R] = core::array::from_fn(|r| $ld8(rows[r], 2 * kk, z));
                 packed_step::<$R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
                 packed_step::<$R, 2, 3>(&mut acc, &x, ld_pair_weights(w.add((kk + 1) * np * 2)));
                 packed_step::<$R, 4, 5>(&mut acc, &x, ld_pair_weights(w.add((kk + 2) * np * 2)));
@@ -359,9 +432,7 @@ macro_rules! packed_sums {
             }
             while kk < kh {
                 // The pair in lanes 0 and 1.
-                let x: [int16x8_t; $R] = core::array::from_fn(|r| {
-                    vreinterpretq_s16_u32(vdupq_n_u32((rows[r].add(2 * kk) as *const u32).read_unaligned()))
-                });
+                let x: [int16x8_t; $R] = core::array::from_fn(|r| $ld2(rows[r], 2 * kk, z));
                 packed_step::<$R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
                 kk += 1;
             }
@@ -738,6 +809,91 @@ fn packed_fused_tile<const R: usize, const FULL: bool>(
 ) {
     let bias: [int32x4_t; 4] = core::array::from_fn(|h| ld_i32(&f.c[j..j + 16], 4 * h));
     let acc = packed_sums!(R, a, i, p, j, [bias; R]);
+    fused_store!(R, FULL, acc, f, nw, i, j, out, oc);
+}
+
+/// [`gemm_packed_fused_neon`] on rows of raw input bytes (`m` rows of `p.kp`, signed or not by
+/// `q_in`), less the input zero point `zp` as they are loaded: 1x1 convolutions read their input
+/// in place. Returns false, having done nothing, when the stage's clamp leaves the byte range.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_packed_fused_bytes_neon(
+    a: &[u8],
+    q_in: Q8,
+    zp: i32,
+    m: usize,
+    p: &Packed,
+    f: &Fold,
+    q: Q8,
+    out: &mut [u8],
+    oc: usize,
+) -> bool {
+    let Some(nw) = Narrow::new(f.offset, f.min, f.max, q) else {
+        return false;
+    };
+    let z = vdupq_n_s16(zp as i16);
+    match q_in {
+        Q8::U8 => packed_fused_bytes::<false>(a, z, m, p, f, &nw, out, oc),
+        Q8::I8 => packed_fused_bytes::<true>(a, z, m, p, f, &nw, out, oc),
+    }
+    true
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+fn packed_fused_bytes<const S: bool>(
+    a: &[u8],
+    z: int16x8_t,
+    m: usize,
+    p: &Packed,
+    f: &Fold,
+    nw: &Narrow,
+    out: &mut [u8],
+    oc: usize,
+) {
+    let mut i = 0;
+    while i < m {
+        let rows = (m - i).min(4);
+        let mut j = 0;
+        while j < oc {
+            let full = j + 16 <= oc;
+            match (rows, full) {
+                (4, true) => packed_fused_bytes_tile::<4, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (3, true) => packed_fused_bytes_tile::<3, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (2, true) => packed_fused_bytes_tile::<2, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (_, true) => packed_fused_bytes_tile::<1, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (4, false) => packed_fused_bytes_tile::<4, false, S>(a, z, i, p, j, f, nw, out, oc),
+                (3, false) => packed_fused_bytes_tile::<3, false, S>(a, z, i, p, j, f, nw, out, oc),
+                (2, false) => packed_fused_bytes_tile::<2, false, S>(a, z, i, p, j, f, nw, out, oc),
+                (_, false) => packed_fused_bytes_tile::<1, false, S>(a, z, i, p, j, f, nw, out, oc),
+            }
+            j += 16;
+        }
+        i += rows;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+fn packed_fused_bytes_tile<const R: usize, const FULL: bool, const S: bool>(
+    a: &[u8],
+    z: int16x8_t,
+    i: usize,
+    p: &Packed,
+    j: usize,
+    f: &Fold,
+    nw: &Narrow,
+    out: &mut [u8],
+    oc: usize,
+) {
+    let bias: [int32x4_t; 4] = core::array::from_fn(|h| ld_i32(&f.c[j..j + 16], 4 * h));
+    let acc = if S {
+        packed_sums!(R, a, i, p, j, [bias; R], ld8_i8, ld2_i8, z)
+    } else {
+        packed_sums!(R, a, i, p, j, [bias; R], ld8_u8, ld2_u8, z)
+    };
     fused_store!(R, FULL, acc, f, nw, i, j, out, oc);
 }
 

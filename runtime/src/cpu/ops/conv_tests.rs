@@ -430,6 +430,14 @@ proptest! {
         c.node(false).check()?;
     }
 
+    /// 1x1 stride-1 convolutions whose depth is a multiple of 16, which the random shapes above
+    /// rarely draw: the fast kernels that read the input rows in place (no im2col copy).
+    #[test]
+    fn conv_1x1_fast_equals_reference(c in conv_case(1..=40), depth in 1usize..=3) {
+        let oc = c.ch.1;
+        ConvCase { kernel: [1, 1], stride: [1, 1], ch: (16 * depth, oc), ..c }.node(false).check()?;
+    }
+
     #[test]
     fn depthwise_fast_equals_reference(c in conv_case(1..=3)) {
         c.node(true).check()?;
