@@ -2,8 +2,10 @@
 //!
 //! - widening multiply-accumulate (`smlal`/`smlal2`, baseline NEON, every aarch64 CPU): the i16
 //!   GEMMs ([`gemm_neon`] on row-major weights, [`gemm_packed_neon`] on the k-pair layout of
-//!   [`super::Packed`], read with the de-interleaving `ld2`), the depthwise pixels and the output
-//!   stage;
+//!   [`super::Packed`], read with the de-interleaving `ld2`), the convolutions' GEMM with the
+//!   output stage fused ([`gemm_packed_fused_neon`] on im2col rows,
+//!   [`gemm_packed_fused_bytes_neon`] on input bytes read in place), the depthwise pixels and the
+//!   output stage;
 //! - the 8-bit dot product (`sdot`/`udot` by element, the `dotprod` extension of Armv8.2, e.g.
 //!   Cortex-A55/A76, detected at run time): the byte GEMM with the zero-point fold and the output
 //!   stage fused ([`gemm_u8_fused_dot`]), on the layout of [`super::PackedU8`].
@@ -415,9 +417,9 @@ macro_rules! packed_sums {
         let (kp, np) = (p.kp, p.np);
         let kh = kp / 2;
         assert!(a.len() >= (i + $R) * kp && j + 16 <= np && p.w.len() >= kh * np * 2);
-        // SAFETY: row r of `a` is read at i16 2kk..2kk + 8 with kk + 4 <= kh, or 2kk..2kk + 2 with
-        // kk < kh, inside its kp values; the weights at (kk * np + j) * 2 + 0..32 with kk < kh,
-        // inside `p.w` (both asserted above).
+        // SAFETY: row r of `a` (i16 values or input bytes) is read at values 2kk..2kk + 8 with
+        // kk + 4 <= kh, or 2kk..2kk + 2 with kk < kh, inside its kp values; the weights at
+        // (kk * np + j) * 2 + 0..32 with kk < kh, inside `p.w` (both asserted above).
         unsafe {
             let w = p.w.as_ptr().add(2 * j);
             let rows: [_; $R] = core::array::from_fn(|r| a.as_ptr().add((i + r) * kp));
