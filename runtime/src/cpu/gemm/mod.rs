@@ -90,15 +90,19 @@ fn detected() -> Isa {
 /// `dst[i] = src[i] - zp` as i16.
 #[inline]
 pub(crate) fn widen(q: Q8, src: &[u8], zp: i32, dst: &mut [i16]) {
+    // `(x - zp) as i16` equals `x as i16 - zp as i16` in wrapping 16-bit arithmetic (both are the
+    // difference modulo 2^16); in i16 the loops vectorise to a widening and a subtraction per
+    // vector of bytes.
+    let z = zp as i16;
     match q {
         Q8::U8 => {
             for (d, &s) in dst.iter_mut().zip(src) {
-                *d = (s as i32 - zp) as i16;
+                *d = (s as i16).wrapping_sub(z);
             }
         }
         Q8::I8 => {
             for (d, &s) in dst.iter_mut().zip(src) {
-                *d = (s as i8 as i32 - zp) as i16;
+                *d = (s as i8 as i16).wrapping_sub(z);
             }
         }
     }
@@ -250,6 +254,33 @@ pub(crate) fn gemm_packed_fused(a: &[i16], m: usize, p: &Packed, f: &Fold, q: Q8
         return unsafe { neon::gemm_packed_fused_neon(a, m, p, f, q, out, oc) };
     }
     let _ = (a, m, p, f, q, out, oc);
+    false
+}
+
+/// [`gemm_packed_fused`] on rows of raw input bytes (`m` rows of `p.kp`, of type `q_in`), less the
+/// input zero point `zp` (wrapping in 16 bits, like [`widen`]) as the kernel loads them: 1x1
+/// convolutions read their input in place. Returns false, having done nothing, where
+/// [`gemm_packed_fused`] would.
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_packed_fused_bytes(
+    a: &[u8],
+    q_in: Q8,
+    zp: i32,
+    m: usize,
+    p: &Packed,
+    f: &Fold,
+    q: Q8,
+    out: &mut [u8],
+    oc: usize,
+) -> bool {
+    assert!(a.len() >= m * p.kp && out.len() >= m * oc && oc <= p.np && f.c.len() >= p.np && p.kp.is_multiple_of(2));
+    #[cfg(target_arch = "aarch64")]
+    if best() != Isa::Portable && f.shift.iter().all(|&s| s < 31) {
+        // SAFETY: NEON is part of every aarch64 CPU; bounds asserted above.
+        return unsafe { neon::gemm_packed_fused_bytes_neon(a, q_in, zp, m, p, f, q, out, oc) };
+    }
+    let _ = (a, q_in, zp, m, p, f, q, out, oc);
     false
 }
 

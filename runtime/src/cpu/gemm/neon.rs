@@ -2,8 +2,10 @@
 //!
 //! - widening multiply-accumulate (`smlal`/`smlal2`, baseline NEON, every aarch64 CPU): the i16
 //!   GEMMs ([`gemm_neon`] on row-major weights, [`gemm_packed_neon`] on the k-pair layout of
-//!   [`super::Packed`], read with the de-interleaving `ld2`), the depthwise pixels and the output
-//!   stage;
+//!   [`super::Packed`], read with the de-interleaving `ld2`), the convolutions' GEMM with the
+//!   output stage fused ([`gemm_packed_fused_neon`] on im2col rows,
+//!   [`gemm_packed_fused_bytes_neon`] on input bytes read in place), the depthwise pixels and the
+//!   output stage;
 //! - the 8-bit dot product (`sdot`/`udot` by element, the `dotprod` extension of Armv8.2, e.g.
 //!   Cortex-A55/A76, detected at run time): the byte GEMM with the zero-point fold and the output
 //!   stage fused ([`gemm_u8_fused_dot`]), on the layout of [`super::PackedU8`].
@@ -330,27 +332,100 @@ fn packed_step<const R: usize, const L0: i32, const L1: i32>(
     }
 }
 
+/// Row values `k..k + 8` of a GEMM operand as i16: rows of i16 as they are; rows of input bytes
+/// (unsigned or signed) widened, less the zero point `z` (wrapping in 16 bits, like
+/// [`super::widen`]).
+///
+/// # Safety
+/// `p + k..p + k + 8` must be readable.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld8_i16(p: *const i16, k: usize, _z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 8 readable values.
+    unsafe { vld1q_s16(p.add(k)) }
+}
+
+/// [`ld8_i16`] on unsigned bytes.
+///
+/// # Safety
+/// As [`ld8_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld8_u8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 8 readable values.
+    vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(unsafe { vld1_u8(p.add(k)) })), z)
+}
+
+/// [`ld8_i16`] on signed bytes.
+///
+/// # Safety
+/// As [`ld8_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld8_i8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 8 readable values.
+    vsubq_s16(vmovl_s8(vreinterpret_s8_u8(unsafe { vld1_u8(p.add(k)) })), z)
+}
+
+/// Row values `k` and `k + 1` in lanes 0 and 1 (the other lanes are not used), as [`ld8_i16`].
+///
+/// # Safety
+/// `p + k..p + k + 2` must be readable.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld2_i16(p: *const i16, k: usize, _z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 2 readable i16.
+    vreinterpretq_s16_u32(vdupq_n_u32(unsafe { (p.add(k) as *const u32).read_unaligned() }))
+}
+
+/// [`ld2_i16`] on unsigned bytes.
+///
+/// # Safety
+/// As [`ld2_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld2_u8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 2 readable bytes.
+    let pair = vreinterpret_u8_u16(vdup_n_u16(unsafe { (p.add(k) as *const u16).read_unaligned() }));
+    vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(pair)), z)
+}
+
+/// [`ld2_i16`] on signed bytes.
+///
+/// # Safety
+/// As [`ld2_i16`].
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld2_i8(p: *const u8, k: usize, z: int16x8_t) -> int16x8_t {
+    // SAFETY: the caller guarantees 2 readable bytes.
+    let pair = vreinterpret_s8_u16(vdup_n_u16(unsafe { (p.add(k) as *const u16).read_unaligned() }));
+    vsubq_s16(vmovl_s8(pair), z)
+}
+
 /// The sums of one tile of [`gemm_packed_neon`], from `acc`: `R` rows x 16 output channels, 4 k
 /// pairs per row load.
 // A macro rather than a function: it is always inlined into the tile functions (LLVM declines
 // to inline a function this large at so many call sites, and the sums would then go through
 // memory; `#[inline(always)]` is not allowed with `#[target_feature]`).
 macro_rules! packed_sums {
-    ($R:ident, $a:expr, $i:expr, $p:expr, $j:expr, $acc:expr) => {{
-        let (a, i, p, j): (&[i16], usize, &Packed, usize) = ($a, $i, $p, $j);
+    ($R:ident, $a:expr, $i:expr, $p:expr, $j:expr, $acc:expr) => {
+        packed_sums!($R, $a, $i, $p, $j, $acc, ld8_i16, ld2_i16, vdupq_n_s16(0))
+    };
+    ($R:ident, $a:expr, $i:expr, $p:expr, $j:expr, $acc:expr, $ld8:ident, $ld2:ident, $z:expr) => {{
+        let (a, i, p, j, z) = ($a, $i, $p, $j, $z);
         let mut acc: [[int32x4_t; 4]; $R] = $acc;
         let (kp, np) = (p.kp, p.np);
         let kh = kp / 2;
         assert!(a.len() >= (i + $R) * kp && j + 16 <= np && p.w.len() >= kh * np * 2);
-        // SAFETY: row r of `a` is read at i16 2kk..2kk + 8 with kk + 4 <= kh, or 2kk..2kk + 2 with
-        // kk < kh, inside its kp values; the weights at (kk * np + j) * 2 + 0..32 with kk < kh,
-        // inside `p.w` (both asserted above).
+        // SAFETY: row r of `a` (i16 values or input bytes) is read at values 2kk..2kk + 8 with
+        // kk + 4 <= kh, or 2kk..2kk + 2 with kk < kh, inside its kp values; the weights at
+        // (kk * np + j) * 2 + 0..32 with kk < kh, inside `p.w` (both asserted above).
         unsafe {
             let w = p.w.as_ptr().add(2 * j);
-            let rows: [*const i16; $R] = core::array::from_fn(|r| a.as_ptr().add((i + r) * kp));
+            let rows: [_; $R] = core::array::from_fn(|r| a.as_ptr().add((i + r) * kp));
             let mut kk = 0;
             while kk + 4 <= kh {
-                let x: [int16x8_t; $R] = core::array::from_fn(|r| vld1q_s16(rows[r].add(2 * kk)));
+                let x: [int16x8_t; $R] = core::array::from_fn(|r| $ld8(rows[r], 2 * kk, z));
                 packed_step::<$R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
                 packed_step::<$R, 2, 3>(&mut acc, &x, ld_pair_weights(w.add((kk + 1) * np * 2)));
                 packed_step::<$R, 4, 5>(&mut acc, &x, ld_pair_weights(w.add((kk + 2) * np * 2)));
@@ -359,9 +434,7 @@ macro_rules! packed_sums {
             }
             while kk < kh {
                 // The pair in lanes 0 and 1.
-                let x: [int16x8_t; $R] = core::array::from_fn(|r| {
-                    vreinterpretq_s16_u32(vdupq_n_u32((rows[r].add(2 * kk) as *const u32).read_unaligned()))
-                });
+                let x: [int16x8_t; $R] = core::array::from_fn(|r| $ld2(rows[r], 2 * kk, z));
                 packed_step::<$R, 0, 1>(&mut acc, &x, ld_pair_weights(w.add(kk * np * 2)));
                 kk += 1;
             }
@@ -548,15 +621,37 @@ pub(super) fn dw_pixel_pairs_neon(
     let Some(nw) = Narrow::new(st.offset, st.min, st.max, q_out) else {
         return 0;
     };
-    match q_in {
-        Q8::U8 => dw_pairs_body::<false>(input, bases, p, init, st, &nw, out),
-        Q8::I8 => dw_pairs_body::<true>(input, bases, p, init, st, &nw, out),
+    match (q_in, bases.len()) {
+        (Q8::U8, 9) => dw_pairs_body::<false, 9>(input, bases, p, init, st, &nw, out),
+        (Q8::I8, 9) => dw_pairs_body::<true, 9>(input, bases, p, init, st, &nw, out),
+        (Q8::U8, _) => dw_pairs_body::<false, 0>(input, bases, p, init, st, &nw, out),
+        (Q8::I8, _) => dw_pairs_body::<true, 0>(input, bases, p, init, st, &nw, out),
     }
 }
 
+/// `acc += x * w` for 16 channels: input bytes `x` (signed with `S`) widened to i16, against 16
+/// i16 weights at `w`.
+///
+/// # Safety
+/// `w..w + 16` must be readable i16.
 #[inline]
 #[target_feature(enable = "neon")]
-fn dw_pairs_body<const S: bool>(
+unsafe fn dw_mac<const S: bool>(acc: &mut [int32x4_t; 4], x: uint8x16_t, w: *const i16) {
+    let (xl, xh) = widen16::<S>(x);
+    // SAFETY: the caller guarantees 16 readable i16 at `w`.
+    let (wl, wh) = unsafe { (vld1q_s16(w), vld1q_s16(w.add(8))) };
+    acc[0] = vmlal_s16(acc[0], vget_low_s16(xl), vget_low_s16(wl));
+    acc[1] = vmlal_high_s16(acc[1], xl, wl);
+    acc[2] = vmlal_s16(acc[2], vget_low_s16(xh), vget_low_s16(wh));
+    acc[3] = vmlal_high_s16(acc[3], xh, wh);
+}
+
+/// [`dw_pixel_pairs_neon`] for signed or unsigned inputs (`S`) and `T` taps (`T` = 0: any
+/// number; the usual 3x3 window, `T` = 9, keeps its tap offsets in registers across the channel
+/// blocks).
+#[inline]
+#[target_feature(enable = "neon")]
+fn dw_pairs_body<const S: bool, const T: usize>(
     input: &[u8],
     bases: &[usize],
     p: &DwPairs,
@@ -567,10 +662,14 @@ fn dw_pairs_body<const S: bool>(
 ) -> usize {
     let n16 = p.n16;
     assert!(
-        bases.len() <= 2 * p.pairs
+        (T == 0 || bases.len() == T)
+            && bases.len() <= 2 * p.pairs
             && p.w.len() >= n16 / 16 * p.pairs * 32
             && bases.iter().all(|&b| b + n16 <= input.len())
     );
+    let (m, left, right) = (&st.multiplier[..n16], &st.left[..n16], &st.right[..n16]);
+    let (init, out) = (&init[..n16], &mut out[..n16]);
+    let fixed: [usize; T] = core::array::from_fn(|t| bases[t]);
     for blk in 0..n16 / 16 {
         let c = 16 * blk;
         let mut acc = [ld_i32(init, c), ld_i32(init, c + 4), ld_i32(init, c + 8), ld_i32(init, c + 12)];
@@ -578,21 +677,20 @@ fn dw_pairs_body<const S: bool>(
         // weights at (blk * pairs * 2 + t) * 16 with t < 2 * pairs (asserted above).
         unsafe {
             let w = p.w.as_ptr().add(blk * p.pairs * 32);
-            for (t, &b) in bases.iter().enumerate() {
-                let (xl, xh) = widen16::<S>(vld1q_u8(input.as_ptr().add(b + c)));
-                let (wl, wh) = (vld1q_s16(w.add(16 * t)), vld1q_s16(w.add(16 * t + 8)));
-                acc[0] = vmlal_s16(acc[0], vget_low_s16(xl), vget_low_s16(wl));
-                acc[1] = vmlal_high_s16(acc[1], xl, wl);
-                acc[2] = vmlal_s16(acc[2], vget_low_s16(xh), vget_low_s16(wh));
-                acc[3] = vmlal_high_s16(acc[3], xh, wh);
+            let x = input.as_ptr().add(c);
+            if T > 0 {
+                for (t, &b) in fixed.iter().enumerate() {
+                    dw_mac::<S>(&mut acc, vld1q_u8(x.add(b)), w.add(16 * t));
+                }
+            } else {
+                for (t, &b) in bases.iter().enumerate() {
+                    dw_mac::<S>(&mut acc, vld1q_u8(x.add(b)), w.add(16 * t));
+                }
             }
         }
-        let v = [
-            scale_at(acc[0], st, c),
-            scale_at(acc[1], st, c + 4),
-            scale_at(acc[2], st, c + 8),
-            scale_at(acc[3], st, c + 12),
-        ];
+        let v: [int32x4_t; 4] = core::array::from_fn(|h| {
+            scale4(acc[h], ld_i32(m, c + 4 * h), ld_i32(left, c + 4 * h), ld_i32(right, c + 4 * h))
+        });
         st_u8x16(out, c, nw.bytes16(v));
     }
     n16
@@ -716,6 +814,91 @@ fn packed_fused_tile<const R: usize, const FULL: bool>(
     fused_store!(R, FULL, acc, f, nw, i, j, out, oc);
 }
 
+/// [`gemm_packed_fused_neon`] on rows of raw input bytes (`m` rows of `p.kp`, signed or not by
+/// `q_in`), less the input zero point `zp` as they are loaded: 1x1 convolutions read their input
+/// in place. Returns false, having done nothing, when the stage's clamp leaves the byte range.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_packed_fused_bytes_neon(
+    a: &[u8],
+    q_in: Q8,
+    zp: i32,
+    m: usize,
+    p: &Packed,
+    f: &Fold,
+    q: Q8,
+    out: &mut [u8],
+    oc: usize,
+) -> bool {
+    let Some(nw) = Narrow::new(f.offset, f.min, f.max, q) else {
+        return false;
+    };
+    let z = vdupq_n_s16(zp as i16);
+    match q_in {
+        Q8::U8 => packed_fused_bytes::<false>(a, z, m, p, f, &nw, out, oc),
+        Q8::I8 => packed_fused_bytes::<true>(a, z, m, p, f, &nw, out, oc),
+    }
+    true
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+fn packed_fused_bytes<const S: bool>(
+    a: &[u8],
+    z: int16x8_t,
+    m: usize,
+    p: &Packed,
+    f: &Fold,
+    nw: &Narrow,
+    out: &mut [u8],
+    oc: usize,
+) {
+    let mut i = 0;
+    while i < m {
+        let rows = (m - i).min(4);
+        let mut j = 0;
+        while j < oc {
+            let full = j + 16 <= oc;
+            match (rows, full) {
+                (4, true) => packed_fused_bytes_tile::<4, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (3, true) => packed_fused_bytes_tile::<3, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (2, true) => packed_fused_bytes_tile::<2, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (_, true) => packed_fused_bytes_tile::<1, true, S>(a, z, i, p, j, f, nw, out, oc),
+                (4, false) => packed_fused_bytes_tile::<4, false, S>(a, z, i, p, j, f, nw, out, oc),
+                (3, false) => packed_fused_bytes_tile::<3, false, S>(a, z, i, p, j, f, nw, out, oc),
+                (2, false) => packed_fused_bytes_tile::<2, false, S>(a, z, i, p, j, f, nw, out, oc),
+                (_, false) => packed_fused_bytes_tile::<1, false, S>(a, z, i, p, j, f, nw, out, oc),
+            }
+            j += 16;
+        }
+        i += rows;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+fn packed_fused_bytes_tile<const R: usize, const FULL: bool, const S: bool>(
+    a: &[u8],
+    z: int16x8_t,
+    i: usize,
+    p: &Packed,
+    j: usize,
+    f: &Fold,
+    nw: &Narrow,
+    out: &mut [u8],
+    oc: usize,
+) {
+    let bias: [int32x4_t; 4] = core::array::from_fn(|h| ld_i32(&f.c[j..j + 16], 4 * h));
+    let acc = if S {
+        packed_sums!(R, a, i, p, j, [bias; R], ld8_i8, ld2_i8, z)
+    } else {
+        packed_sums!(R, a, i, p, j, [bias; R], ld8_u8, ld2_u8, z)
+    };
+    fused_store!(R, FULL, acc, f, nw, i, j, out, oc);
+}
+
 /// `acc[i] += sum_t w[4i + t] * x[4L + t]`: `sdot` (signed bytes) or, with `U`, `udot`
 /// (unsigned bytes), by element.
 #[inline]
@@ -798,16 +981,19 @@ fn tile_dot<const R: usize, const U: bool, const FULL: bool>(
     // The bounds of every load of the k loop: rows i..i + R of `a`, and the 64 weight bytes of
     // channels j..j + 16 in each of the kq quads.
     assert!(R <= 4 && a.len() >= (i + R) * kp && j + 16 <= np && p.w.len() >= kq * np * 4);
-    let ld = |v: &[i32], h: usize| ld_i32(&v[j..j + 16], 4 * h);
     // Each accumulator starts from its fold terms: a[c] * rowsum + c[c] (and the sign fix).
-    let fc: [int32x4_t; 4] = core::array::from_fn(|h| vaddq_s32(ld(&f.c, h), ld(&p.sign_fix, h)));
-    let mut acc: [[int32x4_t; 4]; R] = core::array::from_fn(|r| {
+    let (fa, fc, fix) = (&f.a[j..j + 16], &f.c[j..j + 16], &p.sign_fix[j..j + 16]);
+    let mut acc = [[vdupq_n_s32(0); 4]; R];
+    for (r, ar) in acc.iter_mut().enumerate() {
         let s = sx[i + r];
-        core::array::from_fn(|h| match f.a_uniform {
-            Some(a0) => vaddq_s32(fc[h], vdupq_n_s32(a0.wrapping_mul(s))),
-            None => vmlaq_n_s32(fc[h], ld(&f.a, h), s),
-        })
-    });
+        for (h, a) in ar.iter_mut().enumerate() {
+            let c = vaddq_s32(ld_i32(fc, 4 * h), ld_i32(fix, 4 * h));
+            *a = match f.a_uniform {
+                Some(a0) => vaddq_s32(c, vdupq_n_s32(a0.wrapping_mul(s))),
+                None => vmlaq_n_s32(c, ld_i32(fa, 4 * h), s),
+            };
+        }
+    }
     let flip = vdupq_n_u8(0x80);
     // SAFETY: row r is read at bytes 4q..4q + 16 with q + 4 <= kq, or 4q..4q + 4 with q < kq,
     // all inside its kp bytes; the weights at ((q * np) + j) * 4 + 0..64 with q < kq, inside

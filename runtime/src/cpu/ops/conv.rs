@@ -144,6 +144,21 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
 }
 
 impl Conv {
+    /// A 1x1, stride-1, unpadded convolution whose depth is already a multiple of the k padding:
+    /// the im2col row of an output pixel is its input pixel.
+    fn direct(&self) -> bool {
+        let g = &self.g;
+        g.k_h == 1
+            && g.k_w == 1
+            && g.stride_h == 1
+            && g.stride_w == 1
+            && g.pad_h == 0
+            && g.pad_w == 0
+            && self.kp == g.in_c
+            && g.in_h == g.out_h
+            && g.in_w == g.out_w
+    }
+
     fn run_reference(&self, input: &[u8], out: &mut [u8]) {
         let g = &self.g;
         for b in 0..g.batches {
@@ -303,6 +318,19 @@ impl Conv {
         let (oc, kp, np) = (self.g.out_c, self.kp, p.np);
         let n = rows.len() / oc;
         let mut at = 0;
+        if let Some(f) = self.fused.as_ref().filter(|_| self.direct()) {
+            // 1x1 stride-1 convolutions whose depth needs no k padding: the fused kernel reads
+            // the input rows in place.
+            while at < n {
+                let m = gemm::ROWS.min(n - at);
+                let src = &input[(first + at) * kp..(first + at + m) * kp];
+                let dst = &mut rows[at * oc..(at + m) * oc];
+                if !gemm::gemm_packed_fused_bytes(src, self.q_in, self.in_zp, m, p, f, self.q_out, dst, oc) {
+                    break;
+                }
+                at += m;
+            }
+        }
         while at < n {
             let m = gemm::ROWS.min(n - at);
             for r in 0..m {

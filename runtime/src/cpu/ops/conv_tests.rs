@@ -585,9 +585,25 @@ proptest! {
         c.node(false).check()?;
     }
 
+    /// 1x1 stride-1 convolutions whose depth is a multiple of 16, which the random shapes above
+    /// rarely draw: the fast kernels that read the input rows in place (no im2col copy).
+    #[test]
+    fn conv_1x1_fast_equals_reference(c in conv_case(1..=40), depth in 1usize..=3) {
+        let oc = c.ch.1;
+        ConvCase { kernel: [1, 1], stride: [1, 1], ch: (16 * depth, oc), ..c }.node(false).check()?;
+    }
+
     #[test]
     fn depthwise_fast_equals_reference(c in conv_case(1..=3)) {
         c.node(true).check()?;
+    }
+
+    /// The usual depthwise layer, 3x3 with depth multiplier 1 and 16 or more channels, which the
+    /// random shapes above rarely draw: the vector kernels' full-window path (tap pairs, and its
+    /// fixed 9-tap variant on aarch64) against the reference.
+    #[test]
+    fn depthwise_3x3_fast_equals_reference(c in conv_case(1..=1), ic in 16usize..=40) {
+        ConvCase { kernel: [3, 3], ch: (ic, 1), ..c }.node(true).check()?;
     }
 
     #[test]
