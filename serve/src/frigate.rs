@@ -209,7 +209,7 @@ impl Session {
             (d, t) => return Err(format!("a {d} tensor for a model whose input is {}", t.name())),
         }
         m.it.invoke().map_err(|e| e.to_string())?;
-        decode_ssd(&m.it, threshold)
+        Ok(decode_ssd(&m.it, threshold)?.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 }
 
@@ -222,10 +222,10 @@ fn floats(it: &Interpreter, j: usize) -> Result<Vec<f32>, String> {
     Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
-/// The 20 × 6 float32 reply of an SSD model's outputs (boxes, classes, scores, count), as
+/// The 20 × 6 rows (row-major) of an SSD model's outputs (boxes, classes, scores, count), as
 /// Frigate's edgetpu detector builds it: detections in output order until the first one scoring
 /// below `threshold`, at most 20.
-pub fn decode_ssd(it: &Interpreter, threshold: f32) -> Result<Vec<u8>, String> {
+pub fn decode_ssd(it: &Interpreter, threshold: f32) -> Result<Vec<f32>, String> {
     let (boxes, classes, scores, count) = (floats(it, 0)?, floats(it, 1)?, floats(it, 2)?, floats(it, 3)?);
     let count = count.first().copied().unwrap_or(0.0).max(0.0) as usize;
     let mut out = vec![0f32; ROWS * 6];
@@ -236,5 +236,5 @@ pub fn decode_ssd(it: &Interpreter, threshold: f32) -> Result<Vec<u8>, String> {
         let b = boxes.get(i * 4..i * 4 + 4).ok_or("fewer boxes than detections")?;
         out[i * 6..i * 6 + 6].copy_from_slice(&[classes[i], scores[i], b[0], b[1], b[2], b[3]]);
     }
-    Ok(out.iter().flat_map(|v| v.to_le_bytes()).collect())
+    Ok(out)
 }

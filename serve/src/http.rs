@@ -259,8 +259,7 @@ impl Http {
                 .map_err(|e| fail(400, format!("preparing the image: {e}")))?;
             it.set_input(0, &input).map_err(|e| fail(500, e.to_string()))?;
             it.invoke().map_err(|e| fail(503, e.to_string()))?;
-            let rows = crate::frigate::decode_ssd(&it, min_confidence).map_err(|e| fail(422, e))?;
-            let v: Vec<f32> = rows.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let v = crate::frigate::decode_ssd(&it, min_confidence).map_err(|e| fail(422, e))?;
             let labels = lock(&self.pools).get(name).and_then(|p| p.labels.clone());
             let mut predictions = Vec::new();
             for r in v.chunks_exact(6).filter(|r| r[1] > 0.0) {

@@ -68,11 +68,7 @@ fn frigate_clients_on_pyzmq() {
     // The reply the server must give: the in-process result, decoded as Frigate does.
     it.set_input(0, &frame).unwrap();
     it.invoke().unwrap();
-    let want: Vec<f32> = edgetpu_serve::frigate::decode_ssd(&it, 0.4)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let want: Vec<f32> = edgetpu_serve::frigate::decode_ssd(&it, 0.4).unwrap();
     assert!(want[1] >= 0.4, "the frame has a detection above 0.4: {:?}", &want[..6]);
 
     let endpoint = format!("ipc://{}", dir.join("zmq_detector").display());

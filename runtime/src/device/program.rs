@@ -308,6 +308,12 @@ impl Program {
         self.inputs.iter().map(dense_len)
     }
 
+    /// Whether one of its executables is driven by the device (DMA hints not fully
+    /// deterministic), so the device's DMA descriptors must be on.
+    pub fn device_driven(&self) -> bool {
+        self.caching.iter().chain([&self.main]).any(|e| usb_plan::device_driven(&e.steps))
+    }
+
     /// Dense byte size of each output (custom op output order).
     pub fn output_sizes(&self) -> impl Iterator<Item = usize> + '_ {
         self.outputs.iter().map(dense_len)

@@ -29,6 +29,8 @@ impl std::fmt::Debug for TpuDelegate {
 
 /// How the custom op's tensors map to the executable's layers.
 struct Wiring {
+    /// Input layers of the executable.
+    n_in: usize,
     /// The output layer of each of the op's outputs.
     out_map: Vec<usize>,
     /// (output layer, input position): output layers named `<input>_variable_output` carry the
@@ -88,7 +90,7 @@ fn wire(model: &Model, subgraph: usize, op: &Operator, package: &Package<'_>) ->
     if exe.input_layers.len() > MAX_TENSORS || exe.output_layers.len() > MAX_TENSORS {
         return Err(fail(format!("more than {MAX_TENSORS} inputs or outputs")));
     }
-    Ok(Wiring { out_map, writeback })
+    Ok(Wiring { n_in: exe.input_layers.len(), out_map, writeback })
 }
 
 impl Delegate for TpuDelegate {
@@ -151,7 +153,7 @@ impl DelegateStep for StepHandle {
         let mut run = lock(&self.run);
         let RunState { state } = &mut *run;
         let state_at = |k: usize| io.state_inputs.iter().position(|&s| s == k);
-        let n_in = lock(&self.programs[0]).inputs.len();
+        let n_in = self.wiring.n_in;
         let n_out = self.wiring.out_map.len() + self.wiring.writeback.len();
         {
             let mut ins: [&[u8]; MAX_TENSORS] = [&[]; MAX_TENSORS];

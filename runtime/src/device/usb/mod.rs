@@ -258,8 +258,7 @@ impl UsbAccelerator {
         }
         // Inputs the device takes as they are go out straight from the caller's buffers, unless
         // the device may ask for them itself (descriptors on).
-        let driven = program.caching.iter().chain([&program.main]).any(|e| usb_plan::device_driven(&e.steps));
-        let direct = !self.descriptors && !driven;
+        let direct = !self.descriptors && !program.device_driven();
         program.stage_inputs(inputs, direct)?;
         match self.run_prepared(program, if direct { inputs } else { &[] }) {
             Ok(info) => program.get_outputs(outputs).map(|()| info),
@@ -292,8 +291,7 @@ impl UsbAccelerator {
         // A program whose hints are not fully deterministic needs the device to announce its
         // transfers: the event endpoint's descriptors are turned on once, between runs, and stay
         // on (libedgetpu sets them at open only; re-opening after a reset keeps them on).
-        let driven = program.caching.iter().chain([&program.main]).any(|e| usb_plan::device_driven(&e.steps));
-        if driven && !self.descriptors {
+        if program.device_driven() && !self.descriptors {
             log::info!("{}: enabling DMA descriptors from the device (descr_ep 0xFF)", self.info.name);
             t.write_csr(csr::DESCR_EP, sequence::descr_ep(true))?;
             self.descriptors = true;
