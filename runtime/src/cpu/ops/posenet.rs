@@ -1,12 +1,22 @@
 //! `PosenetDecoderOp`: Coral's multi-person PoseNet decoder (libcoral `coral/posenet/
-//! posenet_decoder.cc` and `posenet_decoder_op.cc`), without the optional instance masks.
+//! posenet_decoder.cc` and `posenet_decoder_op.cc`), in both its forms: PoseNet's (3 inputs, 4
+//! outputs) and BodyPix's, which adds long-range offsets and person instance masks.
 //!
-//! Inputs: keypoint heatmaps `[1, H, W, 17]` (logits), short-range offsets `[1, H, W, 34]` and
-//! mid-range offsets `[1, H, W, 64]` (pixels), uint8 or float32. Outputs (float32): keypoints
-//! `[1, max_detections, 17, 2]` as (y, x) pixels, keypoint scores `[1, max_detections, 17]`, pose
-//! scores `[1, max_detections]` and the number of poses `[1]`. Rows past the number of poses are
-//! zero. The arithmetic follows libcoral step by step in the same float types; its priority queues
-//! are replayed with libstdc++'s heap algorithms so that equal scores pop in the same order.
+//! Inputs: keypoint heatmaps `[1, H, W, 17]` (logits), short-range offsets `[1, H, W, 34]`,
+//! mid-range offsets `[1, H, W, 64]` and, for BodyPix, long-range offsets `[1, H, W, 34]` (pixels),
+//! uint8 or float32. Outputs (float32): keypoints `[1, max_detections, 17, 2]` as (y, x) pixels,
+//! keypoint scores `[1, max_detections, 17]`, pose scores `[1, max_detections]`, the number of
+//! poses `[1]` and, for BodyPix, the masks `[1, max_detections, 33, 33]`. Rows past the number of
+//! poses are zero. The arithmetic follows libcoral step by step in the same float types; its
+//! priority queues are replayed with libstdc++'s heap algorithms so that equal scores pop in the
+//! same order.
+//!
+//! The masks keep libcoral's layout, which is not the declared `[33, 33]` one: every grid cell
+//! `(y, x)` goes to the pose whose keypoints lie nearest its long-range embedding, and sets element
+//! `(pose * W + y) * H + x` of the output to 1 (the H x W grid of a pose starts at
+//! `pose * H * W`, rows of H elements indexed by `y * H + x`). With no pose, libcoral's arg-min
+//! over zero poses is 0, so the cells of mask 0 are still set; this kernel does the same. A grid
+//! whose writes would fall outside the `max_detections` masks is refused when the model loads.
 
 use super::detection::{carve, flex_float, flex_int, pop_heap, push_heap_back};
 use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel};
@@ -20,6 +30,10 @@ const REFINEMENT_STEPS: usize = 5;
 const LOCAL_MAXIMUM_RADIUS: usize = 1;
 /// Upper bound of the queue of one pose's backtracking: the root plus one entry per edge.
 const DECODE_QUEUE: usize = 1 + 2 * NUM_EDGES;
+/// Refinement steps along the long-range offsets when the masks assign cells to poses.
+const MASK_REFINEMENT_STEPS: usize = 2;
+/// Side of the fixed mask output of the op.
+const MASK_SIDE: usize = 33;
 
 /// Parent and child keypoint of each edge: 16 forward edges, then the same 16 backward.
 const EDGES: [(u8, u8); 2 * NUM_EDGES] = [
@@ -78,18 +92,22 @@ struct Posenet {
     nms_radius: f32,
     height: usize,
     width: usize,
-    inputs: [Data; 3],
+    inputs: [Data; 4],
+    /// BodyPix form: long-range offsets in, instance masks out.
+    masks: bool,
 }
 
 /// Builds the kernel; sets the output shapes.
 pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    if ctx.inputs.len() != 3 || ctx.outputs.len() != 4 {
-        return Err(ctx.err(format!(
-            "needs 3 inputs and 4 outputs (instance masks are not supported), has {} and {}",
-            ctx.inputs.len(),
-            ctx.outputs.len()
-        )));
-    }
+    let masks = match (ctx.inputs.len(), ctx.outputs.len()) {
+        (3, 4) => false,
+        (4, 5) => true,
+        (i, o) => {
+            return Err(ctx.err(format!(
+                "needs 3 inputs and 4 outputs (PoseNet) or 4 inputs and 5 outputs (BodyPix, with instance masks), has {i} and {o}"
+            )))
+        }
+    };
     let bytes = ctx.custom_options.ok_or_else(|| ctx.err("custom options (a FlexBuffer map) are missing"))?;
     let flex = |e: FlexError| ctx.err(format!("custom options: {e}"));
     let map = FlexRef::root(bytes).and_then(|r| r.as_map()).map_err(flex)?;
@@ -109,14 +127,14 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     if !(1..=i64::from(i32::MAX)).contains(&stride) {
         return Err(ctx.err(format!("stride {stride} must be positive")));
     }
-    let channels = [NUM_KEYPOINTS, 2 * NUM_KEYPOINTS, 4 * NUM_EDGES];
+    let channels = [NUM_KEYPOINTS, 2 * NUM_KEYPOINTS, 4 * NUM_EDGES, 2 * NUM_KEYPOINTS];
     let first = ctx.input(0)?.shape.clone();
     if first.len() != 4 || first[0] != 1 {
         return Err(ctx.err(format!("heatmaps have shape {first:?}, expected [1, height, width, 17]")));
     }
     let (height, width) = (first[1], first[2]);
-    let mut inputs = [Data::F32; 3];
-    for (i, &c) in channels.iter().enumerate() {
+    let mut inputs = [Data::F32; 4];
+    for (i, &c) in channels.iter().enumerate().take(ctx.inputs.len()) {
         let t = ctx.input(i)?;
         if t.shape != [1, height, width, c] {
             return Err(ctx.err(format!("input {i} has shape {:?}, expected [1, {height}, {width}, {c}]", t.shape)));
@@ -134,13 +152,38 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         return Err(ctx.err(format!("a {height} x {width} grid is not supported")));
     }
     let md = max_detections as usize;
-    let shapes = [vec![1, md, NUM_KEYPOINTS, 2], vec![1, md, NUM_KEYPOINTS], vec![1, md], vec![1]];
+    if masks {
+        // libcoral writes element (pose * W + y) * H + x of the masks, for poses below the count
+        // (and pose 0 when there is none), and clears the first count * H * W.
+        let last = ((md.max(1) - 1) * width + height - 1) * height + width - 1;
+        let size = md * MASK_SIDE * MASK_SIDE;
+        if last >= size || height * width > MASK_SIDE * MASK_SIDE {
+            return Err(ctx.err(format!(
+                "instance masks of a {height} x {width} grid do not fit the op's {md} masks of {MASK_SIDE} x {MASK_SIDE} \
+                 (Coral's decoder would write past its output); use a model whose grid has at most {} cells",
+                MASK_SIDE * MASK_SIDE
+            )));
+        }
+    }
+    let mut shapes = vec![vec![1, md, NUM_KEYPOINTS, 2], vec![1, md, NUM_KEYPOINTS], vec![1, md], vec![1]];
+    if masks {
+        shapes.push(vec![1, md, MASK_SIDE, MASK_SIDE]);
+    }
     for (out, shape) in ctx.outputs.iter_mut().zip(shapes) {
         out.shape = shape;
         out.dtype = TensorType::FLOAT32;
         out.quant = None;
     }
-    let k = Posenet { max_detections: md, score_threshold, stride: stride as i32, nms_radius, height, width, inputs };
+    let k = Posenet {
+        max_detections: md,
+        score_threshold,
+        stride: stride as i32,
+        nms_radius,
+        height,
+        width,
+        inputs,
+        masks,
+    };
     let scratch = k.scratch_words() * 4;
     Built::with_scratch(k, scratch)
 }
@@ -209,6 +252,7 @@ impl Posenet {
             + cells * NUM_KEYPOINTS * 4
             + DECODE_QUEUE * 4
             + md * (3 * NUM_KEYPOINTS + 2)
+            + if self.masks { cells * 2 * NUM_KEYPOINTS } else { 0 }
     }
 
     /// `DequantizeTensor`: `(q - zp) * (scale * extra)` in float, or `v * extra` for floats.
@@ -286,6 +330,50 @@ impl Posenet {
     }
 }
 
+impl Posenet {
+    /// `DecodeInstanceMasks`: each cell goes to the pose nearest its long-range embedding
+    /// (`MatchEmbeddingToInstance`), in libcoral's element layout (see the module notes).
+    fn decode_masks(&self, long: Map<'_>, poses: &[f32], count: usize, out: &mut [f32]) -> Result<()> {
+        let (h, w) = (self.height, self.width);
+        let stride = self.stride as f32;
+        let (hmax, wmax) = (h as f32 - 1.0, w as f32 - 1.0);
+        out.fill(0.0);
+        for y in 0..h {
+            for x in 0..w {
+                // GetEmbedding for every keypoint: follow the long-range offsets 1 + 2 times.
+                let mut embedding = [(0.0f32, 0.0f32); NUM_KEYPOINTS];
+                for (k, e) in embedding.iter_mut().enumerate() {
+                    let (mut ey, mut ex) = (y as f32, x as f32);
+                    for _ in 0..=MASK_REFINEMENT_STEPS {
+                        let (dy, dx) = long.sample2(ey, ex, k, NUM_KEYPOINTS + k);
+                        ey = clamp(ey + dy, 0.0, hmax);
+                        ex = clamp(ex + dx, 0.0, wmax);
+                    }
+                    *e = (ey * stride, ex * stride);
+                }
+                // The first pose with the smallest sum of squared distances (std::min_element);
+                // 0 when there is no pose.
+                let mut best = 0;
+                let mut best_distance = 0.0f32;
+                for p in 0..count {
+                    let mut distance = 0.0f32;
+                    for (k, &e) in embedding.iter().enumerate() {
+                        let kp = &poses[(p * NUM_KEYPOINTS + k) * 2..];
+                        distance += squared_distance(e, (kp[0], kp[1]));
+                    }
+                    if p == 0 || distance < best_distance {
+                        best = p;
+                        best_distance = distance;
+                    }
+                }
+                let at = (best * w + y) * h + x;
+                *out.get_mut(at).ok_or_else(|| Error::argument("PosenetDecoderOp: mask element out of range"))? = 1.0;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Sum of `scores` in decreasing order (`DecreasingArgSort` then a running sum), skipping
 /// `skip[k]`, divided by 17.
 fn mean_of_sorted(scores: &[f32], skip: &[bool; NUM_KEYPOINTS]) -> f32 {
@@ -321,8 +409,10 @@ fn check_len(got: usize, want: usize, input: usize) -> Result<()> {
 impl Kernel for Posenet {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let (h, w, md) = (self.height, self.width, self.max_detections);
-        let [o_points, o_kscores, o_scores, o_count] = &mut *io.outs else {
-            return Err(Error::argument("PosenetDecoderOp needs 4 outputs"));
+        let (o_points, o_kscores, o_scores, o_count, o_masks) = match &mut *io.outs {
+            [a, b, c, d] if !self.masks => (a, b, c, d, None),
+            [a, b, c, d, e] if self.masks => (a, b, c, d, Some(e)),
+            _ => return Err(Error::argument("PosenetDecoderOp: the number of outputs differs from the built one")),
         };
         let (out_points, out_kscores) = (cast_mut::<f32>(o_points)?, cast_mut::<f32>(o_kscores)?);
         let (out_scores, out_count) = (cast_mut::<f32>(o_scores)?, cast_mut::<f32>(o_count)?);
@@ -336,8 +426,8 @@ impl Kernel for Posenet {
         out_points.fill(0.0);
         out_kscores.fill(0.0);
         out_scores.fill(0.0);
-        if io.ins.len() < 3 {
-            return Err(Error::argument("PosenetDecoderOp needs 3 inputs"));
+        if io.ins.len() < 3 + usize::from(self.masks) {
+            return Err(Error::argument("PosenetDecoderOp: fewer inputs than built"));
         }
         let mut buf: &mut [u8] = io.scratch;
         let cells = h * w;
@@ -350,6 +440,7 @@ impl Kernel for Posenet {
         let kscores = carve::<f32>(&mut buf, md * NUM_KEYPOINTS)?;
         let instance = carve::<f32>(&mut buf, md)?;
         let order = carve::<u32>(&mut buf, md)?;
+        let long = if self.masks { carve::<f32>(&mut buf, cells * 2 * NUM_KEYPOINTS)? } else { &mut [][..] };
         let inv_stride = (1.0 / f64::from(self.stride)) as f32;
         self.dequantize(0, io.ins[0], 1.0, heat)?;
         self.dequantize(1, io.ins[1], inv_stride, short)?;
@@ -452,6 +543,14 @@ impl Kernel for Posenet {
             n += 1;
         }
         out_count[0] = n as f32;
+        if let Some(o_masks) = o_masks {
+            let out_masks = cast_mut::<f32>(o_masks)?;
+            if out_masks.len() != md * MASK_SIDE * MASK_SIDE {
+                return Err(Error::argument("PosenetDecoderOp: mask output size differs from the built one"));
+            }
+            self.dequantize(3, io.ins[3], inv_stride, long)?;
+            self.decode_masks(map(&*long, 2 * NUM_KEYPOINTS), out_points, n, out_masks)?;
+        }
         Ok(())
     }
 }
@@ -555,6 +654,106 @@ mod tests {
             let limit = if i % 2 == 0 { 352.0 } else { 480.0 };
             assert!((0.0..=limit).contains(&v), "coordinate {i} = {v}");
         }
+    }
+
+    /// Runs a case of `runtime/tests/data/posenet_decoder` (outputs made by Coral's own decoder,
+    /// see `tools/posenet-reference/make_cases.py`) and compares every output bit for bit.
+    fn decoder_case(name: &str) -> Vec<Vec<f32>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/posenet_decoder").join(name);
+        let case: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+        let read = |t: &serde_json::Value| {
+            // A file of the case, or one of the shared test data's goldens.
+            let path = match t["file"].as_str() {
+                Some(f) => dir.join(f),
+                None => testdata().join(t["testdata"].as_str().unwrap()),
+            };
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if path.extension().is_some_and(|e| e == "gz") {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out).unwrap();
+                out
+            } else {
+                bytes
+            }
+        };
+        let o = &case["options"];
+        let mut b = flexbuffers::Builder::default();
+        let mut m = b.start_map();
+        m.push("max_detections", o["max_detections"].as_i64().unwrap());
+        m.push("nms_radius", o["nms_radius"].as_f64().unwrap() as f32);
+        m.push("score_threshold", o["score_threshold"].as_f64().unwrap() as f32);
+        m.push("stride", o["stride"].as_i64().unwrap());
+        m.end_map();
+        let ins = case["inputs"].as_array().unwrap();
+        let infos = ins
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let shape: Vec<usize> =
+                    t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+                let q = (t["scale"].as_f64().unwrap() as f32, t["zero_point"].as_i64().unwrap() as i32);
+                tensor(i, &shape, TensorType::UINT8, Some(q))
+            })
+            .collect();
+        let outputs = case["outputs"].as_array().unwrap();
+        let (built, outs) = build_op("PosenetDecoderOp", Some(b.view()), infos, outputs.len(), build).unwrap();
+        let data: Vec<Vec<u8>> = ins.iter().map(read).collect();
+        let views: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+        let got = run_op(&built, &outs, &views).unwrap();
+        for (j, want) in outputs.iter().enumerate() {
+            let want: Vec<f32> = bytemuck::pod_collect_to_vec(&read(want));
+            assert_eq!(got[j].len(), want.len(), "{name}: output {j} size");
+            let diff = got[j].iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(
+                diff.is_none(),
+                "{name}: output {j} differs at {diff:?}: {:?} vs {:?}",
+                got[j][diff.unwrap()],
+                want[diff.unwrap()]
+            );
+        }
+        assert_eq!(got[3][0] as u64, case["poses"].as_u64().unwrap());
+        got
+    }
+
+    #[test]
+    fn bodypix_masks_equal_coral_decoder_on_a_real_model() {
+        let out = decoder_case("bodypix_grace_hopper");
+        assert!(out[3][0] >= 1.0, "Grace Hopper gives a pose");
+        assert!(out[4].iter().filter(|&&v| v == 1.0).count() > 100, "mask cells set");
+    }
+
+    #[test]
+    fn bodypix_masks_equal_coral_decoder_on_random_maps() {
+        let out = decoder_case("random_9x11");
+        assert_eq!(out[3][0], 10.0, "the random maps fill every detection");
+    }
+
+    #[test]
+    fn bodypix_masks_without_poses_mark_mask_zero_as_coral_does() {
+        let out = decoder_case("no_pose_5x6");
+        assert_eq!(out[3][0], 0.0);
+        // The 5 x 6 grid's 30 cells land on 26 distinct elements of libcoral's layout.
+        assert_eq!(out[4].iter().filter(|&&v| v == 1.0).count(), 26);
+    }
+
+    #[test]
+    fn posenet_poses_equal_coral_decoder_bit_for_bit() {
+        for tag in ["posenet_test_image", "posenet_squat"] {
+            let out = decoder_case(tag);
+            assert!(out[3][0] >= 1.0, "{tag}: no pose");
+        }
+    }
+
+    #[test]
+    fn bodypix_grid_too_large_for_the_masks_is_refused() {
+        let mut ins = grid_inputs(46, 81);
+        ins.push(tensor(3, &[1, 46, 81, 34], TensorType::UINT8, Some((0.5, 128))));
+        let err = build_op("PosenetDecoderOp", Some(&options(20, 16)), ins, 5, build).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("46 x 81 grid"), "{err}");
+        // Three inputs with five outputs is neither form.
+        let err =
+            build_op("PosenetDecoderOp", Some(&options(20, 16)), grid_inputs(4, 5), 5, build).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("4 inputs and 5 outputs"), "{err}");
     }
 
     #[test]
