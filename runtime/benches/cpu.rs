@@ -1,9 +1,16 @@
 //! CPU interpreter benchmark against ai-edge-litert (default XNNPACK delegate), same model, same
 //! input bytes (the first golden of each model), same thread count, in the same run.
 //!
-//! Run: `cargo bench -p edgetpu --bench cpu` (needs `pip install ai-edge-litert`). Prints median
-//! invoke latency of both and the ratio ours / reference at 1 and 2 threads, then the peak RSS of
-//! a process that loads and runs mobilenet_v2 with this runtime.
+//! Run: `cargo bench -p edgetpu --bench cpu` (needs `pip install ai-edge-litert`; `PYTHON` names
+//! the interpreter that has it). Prints, at 1 and 2 threads:
+//! - the median invoke latency of both and the ratio ours / reference;
+//! - the time to first inference of both, each in a fresh process: ours is `Model::open` +
+//!   interpreter build + first `invoke`, the reference's `Interpreter()` + `allocate_tensors()` +
+//!   first `invoke()` (the median of several processes; Python's start-up and imports are not
+//!   counted, nor is ours);
+//!
+//! then the 2-thread speed-up of both per model, the geometric means of the ratios, and the peak
+//! RSS of a process that loads and runs mobilenet_v2 with this runtime.
 
 use edgetpu::cpu::{Interpreter, Options};
 use edgetpu::Model;
@@ -73,16 +80,50 @@ fn ours(model: &Path, inputs: &[Vec<u8>], threads: usize, runs: usize) -> (f64, 
     (median(times), it.arena_bytes())
 }
 
+/// Time to first inference of this runtime, in this (fresh) process: open, build, set the
+/// inputs, invoke once.
+fn ours_first(model: &Path, inputs: &[Vec<u8>], threads: usize) -> f64 {
+    let t = Instant::now();
+    let model = Arc::new(Model::open(model).unwrap());
+    let mut it = Interpreter::new(model, &Options { threads, ..Options::default() }).unwrap();
+    for (i, b) in inputs.iter().enumerate() {
+        it.set_input(i, b).unwrap();
+    }
+    it.invoke().unwrap();
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Median time to first inference of this runtime over `n` fresh processes.
+fn ours_first_median(stem: &str, threads: usize, n: usize) -> f64 {
+    let exe = std::env::current_exe().unwrap();
+    let times = (0..n)
+        .map(|_| {
+            let out = Command::new(&exe)
+                .env("EDGETPU_BENCH_FIRST_CHILD", format!("{stem} {threads}"))
+                .output()
+                .expect("the benchmark re-runs itself");
+            String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().expect("child prints its time")
+        })
+        .collect();
+    median(times)
+}
+
+/// Given `first=1`, times one first inference and prints it; otherwise the median invoke.
 const REFERENCE: &str = r#"
 import sys, time, statistics, gzip, numpy as np
 from ai_edge_litert.interpreter import Interpreter
-path, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, threads, runs, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+data = [gzip.open(f).read() if f.endswith('.gz') else open(f, 'rb').read() for f in sys.argv[5:]]
+t0 = time.perf_counter()
 it = Interpreter(model_path=path, num_threads=threads)
 it.allocate_tensors()
-for d, f in zip(it.get_input_details(), sys.argv[4:]):
-    b = gzip.open(f).read() if f.endswith('.gz') else open(f, 'rb').read()
+for d, b in zip(it.get_input_details(), data):
     it.set_tensor(d['index'], np.frombuffer(b, dtype=d['dtype']).reshape(d['shape']))
-for _ in range(3):
+it.invoke()
+if first:
+    print((time.perf_counter() - t0) * 1e3)
+    sys.exit(0)
+for _ in range(2):
     it.invoke()
 times = []
 for _ in range(runs):
@@ -90,13 +131,14 @@ for _ in range(runs):
 print(statistics.median(times))
 "#;
 
-fn reference(model: &Path, inputs: &[PathBuf], threads: usize, runs: usize) -> Result<f64, String> {
+fn reference(model: &Path, inputs: &[PathBuf], threads: usize, runs: usize, first: bool) -> Result<f64, String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .args(["-c", REFERENCE])
         .arg(model)
         .arg(threads.to_string())
         .arg(runs.to_string())
+        .arg(if first { "1" } else { "0" })
         .args(inputs)
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
@@ -107,6 +149,10 @@ fn reference(model: &Path, inputs: &[PathBuf], threads: usize, runs: usize) -> R
         ));
     }
     String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("bad output: {e}"))
+}
+
+fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
 }
 
 fn peak_rss_kib() -> Option<u64> {
@@ -125,25 +171,61 @@ fn main() {
         println!("{} {arena}", peak_rss_kib().unwrap_or(0));
         return;
     }
+    if let Ok(arg) = std::env::var("EDGETPU_BENCH_FIRST_CHILD") {
+        // Child process: time to first inference.
+        let (stem, threads) = arg.split_once(' ').unwrap();
+        let (_, file) = MODELS.iter().find(|m| m.0 == stem).unwrap();
+        let inputs: Vec<Vec<u8>> = golden_inputs(&dir, stem).iter().map(|p| read_input(p)).collect();
+        println!("{}", ours_first(&dir.join(file), &inputs, threads.parse().unwrap()));
+        return;
+    }
     let quick = !std::env::args().any(|a| a == "--bench");
-    let runs = if quick { 2 } else { 100 };
-    println!("CPU benchmark: median invoke latency (ms) over {runs} runs after 3 warm-up runs; ratio = ours / ai-edge-litert (XNNPACK)");
-    println!("{:<36} {:>3} {:>10} {:>10} {:>7}", "model", "thr", "ours", "litert", "ratio");
+    let (runs, firsts) = if quick { (2, 1) } else { (100, 7) };
+    println!(
+        "CPU benchmark: median invoke latency (ms) over {runs} runs after 3 warm-up runs, and time to first \
+         inference (ms, median of {firsts} fresh processes); ratio = ours / ai-edge-litert (XNNPACK)"
+    );
+    println!(
+        "{:<36} {:>3} {:>9} {:>9} {:>6}   {:>9} {:>9} {:>6}",
+        "model", "thr", "ours", "litert", "ratio", "1st ours", "1st ref", "ratio"
+    );
+    let fail = |e: String| -> ! {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    };
+    let (mut ratios, mut first_ratios, mut speedups) = (Vec::new(), Vec::new(), Vec::new());
     for (stem, file) in MODELS {
         let model = dir.join(file);
         let paths = golden_inputs(&dir, stem);
         let inputs: Vec<Vec<u8>> = paths.iter().map(|p| read_input(p)).collect();
-        for threads in [1, 2] {
+        let mut lat = [(0.0, 0.0); 2];
+        for (slot, threads) in [1, 2].into_iter().enumerate() {
             let (o, _) = ours(&model, &inputs, threads, runs);
-            match reference(&model, &paths, threads, runs) {
-                Ok(r) => println!("{stem:<36} {threads:>3} {o:>10.3} {r:>10.3} {:>7.2}", o / r),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    std::process::exit(1);
-                }
-            }
+            let r = reference(&model, &paths, threads, runs, false).unwrap_or_else(|e| fail(e));
+            let fo = ours_first_median(stem, threads, firsts);
+            let fr = median(
+                (0..firsts).map(|_| reference(&model, &paths, threads, 1, true).unwrap_or_else(|e| fail(e))).collect(),
+            );
+            println!(
+                "{stem:<36} {threads:>3} {o:>9.3} {r:>9.3} {:>6.2}   {fo:>9.2} {fr:>9.2} {:>6.2}",
+                o / r,
+                fo / fr
+            );
+            ratios.push(o / r);
+            first_ratios.push(fo / fr);
+            lat[slot] = (o, r);
         }
+        speedups.push((stem, lat[0].0 / lat[1].0, lat[0].1 / lat[1].1));
     }
+    println!("2 threads vs 1 (speed-up):");
+    for (stem, o, r) in &speedups {
+        println!("  {stem:<36} ours {o:.2}x  litert {r:.2}x");
+    }
+    println!(
+        "geometric mean ratio: latency {:.2}, time to first inference {:.2}",
+        geomean(&ratios),
+        geomean(&first_ratios)
+    );
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe).env("EDGETPU_BENCH_RSS_CHILD", "mobilenet_v2_1.0_224_quant").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -327,25 +327,37 @@ pub(crate) struct PackedU8 {
 
 impl PackedU8 {
     /// Packs `n` rows of `k` weight bytes.
+    #[cfg(test)]
     pub fn new(w: &[u8], n: usize, k: usize, unsigned_weights: bool) -> PackedU8 {
+        Self::pack(w, n, k, unsigned_weights, 0)
+    }
+
+    /// Packs `n` rows of `k` weight bytes with the top bit of each flipped (`w ^ 0x80`): raw
+    /// uint8 weights become the signed bytes `w - 128`, raw int8 ones the unsigned `w + 128`.
+    pub fn new_flipped(w: &[u8], n: usize, k: usize, unsigned_weights: bool) -> PackedU8 {
+        Self::pack(w, n, k, unsigned_weights, 0x80)
+    }
+
+    fn pack(w: &[u8], n: usize, k: usize, unsigned_weights: bool, flip: u8) -> PackedU8 {
         let np = n.div_ceil(16) * 16;
         let kp = k.div_ceil(4) * 4;
         let mut out = vec![0u8; kp * np];
-        for j in 0..n {
-            for i in 0..k {
-                out[((i / 4) * np + j) * 4 + (i % 4)] = w[j * k + i];
-            }
-        }
-        let sign_fix = (0..np)
-            .map(|j| {
-                let row = if j < n { &w[j * k..(j + 1) * k] } else { &[][..] };
-                if unsigned_weights {
-                    row.iter().fold(0i32, |s, &b| s.wrapping_add(b as i32)).wrapping_mul(-128)
-                } else {
-                    row.iter().fold(0i32, |s, &b| s.wrapping_add(b as i8 as i32)).wrapping_mul(128)
+        let mut sign_fix = vec![0i32; np];
+        for (j, row) in w.chunks_exact(k.max(1)).take(if k == 0 { 0 } else { n }).enumerate() {
+            // Groups of 4 bytes of row j go to column j of each k/4 block.
+            for (g, quad) in row.chunks(4).enumerate() {
+                let dst = &mut out[(g * np + j) * 4..][..4];
+                for (d, &b) in dst.iter_mut().zip(quad) {
+                    *d = b ^ flip;
                 }
-            })
-            .collect();
+            }
+            let sum = if unsigned_weights {
+                row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i32)).wrapping_mul(-128)
+            } else {
+                row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i8 as i32)).wrapping_mul(128)
+            };
+            sign_fix[j] = sum;
+        }
         PackedU8 { w: out, unsigned_weights, np, kp, sign_fix }
     }
 }

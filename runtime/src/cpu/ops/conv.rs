@@ -54,43 +54,37 @@ struct Vnni {
 #[allow(clippy::too_many_arguments)]
 fn vnni_layout(
     q: Q8,
-    wz: &[i16],
+    raw: &[u8],
     zw: &[i32],
     n: usize,
     k: usize,
-    kp: usize,
     in_zp: i32,
     bias: &[i32],
     stage: &OutputStage,
 ) -> Option<Vnni> {
     let zw_of = |j: usize| if zw.len() == 1 { zw[0] } else { zw.get(j).copied().unwrap_or(0) };
-    let mut wb = vec![0u8; n * k];
+    if q == Q8::I8 && (0..n).any(|j| zw_of(j) != 0) {
+        // Unsigned weight bytes w + 128 need a filter zero point of 0.
+        return None;
+    }
+    if raw.len() < n * k {
+        return None;
+    }
+    // Both layouts store the weight byte with its top bit flipped: for uint8 the signed byte
+    // w - 128, for int8 the unsigned byte w + 128.
+    let packed = gemm::PackedU8::new_flipped(&raw[..n * k], n, k, q == Q8::I8);
     let mut a = vec![0i32; n];
     let mut c = vec![0i32; n];
-    for j in 0..n {
-        let mut colsum = 0i32;
-        for i in 0..k {
-            let v = wz[j * kp + i] as i32; // w - zw
-            colsum = colsum.wrapping_add(v);
-            wb[j * k + i] = match q {
-                // Signed weight bytes w - 128 against unsigned input bytes.
-                Q8::U8 => (v + zw_of(j) - 128) as i8 as u8,
-                // Unsigned weight bytes w + 128 against signed input bytes (filter zero point 0).
-                Q8::I8 => {
-                    if zw_of(j) != 0 {
-                        return None;
-                    }
-                    (v + 128) as u8
-                }
-            };
-        }
+    for (j, row) in raw.chunks_exact(k).take(n).enumerate() {
+        // colsum(w - zw), wrapping as the i32 accumulation of the reference does.
+        let sum = row.iter().fold(0i32, |s, &b| s.wrapping_add(q.get(std::slice::from_ref(&b), 0)));
+        let sum = sum.wrapping_sub((k as i32).wrapping_mul(zw_of(j)));
         a[j] = match q {
             Q8::U8 => 128 - zw_of(j),
             Q8::I8 => -128,
         };
-        c[j] = bias[j].wrapping_sub(in_zp.wrapping_mul(colsum));
+        c[j] = bias[j].wrapping_sub(in_zp.wrapping_mul(sum));
     }
-    let packed = gemm::PackedU8::new(&wb, n, k, q == Q8::I8);
     let fold = gemm::Fold::new(&a, &c, stage, packed.np);
     Some(Vnni { packed, fold, pad: q.put(in_zp), q })
 }
@@ -126,16 +120,19 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let k = kh * kw * ic;
     let kp = k.div_ceil(KPAD) * KPAD;
     let zp = filter_zero_points(ctx, 1)?;
-    let weights = pack_weights(q_in, ctx.constant(1)?, oc, k, &zp, kp);
     let bias = bias_of(ctx, 2, oc)?;
     let reference = ctx.reference;
     // Fast path scratch: im2col rows (i16) + accumulators, per thread.
     let np = oc.div_ceil(16) * 16;
     let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * np * 4 + 64;
     let in_zp = input.qparams()?.1;
-    let vnni =
-        if !reference && ctx.vnni { vnni_layout(q_in, &weights, &zp, oc, k, kp, in_zp, &bias, &stage) } else { None };
-    let (weights, packed) = if vnni.is_some() { (Vec::new(), None) } else { layout(weights, oc, kp, reference) };
+    let raw = ctx.constant(1)?;
+    // The byte GEMM packs the weight bytes directly; the others widen them first.
+    let vnni = if !reference && ctx.vnni { vnni_layout(q_in, raw, &zp, oc, k, in_zp, &bias, &stage) } else { None };
+    let (weights, packed) = match vnni {
+        Some(_) => (Vec::new(), None),
+        None => layout(pack_weights(q_in, raw, oc, k, &zp, kp), oc, kp, reference),
+    };
     let fused = (packed.is_some() && gemm::packed_fused()).then(|| gemm::Fold::new(&vec![0; oc], &bias, &stage, np));
     Built::with_scratch(
         Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, fused, vnni, bias, stage, reference },

@@ -184,7 +184,29 @@ struct Table2 {
 
 fn finish(ctx: &BuildCtx<'_>, bc: Broadcast, kind: Binary) -> Result<Built> {
     let table = match (&kind, ctx.reference) {
-        (Binary::QAddSub { .. } | Binary::QMul { .. }, false) => {
+        (&Binary::QAddSub { q, sub, in1_offset, in2_offset, out_offset, m1, m2, mo, act }, false) => {
+            // The scaled operands depend on one byte each: 2 x 256 products, then one per entry.
+            let scaled = |offset: i32, m: (i32, i32)| -> Vec<i32> {
+                (0..=255u8)
+                    .map(|b| {
+                        let v = (offset + q.get(&[b], 0)) * (1 << 20);
+                        quant::multiply_by_quantized_multiplier_smaller_than_one_exp(v, m.0, m.1)
+                    })
+                    .collect()
+            };
+            let (sa, sb) = (scaled(in1_offset, m1), scaled(in2_offset, m2));
+            let mut table = vec![0u8; 65536];
+            for (row, &a) in table.chunks_exact_mut(256).zip(&sa) {
+                for (t, &b) in row.iter_mut().zip(&sb) {
+                    let raw = if sub { a - b } else { a + b };
+                    let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1)
+                        .wrapping_add(out_offset);
+                    *t = q.put(v.clamp(act.0, act.1));
+                }
+            }
+            table
+        }
+        (Binary::QMul { .. }, false) => {
             let mut table = vec![0u8; 65536];
             for (i, t) in table.iter_mut().enumerate() {
                 *t = kind.quantized(&[(i >> 8) as u8], &[i as u8]);
