@@ -206,11 +206,7 @@ fn main() {
             let fr = median(
                 (0..firsts).map(|_| reference(&model, &paths, threads, 1, true).unwrap_or_else(|e| fail(e))).collect(),
             );
-            println!(
-                "{stem:<36} {threads:>3} {o:>9.3} {r:>9.3} {:>6.2}   {fo:>9.2} {fr:>9.2} {:>6.2}",
-                o / r,
-                fo / fr
-            );
+            println!("{stem:<36} {threads:>3} {o:>9.3} {r:>9.3} {:>6.2}   {fo:>9.2} {fr:>9.2} {:>6.2}", o / r, fo / fr);
             ratios.push(o / r);
             first_ratios.push(fo / fr);
             lat[slot] = (o, r);

@@ -74,8 +74,10 @@ pub struct OpOptions {
     pub depth_multiplier: i32,
     /// Fused activation.
     pub activation: Activation,
-    /// Axis (CONCATENATION, PACK, UNPACK).
+    /// Axis (CONCATENATION, PACK, UNPACK, GATHER).
     pub axis: i32,
+    /// GATHER batch_dims.
+    pub batch_dims: i32,
     /// Count (SPLIT num_splits, PACK values_count, UNPACK num).
     pub num: i32,
     /// Reducers and FULLY_CONNECTED (keep_num_dims): keep reduced dimensions.
@@ -184,6 +186,9 @@ pub(super) fn decode(op: &fb::Operator<'_>) -> OpOptions {
         o.half_pixel_centers = get_bool(&x._tab, fb::ResizeNearestNeighborOptions::VT_HALF_PIXEL_CENTERS);
     } else if let Some(x) = op.builtin_options_as_reducer_options() {
         o.keep_dims = get_bool(&x._tab, fb::ReducerOptions::VT_KEEP_DIMS);
+    } else if let Some(x) = op.builtin_options_as_gather_options() {
+        o.axis = x.axis();
+        o.batch_dims = x.batch_dims();
     } else if let Some(x) = op.builtin_options_as_split_options() {
         o.num = x.num_splits();
     } else if let Some(x) = op.builtin_options_as_pack_options() {

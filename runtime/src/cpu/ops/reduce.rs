@@ -1,4 +1,4 @@
-//! MEAN and ARG_MAX / ARG_MIN.
+//! MEAN, SUM and ARG_MAX / ARG_MIN.
 
 use super::common::{axis, le_i32, set_output_shape, Q8};
 use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel};
@@ -6,11 +6,17 @@ use crate::cpu::quant;
 use crate::error::Result;
 use crate::model::TensorType;
 
-/// How MEAN computes.
+/// How MEAN or SUM computes.
 enum MeanKind {
-    /// Quantized: TFLite's integer `QuantizedMeanOrSum` (input/output rescale folded with
-    /// 1/count into one multiplier).
+    /// Quantized: TFLite's integer `QuantizedMeanOrSum` (input/output rescale, for MEAN folded
+    /// with 1/count into one multiplier).
     Quantized { multiplier: i32, shift: i32, in_zp: i32, out_zp: i32 },
+    /// int8 SUM as TFLite's default kernel computes it, in float:
+    /// `clamp((i32)round(sum * scale + bias) + out_zp)` with `scale = in_scale / out_scale` and
+    /// `bias = -in_zp * scale * count`. TFLite's reference resolver is no reference here: its
+    /// quantized SUM reads and writes int8 tensors as uint8 (`reduce.cc`, the `kReference` branch
+    /// of `QuantizedMeanOrSum`), so its int8 results are not a sum.
+    SumI8Float { scale: f32, bias: f32, out_zp: i32 },
     /// float32 input.
     F32,
 }
@@ -24,9 +30,12 @@ struct Mean {
     reduce: Vec<bool>,
     count: usize,
     outputs: usize,
+    /// SUM: no division by the count.
+    sum: bool,
 }
 
-pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>) -> Result<Built> {
+/// MEAN, or SUM with `sum` (the same kernel without the division, as TFLite's).
+pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>, sum: bool) -> Result<Built> {
     let input = ctx.input(0)?.clone();
     let rank = input.shape.len();
     if rank > 8 {
@@ -50,8 +59,24 @@ pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>) -> Result<Built> {
             let q = Q8::of(ctx, t)?;
             let (is, iz) = input.qparams()?;
             let (os, oz) = out.qparams()?;
+            if sum && q == Q8::I8 {
+                let scale = is / os;
+                let bias = -(iz as f32) * scale * count as f32;
+                return Built::with_scratch(
+                    Mean {
+                        q: Some(q),
+                        kind: MeanKind::SumI8Float { scale, bias, out_zp: oz },
+                        in_shape: input.shape.clone(),
+                        reduce,
+                        count,
+                        outputs,
+                        sum,
+                    },
+                    outputs * 8,
+                );
+            }
             let (mut multiplier, mut shift) = quant::quantize_multiplier(is as f64 / os as f64);
-            if count > 0 {
+            if count > 0 && !sum {
                 let s = (63 - (count as u64).leading_zeros() as i32).min(32).min(31 + shift);
                 multiplier = (((multiplier as i64) << s) / count as i64) as i32;
                 shift -= s;
@@ -60,7 +85,7 @@ pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         }
     };
     let scratch = outputs * 8;
-    Built::with_scratch(Mean { q, kind, in_shape: input.shape.clone(), reduce, count, outputs }, scratch)
+    Built::with_scratch(Mean { q, kind, in_shape: input.shape.clone(), reduce, count, outputs, sum }, scratch)
 }
 
 impl Mean {
@@ -118,8 +143,10 @@ impl Kernel for Mean {
                 let out: &mut [f32] = cast_mut(io.outs[0])?;
                 out.fill(0.0);
                 self.walk(|o, i| out[o] += x[i]);
-                for v in out.iter_mut() {
-                    *v /= self.count as f32;
+                if !self.sum {
+                    for v in out.iter_mut() {
+                        *v /= self.count as f32;
+                    }
                 }
                 return Ok(());
             }
@@ -128,6 +155,17 @@ impl Kernel for Mean {
                 self.walk(|o, i| sums[o] += q.get(x, i) as i64);
                 let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
                 let out = &mut *io.outs[0];
+                if let MeanKind::SumI8Float { scale, bias, out_zp } = self.kind {
+                    if self.count > 0 {
+                        for (o, &s) in out.iter_mut().zip(sums.iter()) {
+                            // The int32 accumulator of TFLite, then float arithmetic.
+                            let v = ((s as i32) as f32 * scale + bias).round() as i32;
+                            *o = v.wrapping_add(out_zp).clamp(-128, 127) as i8 as u8;
+                        }
+                    } else {
+                        out.fill(0);
+                    }
+                }
                 if let MeanKind::Quantized { multiplier, shift, in_zp, out_zp } = self.kind {
                     for (o, &s) in out.iter_mut().zip(sums.iter()) {
                         let shifted = (s - in_zp as i64 * n) as i32;

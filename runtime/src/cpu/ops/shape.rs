@@ -362,3 +362,86 @@ pub(crate) fn build_gather_nd(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         es,
     })
 }
+
+/// GATHER: slices of `params` along `axis` picked by `indices` (int32 or int64), with
+/// `batch_dims` leading dimensions shared by both, as TFLite's reference `Gather`.
+pub(crate) fn build_gather(ctx: &mut BuildCtx<'_>) -> Result<Built> {
+    let params = ctx.input(0)?.clone();
+    let indices = ctx.input(1)?.clone();
+    let wide = match indices.dtype {
+        TensorType::INT32 => false,
+        TensorType::INT64 => true,
+        t => return Err(ctx.err(format!("indices have type {}; expected int32 or int64", t.name()))),
+    };
+    let (rank, irank) = (params.shape.len() as i32, indices.shape.len() as i32);
+    let axis = if ctx.options.axis < 0 { ctx.options.axis + rank } else { ctx.options.axis };
+    let batch_dims = if ctx.options.batch_dims < 0 { ctx.options.batch_dims + irank } else { ctx.options.batch_dims };
+    if !(0..rank).contains(&axis) {
+        return Err(ctx.err(format!("axis {} is out of range for params of rank {rank}", ctx.options.axis)));
+    }
+    if batch_dims < 0 || batch_dims > axis || batch_dims > irank {
+        return Err(ctx.err(format!(
+            "batch_dims {} must be at most the axis {axis} and the indices' rank {irank}",
+            ctx.options.batch_dims
+        )));
+    }
+    let (axis, batch_dims) = (axis as usize, batch_dims as usize);
+    if params.shape[..batch_dims] != indices.shape[..batch_dims] {
+        return Err(ctx.err(format!(
+            "the first {batch_dims} dimensions of params {:?} and indices {:?} differ",
+            params.shape, indices.shape
+        )));
+    }
+    let mut shape = params.shape[..axis].to_vec();
+    shape.extend_from_slice(&indices.shape[batch_dims..]);
+    shape.extend_from_slice(&params.shape[axis + 1..]);
+    set_output_shape(ctx, 0, shape)?;
+    let es = elem_size(ctx, params.dtype)?;
+    Built::new(Gather {
+        batches: params.shape[..batch_dims].iter().product(),
+        outer: params.shape[batch_dims..axis].iter().product(),
+        axis_size: params.shape[axis],
+        inner: params.shape[axis + 1..].iter().product(),
+        coords: indices.shape[batch_dims..].iter().product(),
+        wide,
+        es,
+    })
+}
+
+struct Gather {
+    batches: usize,
+    outer: usize,
+    axis_size: usize,
+    inner: usize,
+    coords: usize,
+    wide: bool,
+    es: usize,
+}
+
+impl Kernel for Gather {
+    fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
+        let params = io.ins[0];
+        let index = |i: usize| -> Result<i64> {
+            Ok(if self.wide { cast::<i64>(io.ins[1])?[i] } else { i64::from(cast::<i32>(io.ins[1])?[i]) })
+        };
+        let out = &mut *io.outs[0];
+        let bytes = self.inner * self.es;
+        for b in 0..self.batches {
+            for o in 0..self.outer {
+                for i in 0..self.coords {
+                    let x = index(b * self.coords + i)?;
+                    if x < 0 || x as usize >= self.axis_size {
+                        return Err(Error::argument(format!(
+                            "GATHER index {x} is out of range for an axis of size {}",
+                            self.axis_size
+                        )));
+                    }
+                    let dst = ((b * self.outer + o) * self.coords + i) * bytes;
+                    let src = ((b * self.outer + o) * self.axis_size + x as usize) * bytes;
+                    out[dst..dst + bytes].copy_from_slice(&params[src..src + bytes]);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -116,7 +116,8 @@ def options(cls, **fields):
 
 
 def run(model, g):
-    it = Interpreter(model_content=model, num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    resolver = getattr(g, "resolver", OpResolverType.BUILTIN_REF)
+    it = Interpreter(model_content=model, num_threads=1, experimental_op_resolver_type=resolver)
     it.allocate_tensors()
     for t, feed in zip(g.inputs, g.feeds):
         it.set_tensor(t, feed)
@@ -869,6 +870,86 @@ def fully_connected_i8_per_channel_zero_points(g):
     b = g.const("bias", g.rng.integers(-3000, 3000, size=[units], endpoint=True), I32, [units], bq)
     y = g.output("y", [2, units], I8, (0.05, 4))
     g.op(OP.FULLY_CONNECTED, [x, w, b], [y], OPT.FullyConnectedOptions, options(fb.FullyConnectedOptionsT))
+
+
+# ---------------------------------------------------------------- SUM and GATHER
+
+
+def reduce_sum(g, dtype, shape, axes, keep, qin=None, qout=None):
+    if dtype == I8:
+        # TFLite's reference SUM reads and writes int8 tensors as uint8 (reduce.cc, kReference branch of
+        # QuantizedMeanOrSum): int8 goldens come from its default kernel instead.
+        g.resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    x = g.input("x", shape, dtype, qin)
+    a = g.const("axes", axes)
+    rank = len(shape)
+    red = {a % rank for a in axes}
+    out = [1 if d in red else n for d, n in enumerate(shape) if keep or d not in red]
+    y = g.output("y", out, dtype, qout)
+    g.op(OP.SUM, [x, a], [y], OPT.ReducerOptions, options(fb.ReducerOptionsT, keepDims=keep))
+
+
+@case
+def sum_u8_hw(g):
+    # Spatial sum with a rescale that keeps most sums in range.
+    reduce_sum(g, U8, [1, 3, 4, 5], [1, 2], True, (0.02, 120), (0.3, 10))
+
+
+@case
+def sum_i8_channels_neg_axis(g):
+    reduce_sum(g, I8, [2, 3, 7], [-1], False, (0.05, -3), (0.2, 5))
+
+
+@case
+def sum_i8_saturating(g):
+    # Same scale in and out: most sums clamp at the type's limits.
+    reduce_sum(g, I8, [1, 4, 4, 3], [1, 2], False, (0.1, 0), (0.1, 0))
+
+
+@case
+def sum_u8_two_axes_apart(g):
+    reduce_sum(g, U8, [2, 3, 4, 5], [0, 2], True, (0.01, 128), (0.05, 100))
+
+
+@case
+def sum_f32(g):
+    reduce_sum(g, F32, [2, 5, 3], [1], False)
+
+
+def gather(g, dtype, shape, indices, axis, batch_dims=0, itype=I32, runtime=False):
+    q = (0.05, 3) if dtype in (U8, I8) else None
+    x = g.input("params", shape, dtype, q)
+    idx = np.asarray(indices)
+    i = g.input("indices", list(idx.shape), itype, data=idx) if runtime else g.const("indices", idx, itype)
+    ax = axis % len(shape)
+    out = list(shape[:ax]) + list(idx.shape[batch_dims:]) + list(shape[ax + 1:])
+    y = g.output("y", out, dtype, q)
+    g.op(OP.GATHER, [x, i], [y], OPT.GatherOptions, options(fb.GatherOptionsT, axis=axis, batchDims=batch_dims))
+
+
+@case
+def gather_u8_axis0(g):
+    gather(g, U8, [5, 3, 2], [4, 0, 2, 2], 0)
+
+
+@case
+def gather_i8_axis_last_2d_indices(g):
+    gather(g, I8, [2, 3, 6], [[5, 0], [1, 1], [3, 2]], -1)
+
+
+@case
+def gather_f32_runtime_indices(g):
+    gather(g, F32, [4, 5], [3, 1, 0], 1, runtime=True)
+
+
+@case
+def gather_i32_int64_indices(g):
+    gather(g, I32, [6, 2], [5, 5, 0, 1], 0, itype=I64)
+
+
+@case
+def gather_u8_batch_dims(g):
+    gather(g, U8, [2, 4, 3], [[3, 0], [1, 2]], 1, batch_dims=1)
 
 
 def main():
