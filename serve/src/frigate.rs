@@ -7,7 +7,9 @@
 //! - Inference: `[{"shape": [...], "dtype": "uint8", "model_type": "ssd"}, raw C-order tensor]`
 //!   is answered by 20 × 6 float32 values (480 bytes): rows of `class_id, score, ymin, xmin, ymax,
 //!   xmax` (normalised), zero rows after the last detection, as Frigate's own edgetpu detector
-//!   computes them from the same outputs.
+//!   computes them from the same outputs. `model_type` `ssd` decodes the outputs of a
+//!   `TFLite_Detection_PostProcess` op, `yologeneric` a YOLO model's class logits and DFL boxes
+//!   ([`crate::yolo`]).
 //! - Inference requests do not name their model: each connection remembers the model of its last
 //!   handshake. Frigate opens a new connection (and handshakes again) after every timeout.
 //! - An int8-input model gets uint8 frames shifted by 128 (XOR 0x80), as Frigate's edgetpu
@@ -40,6 +42,8 @@ struct Loaded {
     it: Interpreter,
     /// Output tensors of an SSD model (boxes, classes, scores, count), when it is one.
     ssd: bool,
+    /// The YOLO layout of its outputs, or why they have none.
+    yolo: Result<crate::yolo::Yolo, String>,
 }
 
 /// One client connection's state.
@@ -111,8 +115,18 @@ impl Session {
             .is_some_and(|sg| sg.operators.iter().any(|op| model.op_name(op) == "TFLite_Detection_PostProcess"));
         let outs = it.outputs();
         let ssd = has_postprocess && outs.len() >= 4 && outs[..4].iter().all(|t| t.dtype == TensorType::FLOAT32);
-        log::info!("loaded model {name} ({})", if ssd { "SSD" } else { "no SSD post-processing" });
-        self.model = Some(Loaded { name: name.to_string(), it, ssd });
+        let yolo = match it.inputs().first() {
+            Some(input) => crate::yolo::Yolo::new(input, &outs, self.shared.threshold),
+            None => Err("the model has no input".into()),
+        };
+        let kind = match (ssd, &yolo) {
+            (true, _) => "SSD",
+            (false, Ok(_)) => "YOLO",
+            _ => "neither SSD nor YOLO outputs",
+        };
+        log::info!("loaded model {name} ({kind})");
+        drop(outs);
+        self.model = Some(Loaded { name: name.to_string(), it, ssd, yolo });
         Ok(())
     }
 
@@ -177,12 +191,20 @@ impl Session {
             return Err(format!("the header says {want} bytes ({shape:?} {dtype}), the tensor has {}", tensor.len()));
         }
         let model_type = header["model_type"].as_str().unwrap_or("ssd");
-        if !m.ssd {
-            return Err(format!(
-                "model {} has no SSD post-processing (TFLite_Detection_PostProcess giving its first 4 outputs); model_type \
-                 {model_type:?} decoding is not available in this server",
-                m.name
-            ));
+        match model_type {
+            "ssd" if !m.ssd => {
+                return Err(format!(
+                    "model {} has no SSD post-processing (TFLite_Detection_PostProcess giving its first 4 outputs)",
+                    m.name
+                ))
+            }
+            "yologeneric" => {
+                if let Err(e) = &m.yolo {
+                    return Err(format!("model {} cannot be decoded as yologeneric: {e}", m.name));
+                }
+            }
+            "ssd" => {}
+            other => return Err(format!("model_type {other:?} is not decoded by this server (ssd or yologeneric)")),
         }
         let input = m.it.inputs().first().map(|t| (*t).clone()).ok_or("the model has no input")?;
         let input_type = input.dtype;
@@ -209,7 +231,15 @@ impl Session {
             (d, t) => return Err(format!("a {d} tensor for a model whose input is {}", t.name())),
         }
         m.it.invoke().map_err(|e| e.to_string())?;
-        Ok(decode_ssd(&m.it, threshold)?.iter().flat_map(|v| v.to_le_bytes()).collect())
+        let rows = match (&m.yolo, model_type) {
+            (Ok(yolo), "yologeneric") => {
+                let (s, b) = yolo.outputs();
+                let out = |j| m.it.output(j).map_err(|e| e.to_string());
+                yolo.decode(out(s)?, out(b)?, ROWS)?
+            }
+            _ => decode_ssd(&m.it, threshold)?,
+        };
+        Ok(rows.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 }
 

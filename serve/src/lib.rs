@@ -11,6 +11,7 @@
 pub mod frigate;
 pub mod http;
 pub mod models;
+pub mod yolo;
 pub mod zmtp;
 
 use edgetpu::{DeviceSpec, Runtime, RuntimeOptions};
