@@ -28,6 +28,10 @@ pub struct Args {
     /// The model of POST /v1/vision/detection (a file name in --models or the model cache).
     #[arg(long, value_name = "NAME")]
     pub detect_model: Option<String>,
+    /// Serve the tensor protocol on this Unix socket: applications open models and invoke them
+    /// with their tensors in shared memory (the Rust client is the `edgetpu-client` crate).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Group owning the Unix sockets (created mode 0660).
     #[arg(long)]
     pub socket_group: Option<String>,
@@ -65,6 +69,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if let Some(g) = &args.socket_group {
         options = options.socket_group(g);
+    }
+    if let Some(p) = &args.socket {
+        options = options.socket(p);
     }
     for e in &args.zmq {
         options = options.zmq(e);

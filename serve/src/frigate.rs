@@ -36,6 +36,21 @@ pub struct Shared {
     pub threshold: f32,
 }
 
+impl Shared {
+    /// An interpreter of `model` on the server's devices (a compiled model) or its CPU.
+    pub fn interpreter(&self, name: &str, model: Arc<Model>) -> Result<Interpreter, String> {
+        let builder = Interpreter::builder(model.clone()).threads(1);
+        match (&self.runtime, model.is_compiled()) {
+            (Some(rt), true) => builder.runtime(rt).build(),
+            (None, true) => {
+                return Err(format!("{name} is compiled for the Edge TPU and this server has no Edge TPU device"))
+            }
+            (_, false) => builder.device(edgetpu::DeviceSpec::cpu()).build(),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
 /// A loaded model of one connection.
 struct Loaded {
     name: String,
@@ -98,15 +113,7 @@ impl Session {
             return Ok(());
         }
         let model = Arc::new(Model::open(path).map_err(|e| e.to_string())?);
-        let builder = Interpreter::builder(model.clone()).threads(1);
-        let it = match (&self.shared.runtime, model.is_compiled()) {
-            (Some(rt), true) => builder.runtime(rt).build(),
-            (None, true) => {
-                return Err(format!("{name} is compiled for the Edge TPU and this server has no Edge TPU device"))
-            }
-            (_, false) => builder.device(edgetpu::DeviceSpec::cpu()).build(),
-        }
-        .map_err(|e| e.to_string())?;
+        let it = self.shared.interpreter(name, model.clone())?;
         // Frigate's SSD path reads outputs 0-3 as boxes, classes, scores and count: those of a
         // TFLite_Detection_PostProcess op, all float32.
         let has_postprocess = model

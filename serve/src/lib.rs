@@ -11,6 +11,7 @@
 pub mod frigate;
 pub mod http;
 pub mod models;
+pub mod native;
 pub mod yolo;
 pub mod zmtp;
 
@@ -43,7 +44,7 @@ pub enum ServeError {
     #[error(transparent)]
     Runtime(#[from] edgetpu::Error),
     /// Nothing to serve on.
-    #[error("no endpoint to serve on: give at least one --zmq ENDPOINT or --http ADDRESS")]
+    #[error("no endpoint to serve on: give at least one --zmq ENDPOINT, --http ADDRESS or --socket PATH")]
     NoEndpoint,
     /// HTTP on a non-loopback address without a token.
     #[error("--http {0}: an address other than loopback needs --http-token (a bearer token every request must carry)")]
@@ -70,6 +71,8 @@ pub struct ServeOptions {
     pub http_token: Option<String>,
     /// The model of `POST /v1/vision/detection`.
     pub detect_model: Option<String>,
+    /// The Unix socket of the tensor protocol ([`native`]).
+    pub socket: Option<PathBuf>,
     /// The group that owns Unix sockets (mode 0660); `None`: the server's own.
     pub socket_group: Option<String>,
     /// Detections below this score are left out (Frigate's default 0.4).
@@ -93,6 +96,7 @@ impl Default for ServeOptions {
             http: None,
             http_token: None,
             detect_model: None,
+            socket: None,
             socket_group: None,
             threshold: 0.4,
             max_upload: 256 << 20,
@@ -141,6 +145,11 @@ impl ServeOptions {
     /// Sets [`Self::detect_model`].
     pub fn detect_model(mut self, name: impl Into<String>) -> Self {
         self.detect_model = Some(name.into());
+        self
+    }
+    /// Sets [`Self::socket`].
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
         self
     }
     /// Sets [`Self::socket_group`].
@@ -270,7 +279,7 @@ fn group_id(name: &str) -> Option<u32> {
 impl Server {
     /// Opens the devices, binds every endpoint and starts serving.
     pub fn start(options: ServeOptions) -> Result<Server, ServeError> {
-        if options.zmq.is_empty() && options.http.is_none() {
+        if options.zmq.is_empty() && options.http.is_none() && options.socket.is_none() {
             return Err(ServeError::NoEndpoint);
         }
         let http_listener = match &options.http {
@@ -300,23 +309,41 @@ impl Server {
         let shared = Arc::new(frigate::Shared { runtime, store, threshold: options.threshold });
         let listeners =
             options.zmq.iter().map(|e| bind(e, options.socket_group.as_deref())).collect::<Result<Vec<_>, _>>()?;
+        let tensor_listener = match &options.socket {
+            None => None,
+            Some(path) => Some(native::bind(path, options.socket_group.as_deref())?),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let open: OpenConnections = Arc::default();
         let active = Arc::new(AtomicUsize::new(0));
+        let accept = || Accept {
+            stop: stop.clone(),
+            open: open.clone(),
+            active: active.clone(),
+            shared: shared.clone(),
+            max_connections: options.max_connections,
+        };
         let mut threads = Vec::new();
+        let limit = options.max_request;
         for (listener, endpoint) in listeners.into_iter().zip(&options.zmq) {
             log::info!("serving Frigate's zmq protocol on {endpoint}");
-            let ctx = Accept {
-                stop: stop.clone(),
-                open: open.clone(),
-                active: active.clone(),
-                shared: shared.clone(),
-                limit: options.max_request,
-                max_connections: options.max_connections,
-            };
-            threads.push(std::thread::spawn(move || ctx.run(listener)));
+            let ctx = accept();
+            threads.push(std::thread::spawn(move || ctx.run(listener, move |c, sh| serve_zmq(c, sh, limit))));
         }
         let mut endpoints = options.zmq.clone();
+        if let Some(l) = tensor_listener {
+            let path = options.socket.clone().unwrap_or_default();
+            log::info!("serving the tensor protocol on {}", path.display());
+            endpoints.push(format!("unix://{}", path.display()));
+            let ctx = accept();
+            let max_upload = options.max_upload;
+            threads.push(std::thread::spawn(move || {
+                ctx.run(l, move |c, sh| match c {
+                    Conn::Unix(s) => native::serve(s, sh, limit, max_upload),
+                    Conn::Tcp(_) => {}
+                })
+            }));
+        }
         if let Some(l) = http_listener {
             let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
             log::info!("serving HTTP (DeepStack API, /metrics, status page) on {addr}");
@@ -327,15 +354,14 @@ impl Server {
                 options.http_token.clone(),
                 options.max_request,
             ));
-            let ctx = Accept {
-                stop: stop.clone(),
-                open: open.clone(),
-                active: active.clone(),
-                shared: shared.clone(),
-                limit: options.max_request,
-                max_connections: options.max_connections,
-            };
-            threads.push(std::thread::spawn(move || ctx.run_http(l, http)));
+            let ctx = accept();
+            threads.push(std::thread::spawn(move || {
+                ctx.run(Listener::Tcp(l), move |c, _| {
+                    if let Conn::Tcp(s) = c {
+                        http.serve(s)
+                    }
+                })
+            }));
         }
         Ok(Server { stop, threads, open, shared, endpoints })
     }
@@ -390,12 +416,34 @@ struct Accept {
     open: OpenConnections,
     active: Arc<AtomicUsize>,
     shared: Arc<frigate::Shared>,
-    limit: usize,
     max_connections: usize,
 }
 
+/// An accepted connection.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    fn closer(&self) -> std::io::Result<Closer> {
+        Ok(match self {
+            Conn::Unix(s) => {
+                let c = s.try_clone()?;
+                Box::new(move || c.close())
+            }
+            Conn::Tcp(s) => {
+                let c = s.try_clone()?;
+                Box::new(move || c.close())
+            }
+        })
+    }
+}
+
 impl Accept {
-    fn run(self, listener: Listener) {
+    /// Accepts connections until the server stops, each served by `serve` on a thread of its
+    /// own, at most `max_connections` at once.
+    fn run(self, listener: Listener, serve: impl Fn(Conn, Arc<frigate::Shared>) + Send + Sync + 'static) {
         let nonblocking = match &listener {
             Listener::Unix(l, _) => l.set_nonblocking(true),
             Listener::Tcp(l) => l.set_nonblocking(true),
@@ -404,23 +452,22 @@ impl Accept {
             log::error!("cannot poll the listener: {e}");
             return;
         }
+        let serve = Arc::new(serve);
         let mut next_id = 0usize;
         while !self.stop.load(Ordering::SeqCst) {
-            let accepted: std::io::Result<(Box<dyn Stream>, Closer)> = match &listener {
+            let accepted = match &listener {
                 Listener::Unix(l, _) => l.accept().and_then(|(s, _)| {
                     s.set_nonblocking(false)?;
-                    let c = s.try_clone()?;
-                    Ok((Box::new(s) as Box<dyn Stream>, Box::new(move || c.close()) as Closer))
+                    Ok(Conn::Unix(s))
                 }),
                 Listener::Tcp(l) => l.accept().and_then(|(s, _)| {
                     s.set_nonblocking(false)?;
                     s.set_nodelay(true)?;
-                    let c = s.try_clone()?;
-                    Ok((Box::new(s) as Box<dyn Stream>, Box::new(move || c.close()) as Closer))
+                    Ok(Conn::Tcp(s))
                 }),
             };
-            match accepted {
-                Ok((stream, close)) => {
+            match accepted.and_then(|c| Ok((c.closer()?, c))) {
+                Ok((close, conn)) => {
                     if self.active.load(Ordering::SeqCst) >= self.max_connections {
                         log::warn!("refusing a connection: {} are open (the limit)", self.max_connections);
                         close();
@@ -430,10 +477,10 @@ impl Accept {
                     let id = next_id;
                     crate_lock(&self.open).push((id, close));
                     self.active.fetch_add(1, Ordering::SeqCst);
-                    let (shared, open, active, limit) =
-                        (self.shared.clone(), self.open.clone(), self.active.clone(), self.limit);
+                    let (shared, open, active, serve) =
+                        (self.shared.clone(), self.open.clone(), self.active.clone(), serve.clone());
                     std::thread::spawn(move || {
-                        serve_connection(stream, shared, limit);
+                        serve(conn, shared);
                         crate_lock(&open).retain(|(i, _)| *i != id);
                         active.fetch_sub(1, Ordering::SeqCst);
                     });
@@ -451,45 +498,11 @@ impl Accept {
     }
 }
 
-impl Accept {
-    fn run_http(self, listener: TcpListener, http: Arc<http::Http>) {
-        if let Err(e) = listener.set_nonblocking(true) {
-            log::error!("cannot poll the HTTP listener: {e}");
-            return;
-        }
-        let mut next_id = usize::MAX / 2;
-        while !self.stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    if s.set_nonblocking(false).is_err() || self.active.load(Ordering::SeqCst) >= self.max_connections {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                        continue;
-                    }
-                    let Ok(c) = s.try_clone() else { continue };
-                    next_id += 1;
-                    let id = next_id;
-                    crate_lock(&self.open).push((id, Box::new(move || c.close())));
-                    self.active.fetch_add(1, Ordering::SeqCst);
-                    let (http, open, active, shared) =
-                        (http.clone(), self.open.clone(), self.active.clone(), self.shared.clone());
-                    std::thread::spawn(move || {
-                        http.serve(s);
-                        drop(shared);
-                        crate_lock(&open).retain(|(i, _)| *i != id);
-                        active.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-}
-
-fn serve_connection(stream: Box<dyn Stream>, shared: Arc<frigate::Shared>, limit: usize) {
+fn serve_zmq(conn: Conn, shared: Arc<frigate::Shared>, limit: usize) {
+    let stream: Box<dyn Stream> = match conn {
+        Conn::Unix(s) => Box::new(s),
+        Conn::Tcp(s) => Box::new(s),
+    };
     let mut conn = match zmtp::Connection::accept(stream, limit) {
         Ok(c) => c,
         Err(e) => {

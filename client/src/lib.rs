@@ -1,0 +1,229 @@
+//! Client of `edgetpu serve`'s tensor protocol: the same interpreter-shaped API as in-process
+//! use (open a model, fill its inputs, invoke, read its outputs), with the model running in the
+//! server that owns the Corals. Tensors live in shared memory that the server hands over when
+//! the model is opened, so a frame is written once, in place, and never goes through the socket.
+//!
+//! ```no_run
+//! let mut client = edgetpu_client::Client::connect("/run/edgetpu/tensor.sock")?;
+//! let mut model = client.open("ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite")?;
+//! model.input_mut(0)?.fill(128);
+//! model.invoke()?;
+//! let boxes = model.output(0)?;
+//! # Ok::<(), edgetpu_client::ClientError>(())
+//! ```
+//!
+//! The protocol is in [`wire`]. It runs on Linux (the shared memory is a `memfd`).
+#![cfg_attr(not(target_os = "linux"), allow(unused))]
+
+#[cfg(target_os = "linux")]
+mod sys;
+#[cfg(target_os = "linux")]
+pub mod wire;
+
+#[cfg(target_os = "linux")]
+pub use sys::Region;
+
+use serde_json::{json, Value};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// Largest reply the client reads.
+const REPLY_LIMIT: usize = 16 << 20;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket or the shared memory failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The server answered with an error.
+    #[error("the server: {0}")]
+    Server(String),
+    /// The server's reply is not what the protocol says.
+    #[error("malformed reply: {0}")]
+    Protocol(String),
+    /// An input or output index out of range.
+    #[error("{kind} {index} does not exist: the model has {count}")]
+    NoTensor {
+        /// "input" or "output".
+        kind: &'static str,
+        /// The index asked for.
+        index: usize,
+        /// How many there are.
+        count: usize,
+    },
+}
+
+/// A tensor of a remote model: what it is and where its bytes live in the shared memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteTensor {
+    /// Its name in the model.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its element type, as TFLite names it (`uint8`, `int8`, `float32`, ...).
+    pub dtype: String,
+    /// Quantization scale (0 when none).
+    pub scale: f32,
+    /// Quantization zero point.
+    pub zero_point: i32,
+    /// Offset of its bytes in the shared memory.
+    pub offset: usize,
+    /// Its size in bytes.
+    pub len: usize,
+}
+
+impl RemoteTensor {
+    /// Reads one from a reply (or, on the server, checks one it wrote).
+    pub fn from_json(v: &Value) -> Result<RemoteTensor, ClientError> {
+        let bad = |what: &str| ClientError::Protocol(format!("tensor {v}: {what}"));
+        let usize_of = |k: &str| v[k].as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| bad(k));
+        Ok(RemoteTensor {
+            name: v["name"].as_str().ok_or_else(|| bad("name"))?.to_string(),
+            shape: v["shape"]
+                .as_array()
+                .and_then(|a| a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
+                .ok_or_else(|| bad("shape"))?,
+            dtype: v["dtype"].as_str().ok_or_else(|| bad("dtype"))?.to_string(),
+            scale: v["scale"].as_f64().ok_or_else(|| bad("scale"))? as f32,
+            zero_point: v["zero_point"]
+                .as_i64()
+                .and_then(|z| i32::try_from(z).ok())
+                .ok_or_else(|| bad("zero_point"))?,
+            offset: usize_of("offset")?,
+            len: usize_of("len")?,
+        })
+    }
+
+    /// Its JSON form.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name, "shape": self.shape, "dtype": self.dtype, "scale": self.scale,
+            "zero_point": self.zero_point, "offset": self.offset, "len": self.len,
+        })
+    }
+}
+
+/// A connection to `edgetpu serve --socket PATH`.
+#[derive(Debug)]
+pub struct Client {
+    sock: UnixStream,
+}
+
+impl Client {
+    /// Connects to the server's socket.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        Ok(Client { sock: UnixStream::connect(path)? })
+    }
+
+    /// Opens a model the server has (in its `--models` directory or catalog cache), by file name.
+    #[cfg(target_os = "linux")]
+    pub fn open(&mut self, name: &str) -> Result<RemoteModel<'_>, ClientError> {
+        self.open_with(&json!({"op": "open", "model": name}), &[])
+    }
+
+    /// Opens a model from its bytes (kept by the server for this connection only).
+    #[cfg(target_os = "linux")]
+    pub fn open_bytes(&mut self, model: &[u8]) -> Result<RemoteModel<'_>, ClientError> {
+        self.open_with(&json!({"op": "open"}), model)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open_with(&mut self, header: &Value, payload: &[u8]) -> Result<RemoteModel<'_>, ClientError> {
+        let reply = self.call(header, payload)?;
+        let h = &reply.header;
+        let id = h["id"].as_u64().ok_or_else(|| ClientError::Protocol(format!("no model id in {h}")))?;
+        let size = h["size"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| ClientError::Protocol(format!("no size in {h}")))?;
+        let list = |k: &str| -> Result<Vec<RemoteTensor>, ClientError> {
+            h[k].as_array()
+                .ok_or_else(|| ClientError::Protocol(format!("no {k} in {h}")))?
+                .iter()
+                .map(RemoteTensor::from_json)
+                .collect()
+        };
+        let (inputs, outputs) = (list("inputs")?, list("outputs")?);
+        let fd = reply.fd.ok_or_else(|| ClientError::Protocol("the open reply carries no shared memory".into()))?;
+        let region = Region::map(fd, size)?;
+        for t in inputs.iter().chain(&outputs) {
+            if t.offset.checked_add(t.len).is_none_or(|end| end > size) {
+                return Err(ClientError::Protocol(format!("tensor {:?} lies outside the shared memory", t.name)));
+            }
+        }
+        Ok(RemoteModel { client: self, id, region, inputs, outputs })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn call(&mut self, header: &Value, payload: &[u8]) -> Result<wire::Message, ClientError> {
+        wire::send(&self.sock, header, payload, None)?;
+        let reply = wire::recv(&self.sock, REPLY_LIMIT)?;
+        if reply.header["ok"] != true {
+            let e = reply.header["error"].as_str().unwrap_or("an error reply without a message");
+            return Err(ClientError::Server(e.to_string()));
+        }
+        Ok(reply)
+    }
+}
+
+/// A model opened on the server, used like an interpreter.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+pub struct RemoteModel<'c> {
+    client: &'c mut Client,
+    id: u64,
+    region: Region,
+    inputs: Vec<RemoteTensor>,
+    outputs: Vec<RemoteTensor>,
+}
+
+#[cfg(target_os = "linux")]
+impl RemoteModel<'_> {
+    /// Its inputs.
+    pub fn inputs(&self) -> &[RemoteTensor] {
+        &self.inputs
+    }
+
+    /// Its outputs.
+    pub fn outputs(&self) -> &[RemoteTensor] {
+        &self.outputs
+    }
+
+    /// Input `i`'s bytes, to fill in place.
+    pub fn input_mut(&mut self, i: usize) -> Result<&mut [u8], ClientError> {
+        let t =
+            self.inputs.get(i).ok_or(ClientError::NoTensor { kind: "input", index: i, count: self.inputs.len() })?;
+        Ok(self.region.slice_mut(t.offset, t.len)?)
+    }
+
+    /// Copies `bytes` into input `i` (they must be its size).
+    pub fn set_input(&mut self, i: usize, bytes: &[u8]) -> Result<(), ClientError> {
+        let dst = self.input_mut(i)?;
+        if dst.len() != bytes.len() {
+            return Err(ClientError::Protocol(format!("input {i} takes {} bytes, not {}", dst.len(), bytes.len())));
+        }
+        dst.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Runs the model on the server; the outputs are ready when it returns.
+    pub fn invoke(&mut self) -> Result<(), ClientError> {
+        self.client.call(&json!({"op": "invoke", "id": self.id}), &[]).map(|_| ())
+    }
+
+    /// Output `j`'s bytes, as the last invoke left them.
+    pub fn output(&self, j: usize) -> Result<&[u8], ClientError> {
+        let t =
+            self.outputs.get(j).ok_or(ClientError::NoTensor { kind: "output", index: j, count: self.outputs.len() })?;
+        Ok(self.region.slice(t.offset, t.len)?)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for RemoteModel<'_> {
+    fn drop(&mut self) {
+        // The server also frees it when the connection ends.
+        let _ = self.client.call(&json!({"op": "close", "id": self.id}), &[]);
+    }
+}

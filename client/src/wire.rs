@@ -1,0 +1,98 @@
+//! The tensor protocol's messages, shared by the client and `edgetpu serve`.
+//!
+//! Over a Unix stream socket, each message is
+//!
+//! ```text
+//! u32 LE  length of the rest
+//! u32 LE  length of the header
+//! header  a JSON object
+//! payload the rest (model bytes of an upload; empty otherwise)
+//! ```
+//!
+//! A reply that hands over shared memory carries its descriptor (`SCM_RIGHTS`) on the message's
+//! first bytes. Requests and replies:
+//!
+//! | request | reply |
+//! |---|---|
+//! | `{"op": "open", "model": NAME}` | `{"ok": true, "id": N, "size": BYTES, "inputs": [T...], "outputs": [T...]}` + descriptor |
+//! | `{"op": "open"}` + model bytes as payload | the same |
+//! | `{"op": "invoke", "id": N}` | `{"ok": true}` |
+//! | `{"op": "close", "id": N}` | `{"ok": true}` |
+//! | anything that fails | `{"ok": false, "error": TEXT}` |
+//!
+//! A tensor `T` is `{"name", "shape", "dtype", "scale", "zero_point", "offset", "len"}`: where its
+//! bytes live in the shared memory. On invoke the server reads the inputs from there and writes
+//! the outputs back before it replies; the client writes inputs and reads outputs in place, so a
+//! frame never travels through the socket.
+
+use serde_json::Value;
+use std::io::{self, Read, Write};
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// Offsets of tensors in the shared memory are multiples of this.
+pub const ALIGN: usize = 64;
+
+/// One message.
+#[derive(Debug, Default)]
+pub struct Message {
+    /// The JSON header.
+    pub header: Value,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// A descriptor that came with it.
+    pub fd: Option<OwnedFd>,
+}
+
+fn encode(header: &Value, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let h = header.to_string().into_bytes();
+    let rest = 4 + h.len() + payload.len();
+    let rest32 = u32::try_from(rest).map_err(|_| io::Error::other("the message is larger than 4 GiB"))?;
+    let mut out = Vec::with_capacity(4 + rest);
+    out.extend_from_slice(&rest32.to_le_bytes());
+    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+/// Sends a message, with descriptor `fd` attached when given.
+pub fn send(sock: &UnixStream, header: &Value, payload: &[u8], fd: Option<RawFd>) -> io::Result<()> {
+    let bytes = encode(header, payload)?;
+    match fd {
+        Some(fd) => crate::sys::send_with_fd(sock, &bytes, fd),
+        None => (&*sock).write_all(&bytes),
+    }
+}
+
+/// Receives a message of at most `limit` bytes. A larger one is an error (the connection cannot
+/// go on after it: its end is not read).
+pub fn recv(sock: &UnixStream, limit: usize) -> io::Result<Message> {
+    let mut len = [0u8; 4];
+    let fd = crate::sys::recv_with_fd(sock, &mut len)?;
+    let rest = u32::from_le_bytes(len) as usize;
+    if rest < 4 || rest > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a {rest}-byte message (the limit is {limit} bytes, the least 4)"),
+        ));
+    }
+    let mut body = vec![0u8; rest];
+    (&*sock).read_exact(&mut body)?;
+    let hlen = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if hlen > rest - 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a {hlen}-byte header in a {rest}-byte message"),
+        ));
+    }
+    let header = serde_json::from_slice(&body[4..4 + hlen])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("the header is not JSON: {e}")))?;
+    let payload = body.split_off(4 + hlen);
+    Ok(Message { header, payload, fd })
+}
+
+/// Rounds `n` up to [`ALIGN`].
+pub fn align(n: usize) -> Option<usize> {
+    n.checked_add(ALIGN - 1).map(|v| v / ALIGN * ALIGN)
+}
