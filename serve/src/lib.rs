@@ -279,6 +279,16 @@ fn group_id(name: &str) -> Option<u32> {
 impl Server {
     /// Opens the devices, binds every endpoint and starts serving.
     pub fn start(options: ServeOptions) -> Result<Server, ServeError> {
+        let runtime = match &options.devices {
+            DeviceSpec::Cpu => None,
+            spec => Some(Runtime::open(spec, options.runtime.clone())?),
+        };
+        Server::start_with(options, runtime)
+    }
+
+    /// Starts serving on a runtime opened elsewhere (`None`: CPU models only), e.g. simulated
+    /// devices whose faults a test injects; `options.devices` and `options.runtime` are not used.
+    pub fn start_with(options: ServeOptions, runtime: Option<Runtime>) -> Result<Server, ServeError> {
         if options.zmq.is_empty() && options.http.is_none() && options.socket.is_none() {
             return Err(ServeError::NoEndpoint);
         }
@@ -293,10 +303,6 @@ impl Server {
                 }
                 Some(l)
             }
-        };
-        let runtime = match &options.devices {
-            DeviceSpec::Cpu => None,
-            spec => Some(Runtime::open(spec, options.runtime.clone())?),
         };
         if let Some(rt) = &runtime {
             log::info!("devices: {}", rt.devices().join(", "));

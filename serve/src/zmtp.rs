@@ -91,6 +91,8 @@ pub struct Connection<S: Read + Write> {
     pub peer_type: String,
     /// Largest message (sum of its frames) accepted.
     limit: usize,
+    /// This end is a REQ socket: its messages start with the empty delimiter.
+    req: bool,
 }
 
 impl<S: Read + Write> Connection<S> {
@@ -113,7 +115,7 @@ impl<S: Read + Write> Connection<S> {
         }
         stream.write_all(&ready("ROUTER"))?;
         stream.flush()?;
-        let mut conn = Connection { stream, peer_type: String::new(), limit };
+        let mut conn = Connection { stream, peer_type: String::new(), limit, req: false };
         let f = conn.read_frame(1024)?;
         if !f.command {
             return Err(protocol("the peer sent a message before its READY command"));
@@ -128,6 +130,30 @@ impl<S: Read + Write> Connection<S> {
             return Err(protocol(format!("a {peer_type} socket cannot talk to this ROUTER (use REQ or DEALER)")));
         }
         conn.peer_type = peer_type;
+        Ok(conn)
+    }
+
+    /// The client side of a REQ socket (for benchmarks and tests of this server): the greeting
+    /// and NULL handshake announcing `REQ`; messages then carry REQ's empty delimiter.
+    pub fn connect_req(mut stream: S, limit: usize) -> Result<Connection<S>, ZmtpError> {
+        let mut g = greeting();
+        g[32] = 0; // as-server: no
+        stream.write_all(&g)?;
+        stream.write_all(&ready("REQ"))?;
+        stream.flush()?;
+        let mut peer = [0u8; 64];
+        stream.read_exact(&mut peer)?;
+        if peer[0] != 0xFF || peer[9] != 0x7F {
+            return Err(protocol("the peer's greeting has no ZMTP signature"));
+        }
+        let mut conn = Connection { stream, peer_type: String::new(), limit, req: true };
+        let f = conn.read_frame(1024)?;
+        let props = parse_ready(&f.body)?;
+        conn.peer_type = props
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Socket-Type"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .ok_or_else(|| protocol("the peer's READY has no Socket-Type"))?;
         Ok(conn)
     }
 
@@ -179,7 +205,7 @@ impl<S: Read + Write> Connection<S> {
             if frames.is_empty() {
                 continue;
             }
-            if self.peer_type == "REQ" {
+            if self.peer_type == "REQ" || self.req {
                 if !frames[0].is_empty() {
                     return Err(protocol("a REQ message without its empty delimiter frame"));
                 }
@@ -205,7 +231,7 @@ impl<S: Read + Write> Connection<S> {
     /// Sends a message (a REQ peer gets its empty delimiter first).
     pub fn send(&mut self, frames: &[&[u8]]) -> Result<(), ZmtpError> {
         let mut out = Vec::new();
-        let delimiter: &[&[u8]] = if self.peer_type == "REQ" { &[&[]] } else { &[] };
+        let delimiter: &[&[u8]] = if self.peer_type == "REQ" || self.req { &[&[]] } else { &[] };
         let all: Vec<&[u8]> = delimiter.iter().chain(frames).copied().collect();
         for (i, f) in all.iter().enumerate() {
             let more = u8::from(i + 1 < all.len());

@@ -1,0 +1,263 @@
+//! `edgetpu serve` under load, in one run (`cargo bench -p edgetpu-serve --bench serve`):
+//!
+//! 1. round-trip latency of one request against in-process invoke: the tensor protocol on `cpu`
+//!    (mobilenet_v1_0.25, 128x128x3) and on `sim` (SSD MobileNet v2 segment 0, 300x300x3, the
+//!    simulator's time model off, so the figure is the host's work); Frigate's zmq protocol on
+//!    `cpu` (the traffic SSD, decode included on both sides). The test data has no compiled SSD
+//!    with its post-processing in one model, which zmq on `sim` would need;
+//! 2. throughput of 1, 4 and 16 tensor-protocol clients on 2 simulated USB Accelerators in real
+//!    time (the USB 3 time model, slept), against the devices' own limit: two in-process threads
+//!    invoking back to back; p50 and p99 latency per client count;
+//! 3. the soak: 16 clients × 2000 requests with a random device fault every 20 ms.
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) every part runs briefly.
+
+#[path = "../tests/support/soak.rs"]
+mod soak;
+
+use edgetpu::sched::Simulated;
+use edgetpu::sim::{OracleChoice, TimeModel};
+use edgetpu::{DeviceSpec, Interpreter, Model, Runtime, RuntimeOptions};
+use edgetpu_client::Client;
+use edgetpu_serve::zmtp::Connection;
+use edgetpu_serve::{ServeOptions, Server};
+use serde_json::json;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn testdata() -> PathBuf {
+    let dir = std::env::var_os("EDGETPU_TESTDATA")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"), PathBuf::from);
+    assert!(dir.join("MANIFEST.md").is_file(), "test data not found at {}: set EDGETPU_TESTDATA", dir.display());
+    dir
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edgetpu-serve-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("models")).unwrap();
+    d
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn time_us(n: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..n.min(20) {
+        f();
+    }
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+fn frame(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 13 % 251) as u8).collect()
+}
+
+/// In-process invoke against the tensor protocol, same model, same device kind.
+fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_process: Interpreter, n: usize) {
+    let dir = scratch(label);
+    let name = model.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::copy(model, dir.join("models").join(&name)).unwrap();
+    let sock = dir.join("t.sock");
+    let server = Server::start_with(
+        ServeOptions::default().catalog_cache(false).models_dir(dir.join("models")).socket(&sock),
+        runtime,
+    )
+    .unwrap();
+    let mut it = in_process;
+    let input = frame(it.input_mut(0).unwrap().len());
+    let mut local = time_us(n, || {
+        it.set_input(0, &input).unwrap();
+        it.invoke().unwrap();
+    });
+    let mut client = Client::connect(&sock).unwrap();
+    let mut m = client.open(&name).unwrap();
+    let mut remote = time_us(n, || {
+        m.set_input(0, &input).unwrap();
+        m.invoke().unwrap();
+    });
+    assert_eq!(m.output(0).unwrap(), it.output(0).unwrap(), "{label}: the server's output differs");
+    drop(m);
+    drop(client);
+    server.shutdown();
+    let (l, r) = (pct(&mut local, 0.5), pct(&mut remote, 0.5));
+    println!("{label:<44} in-process {l:>9.1} µs   tensor protocol {r:>9.1} µs   overhead {:>7.1} µs", r - l);
+}
+
+fn zmq_latency(n: usize) {
+    let data = testdata();
+    let dir = scratch("zmq");
+    let name = "traffic_model.tflite";
+    let path = data.join("automl_video_ondevice").join(name);
+    std::fs::copy(&path, dir.join("models").join(name)).unwrap();
+    let sock = dir.join("zmq.sock");
+    let server = Server::start(
+        ServeOptions::default()
+            .devices(DeviceSpec::cpu())
+            .catalog_cache(false)
+            .models_dir(dir.join("models"))
+            .zmq(format!("ipc://{}", sock.display())),
+    )
+    .unwrap();
+    let mut it = Interpreter::builder(Arc::new(Model::open(&path).unwrap()))
+        .device(DeviceSpec::cpu())
+        .threads(1)
+        .build()
+        .unwrap();
+    let shape = it.inputs()[0].shape.clone();
+    let input = frame(it.input_mut(0).unwrap().len());
+    let mut conn = Connection::connect_req(UnixStream::connect(&sock).unwrap(), 64 << 20).unwrap();
+    conn.send(&[json!({"model_request": true, "model_name": name}).to_string().as_bytes()]).unwrap();
+    conn.recv().unwrap();
+    let header = json!({"shape": shape, "dtype": "uint8", "model_type": "ssd"}).to_string();
+    // The model takes ~30 ms, so the two are timed in turns and the overhead is the median of
+    // the paired differences (drift in the machine's load cancels out).
+    let (mut local, mut remote, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..n + 3 {
+        let t = Instant::now();
+        it.set_input(0, &input).unwrap();
+        it.invoke().unwrap();
+        let want = edgetpu_serve::frigate::decode_ssd(&it, 0.4).unwrap();
+        let l = t.elapsed().as_secs_f64() * 1e6;
+        let t = Instant::now();
+        conn.send(&[header.as_bytes(), &input]).unwrap();
+        let reply = conn.recv().unwrap();
+        let r = t.elapsed().as_secs_f64() * 1e6;
+        let got: Vec<f32> = reply[0].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(got, want, "the zmq reply differs from the in-process detections");
+        if k >= 3 {
+            local.push(l);
+            remote.push(r);
+            diff.push(r - l);
+        }
+    }
+    drop(conn);
+    server.shutdown();
+    let (l, r, d) = (pct(&mut local, 0.5), pct(&mut remote, 0.5), pct(&mut diff, 0.5));
+    println!(
+        "{:<44} in-process {l:>9.1} µs   zmq             {r:>9.1} µs   overhead {d:>7.1} µs (median of paired differences)",
+        "cpu: traffic SSD 256x256x3 + decode"
+    );
+}
+
+/// Throughput of `clients` on the server against the devices' limit.
+fn throughput(seconds: f64) {
+    let data = testdata();
+    let name = "mobilenet_v1_0.25_128_quant_edgetpu.tflite";
+    let model = Arc::new(Model::open(data.join(name)).unwrap());
+    let realtime = TimeModel { realtime: true, ..TimeModel::usb3() };
+    let sim = || Simulated::usb(2, realtime, OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
+    let run_for = Duration::from_secs_f64(seconds);
+    // The devices' limit: two in-process threads on the two devices, back to back.
+    let limit = {
+        let rt = Arc::new(sim());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (rt, model) = (rt.clone(), model.clone());
+                std::thread::spawn(move || {
+                    let mut it = Interpreter::builder(model).runtime(&rt.runtime).threads(1).build().unwrap();
+                    let t = Instant::now();
+                    let mut n = 0;
+                    while t.elapsed() < run_for {
+                        it.invoke().unwrap();
+                        n += 1;
+                    }
+                    n as f64 / t.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum::<f64>()
+    };
+    println!("2 simulated USB Accelerators in real time, mobilenet_v1_0.25: limit {limit:.0} inferences/s (2 in-process threads)");
+    for clients in [1, 4, 16] {
+        let dir = scratch(&format!("tp{clients}"));
+        std::fs::copy(data.join(name), dir.join("models").join(name)).unwrap();
+        let sock = dir.join("t.sock");
+        let s = sim();
+        let server = Server::start_with(
+            ServeOptions::default().catalog_cache(false).models_dir(dir.join("models")).socket(&sock),
+            Some(s.runtime),
+        )
+        .unwrap();
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                let sock = sock.clone();
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(&sock).unwrap();
+                    let mut m = client.open(name).unwrap();
+                    m.invoke().unwrap();
+                    let t = Instant::now();
+                    let mut lat = Vec::new();
+                    while t.elapsed() < run_for {
+                        let r = Instant::now();
+                        m.invoke().unwrap();
+                        lat.push(r.elapsed().as_secs_f64() * 1e3);
+                    }
+                    (lat.len() as f64 / t.elapsed().as_secs_f64(), lat)
+                })
+            })
+            .collect();
+        let mut total = 0.0;
+        let mut lat = Vec::new();
+        for w in workers {
+            let (rate, l) = w.join().unwrap();
+            total += rate;
+            lat.extend(l);
+        }
+        server.shutdown();
+        let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+        println!(
+            "  {clients:>2} client(s): {total:>6.0} inferences/s = {:>5.1}% of the limit   latency p50 {p50:.2} ms  p99 {p99:.2} ms  (p99/p50 {:.2})",
+            100.0 * total / limit,
+            p99 / p50
+        );
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { 2000 } else { 50 };
+    let data = testdata();
+    println!("edgetpu serve: round trip of one request against in-process invoke (p50 of {n})");
+    let cpu_model = data.join("mobilenet_v1_0.25_128_quant.tflite");
+    let cpu_it = Interpreter::builder(Arc::new(Model::open(&cpu_model).unwrap()))
+        .device(DeviceSpec::cpu())
+        .threads(1)
+        .build()
+        .unwrap();
+    native_latency("cpu: mobilenet_v1_0.25 128x128x3", &cpu_model, None, cpu_it, n);
+    let ssd = data.join("pipeline/ssd_mobilenet_v2_coco_quant_postprocess_segment_0_of_3_edgetpu.tflite");
+    let sim = || Simulated::usb(1, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
+    let local = sim();
+    let sim_it = Interpreter::builder(Arc::new(Model::open(&ssd).unwrap())).runtime(&local.runtime).build().unwrap();
+    native_latency("sim: SSD MobileNet v2 segment 0, 300x300x3", &ssd, Some(sim().runtime), sim_it, n);
+    drop(local);
+    zmq_latency(if full { 300 } else { 10 });
+    throughput(if full { 5.0 } else { 0.5 });
+    let (clients, requests) = if full { (16, 2000) } else { (16, 30) };
+    let dir = scratch("soak");
+    let r = soak::soak(&data, &dir, clients, requests, Duration::from_millis(20));
+    println!(
+        "soak: {clients} clients x {requests} requests in {:.1} s with {} injected faults: {} right, {} error replies, {} wrong, {} broken connections; RSS {} KiB after warm-up, {} KiB after ({:+.1}%)",
+        r.elapsed.as_secs_f64(),
+        r.faults,
+        r.ok,
+        r.failed,
+        r.wrong,
+        r.transport,
+        r.rss_warm_kib,
+        r.rss_end_kib,
+        100.0 * (r.rss_end_kib as f64 / r.rss_warm_kib.max(1) as f64 - 1.0)
+    );
+    assert!(r.wrong == 0 && r.transport == 0, "the soak saw wrong replies or broken connections");
+}
