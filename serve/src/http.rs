@@ -395,7 +395,8 @@ impl Http {
         let s = lock(&self.stats);
         let mean = if s.requests > 0 { s.sum_seconds * 1e3 / s.requests as f64 } else { 0.0 };
         format!(
-            "<!doctype html><html><head><meta charset=utf-8><title>edgetpu serve</title><style>body{{font:15px \
+            "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5><title>edgetpu \
+             serve</title><style>body{{font:15px \
              sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid \
              #ccc;padding:4px 10px}}h1{{font-size:20px}}</style></head><body><h1>edgetpu serve</h1><p>up {:.0} \
              s</p><h2>Devices</h2><table><tr><th>device</th><th>inferences</th><th>errors</th><th>temperature</th></tr>{devices}</table><h2>Models \
