@@ -94,6 +94,10 @@ class Interpreter:
     """A model ready to run, with the API of ``tflite_runtime.interpreter.Interpreter``.
 
     Tensor indices are the model's own (as TFLite numbers them). ``invoke()`` releases the GIL.
+    ``experimental_op_resolver_type`` is accepted and ignored: the CPU kernels always give the
+    bytes of TFLite's reference kernels. ``experimental_preserve_all_tensors=True`` keeps every
+    intermediate tensor readable with ``get_tensor``. Other keyword arguments of TFLite's
+    constructor are accepted and ignored.
     """
 
     def __init__(
@@ -102,6 +106,8 @@ class Interpreter:
         model_content: Optional[bytes] = None,
         experimental_delegates: Optional[Sequence[Delegate]] = None,
         num_threads: Optional[int] = None,
+        experimental_op_resolver_type: Any = None,
+        experimental_preserve_all_tensors: bool = False,
         **_ignored: Any,
     ) -> None:
         delegates = list(experimental_delegates or [])
@@ -118,7 +124,11 @@ class Interpreter:
             raise ValueError("type of num_threads should be int")
         self._delegates = delegates
         self._native = _native.NativeInterpreter(
-            model_path, model_content, delegates[0] if delegates else None, num_threads
+            model_path,
+            model_content,
+            delegates[0] if delegates else None,
+            num_threads,
+            bool(experimental_preserve_all_tensors),
         )
 
     # -- the TFLite interpreter API -------------------------------------------------------------

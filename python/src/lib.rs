@@ -255,14 +255,17 @@ impl NativeInterpreter {
 impl NativeInterpreter {
     /// Loads and plans a model from a path or from bytes; with a delegate its Edge TPU steps run
     /// on the delegate's devices.
+    /// `preserve_all_tensors` keeps every tensor readable after `invoke` (TFLite's
+    /// `experimental_preserve_all_tensors`), at the cost of memory.
     #[new]
-    #[pyo3(signature = (model_path, model_content, delegate, num_threads))]
+    #[pyo3(signature = (model_path, model_content, delegate, num_threads, preserve_all_tensors=false))]
     fn new(
         py: Python<'_>,
         model_path: Option<PathBuf>,
         model_content: Option<&Bound<'_, PyBytes>>,
         delegate: Option<&Bound<'_, Delegate>>,
         num_threads: Option<i64>,
+        preserve_all_tensors: bool,
     ) -> PyResult<Self> {
         let model = match (model_path, model_content) {
             (Some(p), None) => {
@@ -291,8 +294,10 @@ impl NativeInterpreter {
             );
             return Ok(NativeInterpreter { model, inner: Err(message), views: Arc::default(), _runtime: None });
         }
+        let keep = if preserve_all_tensors { (0..model.subgraphs()[0].tensors.len()).collect() } else { Vec::new() };
+        let options = edgetpu::cpu::Options { threads, keep, ..Default::default() };
         let built = py.detach(|| {
-            let builder = Interpreter::builder(Arc::clone(&model)).threads(threads);
+            let builder = Interpreter::builder(Arc::clone(&model)).cpu_options(options);
             match &runtime {
                 Some(rt) => builder.runtime(rt).build(),
                 None => builder.device(DeviceSpec::Cpu).build(),

@@ -6,6 +6,8 @@ from typing import Any, List, NamedTuple
 
 import numpy as np
 
+__all__ = ["Class", "get_classes", "get_classes_from_scores", "get_scores", "num_classes"]
+
 
 class Class(NamedTuple):
     """One class of a result: its ``id`` and ``score``."""

@@ -6,6 +6,8 @@ from typing import Any, Callable, Tuple
 
 import numpy as np
 
+__all__ = ["input_details", "input_size", "input_tensor", "output_tensor", "set_input", "set_resized_input"]
+
 
 def output_tensor(interpreter: Any, i: int) -> np.ndarray:
     """Output ``i`` of the model, as a view of the interpreter's memory."""

@@ -6,6 +6,8 @@ from typing import Any, Callable, List, NamedTuple, Tuple
 
 from . import common
 
+__all__ = ["BBox", "Object", "get_objects"]
+
 
 class BBox(NamedTuple):
     """A box: ``xmin``, ``ymin``, ``xmax``, ``ymax``."""

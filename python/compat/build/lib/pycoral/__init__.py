@@ -1,0 +1,1 @@
+"""``pycoral`` over the edgetpu runtime (edgetpu-compat; replaces Google's pycoral)."""
