@@ -122,11 +122,13 @@ macro_rules! with_element {
 fn copy_in<T: Element + bytemuck::Pod>(array: &Bound<'_, PyUntypedArray>, dst: &mut [u8]) -> PyResult<()> {
     let typed = array.cast::<PyArrayDyn<T>>()?;
     let ro = typed.try_readonly().map_err(|e| PyValueError::new_err(format!("Cannot set tensor: {e}")))?;
-    match ro.as_slice() {
-        Ok(src) => dst.copy_from_slice(bytemuck::cast_slice(src)),
-        Err(_) => {
+    let view = ro.as_array();
+    // `as_slice` only in C order (NumPy's own `as_slice` also takes Fortran order).
+    match view.as_slice() {
+        Some(src) => dst.copy_from_slice(bytemuck::cast_slice(src)),
+        None => {
             let size = std::mem::size_of::<T>();
-            for (d, v) in dst.chunks_exact_mut(size).zip(ro.as_array().iter()) {
+            for (d, v) in dst.chunks_exact_mut(size).zip(view.iter()) {
                 d.copy_from_slice(bytemuck::bytes_of(v));
             }
         }
