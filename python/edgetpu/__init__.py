@@ -257,3 +257,7 @@ def read_label_file(file_path: str) -> Dict[int, str]:
     from .dataset import read_label_file as read
 
     return read(file_path)
+
+
+# pycoral's helpers, as edgetpu.utils and edgetpu.adapters (imported last: they use the above).
+from . import adapters, utils  # noqa: E402,F401

@@ -1,1 +1,0 @@
-"""``pycoral`` over the edgetpu runtime (edgetpu-compat; replaces Google's pycoral)."""

@@ -1,1 +1,0 @@
-"""pycoral.adapters: ``common``, ``classify``, ``detect``."""

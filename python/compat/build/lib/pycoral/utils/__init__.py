@@ -1,1 +1,0 @@
-"""pycoral.utils: ``edgetpu`` and ``dataset``."""
