@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-import edgetpu
+# This script sits beside the package's sources (python/edgetpu, without the compiled part): import
+# the installed package instead.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import edgetpu  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
