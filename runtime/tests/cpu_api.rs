@@ -32,6 +32,27 @@ fn inputs_of_the_wrong_size_or_index_are_refused() {
 }
 
 #[test]
+fn tensor_mut_writes_arena_tensors_only() {
+    let model = open("mobilenet_v1_0.25_128_quant.tflite");
+    let sg = &model.subgraphs()[0];
+    let (input, output) = (sg.inputs[0], sg.outputs[0]);
+    let weights = sg.tensors.iter().position(|t| t.is_constant()).unwrap();
+    let intermediate = sg.operators[0].outputs[0].unwrap();
+    let mut it = Interpreter::new(Arc::clone(&model), &Options::default()).unwrap();
+    it.tensor_mut(input).unwrap().fill(9);
+    assert!(it.tensor(input).unwrap().iter().all(|&b| b == 9));
+    assert_eq!(it.tensor_mut(output).unwrap().len(), 1001);
+    let err = it.tensor_mut(weights).unwrap_err();
+    assert!(err.to_string().contains("constant"), "{err}");
+    assert!(it.tensor_mut(intermediate).unwrap_err().to_string().contains("Options::keep"));
+    assert_eq!(it.tensor_mut(sg.tensors.len()).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    // The memory stays where it is across invocations (bindings hand out views of it).
+    let before = it.tensor_mut(output).unwrap().as_ptr();
+    it.invoke().unwrap();
+    assert_eq!(it.tensor_mut(output).unwrap().as_ptr(), before);
+}
+
+#[test]
 fn intermediates_are_readable_only_when_kept() {
     let model = open("mobilenet_v1_0.25_128_quant.tflite");
     let sg = &model.subgraphs()[0];

@@ -164,3 +164,20 @@ fn missing_file_names_the_path() {
     assert_eq!(err.kind(), edgetpu::ErrorKind::NotFound);
     assert!(err.to_string().contains("/nonexistent/model.tflite"), "{err}");
 }
+
+#[test]
+fn signature_defs() {
+    let root = common::testdata();
+    let lstm = Model::open(root.join("keras_lstm_mnist_ptq.tflite")).unwrap();
+    let sigs = lstm.signatures();
+    assert_eq!(sigs.len(), 1);
+    let sg = &lstm.subgraphs()[0];
+    assert_eq!((sigs[0].key.as_str(), sigs[0].subgraph), ("serving_default", 0));
+    // Named inputs and outputs are the subgraph's own tensors.
+    assert_eq!(sigs[0].inputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["x"]);
+    assert_eq!(sigs[0].outputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["output_0"]);
+    assert_eq!(sigs[0].inputs[0].1, sg.inputs[0]);
+    assert_eq!(sigs[0].outputs[0].1, sg.outputs[0]);
+    let plain = Model::open(root.join("mobilenet_v1_0.25_128_quant.tflite")).unwrap();
+    assert!(plain.signatures().is_empty());
+}

@@ -268,6 +268,30 @@ impl Interpreter {
         self.bytes_of(t)
     }
 
+    /// Mutable bytes of tensor `t`, for the readable tensors of [`Interpreter::tensor`] that live
+    /// in the arena (inputs, outputs, kept tensors, state); constants are refused. The memory stays where it is for the interpreter's
+    /// life (the arena is allocated once), so bindings may hand out views of it.
+    pub fn tensor_mut(&mut self, t: usize) -> Result<&mut [u8]> {
+        let info = self.plan.tensors.get(t).ok_or_else(|| {
+            Error::argument(format!("tensor {t} does not exist; the subgraph has {} tensors", self.plan.tensors.len()))
+        })?;
+        if !self.plan.readable[t] {
+            return Err(Error::argument(format!(
+                "tensor {t} ({:?}) is an intermediate whose memory is reused; list it in Options::keep to write it",
+                info.name
+            )));
+        }
+        let len = info.byte_len();
+        match self.plan.locs[t] {
+            plan::Loc::Slot(s) => Ok(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.slots[s])[..len]),
+            plan::Loc::Empty => Ok(&mut []),
+            plan::Loc::Const(_) | plan::Loc::Owned(_) => Err(Error::argument(format!(
+                "tensor {t} ({:?}) is a constant of the model and cannot be written",
+                info.name
+            ))),
+        }
+    }
+
     fn bytes_of(&self, t: usize) -> Result<&[u8]> {
         let len = self.plan.tensors[t].byte_len();
         Ok(match &self.plan.locs[t] {

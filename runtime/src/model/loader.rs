@@ -4,7 +4,7 @@
 
 use super::tflite_generated::tflite as fb;
 use super::types::{BuiltinOp, OpKind, OperatorCode, Quantization, TensorType};
-use super::{Metadata, Operator, Subgraph, Tensor};
+use super::{Metadata, Operator, Signature, Subgraph, Tensor};
 use crate::error::{Error, Result};
 use crate::fb::{get_bool, offset_in, verify};
 use std::fs::File;
@@ -34,6 +34,7 @@ pub(super) struct Parsed {
     pub subgraphs: Vec<Subgraph>,
     pub buffers: Vec<Range<usize>>,
     pub metadata: Vec<Metadata>,
+    pub signatures: Vec<Signature>,
 }
 
 fn loc(tab: &flatbuffers::Table<'_>) -> usize {
@@ -103,7 +104,52 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Parsed> {
         metadata.push(Metadata { name: m.name().unwrap_or_default().to_string(), buffer });
     }
 
-    Ok(Parsed { version, description: model.description().map(str::to_string), opcodes, subgraphs, buffers, metadata })
+    let signatures = parse_signatures(&model, &subgraphs)?;
+
+    Ok(Parsed {
+        version,
+        description: model.description().map(str::to_string),
+        opcodes,
+        subgraphs,
+        buffers,
+        metadata,
+        signatures,
+    })
+}
+
+/// The signature defs, with their subgraph and tensor indices checked.
+fn parse_signatures(model: &fb::Model<'_>, subgraphs: &[Subgraph]) -> Result<Vec<Signature>> {
+    let mut out = Vec::new();
+    for (i, sig) in model.signature_defs().iter().flatten().enumerate() {
+        let subgraph = sig.subgraph_index() as usize;
+        let Some(graph) = subgraphs.get(subgraph) else {
+            return Err(Error::invalid(
+                loc(&sig._tab),
+                format!("signature_defs[{i}].subgraph_index"),
+                format!("subgraph {subgraph} out of range ({} subgraphs)", subgraphs.len()),
+            ));
+        };
+        let mut maps = [Vec::new(), Vec::new()];
+        for (side, (what, list)) in [("inputs", sig.inputs()), ("outputs", sig.outputs())].into_iter().enumerate() {
+            for (j, m) in list.iter().flatten().enumerate() {
+                let tensor = m.tensor_index() as usize;
+                if tensor >= graph.tensors.len() {
+                    return Err(Error::invalid(
+                        loc(&m._tab),
+                        format!("signature_defs[{i}].{what}[{j}].tensor_index"),
+                        format!(
+                            "tensor {tensor} out of range ({} tensors in subgraph {subgraph})",
+                            graph.tensors.len()
+                        ),
+                    ));
+                }
+                maps[side].push((m.name().unwrap_or_default().to_string(), tensor));
+            }
+        }
+        let [inputs, outputs] = maps;
+        out.push(Signature { key: sig.signature_key().unwrap_or_default().to_string(), subgraph, inputs, outputs });
+    }
+    Ok(out)
 }
 
 fn check_buffers(bytes: &[u8], model: &fb::Model<'_>) -> Result<Vec<Range<usize>>> {

@@ -57,6 +57,7 @@ pub struct Model {
     /// File range of each buffer's data (empty range for buffers without data).
     buffers: Vec<Range<usize>>,
     metadata: Vec<Metadata>,
+    signatures: Vec<Signature>,
 }
 
 impl std::fmt::Debug for Model {
@@ -153,6 +154,20 @@ pub struct Metadata {
     pub buffer: usize,
 }
 
+/// A signature def: named inputs and outputs of a subgraph (what TFLite's signature runners
+/// call by name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// The signature key, e.g. `serving_default`.
+    pub key: String,
+    /// The subgraph it runs.
+    pub subgraph: usize,
+    /// Input names and their tensor indices in that subgraph, in the file's order.
+    pub inputs: Vec<(String, usize)>,
+    /// Output names and their tensor indices in that subgraph, in the file's order.
+    pub outputs: Vec<(String, usize)>,
+}
+
 impl Model {
     /// Memory-maps and verifies a model file.
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
@@ -186,6 +201,7 @@ impl Model {
             subgraphs: parsed.subgraphs,
             buffers: parsed.buffers,
             metadata: parsed.metadata,
+            signatures: parsed.signatures,
         })
     }
 
@@ -263,6 +279,11 @@ impl Model {
     /// The bytes of the metadata entry called `name`.
     pub fn metadata_bytes(&self, name: &str) -> Option<&[u8]> {
         self.metadata.iter().find(|m| m.name == name).and_then(|m| self.buffer(m.buffer))
+    }
+
+    /// The signature defs (empty when the file has none).
+    pub fn signatures(&self) -> &[Signature] {
+        &self.signatures
     }
 
     /// The minimum TFLite runtime version the converter recorded, if any.

@@ -1,0 +1,1 @@
+"""pycoral.utils: ``edgetpu`` and ``dataset``."""
