@@ -9,7 +9,9 @@
 //! - `GET /`: a status page (devices, models, live latency), no external assets.
 //!
 //! HTTP/1.1 with `Content-Length` bodies (no chunked uploads), limits on the header and body
-//! sizes, and a bearer token (`--http-token`) that any address other than loopback requires.
+//! sizes, and a token (`--http-token`) that any address other than loopback requires, sent as
+//! `Authorization: Bearer TOKEN` or, as DeepStack clients such as Frigate do, as the `api_key`
+//! form field.
 
 use crate::frigate::Shared;
 use edgetpu::vision::{open_image_bytes, Labels, Preprocess};
@@ -193,13 +195,22 @@ impl Http {
 
     fn route(&self, req: &Request) -> (u16, &'static str, Vec<u8>) {
         if let Some(token) = &self.token {
-            let ok =
+            // `Authorization: Bearer TOKEN`, or DeepStack's own way: an `api_key` form field
+            // (what Frigate's deepstack detector sends).
+            let bearer =
                 req.headers.get("authorization").is_some_and(|v| v.strip_prefix("Bearer ") == Some(token.as_str()));
-            if !ok {
+            let form_key = || {
+                let ct = req.headers.get("content-type").map(String::as_str).unwrap_or("");
+                req.method == "POST"
+                    && multipart(ct, &req.body).is_ok_and(|f| f.get("api_key").is_some_and(|k| k == token.as_bytes()))
+            };
+            if !bearer && !form_key() {
                 return (
                     401,
                     "application/json",
-                    json!({"success": false, "error": "a bearer token is required"}).to_string().into_bytes(),
+                    json!({"success": false, "error": "a token is required: Authorization: Bearer TOKEN, or an api_key form field"})
+                        .to_string()
+                        .into_bytes(),
                 );
             }
         }

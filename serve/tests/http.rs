@@ -113,6 +113,17 @@ fn a_token_is_required_where_one_is_set_and_on_open_addresses() {
     assert_eq!(request(&addr, "GET", "/metrics", &[], b"").0, 401);
     assert_eq!(request(&addr, "GET", "/metrics", &[("Authorization", "Bearer wrong")], b"").0, 401);
     assert_eq!(request(&addr, "GET", "/metrics", &[("Authorization", "Bearer s3cret")], b"").0, 200);
+    // DeepStack clients (Frigate's deepstack detector) send the key as the api_key form field.
+    let b = "KeyBoundary";
+    let with_key = |key: &str| {
+        format!("--{b}\r\nContent-Disposition: form-data; name=\"api_key\"\r\n\r\n{key}\r\n--{b}--\r\n").into_bytes()
+    };
+    let ct = format!("multipart/form-data; boundary={b}");
+    let (status, out) = request(&addr, "POST", "/v1/vision/detection", &[("Content-Type", &ct)], &with_key("s3cret"));
+    // Past the token check: this server has no detection model.
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&out));
+    let (status, _) = request(&addr, "POST", "/v1/vision/detection", &[("Content-Type", &ct)], &with_key("nope"));
+    assert_eq!(status, 401);
     server.shutdown();
     let open = Server::start(ServeOptions::default().devices(DeviceSpec::cpu()).catalog_cache(false).http("0.0.0.0:0"));
     assert!(matches!(open, Err(ServeError::OpenHttp(_))), "{open:?}");
