@@ -45,6 +45,24 @@ fn tile_fused<const R: usize, const SWAP: bool>(
             }
         }
     }
+    finish(&acc, i, j, sx, f, q, out, oc);
+}
+
+/// The folded zero-point terms and the output stage of a tile of accumulators (rows `i..`,
+/// channels `j..j + 16`, each row as two vectors of 8), storing bytes.
+#[inline]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    acc: &[[__m256i; 2]],
+    i: usize,
+    j: usize,
+    sx: &[i32],
+    f: &super::Fold,
+    q: Q8,
+    out: &mut [u8],
+    oc: usize,
+) {
     let offset = _mm256_set1_epi32(f.offset);
     let (lo, hi) = (_mm256_set1_epi32(f.min), _mm256_set1_epi32(f.max));
     if j + 16 <= oc {

@@ -17,6 +17,8 @@ use super::par::Par;
 use portable::gemm_portable;
 pub(crate) use portable::{gemm_packed_portable, gemm_u8_fused_portable};
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -417,6 +419,12 @@ pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fo
     assert!(a.len() >= m * p.kp && out.len() >= m * oc && sx.len() >= m && oc <= p.np && f.a.len() >= p.np);
     #[cfg(target_arch = "x86_64")]
     if vnni() && f.shift.iter().all(|&s| s < 31) {
+        #[cfg(target_os = "linux")]
+        if amx::available() {
+            // SAFETY: as below; AMX-INT8 was detected and granted at run time (`available`).
+            unsafe { amx::gemm_u8_fused_amx(a, m, p, sx, f, q, out, oc) };
+            return;
+        }
         // SAFETY: AVX-512 VNNI, VL and AVX2 were detected at run time (`vnni`); bounds asserted.
         unsafe { avx512::gemm_u8_fused_vnni(a, m, p, sx, f, q, out, oc) };
         return;

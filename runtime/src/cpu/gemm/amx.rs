@@ -1,0 +1,194 @@
+//! The AMX kernel (Intel Advanced Matrix Extensions, Sapphire Rapids and later): the fused byte
+//! GEMM of the convolutions with `tdpbusd` (uint8 inputs × signed weight bytes) or `tdpbsud`
+//! (int8 inputs × unsigned weight bytes) on 16 × 64-byte tiles, then the same zero-point fold
+//! and output stage as the VNNI kernel (`avx512::finish`). The accumulation is exact integer
+//! arithmetic, so the results are those of every other kernel.
+//!
+//! The weights are already in the layout AMX reads: [`super::PackedU8`] stores, for each group
+//! of 4 `k` and each output channel, the 4 bytes together, rows of `np * 4` bytes. A B tile is 16
+//! such groups (64 `k`) × 16 channels. An A tile is 16 rows × 64 bytes of the input rows.
+//!
+//! Linux lends the tile registers to a process only after `arch_prctl(ARCH_REQ_XCOMP_PERM)`;
+//! [`available`] asks once and uses AMX only when the kernel agrees. The instructions have no
+//! stable intrinsics, so they are written as single-instruction `asm!` blocks.
+#![allow(unsafe_code)]
+
+use super::{Fold, PackedU8, Q8};
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+/// `arch_prctl` request for a permission to use an extended state component.
+const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
+/// The AMX tile data state component.
+const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+
+/// Whether this CPU has AMX-INT8 and the kernel lets this process use it (asked once).
+/// `EDGETPU_CPU_ISA=avx512` keeps to the VNNI kernel.
+pub(super) fn available() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        if std::env::var_os("EDGETPU_CPU_ISA").is_some_and(|v| v == "avx512") {
+            return false;
+        }
+        let leaf = __cpuid_count(7, 0);
+        let (tile, int8) = ((leaf.edx >> 24) & 1 == 1, (leaf.edx >> 25) & 1 == 1);
+        if !(tile && int8) {
+            return false;
+        }
+        // SAFETY: arch_prctl with an integer request and argument; it changes only this
+        // process's permission to use the tile state and reports failure with -1.
+        let r = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+        if r != 0 {
+            log::debug!("the CPU has AMX but the kernel refused it ({}): using VNNI", std::io::Error::last_os_error());
+        }
+        r == 0
+    })
+}
+
+/// A tile configuration (palette 1): bytes per row and rows of tiles 0 to 7.
+#[repr(C, align(64))]
+struct Config([u8; 64]);
+
+impl Config {
+    fn new(tiles: &[(u16, u8)]) -> Config {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for (t, &(colsb, rows)) in tiles.iter().enumerate() {
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&colsb.to_le_bytes());
+            c[48 + t] = rows;
+        }
+        Config(c)
+    }
+}
+
+/// Accumulators of one block: 16 rows × 32 channels.
+#[repr(C, align(64))]
+struct Acc([[i32; 32]; 16]);
+
+macro_rules! tdp {
+    ($signed_a:expr, $c:literal, $a:literal, $b:literal) => {
+        // SAFETY: the tiles were configured (same rows for C and A, B rows × 4 = A bytes, C and
+        // B 64 bytes a row) and loaded before; the instruction touches only tile registers.
+        unsafe {
+            if $signed_a {
+                asm!(concat!("tdpbsud ", $c, ", ", $a, ", ", $b), options(nostack, nomem, preserves_flags));
+            } else {
+                asm!(concat!("tdpbusd ", $c, ", ", $a, ", ", $b), options(nostack, nomem, preserves_flags));
+            }
+        }
+    };
+}
+
+/// `tileloadd` of tile `$t` from `$base` with rows `$stride` bytes apart.
+macro_rules! load {
+    ($t:literal, $base:expr, $stride:expr) => {
+        // SAFETY: the callers check that every row the configured tile reads (`rows` rows of
+        // `colsb` bytes, `stride` apart from `base`) lies inside the slice `base` points into.
+        unsafe {
+            asm!(concat!("tileloadd ", $t, ", [{0} + {1}*1]"), in(reg) $base, in(reg) $stride,
+                 options(nostack, readonly, preserves_flags));
+        }
+    };
+}
+
+/// Fused byte GEMM and output stage over blocks of 16 rows × 32 output channels. Same contract
+/// as `gemm_u8_fused`: `a` holds `m` rows of `p.kp` bytes, `sx` their sums, and `out` gets `m`
+/// rows of `oc` bytes.
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_u8_fused_amx(
+    a: &[u8],
+    m: usize,
+    p: &PackedU8,
+    sx: &[i32],
+    f: &Fold,
+    q: Q8,
+    out: &mut [u8],
+    oc: usize,
+) {
+    let (kp, np) = (p.kp, p.np);
+    let (kfull, kt) = (kp / 64, kp % 64);
+    let signed_a = p.unsigned_weights;
+    let a = &a[..m * kp];
+    let w = &p.w[..kp / 4 * np * 4];
+    let mut acc = Acc([[0; 32]; 16]);
+    let mut configured = 0usize;
+    let mut i = 0;
+    while i < m {
+        let mr = (m - i).min(16);
+        if mr != configured {
+            let r = mr as u8;
+            // C, A, B, A tail, B tail, C2, B2, B2 tail (the tails unconfigured without a tail).
+            let (at, bt) = if kt > 0 { ((kt as u16, r), (64, (kt / 4) as u8)) } else { ((0, 0), (0, 0)) };
+            let cfg = Config::new(&[(64, r), (64, r), (64, 16), at, bt, (64, r), (64, 16), bt]);
+            // SAFETY: loads a valid palette-1 configuration from an aligned 64-byte buffer.
+            unsafe { asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+            configured = mr;
+        }
+        // Every A tile reads rows i..i + mr, bytes k0..k0 + colsb: inside `a` (asserted).
+        assert!((i + mr) * kp <= a.len());
+        let mut j = 0;
+        while j < oc {
+            let two = j + 16 < oc;
+            // Every B tile reads groups g0..g0 + rows, channels j..j + 16 (j + 32 for the
+            // second): inside `w` because j + 16 <= np (and j + 32 <= np when `two`).
+            assert!(j + if two { 32 } else { 16 } <= np);
+            // SAFETY: zeroes configured tiles.
+            unsafe { asm!("tilezero tmm0", "tilezero tmm5", options(nostack, nomem, preserves_flags)) };
+            let stride_b = np * 4;
+            for kb in 0..kfull {
+                let pa = a[i * kp + kb * 64..].as_ptr();
+                let pb = w[(kb * 16 * np + j) * 4..].as_ptr();
+                load!("tmm1", pa, kp);
+                load!("tmm2", pb, stride_b);
+                tdp!(signed_a, "tmm0", "tmm1", "tmm2");
+                if two {
+                    let pb2 = w[(kb * 16 * np + j + 16) * 4..].as_ptr();
+                    load!("tmm6", pb2, stride_b);
+                    tdp!(signed_a, "tmm5", "tmm1", "tmm6");
+                }
+            }
+            if kt > 0 {
+                let pa = a[i * kp + kfull * 64..].as_ptr();
+                let pb = w[(kfull * 16 * np + j) * 4..].as_ptr();
+                load!("tmm3", pa, kp);
+                load!("tmm4", pb, stride_b);
+                tdp!(signed_a, "tmm0", "tmm3", "tmm4");
+                if two {
+                    let pb2 = w[(kfull * 16 * np + j + 16) * 4..].as_ptr();
+                    load!("tmm7", pb2, stride_b);
+                    tdp!(signed_a, "tmm5", "tmm3", "tmm7");
+                }
+            }
+            let base = acc.0.as_mut_ptr().cast::<u8>();
+            // SAFETY: stores mr rows of 64 bytes, 128 bytes apart, into `acc` (16 rows of 128
+            // bytes): tmm0 into the first half of each row, tmm5 into the second.
+            unsafe {
+                asm!("tilestored [{0} + {1}*1], tmm0", in(reg) base, in(reg) 128usize, options(nostack, preserves_flags));
+                if two {
+                    asm!("tilestored [{0} + {1}*1], tmm5", in(reg) base.add(64), in(reg) 128usize,
+                         options(nostack, preserves_flags));
+                }
+            }
+            for (h, col) in [j, j + 16].into_iter().enumerate() {
+                if col >= oc {
+                    break;
+                }
+                let mut v = [[_mm256_setzero_si256(); 2]; 16];
+                for (r, row) in v.iter_mut().enumerate().take(mr) {
+                    let src = &acc.0[r][16 * h..16 * h + 16];
+                    // SAFETY: two unaligned 8-lane loads from a 16-element array.
+                    unsafe {
+                        row[0] = _mm256_loadu_si256(src.as_ptr().cast());
+                        row[1] = _mm256_loadu_si256(src[8..].as_ptr().cast());
+                    }
+                }
+                super::avx512::finish(&v[..mr], i, col, sx, f, q, out, oc);
+            }
+            j += 32;
+        }
+        i += mr;
+    }
+    // SAFETY: releases the tile state (so that context switches stop saving it).
+    unsafe { asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
+}
