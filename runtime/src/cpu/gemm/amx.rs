@@ -32,7 +32,7 @@ pub(super) fn available() -> bool {
         }
         let leaf = __cpuid_count(7, 0);
         let (tile, int8) = ((leaf.edx >> 24) & 1 == 1, (leaf.edx >> 25) & 1 == 1);
-        if !(tile && int8) {
+        if !(tile && int8 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")) {
             return false;
         }
         // SAFETY: arch_prctl with an integer request and argument; it changes only this
@@ -94,7 +94,7 @@ macro_rules! load {
 /// Fused byte GEMM and output stage over blocks of 16 rows × 32 output channels. Same contract
 /// as `gemm_u8_fused`: `a` holds `m` rows of `p.kp` bytes, `sx` their sums, and `out` gets `m`
 /// rows of `oc` bytes.
-#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_u8_fused_amx(
     a: &[u8],
@@ -102,7 +102,7 @@ pub(super) fn gemm_u8_fused_amx(
     p: &PackedU8,
     sx: &[i32],
     f: &Fold,
-    q: Q8,
+    _q: Q8,
     out: &mut [u8],
     oc: usize,
 ) {
@@ -174,16 +174,7 @@ pub(super) fn gemm_u8_fused_amx(
                 if col >= oc {
                     break;
                 }
-                let mut v = [[_mm256_setzero_si256(); 2]; 16];
-                for (r, row) in v.iter_mut().enumerate().take(mr) {
-                    let src = &acc.0[r][16 * h..16 * h + 16];
-                    // SAFETY: two unaligned 8-lane loads from a 16-element array.
-                    unsafe {
-                        row[0] = _mm256_loadu_si256(src.as_ptr().cast());
-                        row[1] = _mm256_loadu_si256(src[8..].as_ptr().cast());
-                    }
-                }
-                super::avx512::finish(&v[..mr], i, col, sx, f, q, out, oc);
+                finish16(&acc.0[..mr], h, i, col, sx, f, out, oc);
             }
             j += 32;
         }
@@ -191,4 +182,58 @@ pub(super) fn gemm_u8_fused_amx(
     }
     // SAFETY: releases the tile state (so that context switches stop saving it).
     unsafe { asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
+}
+
+/// The fold and output stage of 16 channels (`col..`, fewer at the end) of `acc` rows (half `h`
+/// of each), in 16-lane vectors: the arithmetic of `avx2::requant8`, lane for lane. The values
+/// are clamped to the output type's range first, so truncating them to bytes stores them for
+/// uint8 and int8 alike.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+fn finish16(acc: &[[i32; 32]], h: usize, i: usize, col: usize, sx: &[i32], f: &Fold, out: &mut [u8], oc: usize) {
+    let n = (oc - col).min(16);
+    // Per-channel terms are padded to `np` (a multiple of 16), so 16 lanes are always there.
+    let load = |v: &[i32]| {
+        let s = &v[col..col + 16];
+        // SAFETY: an unaligned 16-lane load of exactly 16 elements.
+        unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+    };
+    let (fa, fc) = (load(&f.a), load(&f.c));
+    let (m, left, right) = (load(&f.multiplier), load(&f.left), load(&f.right));
+    let offset = _mm512_set1_epi32(f.offset);
+    let (lo, hi) = (_mm512_set1_epi32(f.min), _mm512_set1_epi32(f.max));
+    let one = _mm512_set1_epi32(1);
+    let n30 = _mm512_set1_epi64(1 << 30);
+    // Right shifts and their rounding masks depend on the channel only.
+    let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+    let half = _mm512_srli_epi32::<1>(mask);
+    let m_odd = _mm512_srli_epi64::<32>(m);
+    let store_mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+    for (r, row) in acc.iter().enumerate() {
+        let src = &row[16 * h..16 * h + 16];
+        // SAFETY: an unaligned 16-lane load of exactly 16 elements.
+        let a = unsafe { _mm512_loadu_si512(src.as_ptr().cast()) };
+        let asx = match f.a_uniform {
+            Some(a0) => _mm512_set1_epi32(a0.wrapping_mul(sx[i + r])),
+            None => _mm512_mullo_epi32(fa, _mm512_set1_epi32(sx[i + r])),
+        };
+        let x = _mm512_add_epi32(_mm512_add_epi32(a, asx), fc);
+        let x = _mm512_sllv_epi32(x, left);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, m), n30);
+        let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), m_odd), n30);
+        let hm = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<31>(even), _mm512_slli_epi64::<1>(odd));
+        let rem = _mm512_and_si512(hm, mask);
+        // threshold = half + (hm < 0 ? 1 : 0); round up where rem > threshold.
+        let neg = _mm512_cmplt_epi32_mask(hm, _mm512_setzero_si512());
+        let threshold = _mm512_mask_add_epi32(half, neg, half, one);
+        let up = _mm512_cmpgt_epi32_mask(rem, threshold);
+        let v = _mm512_mask_add_epi32(_mm512_srav_epi32(hm, right), up, _mm512_srav_epi32(hm, right), one);
+        let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, offset), lo), hi);
+        let at = (i + r) * oc + col;
+        let dst = &mut out[at..at + n];
+        // Already clamped to the output type's range: truncating to bytes keeps the value.
+        // SAFETY: a masked store of `n` bytes into `dst`, which holds exactly `n`.
+        unsafe { _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().cast(), store_mask, v) };
+    }
 }
