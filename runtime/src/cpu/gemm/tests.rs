@@ -138,14 +138,15 @@ fn requantize_matches_scalar_everywhere() {
 }
 
 proptest! {
-    /// The fused byte GEMM (AVX-512 VNNI or aarch64 dotprod, where the CPU has it) against the
-    /// portable one: any bytes, both signedness layouts, uniform or per-channel fold terms, any
-    /// depth (tails of the 16-byte steps) and channel count (partial tiles).
+    /// The fused byte GEMM (AMX, AVX-512 VNNI or aarch64 dotprod, where the CPU has it) against
+    /// the portable one: any bytes, both signedness layouts, uniform or per-channel fold terms,
+    /// any depth (tails of the 16-byte steps and of AMX's 64-byte tiles), row count (several
+    /// 16-row AMX blocks and a partial one) and channel count (partial tiles).
     #[test]
     fn gemm_u8_fused_matches_portable(
-        m in 1usize..=11,
+        m in 1usize..=40,
         oc in 1usize..=40,
-        k in 1usize..=70,
+        k in 1usize..=200,
         unsigned_weights in any::<bool>(),
         uniform in any::<bool>(),
         seed in any::<u64>(),
