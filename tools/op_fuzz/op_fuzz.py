@@ -208,7 +208,9 @@ def conv_like(kind):
         bias = -1
         if kind != "fc" or c.coin(0.8):
             bs = (np.float32(qi[0]) * ws.astype(np.float32)).astype(np.float64)
-            bias = c.t([nch], "int32", (bs, np.zeros(nch, int)), c.values("int32", [nch], -5000, 5000), qdim=0)
+            if not per_channel:
+                bs = bs[:1]
+            bias = c.t([nch], "int32", (bs, np.zeros(len(bs), int)), c.values("int32", [nch], -5000, 5000), qdim=0)
         if kind == "fc":
             if c.coin(0.3):
                 x = c.t([batch, depth], dt, qi)
@@ -400,7 +402,7 @@ def concat(c, dt):
     base = c.shape(rank, 1, 5)
     axis = c.int(-rank, rank - 1)
     ins = []
-    same_q = dt not in QUANT or c.coin(0.4)
+    same_q = dt != "uint8" or c.coin(0.4)  # the reference requantizes uint8 inputs only
     q = c.q(dt)
     for _ in range(c.int(1, 4)):
         s = list(base)
@@ -676,7 +678,9 @@ def transpose_conv(c, dt):
             bias = c.t([cout], dt, None, c.values(dt, [cout]))
         else:
             bs = (np.float32(qi[0]) * ws.astype(np.float32)).astype(np.float64)
-            bias = c.t([cout], "int32", (bs, np.zeros(cout, int)), c.values("int32", [cout], -5000, 5000))
+            if dt == "uint8":
+                bs = bs[:1]
+            bias = c.t([cout], "int32", (bs, np.zeros(len(bs), int)), c.values("int32", [cout], -5000, 5000))
     x = c.t([n, h, w, cin], dt, qi)
     opt = options(fb.TransposeConvOptionsT, padding=fb.Padding.SAME if same else fb.Padding.VALID, strideH=sh, strideW=sw,
                   fusedActivationFunction=c.pick(ACT[:3]))
@@ -956,6 +960,7 @@ def main():
     ap.add_argument("--ops", default="", help="comma-separated op names (default: all)")
     ap.add_argument("--types", default="", help="comma-separated types (default: all the op supports)")
     ap.add_argument("--keep", help="directory for differing and failing cases")
+    ap.add_argument("--why", action="store_true", help="print the reference's most frequent reasons to refuse")
     ap.add_argument("--list", action="store_true", help="print the fuzzed ops and types and the exempt ops")
     a = ap.parse_args()
 
@@ -1013,6 +1018,9 @@ def main():
                     diffs.append(((name, dt), f"{name} {dt} (--seed {a.seed}, model {k - 1}): {status}: {detail}{where}"))
             compared = st["same"] + st["differ"] + st["failed"]
             rows.append((name, dt, st["generated"], st["skip"], compared, st["differ"], st["failed"]))
+            if a.why and reasons:
+                for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:
+                    print(f"skipped {name} {dt}: {n} x {r}")
             if compared == 0:
                 top = max(reasons, key=reasons.get) if reasons else "no model generated"
                 problems.append(f"{name} {dt}: no model compared (the reference refused {st['skip']}; e.g. {top})")
