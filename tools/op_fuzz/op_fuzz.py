@@ -261,7 +261,7 @@ def arith(code):
         else:
             b = c.t(b_s, dt, c.q(dt))
         y = c.t(o_s, dt, c.q(dt))
-        act = c.pick(ACT[:3]) if dt != "int32" else c.pick([ACT[0], ACT[1], ACT[2]])
+        act = c.pick(ACT[:3])
         if code in (B.DIV, B.FLOOR_DIV):
             # no division by zero (undefined for int32 in TFLite)
             if dt == "int32":
