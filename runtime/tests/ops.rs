@@ -60,6 +60,8 @@ cases! {
     batch_to_space_f32,
     batch_to_space_i8_3d,
     batch_to_space_u8_crops,
+    fuzz_pad_u8_i64_paddings,
+    fuzz_padv2_f32_i64_paddings,
     depth_to_space_f32,
     depth_to_space_i8_bs3,
     depth_to_space_u8,

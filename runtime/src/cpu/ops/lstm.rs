@@ -34,9 +34,18 @@ const CELL_STATE: usize = 19;
 const LAYER_NORM: [usize; 4] = [20, 21, 22, 23];
 
 /// Sign with which the hidden zero point enters `CwiseMul(int16, int16 -> int8)` (`value +=
-/// output_zp`); the projection bias folds in `-hidden_zp * row_sum` to match. (Older TFLite
-/// sources subtract it in `CwiseMul` and add it in the bias; ai-edge-litert 2.3.0 BUILTIN_REF adds it.)
-const HIDDEN_ZP_SIGN: i32 = 1;
+/// sign * hidden_zp`, then the clamp to int8); with a projection, its bias folds in `-sign *
+/// hidden_zp * row_sum` to match. ai-edge-litert 2.3.0 BUILTIN_REF adds the zero point when the
+/// hidden state is the output (no projection) and subtracts it (adding it back through the
+/// projection bias) when a projection follows. The two agree but where the hidden value
+/// saturates; randomized tests against the reference (tools/op_fuzz) found the difference.
+fn hidden_zp_sign(use_projection: bool) -> i32 {
+    if use_projection {
+        -1
+    } else {
+        1
+    }
+}
 
 /// One gate's constants.
 struct Gate {
@@ -78,6 +87,7 @@ struct LstmInteger {
     cell_clip: i16,
     proj_clip: i8,
     hidden_scale: (i32, i32),
+    /// The hidden zero point with its sign ([`hidden_zp_sign`]).
     hidden_zp: i32,
     output_state_zp: i32,
 }
@@ -269,7 +279,7 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         let s = per_tensor(ctx, ctx.input(PROJECTION_WEIGHTS)?, "projection weights")?.0;
         let bias = if present(PROJECTION_BIAS) { Some(const_i32(ctx, PROJECTION_BIAS, n_output)?) } else { None };
         Some(Projection {
-            bias: effective_bias(&weights, n_cell, -HIDDEN_ZP_SIGN * hidden_zp, bias.as_deref()),
+            bias: effective_bias(&weights, n_cell, -hidden_zp_sign(true) * hidden_zp, bias.as_deref()),
             weights,
             scale: quantize_multiplier((s * inter_scale[4] / output_state_scale) as f64),
         })
@@ -293,7 +303,7 @@ pub(crate) fn build(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         cell_clip,
         proj_clip,
         hidden_scale: quantize_multiplier(hidden as f64),
-        hidden_zp,
+        hidden_zp: hidden_zp_sign(use_projection) * hidden_zp,
         output_state_zp,
     };
     let scratch = kernel.scratch_layout().total;
@@ -370,7 +380,7 @@ impl LstmInteger {
         for (t, &cv) in ig.iter_mut().zip(c.iter()) {
             *t = tanh16(cv, bits);
         }
-        cwise_mul_scale(og, ig, self.hidden_scale, HIDDEN_ZP_SIGN * self.hidden_zp, hidden);
+        cwise_mul_scale(og, ig, self.hidden_scale, self.hidden_zp, hidden);
         let h = &mut h[..nb * self.n_output];
         match &self.projection {
             Some(p) => {
@@ -594,7 +604,9 @@ mod tests {
 
     /// Generated one-op models (tests/data/lstm/*.tflite, made with the flatbuffer schema and run
     /// through ai-edge-litert 2.3.0 BUILTIN_REF): CIFG, peephole, projection (narrower and wider than the
-    /// cells, with and without bias and clip), layer norm, time-major, several batches.
+    /// cells, with and without bias and clip), layer norm, time-major, several batches; and
+    /// `projection_saturated_hidden`, a random model of tools/op_fuzz whose hidden state saturates
+    /// before the projection (see [`hidden_zp_sign`]).
     #[test]
     fn generated_variants_match_tflite() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/lstm");
@@ -605,6 +617,7 @@ mod tests {
             "layer_norm_peephole_projection",
             "layer_norm_cifg",
             "projection_wide",
+            "projection_saturated_hidden",
         ] {
             let got = run_node(&dir.join(format!("{name}.tflite")), 0, &data(&format!("{name}.in.bin")))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

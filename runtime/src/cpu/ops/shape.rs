@@ -283,8 +283,9 @@ pub(crate) fn build_pad(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     if rank == 0 || rank > 8 {
         return Err(ctx.err(format!("rank {rank} is not supported (1 to 8)")));
     }
-    let pads = le_i32(ctx.constant(1)?);
-    if pads.len() != rank * 2 || pads.iter().any(|&p| p < 0) {
+    // int32 or int64 paddings, as in TFLite.
+    let pads = super::view::const_ints(ctx, 1)?;
+    if pads.len() != rank * 2 || pads.iter().any(|&p| !(0..=i64::from(i32::MAX)).contains(&p)) {
         return Err(ctx.err(format!("paddings {pads:?} do not fit rank {rank} (non-negative, 2 per dimension)")));
     }
     let es = elem_size(ctx, input.dtype)?;
