@@ -62,6 +62,9 @@ class Case:
         self.r = rng
         self.tensors, self.buffers = [], [fb.BufferT()]
         self.feeds = {}  # tensor index -> array to feed instead of random values
+        # TFLite's kernels to compare with: the reference ones, except where they are wrong
+        # (int8 SUM, see `reduce_sum`).
+        self.resolver = OpResolverType.BUILTIN_REF
 
     # --- random helpers
     def int(self, lo, hi):  # inclusive
@@ -529,6 +532,41 @@ def mean(c, dt):
                 options(fb.ReducerOptionsT, keepDims=keep))
 
 
+def reduce_sum(c, dt):
+    # As MEAN, with SUM. TFLite's reference SUM reads and writes int8 tensors as uint8 (reduce.cc,
+    # the kReference branch of QuantizedMeanOrSum), so int8 is compared with its default kernel,
+    # which the runtime follows.
+    if dt == "int8":
+        c.resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    rank = c.int(1, 5)
+    s = c.shape(rank, 1, 6)
+    axes = sorted(set(int(a) for a in c.r.integers(-rank, rank, size=c.int(1, rank))))
+    keep = c.coin()
+    red = {a % rank for a in axes}
+    out = [1 if i in red else v for i, v in enumerate(s)] if keep else [v for i, v in enumerate(s) if i not in red]
+    q = c.q(dt)
+    qo = q if c.coin(0.3) else c.q(dt, 0.01, 4.0)
+    return c.op(B.SUM, [c.t(s, dt, q), c.const(axes)], [c.t(out, dt, qo)], O.ReducerOptions,
+                options(fb.ReducerOptionsT, keepDims=keep))
+
+
+def gather(c, dt):
+    ps = c.shape(c.int(1, 4), 1, 6)
+    rank = len(ps)
+    axis = c.int(0, rank - 1)
+    bd = c.int(0, axis) if c.coin(0.3) else 0
+    lead = ps[:bd] + c.shape(c.int(0, 2), 1, 4)
+    idx = c.r.integers(0, ps[axis], size=lead).astype(np.int64 if c.coin(0.3) else np.int32)
+    q = c.q(dt)
+    x = c.t(ps, dt, q)
+    ity = "int64" if idx.dtype == np.int64 else "int32"
+    it = c.const(idx, ity) if c.coin() else c.feed(c.t(list(idx.shape), ity), idx)
+    out = ps[:axis] + list(idx.shape[bd:]) + ps[axis + 1:]
+    ax = axis - rank if c.coin(0.3) else axis
+    return c.op(B.GATHER, [x, it], [c.t(out, dt, q)], O.GatherOptions,
+                options(fb.GatherOptionsT, axis=ax, batchDims=bd))
+
+
 def argminmax(code):
     def gen(c, dt):
         rank = c.int(1, 5)
@@ -823,6 +861,8 @@ GEN = {
     "PADV2": (LAYOUT, pad(B.PADV2)),
     "GATHER_ND": (LAYOUT, gather_nd),
     "MEAN": (QUANT + ("float32",), mean),
+    "SUM": (QUANT + ("float32",), reduce_sum),
+    "GATHER": (LAYOUT, gather),
     "ARG_MAX": (QUANT + ("int32", "float32"), argminmax(B.ARG_MAX)),
     "ARG_MIN": (QUANT + ("int32", "float32"), argminmax(B.ARG_MIN)),
     "RESIZE_BILINEAR": (QUANT + ("float32",), resize(B.RESIZE_BILINEAR)),
@@ -862,8 +902,8 @@ def interpreter_ops():
     return names
 
 
-def reference(blob):
-    it = Interpreter(model_content=blob, experimental_op_resolver_type=OpResolverType.BUILTIN_REF, num_threads=1)
+def reference(blob, resolver=OpResolverType.BUILTIN_REF):
+    it = Interpreter(model_content=blob, experimental_op_resolver_type=resolver, num_threads=1)
     it.allocate_tensors()
     return it
 
@@ -872,7 +912,7 @@ def one(edgetpu, work, case, threads):
     """Runs one case; returns (status, detail, blob, feeds, want) with status skip|same|differ|failed."""
     blob = case.blob()
     try:
-        ref = reference(blob)
+        ref = reference(blob, case.resolver)
         # Output shapes the op computes: take the reference's, then rebuild.
         changed = False
         for t, d in zip(case.outs, ref.get_output_details()):
@@ -881,7 +921,7 @@ def one(edgetpu, work, case, threads):
                 changed = True
         if changed:
             blob = case.blob()
-            ref = reference(blob)
+            ref = reference(blob, case.resolver)
         feeds = []
         for t, d in zip(case.inputs(), ref.get_input_details()):
             x = case.feeds.get(t)
