@@ -160,6 +160,20 @@ impl Q8 {
     }
 }
 
+/// The values of constant input `i` as axes: int32, or also int64 with `wide` (where TFLite takes
+/// both, as ARG_MAX does; its reducers and SPLIT take int32 only).
+pub(crate) fn const_axes(ctx: &BuildCtx<'_>, i: usize, wide: bool) -> Result<Vec<i32>> {
+    let t = ctx.input(i)?.dtype;
+    if t != TensorType::INT32 && !(wide && t == TensorType::INT64) {
+        let want = if wide { "int32 or int64" } else { "int32" };
+        return Err(ctx.err(format!("the axis tensor has type {}; this op takes {want} axes", t.name())));
+    }
+    super::view::const_ints(ctx, i)?
+        .into_iter()
+        .map(|v| i32::try_from(v).map_err(|_| ctx.err(format!("axis {v} is out of range"))))
+        .collect()
+}
+
 /// Reads int32 values from little-endian bytes.
 pub(crate) fn le_i32(b: &[u8]) -> Vec<i32> {
     b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()

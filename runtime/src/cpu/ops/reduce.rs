@@ -1,6 +1,6 @@
 //! MEAN, SUM and ARG_MAX / ARG_MIN.
 
-use super::common::{axis, le_i32, set_output_shape, Q8};
+use super::common::{axis, const_axes, set_output_shape, Q8};
 use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel};
 use crate::cpu::quant;
 use crate::error::Result;
@@ -41,7 +41,7 @@ pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>, sum: bool) -> Result<Built> {
     if rank > 8 {
         return Err(ctx.err(format!("rank {rank} is not supported (at most 8)")));
     }
-    let axes = le_i32(ctx.constant(1)?);
+    let axes = const_axes(ctx, 1, false)?;
     let mut reduce = vec![false; rank];
     for &a in &axes {
         reduce[axis(ctx, a, rank)?] = true;
@@ -199,7 +199,7 @@ enum ArgIn {
 pub(crate) fn build_arg_min_max(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let input = ctx.input(0)?.clone();
     let rank = input.shape.len();
-    let a = *le_i32(ctx.constant(1)?).first().ok_or_else(|| ctx.err("the axis tensor is empty"))?;
+    let a = *const_axes(ctx, 1, true)?.first().ok_or_else(|| ctx.err("the axis tensor is empty"))?;
     let ax = axis(ctx, a, rank)?;
     let mut shape = input.shape.clone();
     shape.remove(ax);

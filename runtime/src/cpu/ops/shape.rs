@@ -172,7 +172,8 @@ impl Kernel for Cut {
 }
 
 pub(crate) fn build_split(ctx: &mut BuildCtx<'_>) -> Result<Built> {
-    let axis_v = *le_i32(ctx.constant(0)?).first().ok_or_else(|| ctx.err("the axis tensor is empty"))?;
+    let axis_v =
+        *super::common::const_axes(ctx, 0, false)?.first().ok_or_else(|| ctx.err("the axis tensor is empty"))?;
     let input = ctx.input(1)?.clone();
     let rank = input.shape.len();
     let ax = axis(ctx, axis_v, rank)?;
