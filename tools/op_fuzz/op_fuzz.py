@@ -519,13 +519,19 @@ def gather_nd(c, dt):
     return c.op(B.GATHER_ND, [x, it], [c.t(lead + ps[depth:], dt, q)])
 
 
-def mean(c, dt):
+def reduced(c, hi):
+    """Input shape, axes, keep_dims and output shape of a reducer."""
     rank = c.int(1, 5)
-    s = c.shape(rank, 1, 8)
+    s = c.shape(rank, 1, hi)
     axes = sorted(set(int(a) for a in c.r.integers(-rank, rank, size=c.int(1, rank))))
     keep = c.coin()
     red = {a % rank for a in axes}
     out = [1 if i in red else v for i, v in enumerate(s)] if keep else [v for i, v in enumerate(s) if i not in red]
+    return s, axes, keep, out
+
+
+def mean(c, dt):
+    s, axes, keep, out = reduced(c, 8)
     same = c.coin(0.3)
     q = c.q(dt)
     return c.op(B.MEAN, [c.t(s, dt, q), c.const(axes)], [c.t(out, dt, q if same else c.q(dt))], O.ReducerOptions,
@@ -538,12 +544,7 @@ def reduce_sum(c, dt):
     # which the runtime follows.
     if dt == "int8":
         c.resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    rank = c.int(1, 5)
-    s = c.shape(rank, 1, 6)
-    axes = sorted(set(int(a) for a in c.r.integers(-rank, rank, size=c.int(1, rank))))
-    keep = c.coin()
-    red = {a % rank for a in axes}
-    out = [1 if i in red else v for i, v in enumerate(s)] if keep else [v for i, v in enumerate(s) if i not in red]
+    s, axes, keep, out = reduced(c, 6)
     q = c.q(dt)
     qo = q if c.coin(0.3) else c.q(dt, 0.01, 4.0)
     return c.op(B.SUM, [c.t(s, dt, q), c.const(axes)], [c.t(out, dt, qo)], O.ReducerOptions,
