@@ -79,7 +79,47 @@ pub fn recv(sock: &UnixStream, limit: usize) -> io::Result<Message> {
     }
     let mut body = vec![0u8; rest];
     (&*sock).read_exact(&mut body)?;
-    let hlen = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    parse_body(body, fd)
+}
+
+/// Decodes one whole message held in memory (its length prefix included), as [`recv`] reads it
+/// from a socket: a message over `limit` bytes, a length that disagrees with `bytes`, an
+/// oversized header or one that is not JSON is an error.
+///
+/// ```
+/// let msg = edgetpu_client::wire::decode(b"\x08\x00\x00\x00\x02\x00\x00\x00{}xy", 1024).unwrap();
+/// assert!(msg.header.is_object());
+/// assert_eq!(msg.payload, b"xy");
+/// assert!(edgetpu_client::wire::decode(b"\x08\x00\x00\x00\x09\x00\x00\x00{}xy", 1024).is_err());
+/// ```
+pub fn decode(bytes: &[u8], limit: usize) -> io::Result<Message> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    let len: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|l| l.try_into().ok())
+        .ok_or_else(|| invalid(format!("a message of {} bytes has no length", bytes.len())))?;
+    let rest = u32::from_le_bytes(len) as usize;
+    if rest < 4 || rest > limit {
+        return Err(invalid(format!("a {rest}-byte message (the limit is {limit} bytes, the least 4)")));
+    }
+    if bytes.len() - 4 != rest {
+        return Err(invalid(format!("a {rest}-byte message in {} bytes", bytes.len() - 4)));
+    }
+    parse_body(bytes[4..].to_vec(), None)
+}
+
+/// The header and payload of a message body (`rest` bytes).
+fn parse_body(mut body: Vec<u8>, fd: Option<OwnedFd>) -> io::Result<Message> {
+    let rest = body.len();
+    let hlen = match body.get(..4) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a {rest}-byte message has no header length"),
+            ))
+        }
+    };
     if hlen > rest - 4 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

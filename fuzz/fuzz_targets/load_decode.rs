@@ -1,5 +1,6 @@
 //! Fuzz target: load a model from bytes and decode every Edge TPU package in it.
-//! Run with `cargo fuzz run load_decode` (nightly); `runtime/tests/malformed.rs` replays the corpus.
+//! Run with `RUSTC_BOOTSTRAP=1 cargo fuzz run load_decode -s none` (see fuzz/README.md);
+//! `runtime/tests/malformed.rs` replays the corpus.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

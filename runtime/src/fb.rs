@@ -1,6 +1,6 @@
 //! Glue between the flatbuffers verifier and the runtime's errors.
 //!
-//! The generated readers (flatc 2.0.8 with the flatbuffers 2.x crate) trust the buffer they read:
+//! The generated readers (flatc 25.12.19 with the flatbuffers 25 crate) trust the buffer they read:
 //! following an offset of an unverified buffer can read out of bounds (RUSTSEC-2021-0122). The
 //! runtime therefore (1) verifies every buffer with the verifier before the first read, (2) keeps
 //! the generated modules private, and (3) re-derives roots only from buffers that passed
@@ -19,20 +19,15 @@ fn verifier_options() -> VerifierOptions {
     }
 }
 
-/// Runs the verifier on `buf` as a `T` root. A panic inside the dependency's verifier (possible
-/// only in builds with overflow checks on, on hostile offsets) becomes an error too.
+/// Runs the verifier on `buf` as a `T` root. The verifier of the flatbuffers 25 crate does its
+/// offset arithmetic with checked and saturating operations, so hostile offsets give an error,
+/// never a panic, with or without overflow checks (`runtime/tests/abort_check.rs` runs the
+/// malformed corpus under `panic = "abort"`).
 pub(crate) fn verify<'b, T>(buf: &'b [u8], base: usize, what: &str) -> Result<T::Inner, Error>
 where
     T: 'b + flatbuffers::Follow<'b> + flatbuffers::Verifiable,
 {
-    let opts = verifier_options();
-    match std::panic::catch_unwind(|| flatbuffers::root_with_opts::<T>(&opts, buf)) {
-        Ok(Ok(root)) => Ok(root),
-        Ok(Err(e)) => Err(invalid(&e, base, what)),
-        Err(_) => {
-            Err(Error::invalid(base, what.to_string(), "offsets in the flatbuffer overflow; the file is corrupt"))
-        }
-    }
+    flatbuffers::root_with_opts::<T>(&verifier_options(), buf).map_err(|e| invalid(&e, base, what))
 }
 
 /// Turns a verifier error into an [`Error::InvalidModel`] with an absolute byte offset.
@@ -100,9 +95,11 @@ pub(crate) fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
 }
 
 /// Reads a bool field as a byte: the generated accessors transmute the byte into a `bool`, which
-/// is undefined behaviour for values other than 0 and 1 in a malformed file.
+/// is undefined behaviour for values other than 0 and 1 in a malformed file. The read is a
+/// bounds-checked slice access on a table the verifier accepted.
 pub(crate) fn get_bool(tab: &flatbuffers::Table<'_>, slot: flatbuffers::VOffsetT) -> bool {
-    tab.get::<u8>(slot, Some(0)).unwrap_or(0) != 0
+    let field = tab.vtable().get(slot) as usize;
+    field != 0 && tab.buf().get(tab.loc().saturating_add(field)).is_some_and(|b| *b != 0)
 }
 
 /// `part` (a slice the verifier found inside `file`) as a slice of `file`; an absent part becomes

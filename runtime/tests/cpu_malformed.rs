@@ -395,3 +395,45 @@ fn one_variable_tensor_twice_as_lstm_state_is_an_error() {
     let err = r.unwrap_or_else(|_| panic!("panicked: {caught}")).expect_err("the state tensor repeats");
     assert!(err.to_string().contains("repeats"), "{err}");
 }
+
+#[test]
+fn arena_over_the_limit_is_refused_at_build_naming_the_largest_tensor() {
+    let path = common::testdata().join("mobilenet_v1_0.25_128_quant.tflite");
+    let model = Arc::new(Model::open(&path).unwrap());
+    let it = Interpreter::new(model.clone(), &Options { threads: 1, ..Options::default() }).unwrap();
+    let sg = &model.subgraphs()[0];
+    let largest = it
+        .plan()
+        .tensors()
+        .iter()
+        .filter(|t| model.tensor_data(&sg.tensors[t.index]).is_none())
+        .max_by_key(|t| t.byte_len())
+        .unwrap()
+        .clone();
+    // Every tensor fits under the limit on its own; the arena as a whole does not.
+    let limit = largest.byte_len();
+    assert!(it.arena_bytes() > limit, "arena {} bytes, largest tensor {limit}", it.arena_bytes());
+    drop(it);
+    let err = Interpreter::new(model.clone(), &Options { threads: 1, max_arena_bytes: limit, ..Options::default() })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.kind(), edgetpu::ErrorKind::Unsupported, "{msg}");
+    assert!(msg.contains(&format!("the largest is tensor {} ({:?}", largest.index, largest.name)), "{msg}");
+    assert!(msg.contains(&format!("more than the limit of {limit} (Options::max_arena_bytes)")), "{msg}");
+    assert!(msg.contains("mobilenet_v1_0.25_128_quant.tflite"), "{msg}");
+    // The builder of the public API takes the same path.
+    let Err(err) = edgetpu::Interpreter::builder(model)
+        .device(edgetpu::DeviceSpec::cpu())
+        .threads(1)
+        .max_arena_bytes(limit)
+        .build()
+    else {
+        panic!("an arena over the limit was built");
+    };
+    assert!(err.to_string().contains(&format!("the largest is tensor {}", largest.index)), "{err}");
+    // One byte under a single tensor's size names that tensor in the per-tensor check.
+    let model = Arc::new(Model::open(&path).unwrap());
+    let err =
+        Interpreter::new(model, &Options { threads: 1, max_arena_bytes: limit - 1, ..Options::default() }).unwrap_err();
+    assert!(err.to_string().contains("takes") && err.to_string().contains("tensor "), "{err}");
+}

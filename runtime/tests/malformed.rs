@@ -173,3 +173,18 @@ fn tensor_index_out_of_range_is_named() {
     let t = &model.subgraphs()[0].tensors[0];
     assert_eq!(model.tensor_data(t), Some(&[1u8, 2, 3, 4][..]));
 }
+
+#[test]
+fn vtable_offset_of_i32_min_is_an_error() {
+    // A seed of the fuzz corpus (fuzz/make_corpus.py): the root table's vtable offset is i32::MIN.
+    // The flatbuffers 2.x verifier panicked on it with overflow checks on (abs() of i32::MIN); the
+    // test profile has them on for every crate.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/load_decode/soffset_i32_min");
+    let bytes = std::fs::read(&path).unwrap();
+    let root = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    assert_eq!(bytes[root..root + 4], i32::MIN.to_le_bytes());
+    let err = expect_invalid(bytes, "soffset i32::MIN");
+    assert_eq!(err.kind(), ErrorKind::InvalidModel);
+    assert!(err.to_string().contains("vtable offset -2147483648 points outside the buffer"), "{err}");
+    assert_eq!(err.location().unwrap().offset, root, "{err}");
+}

@@ -270,3 +270,19 @@ fn a_directory_given_as_a_model_says_so() {
     let e = edgetpu::Model::open(common::testdata()).unwrap_err();
     assert!(e.to_string().contains("is a directory, not a model file"), "{e}");
 }
+
+#[test]
+fn jpeg_with_a_second_component_sampled_finer_is_refused_not_a_panic() {
+    // Found by the image_preprocess fuzz target (its first byte is the target's selector): a
+    // progressive JPEG whose 2x2-sampled component is the second one made the JPEG decoder
+    // underneath panic in its upsampler.
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/image_preprocess");
+    let crash = std::fs::read(corpus.join("crash_jpeg_second_component_sampled_finer")).unwrap();
+    let err = edgetpu::vision::open_image_bytes(&crash[1..]).unwrap_err();
+    assert_eq!(err.kind(), edgetpu::ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("component 2 is sampled 2x2, more finely than the first (1x1)"), "{err}");
+    // The seed it was mutated from, a progressive 4:2:0 JPEG, decodes.
+    let seed = std::fs::read(corpus.join("jpeg_rgb_6")).unwrap();
+    let img = edgetpu::vision::open_image_bytes(&seed[1..]).unwrap();
+    assert_eq!((img.width(), img.height()), (7, 5));
+}

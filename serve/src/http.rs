@@ -72,10 +72,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read_request(r: &mut BufReader<&TcpStream>, max_body: usize) -> Result<Option<Request>, Failure> {
+fn read_request<R: BufRead>(r: &mut R, max_body: usize) -> Result<Option<Request>, Failure> {
     let mut line = String::new();
     let mut header_bytes = 0usize;
-    let mut read_line = |r: &mut BufReader<&TcpStream>, line: &mut String| -> Result<usize, Failure> {
+    let mut read_line = |r: &mut R, line: &mut String| -> Result<usize, Failure> {
         line.clear();
         let n = r.by_ref().take(8193).read_line(line).map_err(|e| fail(400, e.to_string()))?;
         header_bytes += n;
@@ -120,6 +120,21 @@ fn read_request(r: &mut BufReader<&TcpStream>, max_body: usize) -> Result<Option
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).map_err(|e| fail(400, format!("reading the body: {e}")))?;
     Ok(Some(Request { method, path, headers, body }))
+}
+
+/// Parses one request from `bytes` as [`Http::serve`] reads it from a connection, then its
+/// `multipart/form-data` body when it has one: the parsers a client reaches before any model
+/// runs, for the fuzz target `http_request`. `Ok(Some(n))`: a request with `n` form fields;
+/// `Ok(None)`: an empty connection; an error is the HTTP status and message the server would
+/// answer with.
+#[doc(hidden)]
+pub fn parse_request(bytes: &[u8], max_body: usize) -> Result<Option<usize>, (u16, String)> {
+    let Some(req) = read_request(&mut std::io::Cursor::new(bytes), max_body)? else { return Ok(None) };
+    let fields = match req.headers.get("content-type") {
+        Some(ct) if ct.to_ascii_lowercase().starts_with("multipart/") => multipart(ct, &req.body)?.len(),
+        _ => 0,
+    };
+    Ok(Some(fields))
 }
 
 /// The fields of a `multipart/form-data` body: name → bytes.

@@ -155,9 +155,27 @@ impl Interpreter {
             .and_then(|a| a.checked_add(plan.scratch_bytes.checked_mul(threads.max(1))?));
         if needed.is_none_or(|n| n > limit) {
             let needed = needed.map_or("more than usize::MAX".to_string(), |n| n.to_string());
+            // Name the largest tensor of the arena: the first place to look for a shape gone wrong.
+            let largest = plan
+                .locs
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| matches!(l, plan::Loc::Slot(_)))
+                .filter_map(|(t, _)| plan.tensors.get(t))
+                .max_by_key(|t| t.byte_len())
+                .map_or(String::new(), |t| {
+                    format!(
+                        "; the largest is tensor {} ({:?}, {} {:?}) of {} bytes",
+                        t.index,
+                        t.name,
+                        t.dtype.name(),
+                        t.shape,
+                        t.byte_len()
+                    )
+                });
             let err = Error::unsupported(format!(
                 "the model needs {needed} bytes of activations ({} tensor slots, {} bytes of scratch per \
-                 thread, {threads} threads), more than the limit of {limit} (Options::max_arena_bytes)",
+                 thread, {threads} threads){largest}, more than the limit of {limit} (Options::max_arena_bytes)",
                 plan.slot_bytes.len(),
                 plan.scratch_bytes
             ));

@@ -38,7 +38,7 @@ pub(super) struct Parsed {
 }
 
 fn loc(tab: &flatbuffers::Table<'_>) -> usize {
-    tab.loc
+    tab.loc()
 }
 
 /// Verifies the flatbuffer and checks every cross-reference.
@@ -155,12 +155,12 @@ fn parse_signatures(model: &fb::Model<'_>, subgraphs: &[Subgraph]) -> Result<Vec
 fn check_buffers(bytes: &[u8], model: &fb::Model<'_>) -> Result<Vec<Range<usize>>> {
     let mut out = Vec::new();
     for (i, b) in model.buffers().iter().flatten().enumerate() {
-        let range = if let Some(data) = b.data() {
+        let range = if let Some(data) = b.data().map(|v| v.bytes()) {
             let start = offset_in(bytes, data);
             start..start + data.len()
         } else if b.offset() > 1 {
             // Models over 2 GiB keep buffer data after the flatbuffer, addressed from the file start.
-            let (off, size) = (b.offset(), b.size_());
+            let (off, size) = (b.offset(), b.size());
             let end = off.checked_add(size).filter(|&e| e <= bytes.len() as u64);
             match end {
                 Some(end) => off as usize..end as usize,
@@ -234,7 +234,7 @@ fn parse_subgraph(
                 })
                 .collect()
         };
-        let custom_options = if let Some(c) = op.custom_options() {
+        let custom_options = if let Some(c) = op.custom_options().map(|v| v.bytes()) {
             let start = offset_in(bytes, c);
             Some(start..start + c.len())
         } else if op.large_custom_options_size() > 0 {

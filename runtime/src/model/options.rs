@@ -127,14 +127,14 @@ pub(super) fn decode(op: &fb::Operator<'_>) -> OpOptions {
     let mut o = OpOptions { dilation_w: 1, dilation_h: 1, beta: 1.0, ..OpOptions::default() };
     let pad = |p: fb::Padding| if p == fb::Padding::VALID { Padding::Valid } else { Padding::Same };
     let act = Activation::from_fb;
-    if let Some(x) = op.builtin_options_as_conv_2doptions() {
+    if let Some(x) = op.builtin_options_as_conv_2_doptions() {
         o.padding = pad(x.padding());
         o.stride_w = x.stride_w();
         o.stride_h = x.stride_h();
         o.dilation_w = x.dilation_w_factor();
         o.dilation_h = x.dilation_h_factor();
         o.activation = act(x.fused_activation_function());
-    } else if let Some(x) = op.builtin_options_as_depthwise_conv_2doptions() {
+    } else if let Some(x) = op.builtin_options_as_depthwise_conv_2_doptions() {
         o.padding = pad(x.padding());
         o.stride_w = x.stride_w();
         o.stride_h = x.stride_h();
@@ -142,7 +142,7 @@ pub(super) fn decode(op: &fb::Operator<'_>) -> OpOptions {
         o.dilation_h = x.dilation_h_factor();
         o.depth_multiplier = x.depth_multiplier();
         o.activation = act(x.fused_activation_function());
-    } else if let Some(x) = op.builtin_options_as_pool_2doptions() {
+    } else if let Some(x) = op.builtin_options_as_pool_2_doptions() {
         o.padding = pad(x.padding());
         o.stride_w = x.stride_w();
         o.stride_h = x.stride_h();
@@ -170,7 +170,7 @@ pub(super) fn decode(op: &fb::Operator<'_>) -> OpOptions {
         o.activation = act(x.fused_activation_function());
     } else if let Some(x) = op.builtin_options_as_div_options() {
         o.activation = act(x.fused_activation_function());
-    } else if let Some(x) = op.builtin_options_as_l2norm_options() {
+    } else if let Some(x) = op.builtin_options_as_l2_norm_options() {
         o.activation = act(x.fused_activation_function());
     } else if let Some(x) = op.builtin_options_as_reshape_options() {
         o.new_shape = x.new_shape().map(|v| v.iter().collect());

@@ -61,7 +61,7 @@ impl<'m> Executable<'m> {
         let offset = offset_in(file, bytes);
         let what = format!("executables[{index}]");
         let exe = verify::<fb::Executable>(bytes, offset, &what)?;
-        let at = offset + exe._tab.loc;
+        let at = offset + exe._tab.loc();
         let field = |f: &str| format!("{what}.{f}");
         let kind = ExecutableType::from_code(exe.type_().0)
             .ok_or_else(|| Error::invalid(at, field("type"), format!("unknown executable type {}", exe.type_().0)))?;
@@ -70,7 +70,7 @@ impl<'m> Executable<'m> {
             return Err(Error::invalid(at, field("batch_size"), "batch size must be at least 1"));
         }
         let scratch_size_bytes = non_negative(exe.scratch_size_bytes(), at, &field("scratch_size_bytes"))?;
-        let parameters = reborrow(file, exe.parameters(), offset);
+        let parameters = reborrow(file, exe.parameters().map(|v| v.bytes()), offset);
         let mut input_layers = Vec::new();
         for (i, l) in exe.input_layers().iter().flatten().enumerate() {
             input_layers.push(decode_layer(&l, offset, &field(&format!("input_layers[{i}]")), false)?);
@@ -86,7 +86,7 @@ impl<'m> Executable<'m> {
             kind,
             version: exe.version(),
             name: exe.name().unwrap_or_default().to_string(),
-            serialized_model: reborrow(file, exe.serialized_model(), offset),
+            serialized_model: reborrow(file, exe.serialized_model().map(|v| v.bytes()), offset),
             batch_size,
             scratch_size_bytes,
             bitstreams: Vec::new(),
@@ -166,11 +166,11 @@ impl<'m> Executable<'m> {
         base: usize,
         what: &str,
     ) -> Result<Bitstream<'m>> {
-        let data = reborrow(file, b.bitstream(), base + b._tab.loc);
+        let data = reborrow(file, b.bitstream().map(|v| v.bytes()), base + b._tab.loc());
         let bits = data.len().saturating_mul(8);
         let mut field_offsets = Vec::new();
         for (i, f) in b.field_offsets().iter().flatten().enumerate() {
-            let at = base + f._tab.loc;
+            let at = base + f._tab.loc();
             let field = format!("{what}.field_offsets[{i}]");
             let offset_bit =
                 usize::try_from(f.offset_bit()).ok().filter(|&o| o.checked_add(32).is_some_and(|e| e <= bits));
@@ -211,7 +211,7 @@ impl<'m> Executable<'m> {
     fn decode_hints(&self, h: &fb::DmaHints<'_>, base: usize, what: &str) -> Result<DmaHints> {
         let mut hints = Vec::new();
         for (i, hint) in h.hints().iter().flatten().enumerate() {
-            let at = base + hint._tab.loc;
+            let at = base + hint._tab.loc();
             let field = format!("{what}.hints[{i}]");
             let bad = |reason: String| Error::invalid(at, field.clone(), reason);
             let infeed = match hint.direction().0 {
@@ -319,7 +319,7 @@ fn ranges(shape: Option<fb::TensorShape<'_>>) -> Option<Vec<(i32, i32)>> {
 }
 
 fn decode_layer(l: &fb::Layer<'_>, base: usize, what: &str, is_output: bool) -> Result<Layer> {
-    let at = base + l._tab.loc;
+    let at = base + l._tab.loc();
     let bad = |f: &str, reason: String| Error::invalid(at, format!("{what}.{f}"), reason);
     let data_type = DataType::from_code(l.data_type().0)
         .ok_or_else(|| bad("data_type", format!("unknown data type {}", l.data_type().0)))?;

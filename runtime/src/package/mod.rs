@@ -161,7 +161,7 @@ impl<'m> Package<'m> {
         }
         let has_identifier = fb::package_buffer_has_identifier(bytes);
         let pkg = verify::<fb::Package>(bytes, offset, "package")?;
-        let multi = reborrow(file, pkg.serialized_multi_executable(), offset);
+        let multi = reborrow(file, pkg.serialized_multi_executable().map(|v| v.bytes()), offset);
         let multi_offset = offset_in(file, multi);
         if multi.is_empty() {
             return Err(Error::invalid(
@@ -191,7 +191,7 @@ impl<'m> Package<'m> {
             extra_packages,
             min_runtime_version: pkg.min_runtime_version(),
             compiler_version: pkg.compiler_version().unwrap_or_default().to_string(),
-            signature: reborrow(file, pkg.signature(), offset),
+            signature: reborrow(file, pkg.signature().map(|v| v.bytes()), offset),
             keypair_version: pkg.keypair_version(),
             virtual_chip_id: pkg.virtual_chip_id(),
             multi_chip_packages: pkg.multi_chip_package().map_or(0, |v| v.len()),

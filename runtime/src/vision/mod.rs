@@ -71,6 +71,7 @@ pub fn open_image(path: impl AsRef<Path>) -> Result<image::DynamicImage> {
 /// decode limits a camera never reaches (16384 pixels a side, 1 GiB of decoded data): a hostile
 /// image is refused before it is decoded in full.
 pub fn open_image_bytes(bytes: &[u8]) -> Result<image::DynamicImage> {
+    check_jpeg_sampling(bytes)?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::argument(format!("cannot read the image: {e}")))?;
@@ -80,6 +81,60 @@ pub fn open_image_bytes(bytes: &[u8]) -> Result<image::DynamicImage> {
     limits.max_alloc = Some(1 << 30);
     reader.limits(limits);
     reader.decode().map_err(|e| Error::argument(format!("cannot decode the image: {e}")))
+}
+
+/// Refuses a JPEG whose first component is not sampled at least as finely as every other one.
+/// Cameras and encoders put luma, the most finely sampled component, first; the JPEG decoder
+/// underneath (zune-jpeg 0.5) panics in its upsampler on some files that do not (found by the
+/// `image_preprocess` fuzz target), so such a file is refused before it is decoded. Anything
+/// that is not a JPEG, or whose header ends before a frame header, is left to the decoder.
+fn check_jpeg_sampling(bytes: &[u8]) -> Result<()> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Ok(());
+    }
+    let mut at = 2usize;
+    loop {
+        let (Some(&byte), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) else { return Ok(()) };
+        if byte != 0xFF {
+            // Junk between segments: the decoder skips to the next marker, and so does this scan.
+            at += 1;
+            continue;
+        }
+        match marker {
+            // Fill bytes, and markers without a length.
+            0xFF => at += 1,
+            0x01 | 0xD0..=0xD8 => at += 2,
+            // End of image, or scan data before any frame header: the decoder decides.
+            0xD9 | 0xDA => return Ok(()),
+            _ => {
+                let Some(&[hi, lo]) = bytes.get(at + 2..at + 4) else { return Ok(()) };
+                let len = u16::from_be_bytes([hi, lo]) as usize;
+                let is_frame = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+                if is_frame {
+                    let Some(segment) = bytes.get(at + 4..at + 2 + len.max(2)) else { return Ok(()) };
+                    return check_frame_sampling(segment);
+                }
+                at += 2 + len;
+            }
+        }
+    }
+}
+
+/// The sampling factors of a JPEG frame header (SOFn segment after its length).
+fn check_frame_sampling(segment: &[u8]) -> Result<()> {
+    let Some(&n) = segment.get(5) else { return Ok(()) };
+    let factors = |k: usize| segment.get(7 + 3 * k).map(|&b| (b >> 4, b & 0xF));
+    let Some((h0, v0)) = factors(0) else { return Ok(()) };
+    for k in 1..n as usize {
+        let Some((h, v)) = factors(k) else { return Ok(()) };
+        if h > h0 || v > v0 {
+            return Err(Error::argument(format!(
+                "unsupported JPEG: component {} is sampled {h}x{v}, more finely than the first ({h0}x{v0})",
+                k + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Output `j` of an interpreter as (info, bytes), with a clear error when it does not exist.

@@ -694,11 +694,10 @@ impl ApexAccelerator {
             if queue || others || done {
                 drop(guard);
                 if queue {
-                    // The status block: {u32 completed_head, u32 fatal_error, u64 reserved}.
-                    let mut fatal = [0u8; 4];
-                    self.sys.read(self.queue[1].region, 4, &mut fatal);
+                    let mut block = [0u8; StatusBlock::SIZE];
+                    self.sys.read(self.queue[1].region, 0, &mut block);
                     self.csrs.write_csr(csr::INSTRUCTION_QUEUE_INT_STATUS, 0)?;
-                    let code = u32::from_le_bytes(fatal);
+                    let code = StatusBlock::parse(&block)?.fatal_error;
                     if code != 0 {
                         return Err(Error::pci(
                             self.name(),
@@ -852,5 +851,38 @@ impl Drop for ApexAccelerator {
         if !self.closed {
             let _ = self.shutdown();
         }
+    }
+}
+
+/// The instruction queue's status block, which the device writes in coherent host memory:
+/// `{u32 completed_head, u32 fatal_error, u64 reserved}`, little-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusBlock {
+    /// Index of the last instruction-queue entry the device completed.
+    pub completed_head: u32,
+    /// Non-zero after a fatal error of the queue.
+    pub fatal_error: u32,
+}
+
+impl StatusBlock {
+    /// Bytes of the block.
+    pub const SIZE: usize = 16;
+
+    /// Decodes the block; fewer than 8 bytes is an error, bytes past the two words are ignored.
+    ///
+    /// ```
+    /// use edgetpu::device::pcie::StatusBlock;
+    /// let b = StatusBlock::parse(&[3, 0, 0, 0, 1, 0, 0, 0]).unwrap();
+    /// assert_eq!((b.completed_head, b.fatal_error), (3, 1));
+    /// assert!(StatusBlock::parse(&[0; 7]).is_err());
+    /// ```
+    pub fn parse(bytes: &[u8]) -> Result<StatusBlock> {
+        let word =
+            |at: usize| -> Result<u32> {
+                bytes.get(at..at + 4).and_then(|w| w.try_into().ok()).map(u32::from_le_bytes).ok_or_else(|| {
+                    Error::argument(format!("a status block of {} bytes; it has at least 8", bytes.len()))
+                })
+            };
+        Ok(StatusBlock { completed_head: word(0)?, fatal_error: word(4)? })
     }
 }
