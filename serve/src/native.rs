@@ -152,8 +152,6 @@ pub(crate) use imp::serve;
 
 /// Without memfd (not Linux), connections are answered with an error.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn serve(sock: UnixStream, _shared: Arc<Shared>, _limit: usize, _max_upload: usize) {
-    use std::io::Write;
-    let _ = (&sock).write_all(b"");
+pub(crate) fn serve(_sock: UnixStream, _shared: Arc<Shared>, _limit: usize, _max_upload: usize) {
     log::warn!("the tensor protocol needs Linux (memfd); closing a connection");
 }

@@ -79,7 +79,8 @@ pub struct Yolo {
     classes: usize,
     width: usize,
     height: usize,
-    min_score: f64,
+    /// `log(min_score / (1 - min_score))`.
+    min_logit: f64,
     /// The quantized threshold of step 1.
     min_quantized: i64,
     /// Added to logits to make them non-negative for the NMS.
@@ -145,7 +146,7 @@ impl Yolo {
         // Python's int() truncates toward zero.
         let min_quantized = (min_logit / scores.scale + scores.zero_point as f64).trunc() as i64;
         let shift = (((128 + scores.zero_point) as f64 * scores.scale).ceil()).max(0.0) + 1.0;
-        Ok(Yolo { scores, boxes, anchors, classes, width, height, min_score, min_quantized, shift, grid })
+        Ok(Yolo { scores, boxes, anchors, classes, width, height, min_logit, min_quantized, shift, grid })
     }
 
     /// Which outputs hold the class logits and the boxes.
@@ -189,7 +190,7 @@ impl Yolo {
             return Ok(out);
         }
         // 3. NMS on float32 scores (OpenCV takes a vector<float>), stable by decreasing score.
-        let threshold = (self.min_logit() + self.shift) as f32;
+        let threshold = (self.min_logit + self.shift) as f32;
         let mut order: Vec<usize> = (0..cand.len()).filter(|&i| cand[i].shifted as f32 > threshold).collect();
         order.sort_by(|&i, &j| {
             (cand[j].shifted as f32).partial_cmp(&(cand[i].shifted as f32)).unwrap_or(std::cmp::Ordering::Equal)
@@ -216,10 +217,6 @@ impl Yolo {
             ]);
         }
         Ok(out)
-    }
-
-    fn min_logit(&self) -> f64 {
-        (self.min_score / (1.0 - self.min_score)).ln()
     }
 
     /// 2. Box corners `[x1, y1, x2, y2]` in input pixels from anchor `a`'s 64 quantized bins.

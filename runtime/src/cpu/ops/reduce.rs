@@ -62,26 +62,16 @@ pub(crate) fn build_mean(ctx: &mut BuildCtx<'_>, sum: bool) -> Result<Built> {
             if sum && q == Q8::I8 {
                 let scale = is / os;
                 let bias = -(iz as f32) * scale * count as f32;
-                return Built::with_scratch(
-                    Mean {
-                        q: Some(q),
-                        kind: MeanKind::SumI8Float { scale, bias, out_zp: oz },
-                        in_shape: input.shape.clone(),
-                        reduce,
-                        count,
-                        outputs,
-                        sum,
-                    },
-                    outputs * 8,
-                );
+                (Some(q), MeanKind::SumI8Float { scale, bias, out_zp: oz })
+            } else {
+                let (mut multiplier, mut shift) = quant::quantize_multiplier(is as f64 / os as f64);
+                if count > 0 && !sum {
+                    let s = (63 - (count as u64).leading_zeros() as i32).min(32).min(31 + shift);
+                    multiplier = (((multiplier as i64) << s) / count as i64) as i32;
+                    shift -= s;
+                }
+                (Some(q), MeanKind::Quantized { multiplier, shift, in_zp: iz, out_zp: oz })
             }
-            let (mut multiplier, mut shift) = quant::quantize_multiplier(is as f64 / os as f64);
-            if count > 0 && !sum {
-                let s = (63 - (count as u64).leading_zeros() as i32).min(32).min(31 + shift);
-                multiplier = (((multiplier as i64) << s) / count as i64) as i32;
-                shift -= s;
-            }
-            (Some(q), MeanKind::Quantized { multiplier, shift, in_zp: iz, out_zp: oz })
         }
     };
     let scratch = outputs * 8;

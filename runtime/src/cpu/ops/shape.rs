@@ -423,15 +423,15 @@ struct Gather {
 impl Kernel for Gather {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let params = io.ins[0];
-        let index = |i: usize| -> Result<i64> {
-            Ok(if self.wide { cast::<i64>(io.ins[1])?[i] } else { i64::from(cast::<i32>(io.ins[1])?[i]) })
-        };
+        let (wide, narrow): (&[i64], &[i32]) =
+            if self.wide { (cast(io.ins[1])?, &[]) } else { (&[], cast(io.ins[1])?) };
+        let index = |i: usize| if self.wide { wide[i] } else { i64::from(narrow[i]) };
         let out = &mut *io.outs[0];
         let bytes = self.inner * self.es;
         for b in 0..self.batches {
             for o in 0..self.outer {
                 for i in 0..self.coords {
-                    let x = index(b * self.coords + i)?;
+                    let x = index(b * self.coords + i);
                     if x < 0 || x as usize >= self.axis_size {
                         return Err(Error::argument(format!(
                             "GATHER index {x} is out of range for an axis of size {}",
