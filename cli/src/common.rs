@@ -38,6 +38,19 @@ pub struct ImageArgs {
     /// pil-bilinear, triangle or nearest.
     #[arg(long, default_value = "pil-lanczos")]
     pub filter: Filter,
+    /// Refuse images wider or higher than this many pixels (from the header, before decoding).
+    #[arg(long, default_value_t = 16384, value_name = "PIXELS")]
+    pub max_image_side: u32,
+    /// Refuse images whose decoding would allocate more than this many MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub max_image_mib: u64,
+}
+
+impl ImageArgs {
+    /// The decode limits of `--max-image-side` and `--max-image-mib`.
+    pub fn limits(&self) -> vision::ImageLimits {
+        vision::ImageLimits { max_side: self.max_image_side, max_alloc: self.max_image_mib.saturating_mul(1 << 20) }
+    }
 }
 
 /// An interpreter and what it took to make it.
@@ -105,7 +118,7 @@ pub fn labels_source(file: Option<&Path>, labels: Option<&Labels>) -> Value {
 /// their zero point, and returns the image and the transform from image to input pixels.
 pub fn set_image(it: &mut Interpreter, args: &ImageArgs) -> Result<(vision::image::DynamicImage, Transform)> {
     // A file that does not decode is not a model argument problem: no hint for it.
-    let image = vision::open_image(&args.image).map_err(|e| match e.kind() {
+    let image = vision::open_image_within(&args.image, &args.limits()).map_err(|e| match e.kind() {
         edgetpu::ErrorKind::InvalidArgument => anyhow::anyhow!("{e}"),
         _ => anyhow::Error::from(e),
     })?;

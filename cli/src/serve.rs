@@ -41,6 +41,12 @@ pub struct Args {
     /// Largest model upload, in MiB.
     #[arg(long, default_value_t = 256)]
     pub max_upload_mib: usize,
+    /// Refuse HTTP images wider or higher than this many pixels (from the header, before decoding).
+    #[arg(long, default_value_t = 16384, value_name = "PIXELS")]
+    pub max_image_side: u32,
+    /// Refuse HTTP images whose decoding would allocate more than this many MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub max_image_mib: u64,
 }
 
 /// `edgetpu serve`.
@@ -62,7 +68,11 @@ pub fn run(args: &Args) -> Result<()> {
         .devices(devices)
         .runtime(crate::tpu::runtime_options(&args.device)?)
         .threshold(args.threshold)
-        .max_upload(args.max_upload_mib.saturating_mul(1 << 20));
+        .max_upload(args.max_upload_mib.saturating_mul(1 << 20))
+        .image_limits(edgetpu::vision::ImageLimits {
+            max_side: args.max_image_side,
+            max_alloc: args.max_image_mib.saturating_mul(1 << 20),
+        });
     if let Some(dir) = &args.models {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         options = options.models_dir(dir);

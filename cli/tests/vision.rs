@@ -450,5 +450,15 @@ fn image_errors_are_clear() {
         path(&td.join("cat.bmp")),
     ]);
     assert!(!ok && stderr.contains("no image input"), "{stderr}");
+    // Decode limits: cat.bmp is wider than 64 pixels; the message says how to raise the limit,
+    // and the raised limit lets it through.
+    let cat = td.join("cat.bmp");
+    let (ok, _, stderr) =
+        edgetpu(&["classify", "--model", path(&model), "--image", path(&cat), "--max-image-side", "64"]);
+    assert!(!ok && stderr.contains("cat.bmp") && stderr.contains("64 pixels a side"), "{stderr}");
+    assert!(stderr.contains("--max-image-side"), "{stderr}");
+    let (ok, _, stderr) =
+        edgetpu(&["classify", "--model", path(&model), "--image", path(&cat), "--max-image-side", "4096"]);
+    assert!(ok, "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -259,10 +259,23 @@ fn images_past_the_decode_limits_are_refused_before_decoding() {
     let e = edgetpu::vision::open_image_bytes(&png).unwrap_err();
     assert_eq!(e.kind(), edgetpu::ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("cannot decode the image"), "{e}");
+    assert!(e.to_string().contains("16384 pixels a side") && e.to_string().contains("--max-image-side"), "{e}");
+    // Raised limits let it through.
+    let wider = edgetpu::vision::ImageLimits { max_side: 20000, ..Default::default() };
+    assert_eq!(edgetpu::vision::open_image_bytes_within(&png, &wider).unwrap().width(), 16385);
     let ok = image::RgbImage::new(16384, 1);
     let mut png = Vec::new();
     ok.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     assert_eq!(edgetpu::vision::open_image_bytes(&png).unwrap().width(), 16384);
+    // The allocation limit: 1000x1000 RGB needs 3 MB decoded, over a 1 MiB limit, under 4 MiB.
+    let square = image::RgbImage::new(1000, 1000);
+    let mut png = Vec::new();
+    square.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let small = edgetpu::vision::ImageLimits { max_alloc: 1 << 20, ..Default::default() };
+    let e = edgetpu::vision::open_image_bytes_within(&png, &small).unwrap_err();
+    assert!(e.to_string().contains("1 MiB decoded"), "{e}");
+    let enough = edgetpu::vision::ImageLimits { max_alloc: 4 << 20, ..Default::default() };
+    assert_eq!(edgetpu::vision::open_image_bytes_within(&png, &enough).unwrap().height(), 1000);
 }
 
 #[test]

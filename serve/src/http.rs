@@ -14,7 +14,7 @@
 //! form field.
 
 use crate::frigate::Shared;
-use edgetpu::vision::{open_image_bytes, Labels, Preprocess};
+use edgetpu::vision::{open_image_bytes_within, ImageLimits, Labels, Preprocess};
 use edgetpu::{DeviceSpec, Interpreter, Model};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -49,6 +49,7 @@ pub struct Http {
     detect_model: Option<String>,
     token: Option<String>,
     max_body: usize,
+    image_limits: ImageLimits,
     pools: Mutex<HashMap<String, Pool>>,
     stats: Mutex<Stats>,
     started: Instant,
@@ -177,12 +178,19 @@ fn multipart(content_type: &str, body: &[u8]) -> Result<HashMap<String, Vec<u8>>
 
 impl Http {
     /// The HTTP side of a server.
-    pub fn new(shared: Arc<Shared>, detect_model: Option<String>, token: Option<String>, max_body: usize) -> Http {
+    pub fn new(
+        shared: Arc<Shared>,
+        detect_model: Option<String>,
+        token: Option<String>,
+        max_body: usize,
+        image_limits: ImageLimits,
+    ) -> Http {
         Http {
             shared,
             detect_model,
             token,
             max_body,
+            image_limits,
             pools: Mutex::default(),
             stats: Mutex::default(),
             started: Instant::now(),
@@ -277,7 +285,8 @@ impl Http {
                 .map_err(|_| fail(400, "min_confidence is not a number"))?,
             None => 0.4,
         };
-        let image = open_image_bytes(image).map_err(|e| fail(400, format!("the image: {e}")))?;
+        let image =
+            open_image_bytes_within(image, &self.image_limits).map_err(|e| fail(400, format!("the image: {e}")))?;
         let mut it = self.checkout(name)?;
         let result = (|| -> Result<Value, Failure> {
             let info = it.inputs()[0].clone();
@@ -459,4 +468,87 @@ fn respond(mut stream: &TcpStream, status: u16, content_type: &str, body: &[u8])
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(boundary: &str, fields: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(value);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        body
+    }
+
+    fn request(head: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!("{head}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[test]
+    fn a_deepstack_upload_parses_into_its_fields() {
+        let body = form("XyZ", &[("image", b"\xff\xd8 jpeg bytes \r\n--X"), ("min_confidence", b"0.6")]);
+        let bytes =
+            request("POST /v1/vision/detection HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n", &body);
+        let req = read_request(&mut std::io::Cursor::new(&bytes), 1 << 20).unwrap().unwrap();
+        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/vision/detection"));
+        let fields = multipart(&req.headers["content-type"], &req.body).unwrap();
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields["image"], b"\xff\xd8 jpeg bytes \r\n--X");
+        assert_eq!(fields["min_confidence"], b"0.6");
+        assert_eq!(parse_request(&bytes, 1 << 20), Ok(Some(2)));
+        // A quoted boundary and header names in any case.
+        let bytes = request("POST / HTTP/1.1\r\ncOnTeNt-TyPe: multipart/form-data; boundary=\"XyZ\"\r\n", &body);
+        assert_eq!(parse_request(&bytes, 1 << 20), Ok(Some(2)));
+    }
+
+    #[test]
+    fn requests_without_a_body_or_bytes_parse() {
+        assert_eq!(parse_request(b"", 100), Ok(None));
+        assert_eq!(parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 100), Ok(Some(0)));
+    }
+
+    #[test]
+    fn malformed_requests_get_the_status_a_client_can_act_on() {
+        let status = |bytes: &[u8], max: usize| parse_request(bytes, max).unwrap_err().0;
+        assert_eq!(status(b"GARBAGE\r\n\r\n", 100), 400, "request line without a path");
+        assert_eq!(status(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 100), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: x\r\n", 100), 400, "connection closed inside the header");
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: ten\r\n\r\n", 100), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 100), 413);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 100), 400, "truncated body");
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 100), 411);
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(long_line.as_bytes(), 100), 431);
+        let many: String = (0..101).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(), 100), 431);
+        let (code, msg) = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 100).unwrap_err();
+        assert!(code == 413 && msg.contains("101") && msg.contains("100"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_multipart_bodies_are_refused_not_misread() {
+        let ct = "multipart/form-data; boundary=B";
+        let err = |body: &[u8]| multipart(ct, body).unwrap_err();
+        assert!(multipart("multipart/form-data", b"").unwrap_err().1.contains("boundary"));
+        assert!(err(b"no delimiter at all").1.contains("no multipart boundary"));
+        assert!(err(b"--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nvalue without end")
+            .1
+            .contains("no end"));
+        assert!(err(b"--B\r\nno blank line\r\n--B--").1.contains("without headers"));
+        assert!(err(b"--B\r\nContent-Type: text/plain\r\n\r\nv\r\n--B--").1.contains("without a name"));
+        // Truncated right after the boundary: refused, with no out-of-range slice.
+        assert!(multipart(ct, b"--B").is_err());
+        assert!(multipart(ct, b"--B\r").is_err());
+        // The closing delimiter alone is an empty form.
+        assert_eq!(multipart(ct, b"--B--\r\n").unwrap().len(), 0);
+    }
 }

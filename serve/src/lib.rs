@@ -83,6 +83,8 @@ pub struct ServeOptions {
     pub max_request: usize,
     /// Most connections at once; more are closed at once.
     pub max_connections: usize,
+    /// Decode limits for images sent to the HTTP API.
+    pub image_limits: edgetpu::vision::ImageLimits,
 }
 
 impl Default for ServeOptions {
@@ -102,6 +104,7 @@ impl Default for ServeOptions {
             max_upload: 256 << 20,
             max_request: 64 << 20,
             max_connections: 64,
+            image_limits: edgetpu::vision::ImageLimits::default(),
         }
     }
 }
@@ -140,6 +143,11 @@ impl ServeOptions {
     /// Sets [`Self::http_token`].
     pub fn http_token(mut self, token: impl Into<String>) -> Self {
         self.http_token = Some(token.into());
+        self
+    }
+    /// Sets [`Self::image_limits`].
+    pub fn image_limits(mut self, limits: edgetpu::vision::ImageLimits) -> Self {
+        self.image_limits = limits;
         self
     }
     /// Sets [`Self::detect_model`].
@@ -359,6 +367,7 @@ impl Server {
                 options.detect_model.clone(),
                 options.http_token.clone(),
                 options.max_request,
+                options.image_limits,
             ));
             let ctx = accept();
             threads.push(std::thread::spawn(move || {

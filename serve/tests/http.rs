@@ -100,6 +100,32 @@ fn deepstack_detection_metrics_and_status_page() {
 }
 
 #[test]
+fn images_over_the_decode_limits_get_400_naming_the_limit() {
+    let data = testdata();
+    let models = data.join("automl_video_ondevice");
+    let limits = edgetpu::vision::ImageLimits { max_side: 100, ..Default::default() };
+    let server = Server::start(
+        ServeOptions::default()
+            .devices(DeviceSpec::cpu())
+            .models_dir(&models)
+            .catalog_cache(false)
+            .http("127.0.0.1:0")
+            .detect_model("traffic_model.tflite")
+            .image_limits(limits),
+    )
+    .unwrap();
+    let addr = server.endpoints().iter().find_map(|e| e.strip_prefix("http://")).unwrap().to_string();
+    // The traffic frames are 256 pixels high: over a 100-pixel limit.
+    let image = std::fs::read(models.join("traffic_frames/0001.bmp")).unwrap();
+    let (ct, body) = form(&image, "0.3");
+    let (status, out) = request(&addr, "POST", "/v1/vision/detection", &[("Content-Type", &ct)], &body);
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("100 pixels a side") && text.contains("--max-image-side"), "{text}");
+    server.shutdown();
+}
+
+#[test]
 fn a_token_is_required_where_one_is_set_and_on_open_addresses() {
     let server = Server::start(
         ServeOptions::default()

@@ -57,30 +57,68 @@ use crate::error::{Error, Result};
 use crate::model::TensorType;
 use std::path::Path;
 
-/// Opens and decodes an image file (PNG, JPEG or BMP).
+/// Decode limits for untrusted images: an image over them is refused from its header, before
+/// its pixels are decoded. The defaults (16384 pixels a side, 1 GiB of decoded data) are far
+/// beyond any camera; raise them for panoramas or scans (the CLI's and `serve`'s
+/// `--max-image-side` and `--max-image-mib`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest width and height, pixels.
+    pub max_side: u32,
+    /// Most bytes the decoder may allocate.
+    pub max_alloc: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits { max_side: 16384, max_alloc: 1 << 30 }
+    }
+}
+
+/// Opens and decodes an image file (PNG, JPEG or BMP) within the default [`ImageLimits`].
 ///
 /// A missing or unreadable file gives an [`Error::Io`] naming the path; a file that does not
 /// decode gives an [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) error.
 pub fn open_image(path: impl AsRef<Path>) -> Result<image::DynamicImage> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    open_image_bytes(&bytes).map_err(|e| Error::argument(format!("{}: {e}", path.display())))
+    open_image_within(path, &ImageLimits::default())
 }
 
-/// Decodes an image held in memory (PNG, JPEG or BMP), such as one received over a network, with
-/// decode limits a camera never reaches (16384 pixels a side, 1 GiB of decoded data): a hostile
-/// image is refused before it is decoded in full.
+/// [`open_image`] within the given limits.
+pub fn open_image_within(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<image::DynamicImage> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    open_image_bytes_within(&bytes, limits).map_err(|e| Error::argument(format!("{}: {e}", path.display())))
+}
+
+/// Decodes an image held in memory (PNG, JPEG or BMP), such as one received over a network,
+/// within the default [`ImageLimits`]: a hostile image is refused before it is decoded in full.
 pub fn open_image_bytes(bytes: &[u8]) -> Result<image::DynamicImage> {
+    open_image_bytes_within(bytes, &ImageLimits::default())
+}
+
+/// [`open_image_bytes`] within the given limits.
+pub fn open_image_bytes_within(bytes: &[u8], limits: &ImageLimits) -> Result<image::DynamicImage> {
     check_jpeg_sampling(bytes)?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::argument(format!("cannot read the image: {e}")))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16384);
-    limits.max_image_height = Some(16384);
-    limits.max_alloc = Some(1 << 30);
-    reader.limits(limits);
-    reader.decode().map_err(|e| Error::argument(format!("cannot decode the image: {e}")))
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_alloc);
+    reader.limits(l);
+    reader.decode().map_err(|e| {
+        let hint = match e {
+            image::ImageError::Limits(_) => format!(
+                " (limits: {} pixels a side, {} MiB decoded; raise them with --max-image-side and \
+                 --max-image-mib)",
+                limits.max_side,
+                limits.max_alloc >> 20
+            ),
+            _ => String::new(),
+        };
+        Error::argument(format!("cannot decode the image: {e}{hint}"))
+    })
 }
 
 /// Refuses a JPEG whose first component is not sampled at least as finely as every other one.
