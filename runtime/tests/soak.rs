@@ -92,6 +92,8 @@ fn device_path_soak_with_random_faults() {
     let fds_before = count_dir("/proc/self/fd");
     let mut rng = Rng(0x5eed_50a6_d00d_f00d);
     let (mut ok, mut wrong, mut injected) = (0usize, 0usize, 0usize);
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    let mut device_stats = String::new();
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     let mut rss_warm = 0;
     let wall = std::time::Instant::now();
@@ -116,6 +118,7 @@ fn device_path_soak_with_random_faults() {
                 let (kind, endpoint) = FAULTS[rng.below(FAULTS.len())];
                 rt.sims()[rng.below(2)].inject(Fault { kind, endpoint, after: rng.below(4) });
                 injected += 1;
+                *by_kind.entry(format!("{kind:?}")).or_default() += 1;
             }
             let m = rng.below(cases.len());
             let k = rng.below(INPUTS as usize);
@@ -162,12 +165,20 @@ fn device_path_soak_with_random_faults() {
             }
         }
         drop(its);
+        for (i, sim) in rt.sims().iter().enumerate() {
+            let s = sim.stats();
+            device_stats += &format!(
+                "; device {i}: {} resets, {} firmware downloads, {} DFU blocks failed",
+                s.resets, s.firmware_downloads, s.dfu_failures
+            );
+        }
     }
     let rss_end = rss_kib();
     let n_errors: usize = errors.values().sum();
     println!(
         "soak: {total} inferences in {:?}: {ok} right, {n_errors} typed errors {errors:?}, {wrong} wrong; \
-         {injected} faults injected; RSS {rss_warm} KiB after warm-up, {rss_end} KiB at the end",
+         {injected} faults injected {by_kind:?}{device_stats}; RSS {rss_warm} KiB after warm-up, {rss_end} KiB \
+         at the end",
         wall.elapsed()
     );
     assert_eq!(wrong, 0, "wrong results");

@@ -163,6 +163,8 @@ pub struct SimStats {
     pub resets: u64,
     /// Firmware downloads completed.
     pub firmware_downloads: u64,
+    /// Firmware blocks refused by an injected DFU failure (`FaultKind::DfuFail`).
+    pub dfu_failures: u64,
 }
 
 /// A protocol violation or device fault seen by the simulator.

@@ -513,6 +513,7 @@ impl SimState {
             d.complete = !d.image.is_empty();
             d.state = if d.complete { DFU_IDLE } else { DFU_ERROR };
         } else if std::mem::take(&mut self.dfu_fail) {
+            self.stats.dfu_failures += 1;
             d.status = ERR_WRITE;
             d.state = DFU_ERROR;
         } else {
