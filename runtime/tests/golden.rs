@@ -97,15 +97,10 @@ fn keras_lstm_state_carries_over() {
     }
 }
 
-/// The portable kernels (what CPUs without SIMD kernels run) reproduce the goldens too: the
-/// fast-kernel goldens again in a child process with `EDGETPU_CPU_ISA=portable`. Under an
+/// The fast-kernel goldens again in a child process with `EDGETPU_CPU_ISA=isa`. Under an
 /// emulator that cannot start a foreign binary by itself (qemu-user without binfmt_misc),
 /// `EDGETPU_TEST_RUNNER` names the command that runs this binary (the cross runner).
-#[test]
-fn portable_kernels_match_goldens() {
-    if std::env::var_os("EDGETPU_CPU_ISA").is_some() {
-        return; // the child itself
-    }
+fn fast_goldens_with(isa: &str) {
     let exe = std::env::current_exe().unwrap();
     let runner = std::env::var("EDGETPU_TEST_RUNNER").unwrap_or_default();
     let mut words = runner.split_whitespace();
@@ -117,15 +112,34 @@ fn portable_kernels_match_goldens() {
         }
         None => std::process::Command::new(exe),
     };
-    let out = child.env("EDGETPU_CPU_ISA", "portable").arg("fast::").output().unwrap();
+    let out = child.env("EDGETPU_CPU_ISA", isa).arg("fast::").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "portable run failed ({}; under an emulator, set EDGETPU_TEST_RUNNER):\n{stdout}\n{}",
+        "{isa} run failed ({}; under an emulator, set EDGETPU_TEST_RUNNER):\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let passed: usize =
         stdout.lines().find_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse().ok()).unwrap_or(0);
-    assert!(passed >= 17, "expected every fast golden to run in the child, got {passed}:\n{stdout}");
+    assert!(passed >= 17, "expected every fast golden to run in the {isa} child, got {passed}:\n{stdout}");
+}
+
+/// The portable kernels (what CPUs without SIMD kernels run) reproduce the goldens too.
+#[test]
+fn portable_kernels_match_goldens() {
+    if std::env::var_os("EDGETPU_CPU_ISA").is_some() {
+        return; // the child itself
+    }
+    fast_goldens_with("portable");
+}
+
+/// On a CPU with AVX-512 VNNI, the AVX2 kernels (what CPUs without it run) reproduce the goldens
+/// too; elsewhere the main run already used them.
+#[test]
+fn avx2_kernels_match_goldens_on_avx512_cpus() {
+    #[cfg(target_arch = "x86_64")]
+    if std::env::var_os("EDGETPU_CPU_ISA").is_none() && std::is_x86_feature_detected!("avx512vnni") {
+        fast_goldens_with("avx2");
+    }
 }

@@ -1,6 +1,7 @@
 //! The AMX kernel (Intel Advanced Matrix Extensions, Sapphire Rapids and later): the fused byte
-//! GEMM of the convolutions with `tdpbusd` (uint8 inputs × signed weight bytes) or `tdpbsud`
-//! (int8 inputs × unsigned weight bytes) on 16 × 64-byte tiles, then the same zero-point fold
+//! GEMM of the convolutions with `tdpbusd` (uint8 inputs × signed weight bytes), `tdpbsud`
+//! (int8 inputs × unsigned weight bytes) or `tdpbssd` (int8 inputs × int8 weights, which need
+//! no input row sums) on 16 × 64-byte tiles, then the same zero-point fold
 //! and output stage as the VNNI kernel (`avx512::finish`). The accumulation is exact integer
 //! arithmetic, so the results are those of every other kernel.
 //!
@@ -65,15 +66,32 @@ impl Config {
 #[repr(C, align(64))]
 struct Acc([[i32; 32]; 16]);
 
+/// Signedness of the bytes multiplied: inputs × weights.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signs {
+    /// `tdpbusd`: uint8 inputs, signed weight bytes.
+    UnsignedSigned,
+    /// `tdpbsud`: int8 inputs, unsigned weight bytes.
+    SignedUnsigned,
+    /// `tdpbssd`: int8 inputs, int8 weights.
+    SignedSigned,
+}
+
 macro_rules! tdp {
-    ($signed_a:expr, $c:literal, $a:literal, $b:literal) => {
+    ($signs:expr, $c:literal, $a:literal, $b:literal) => {
         // SAFETY: the tiles were configured (same rows for C and A, B rows × 4 = A bytes, C and
         // B 64 bytes a row) and loaded before; the instruction touches only tile registers.
         unsafe {
-            if $signed_a {
-                asm!(concat!("tdpbsud ", $c, ", ", $a, ", ", $b), options(nostack, nomem, preserves_flags));
-            } else {
-                asm!(concat!("tdpbusd ", $c, ", ", $a, ", ", $b), options(nostack, nomem, preserves_flags));
+            match $signs {
+                Signs::SignedUnsigned => {
+                    asm!(concat!("tdpbsud ", $c, ", ", $a, ", ", $b), options(nostack, nomem, preserves_flags))
+                }
+                Signs::UnsignedSigned => {
+                    asm!(concat!("tdpbusd ", $c, ", ", $a, ", ", $b), options(nostack, nomem, preserves_flags))
+                }
+                Signs::SignedSigned => {
+                    asm!(concat!("tdpbssd ", $c, ", ", $a, ", ", $b), options(nostack, nomem, preserves_flags))
+                }
             }
         }
     };
@@ -94,6 +112,10 @@ macro_rules! load {
 /// Fused byte GEMM and output stage over blocks of 16 rows × 32 output channels. Same contract
 /// as `gemm_u8_fused`: `a` holds `m` rows of `p.kp` bytes, `sx` their sums, and `out` gets `m`
 /// rows of `oc` bytes.
+///
+/// The blocks are software-pipelined: the tile multiplies of one block are issued, then the
+/// output stage of the block before it runs on the vector units (from its stored accumulators)
+/// while the tile unit computes, and only then are this block's accumulators stored.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_u8_fused_amx(
@@ -108,10 +130,20 @@ pub(super) fn gemm_u8_fused_amx(
 ) {
     let (kp, np) = (p.kp, p.np);
     let (kfull, kt) = (kp / 64, kp % 64);
-    let signed_a = p.unsigned_weights;
+    let signs = if p.both_signed {
+        Signs::SignedSigned
+    } else if p.unsigned_weights {
+        Signs::SignedUnsigned
+    } else {
+        Signs::UnsignedSigned
+    };
     let a = &a[..m * kp];
     let w = &p.w[..kp / 4 * np * 4];
-    let mut acc = Acc([[0; 32]; 16]);
+    let mut bufs = [Acc([[0; 32]; 16]), Acc([[0; 32]; 16])];
+    // The block whose accumulators wait in `bufs[buf]` for the output stage: (row, rows,
+    // channel, buf).
+    let mut pending: Option<(usize, usize, usize, usize)> = None;
+    let mut cur = 0usize;
     let mut configured = 0usize;
     let mut i = 0;
     while i < m {
@@ -121,7 +153,8 @@ pub(super) fn gemm_u8_fused_amx(
             // C, A, B, A tail, B tail, C2, B2, B2 tail (the tails unconfigured without a tail).
             let (at, bt) = if kt > 0 { ((kt as u16, r), (64, (kt / 4) as u8)) } else { ((0, 0), (0, 0)) };
             let cfg = Config::new(&[(64, r), (64, r), (64, 16), at, bt, (64, r), (64, 16), bt]);
-            // SAFETY: loads a valid palette-1 configuration from an aligned 64-byte buffer.
+            // SAFETY: loads a valid palette-1 configuration from an aligned 64-byte buffer. The
+            // accumulators of the pending block were stored before (configuring zeroes the tiles).
             unsafe { asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
             configured = mr;
         }
@@ -141,11 +174,11 @@ pub(super) fn gemm_u8_fused_amx(
                 let pb = w[(kb * 16 * np + j) * 4..].as_ptr();
                 load!("tmm1", pa, kp);
                 load!("tmm2", pb, stride_b);
-                tdp!(signed_a, "tmm0", "tmm1", "tmm2");
+                tdp!(signs, "tmm0", "tmm1", "tmm2");
                 if two {
                     let pb2 = w[(kb * 16 * np + j + 16) * 4..].as_ptr();
                     load!("tmm6", pb2, stride_b);
-                    tdp!(signed_a, "tmm5", "tmm1", "tmm6");
+                    tdp!(signs, "tmm5", "tmm1", "tmm6");
                 }
             }
             if kt > 0 {
@@ -153,16 +186,20 @@ pub(super) fn gemm_u8_fused_amx(
                 let pb = w[(kfull * 16 * np + j) * 4..].as_ptr();
                 load!("tmm3", pa, kp);
                 load!("tmm4", pb, stride_b);
-                tdp!(signed_a, "tmm0", "tmm3", "tmm4");
+                tdp!(signs, "tmm0", "tmm3", "tmm4");
                 if two {
                     let pb2 = w[(kfull * 16 * np + j + 16) * 4..].as_ptr();
                     load!("tmm7", pb2, stride_b);
-                    tdp!(signed_a, "tmm5", "tmm3", "tmm7");
+                    tdp!(signs, "tmm5", "tmm3", "tmm7");
                 }
             }
-            let base = acc.0.as_mut_ptr().cast::<u8>();
-            // SAFETY: stores mr rows of 64 bytes, 128 bytes apart, into `acc` (16 rows of 128
-            // bytes): tmm0 into the first half of each row, tmm5 into the second.
+            let base = bufs[cur].0.as_mut_ptr().cast::<u8>();
+            // The previous block's output stage, while the tile unit works on this one.
+            if let Some(prev) = pending {
+                finish_block(&bufs[prev.3], prev, sx, f, out, oc);
+            }
+            // SAFETY: stores mr rows of 64 bytes, 128 bytes apart, into `bufs[cur]` (16 rows of
+            // 128 bytes): tmm0 into the first half of each row, tmm5 into the second.
             unsafe {
                 asm!("tilestored [{0} + {1}*1], tmm0", in(reg) base, in(reg) 128usize, options(nostack, preserves_flags));
                 if two {
@@ -170,18 +207,36 @@ pub(super) fn gemm_u8_fused_amx(
                          options(nostack, preserves_flags));
                 }
             }
-            for (h, col) in [j, j + 16].into_iter().enumerate() {
-                if col >= oc {
-                    break;
-                }
-                finish16(&acc.0[..mr], h, i, col, sx, f, out, oc);
-            }
+            pending = Some((i, mr, j, cur));
+            cur ^= 1;
             j += 32;
         }
         i += mr;
     }
+    if let Some(prev) = pending {
+        finish_block(&bufs[prev.3], prev, sx, f, out, oc);
+    }
     // SAFETY: releases the tile state (so that context switches stop saving it).
     unsafe { asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
+}
+
+/// The output stage of one stored block: `(row, rows, channel, _)`, both 16-channel halves.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn finish_block(
+    acc: &Acc,
+    (i, mr, j, _): (usize, usize, usize, usize),
+    sx: &[i32],
+    f: &Fold,
+    out: &mut [u8],
+    oc: usize,
+) {
+    for (h, col) in [j, j + 16].into_iter().enumerate() {
+        if col >= oc {
+            break;
+        }
+        finish16(&acc.0[..mr], h, i, col, sx, f, out, oc);
+    }
 }
 
 /// The fold and output stage of 16 channels (`col..`, fewer at the end) of `acc` rows (half `h`
@@ -200,40 +255,31 @@ fn finish16(acc: &[[i32; 32]], h: usize, i: usize, col: usize, sx: &[i32], f: &F
         unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
     };
     let (fa, fc) = (load(&f.a), load(&f.c));
-    let (m, left, right) = (load(&f.multiplier), load(&f.left), load(&f.right));
+    let left = load(&f.left);
     let offset = _mm512_set1_epi32(f.offset);
     let (lo, hi) = (_mm512_set1_epi32(f.min), _mm512_set1_epi32(f.max));
-    let one = _mm512_set1_epi32(1);
-    let n30 = _mm512_set1_epi64(1 << 30);
-    // Right shifts and their rounding masks depend on the channel only.
-    let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
-    let half = _mm512_srli_epi32::<1>(mask);
-    let m_odd = _mm512_srli_epi64::<32>(m);
     let store_mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
     for (r, row) in acc.iter().enumerate() {
         let src = &row[16 * h..16 * h + 16];
         // SAFETY: an unaligned 16-lane load of exactly 16 elements.
         let a = unsafe { _mm512_loadu_si512(src.as_ptr().cast()) };
-        let asx = match f.a_uniform {
-            Some(a0) => _mm512_set1_epi32(a0.wrapping_mul(sx[i + r])),
-            None => _mm512_mullo_epi32(fa, _mm512_set1_epi32(sx[i + r])),
+        let x = match f.a_uniform {
+            // Symmetric weights (int8 models): no input-sum term.
+            Some(0) => _mm512_add_epi32(a, fc),
+            Some(a0) => _mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(a0.wrapping_mul(sx[i + r]))), fc),
+            None => _mm512_add_epi32(_mm512_add_epi32(a, _mm512_mullo_epi32(fa, _mm512_set1_epi32(sx[i + r]))), fc),
         };
-        let x = _mm512_add_epi32(_mm512_add_epi32(a, asx), fc);
-        let x = _mm512_sllv_epi32(x, left);
-        let even = _mm512_add_epi64(_mm512_mul_epi32(x, m), n30);
-        let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), m_odd), n30);
-        let hm = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<31>(even), _mm512_slli_epi64::<1>(odd));
-        let rem = _mm512_and_si512(hm, mask);
-        // threshold = half + (hm < 0 ? 1 : 0); round up where rem > threshold.
-        let neg = _mm512_cmplt_epi32_mask(hm, _mm512_setzero_si512());
-        let threshold = _mm512_mask_add_epi32(half, neg, half, one);
-        let up = _mm512_cmpgt_epi32_mask(rem, threshold);
-        let v = _mm512_mask_add_epi32(_mm512_srav_epi32(hm, right), up, _mm512_srav_epi32(hm, right), one);
+        let v = super::avx512::requant16(f.shl, x, left, &f.rq512[col / 16 * 64..]);
         let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, offset), lo), hi);
         let at = (i + r) * oc + col;
         let dst = &mut out[at..at + n];
         // Already clamped to the output type's range: truncating to bytes keeps the value.
-        // SAFETY: a masked store of `n` bytes into `dst`, which holds exactly `n`.
-        unsafe { _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().cast(), store_mask, v) };
+        if n == 16 {
+            // SAFETY: an unaligned 16-byte store into `dst`, which holds exactly 16 bytes.
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+        } else {
+            // SAFETY: a masked store of `n` bytes into `dst`, which holds exactly `n`.
+            unsafe { _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().cast(), store_mask, v) };
+        }
     }
 }

@@ -216,6 +216,7 @@ fn load16(s: &[i16], at: usize) -> __m256i {
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dw_pixel_pairs_avx2(
+    start: usize,
     input: &[u8],
     q_in: Q8,
     bases: &[usize],
@@ -228,7 +229,7 @@ pub(super) fn dw_pixel_pairs_avx2(
     let offset = _mm256_set1_epi32(st.offset);
     let (lo, hi) = (_mm256_set1_epi32(st.min), _mm256_set1_epi32(st.max));
     let zero = _mm256_setzero_si256();
-    for b in 0..p.n16 / 16 {
+    for b in start / 16..p.n16 / 16 {
         let c = 16 * b;
         let (mut acc_lo, mut acc_hi) = (zero, zero);
         for k in 0..p.pairs {
@@ -251,6 +252,35 @@ pub(super) fn dw_pixel_pairs_avx2(
         store_bytes16(out, c, v0, v1, q_out);
     }
     p.n16
+}
+
+/// Sum of bytes, unsigned or signed: `vpsadbw` against zero sums 8 unsigned bytes per 64-bit
+/// lane; signed bytes are summed with their top bit flipped (`x + 128`), then `128 * len` is
+/// taken off.
+#[target_feature(enable = "avx2")]
+pub(super) fn byte_sum_avx2(row: &[u8], signed: bool) -> i32 {
+    let flip = _mm256_set1_epi8(if signed { -128 } else { 0 });
+    let zero = _mm256_setzero_si256();
+    let mut acc = zero;
+    let mut chunks = row.chunks_exact(32);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly 32 bytes; loadu has no alignment requirement.
+        let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+        acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_xor_si256(v, flip), zero));
+    }
+    let mut lanes = [0u64; 4];
+    // SAFETY: `lanes` holds exactly 32 bytes; storeu has no alignment requirement.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+    let mut sum = lanes.iter().sum::<u64>() as i64;
+    let tail = chunks.remainder();
+    if signed {
+        sum -= 128 * (row.len() - tail.len()) as i64;
+        sum += tail.iter().map(|&x| i64::from(x as i8)).sum::<i64>();
+    } else {
+        sum += tail.iter().map(|&x| i64::from(x)).sum::<i64>();
+    }
+    // Wrapping like the i32 sums of the other kernels (only rows of over 8 MiB could wrap).
+    sum as i32
 }
 
 /// Requantizes whole groups of 8 channels; returns how many were done.

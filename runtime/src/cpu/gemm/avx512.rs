@@ -1,8 +1,12 @@
-//! The AVX-512 VNNI kernel (with VL, on 256-bit vectors): the byte GEMM with the zero-point fold
-//! and the output stage fused, on the vector helpers of `avx2`.
+//! The AVX-512 VNNI kernels: the byte GEMM with the zero-point fold and the output stage fused
+//! (with VL, on 256-bit vectors, on the vector helpers of `avx2`), and the full-window depthwise
+//! pixels on 512-bit vectors.
+// Unsafe only for unaligned 512-bit loads and masked stores from slices whose bounds are checked
+// before each one.
+#![allow(unsafe_code)]
 
 use super::avx2::{load8, load_i8, narrow8, requant8, store_bytes16, store_bytes8};
-use super::Q8;
+use super::{OutputStage, Q8};
 use std::arch::x86_64::*;
 
 /// Fused tile: the byte GEMM of `R` rows x 16 channels, then the folded zero-point terms
@@ -162,4 +166,213 @@ pub(super) fn gemm_u8_fused_vnni(
         }
         i += rows;
     }
+}
+
+/// Whether the CPU has what [`dw_pixel_pairs_512`] needs: AVX-512 F and BW, and VNNI for
+/// `vpdpwssd` (asked once; `EDGETPU_CPU_ISA=portable` turns it off with the other kernels).
+pub(super) fn dw_available() -> bool {
+    static DW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DW.get_or_init(|| {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx2")
+    })
+}
+
+/// Depthwise weights in the order of [`dw_pixel_pairs_512`]: for each block of 32 channels and
+/// each pair of taps `(a, b)`, 64 i16. `unpacklo_epi16` of two 32-channel input vectors pairs
+/// up, in 128-bit lane `l`, channels `8l..8l + 4`, and `unpackhi_epi16` channels
+/// `8l + 4..8l + 8`: so the first 32 values are `(w_a, w_b)` of channel `8l + j` at `8l + 2j`,
+/// and the next 32 those of channel `8l + 4 + j`. Returns the weights and the channels covered.
+pub(super) fn pack_dw_512(weights: &[i32], taps: usize, oc: usize) -> (Vec<i16>, usize) {
+    let n32 = oc / 32 * 32;
+    let pairs = taps.div_ceil(2);
+    let mut w = vec![0i16; (n32 / 32) * pairs * 64];
+    let at = |t: usize, c: usize| if t < taps { weights[t * oc + c] as i16 } else { 0 };
+    for b in 0..n32 / 32 {
+        for k in 0..pairs {
+            let base = (b * pairs + k) * 64;
+            for half in 0..2 {
+                for l in 0..4 {
+                    for j in 0..4 {
+                        let c = 32 * b + 8 * l + 4 * half + j;
+                        let pos = base + 32 * half + 8 * l + 2 * j;
+                        w[pos] = at(2 * k, c);
+                        w[pos + 1] = at(2 * k + 1, c);
+                    }
+                }
+            }
+        }
+    }
+    (w, n32)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load_bytes32<const SIGNED: bool>(s: &[u8], at: usize) -> __m512i {
+    let chunk = &s[at..at + 32];
+    // SAFETY: `chunk` holds exactly 32 bytes; loadu has no alignment requirement.
+    let v = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+    if SIGNED {
+        _mm512_cvtepi8_epi16(v)
+    } else {
+        _mm512_cvtepu8_epi16(v)
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load16_i32(s: &[i32], at: usize) -> __m512i {
+    let chunk = &s[at..at + 16];
+    // SAFETY: `chunk` holds exactly 16 i32; loadu has no alignment requirement.
+    unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load32_i16(s: &[i16], at: usize) -> __m512i {
+    let chunk = &s[at..at + 32];
+    // SAFETY: `chunk` holds exactly 32 i16; loadu has no alignment requirement.
+    unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) }
+}
+
+/// Per-channel constants of [`requant16`], for whole blocks of 16 channels: per block 64 i64,
+/// eight vectors of 8 lanes, each first for the even channels of the block, then the odd ones:
+/// the multiplier `m`, `c1 = 2^30 + 2^(30 + e)` (`2^30` when `e = 0`), `c2 = 2^31` (0 when
+/// `e = 0`) and `31 + e`, where `e` is the channel's right shift. Channels past the slices'
+/// ends get multiplier 0.
+pub(crate) fn requant_consts(multiplier: &[i32], right: &[i32], n16: usize) -> Vec<i64> {
+    let mut v = vec![0i64; n16 / 16 * 64];
+    for (b, block) in v.chunks_exact_mut(64).enumerate() {
+        for parity in 0..2 {
+            for i in 0..8 {
+                let ch = 16 * b + 2 * i + parity;
+                let m = multiplier.get(ch).copied().unwrap_or(0);
+                let e = i64::from(right.get(ch).copied().unwrap_or(0).clamp(0, 31));
+                let at = parity * 8 + i;
+                block[at] = i64::from(m);
+                block[16 + at] = (1 << 30) + if e > 0 { 1 << (30 + e) } else { 0 };
+                block[32 + at] = if e > 0 { 1 << 31 } else { 0 };
+                block[48 + at] = 31 + e;
+            }
+        }
+    }
+    v
+}
+
+/// The output stage on 16 lanes without the offset and clamp: `x << left` (skipped when `shl`
+/// says no channel shifts left), then TFLite's `MultiplyByQuantizedMultiplier` exactly, with
+/// the constants of [`requant_consts`] for these 16 channels (`rq`, 64 values).
+///
+/// SaturatingRoundingDoublingHighMul is `h = floor((P + 2^30) / 2^31)` for the product
+/// `P = x * m` (multipliers are non-negative, so it never saturates), and RoundingDivideByPOT
+/// by `e >= 1` is `floor((h + 2^(e-1) - [h < 0]) / 2^e)`. Nested floors of integer divisions
+/// combine, so the result is `floor((P + c1 - [h < 0] * c2) / 2^(31 + e))`, one arithmetic
+/// shift of a 64-bit sum. `[h < 0]` may be replaced by `[P < 0]`: they differ only for
+/// `-2^30 <= P < 0`, where `h` is 0 and both forms give 0.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) fn requant16(shl: bool, x: __m512i, left: __m512i, rq: &[i64]) -> __m512i {
+    let rq = &rq[..64];
+    // SAFETY: each load reads 8 of the 64 elements of `rq`; loadu has no alignment requirement.
+    let ld = |at: usize| unsafe { _mm512_loadu_si512(rq[at..at + 8].as_ptr().cast()) };
+    let zero = _mm512_setzero_si512();
+    let x = if shl { _mm512_sllv_epi32(x, left) } else { x };
+    // mul_epi32 reads the low 32 bits of each 64-bit lane: the even channels of `x`, and the
+    // odd ones once shifted down.
+    let pe = _mm512_mul_epi32(x, ld(0));
+    let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(8));
+    let (ne, no) = (_mm512_cmplt_epi64_mask(pe, zero), _mm512_cmplt_epi64_mask(po, zero));
+    let qe = _mm512_add_epi64(pe, ld(16));
+    let qo = _mm512_add_epi64(po, ld(24));
+    let qe = _mm512_mask_sub_epi64(qe, ne, qe, ld(32));
+    let qo = _mm512_mask_sub_epi64(qo, no, qo, ld(40));
+    let re = _mm512_srav_epi64(qe, ld(48));
+    let ro = _mm512_srav_epi64(qo, ld(56));
+    // Channel 2i is the low half of lane i of `re`, channel 2i + 1 that of `ro`.
+    let idx = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+    _mm512_permutex2var_epi32(re, idx, ro)
+}
+
+/// [`requant16`] on arrays, for the tests.
+#[cfg(test)]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) fn requant16_lanes(shl: bool, x: &[i32; 16], left: &[i32; 16], rq: &[i64]) -> [i32; 16] {
+    // SAFETY: unaligned 16-lane loads and store of exactly 16 elements.
+    unsafe {
+        let v = requant16(shl, _mm512_loadu_si512(x.as_ptr().cast()), _mm512_loadu_si512(left.as_ptr().cast()), rq);
+        let mut out = [0i32; 16];
+        _mm512_storeu_si512(out.as_mut_ptr().cast(), v);
+        out
+    }
+}
+
+/// One full-window depthwise pixel (depth multiplier 1, raw input bytes, zero-point terms folded
+/// into `init`) for the first `n32` channels, in blocks of 32: two taps per `vpdpwssd` on the
+/// weights of [`pack_dw_512`], then the output stage on 16 lanes ([`requant16`]; values clamped to the output
+/// type's range, so truncating them to bytes stores uint8 and int8 alike). Returns `n32`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dw_pixel_pairs_512(
+    input: &[u8],
+    q_in: Q8,
+    bases: &[usize],
+    p: &super::DwPairs,
+    init: &[i32],
+    st: &OutputStage,
+    out: &mut [u8],
+) -> usize {
+    match q_in {
+        Q8::U8 => dw_body::<false>(input, bases, p, init, st, out),
+        Q8::I8 => dw_body::<true>(input, bases, p, init, st, out),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+#[allow(clippy::too_many_arguments)]
+fn dw_body<const SIGNED: bool>(
+    input: &[u8],
+    bases: &[usize],
+    p: &super::DwPairs,
+    init: &[i32],
+    st: &OutputStage,
+    out: &mut [u8],
+) -> usize {
+    let (w, n32, pairs) = (&p.w512, p.n32, p.pairs);
+    let offset = _mm512_set1_epi32(st.offset);
+    let (lo, hi) = (_mm512_set1_epi32(st.min), _mm512_set1_epi32(st.max));
+    let zero = _mm512_setzero_si512();
+    // Back to channel order: qwords of the 128-bit lanes of `acc_lo` (channels 8l..8l + 4) and
+    // `acc_hi` (8l + 4..8l + 8), interleaved lane by lane.
+    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    for b in 0..n32 / 32 {
+        let c = 32 * b;
+        let (mut acc_lo, mut acc_hi) = (zero, zero);
+        for k in 0..pairs {
+            let xa = load_bytes32::<SIGNED>(input, bases[2 * k] + c);
+            let xb = match bases.get(2 * k + 1) {
+                Some(&bb) => load_bytes32::<SIGNED>(input, bb + c),
+                None => zero,
+            };
+            let at = (b * pairs + k) * 64;
+            acc_lo = _mm512_dpwssd_epi32(acc_lo, _mm512_unpacklo_epi16(xa, xb), load32_i16(w, at));
+            acc_hi = _mm512_dpwssd_epi32(acc_hi, _mm512_unpackhi_epi16(xa, xb), load32_i16(w, at + 32));
+        }
+        let x0 = _mm512_add_epi32(_mm512_permutex2var_epi64(acc_lo, first, acc_hi), load16_i32(init, c));
+        let x1 = _mm512_add_epi32(_mm512_permutex2var_epi64(acc_lo, second, acc_hi), load16_i32(init, c + 16));
+        for (h, x) in [x0, x1].into_iter().enumerate() {
+            let cc = c + 16 * h;
+            let left = if p.shl { load16_i32(&st.left, cc) } else { zero };
+            let v = requant16(p.shl, x, left, &p.rq512[cc / 16 * 64..]);
+            let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, offset), lo), hi);
+            let dst = &mut out[cc..cc + 16];
+            // Clamped to the output type's range: truncating to bytes keeps the value.
+            // SAFETY: `dst` holds exactly 16 bytes; the store is unaligned.
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+        }
+    }
+    n32
 }

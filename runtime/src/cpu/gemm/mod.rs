@@ -32,6 +32,10 @@ mod tests;
 /// Rows of A processed per GEMM call by the convolution kernels.
 pub(crate) const ROWS: usize = 24;
 
+/// Rows of A per call of the byte GEMM (`gemm_u8_fused`): a multiple of the AMX kernel's 16-row
+/// tiles, and enough rows that its tile configuration, loaded once per call, is amortised.
+pub(crate) const VNNI_ROWS: usize = 64;
+
 /// Which implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
@@ -48,11 +52,16 @@ pub(crate) enum Isa {
     NeonDot,
 }
 
-/// `EDGETPU_CPU_ISA=portable` turns the SIMD kernels off (read once): for comparing results
-/// and for testing the paths that CPUs without SIMD kernels take.
+/// `EDGETPU_CPU_ISA` (read once): `portable` turns the SIMD kernels off, `avx2` keeps to the
+/// AVX2 kernels on a CPU with AVX-512 (`avx512` keeps to VNNI on an AMX CPU: `amx::available`),
+/// for comparing results and for testing the paths that other CPUs take.
+fn forced_isa() -> Option<&'static str> {
+    static FORCED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FORCED.get_or_init(|| std::env::var("EDGETPU_CPU_ISA").ok()).as_deref()
+}
+
 fn forced_portable() -> bool {
-    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var_os("EDGETPU_CPU_ISA").is_some_and(|v| v == "portable"))
+    forced_isa() == Some("portable")
 }
 
 /// The best implementation on this CPU.
@@ -251,7 +260,7 @@ pub(crate) fn packed_fused() -> bool {
 pub(crate) fn gemm_packed_fused(a: &[i16], m: usize, p: &Packed, f: &Fold, q: Q8, out: &mut [u8], oc: usize) -> bool {
     assert!(a.len() >= m * p.kp && out.len() >= m * oc && oc <= p.np && f.c.len() >= p.np && p.kp.is_multiple_of(2));
     #[cfg(target_arch = "aarch64")]
-    if best() != Isa::Portable && f.shift.iter().all(|&s| s < 31) {
+    if best() != Isa::Portable && f.vector_shifts {
         // SAFETY: NEON is part of every aarch64 CPU; bounds asserted above.
         return unsafe { neon::gemm_packed_fused_neon(a, m, p, f, q, out, oc) };
     }
@@ -278,7 +287,7 @@ pub(crate) fn gemm_packed_fused_bytes(
 ) -> bool {
     assert!(a.len() >= m * p.kp && out.len() >= m * oc && oc <= p.np && f.c.len() >= p.np && p.kp.is_multiple_of(2));
     #[cfg(target_arch = "aarch64")]
-    if best() != Isa::Portable && f.shift.iter().all(|&s| s < 31) {
+    if best() != Isa::Portable && f.vector_shifts {
         // SAFETY: NEON is part of every aarch64 CPU; bounds asserted above.
         return unsafe { neon::gemm_packed_fused_bytes_neon(a, q_in, zp, m, p, f, q, out, oc) };
     }
@@ -290,6 +299,10 @@ pub(crate) fn gemm_packed_fused_bytes(
 /// AVX-512 VNNI (with VL) on x86-64, the dotprod extension (`sdot`/`udot`) on aarch64.
 pub(crate) fn vnni() -> bool {
     if forced_portable() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if forced_isa() == Some("avx2") {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -314,6 +327,9 @@ pub(crate) struct PackedU8 {
     pub w: Vec<u8>,
     /// Weights are unsigned and inputs signed.
     pub unsigned_weights: bool,
+    /// Weights and inputs are both signed (raw int8 weights, for the AMX kernel's `tdpbssd`
+    /// only: the other kernels multiply bytes of opposite signedness).
+    pub both_signed: bool,
     /// Output channels padded to 16.
     pub np: usize,
     /// K padded to 4 (rows of A have this length).
@@ -340,6 +356,11 @@ impl PackedU8 {
         Self::pack(w, n, k, unsigned_weights, 0x80)
     }
 
+    /// Packs `n` rows of `k` raw int8 weight bytes for int8 inputs (`both_signed`).
+    pub fn new_signed(w: &[u8], n: usize, k: usize) -> PackedU8 {
+        PackedU8 { both_signed: true, ..Self::pack(w, n, k, false, 0) }
+    }
+
     fn pack(w: &[u8], n: usize, k: usize, unsigned_weights: bool, flip: u8) -> PackedU8 {
         let np = n.div_ceil(16) * 16;
         let kp = k.div_ceil(4) * 4;
@@ -360,7 +381,7 @@ impl PackedU8 {
             };
             sign_fix[j] = sum;
         }
-        PackedU8 { w: out, unsigned_weights, np, kp, sign_fix }
+        PackedU8 { w: out, unsigned_weights, both_signed: false, np, kp, sign_fix }
     }
 }
 
@@ -383,8 +404,15 @@ pub(crate) struct Fold {
     pub min: i32,
     pub max: i32,
     /// Some channel shifts left (`left` is not all zeros).
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    #[cfg_attr(not(any(target_arch = "aarch64", all(target_arch = "x86_64", target_os = "linux"))), allow(dead_code))]
     pub shl: bool,
+    /// Every shift is below 31, which the vector output stages require (they do not reproduce
+    /// x86's masking of larger shifts), and no multiplier is negative.
+    pub vector_shifts: bool,
+    /// The output stage's constants for the AMX kernel (`avx512::requant_consts`; empty on
+    /// other CPUs).
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    pub rq512: Vec<i64>,
 }
 
 impl Fold {
@@ -407,7 +435,40 @@ impl Fold {
             min: st.min,
             max: st.max,
             shl: st.left.iter().any(|&l| l != 0),
+            vector_shifts: st.shift.iter().all(|&s| s < 31) && st.multiplier.iter().all(|&m| m >= 0),
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            rq512: if vnni() && amx::available() {
+                avx512::requant_consts(&st.multiplier, &st.right, np.div_ceil(16) * 16)
+            } else {
+                Vec::new()
+            },
         }
+    }
+}
+
+/// Whether the byte GEMM runs on AMX here (which alone takes [`PackedU8::new_signed`] weights
+/// at speed).
+pub(crate) fn amx_active() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        vnni() && amx::available()
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
+/// Sum of bytes, unsigned or signed (`signed`): the input row sums of the byte GEMM's fold.
+#[allow(unsafe_code)]
+pub(crate) fn byte_sum(row: &[u8], signed: bool) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 {
+        // SAFETY: AVX2 was detected at run time (`best`).
+        return unsafe { avx2::byte_sum_avx2(row, signed) };
+    }
+    if signed {
+        row.iter().map(|&x| x as i8 as i32).sum()
+    } else {
+        row.iter().map(|&x| x as i32).sum()
     }
 }
 
@@ -418,19 +479,22 @@ impl Fold {
 pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fold, q: Q8, out: &mut [u8], oc: usize) {
     assert!(a.len() >= m * p.kp && out.len() >= m * oc && sx.len() >= m && oc <= p.np && f.a.len() >= p.np);
     #[cfg(target_arch = "x86_64")]
-    if vnni() && f.shift.iter().all(|&s| s < 31) {
+    if vnni() && f.vector_shifts {
         #[cfg(target_os = "linux")]
         if amx::available() {
             // SAFETY: as below; AMX-INT8 was detected and granted at run time (`available`).
             unsafe { amx::gemm_u8_fused_amx(a, m, p, sx, f, q, out, oc) };
             return;
         }
-        // SAFETY: AVX-512 VNNI, VL and AVX2 were detected at run time (`vnni`); bounds asserted.
-        unsafe { avx512::gemm_u8_fused_vnni(a, m, p, sx, f, q, out, oc) };
-        return;
+        if !p.both_signed {
+            // SAFETY: AVX-512 VNNI, VL and AVX2 were detected at run time (`vnni`); bounds
+            // asserted.
+            unsafe { avx512::gemm_u8_fused_vnni(a, m, p, sx, f, q, out, oc) };
+            return;
+        }
     }
     #[cfg(target_arch = "aarch64")]
-    if best() == Isa::NeonDot && f.shift.iter().all(|&s| s < 31) {
+    if best() == Isa::NeonDot && f.vector_shifts && !p.both_signed {
         // SAFETY: dotprod was detected at run time (`best`); bounds asserted above.
         if unsafe { neon::gemm_u8_fused_dot(a, m, p, sx, f, q, out, oc) } {
             return;
@@ -502,11 +566,24 @@ pub(crate) struct DwPairs {
     /// Channels covered: whole blocks of 16.
     pub n16: usize,
     pub pairs: usize,
+    /// On CPUs with AVX-512 VNNI, the weights of the first `n32` channels (whole blocks of 32)
+    /// again, in the order of the 512-bit kernel (`avx512::pack_dw_512`); empty elsewhere.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub w512: Vec<i16>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub n32: usize,
+    /// The output stage's constants for those channels (`avx512::requant_consts`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub rq512: Vec<i64>,
+    /// Some channel shifts left.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub shl: bool,
 }
 
 impl DwPairs {
-    /// From `[tap][oc]` weights with the zero point already subtracted (each within i16).
-    pub fn new(weights: &[i32], taps: usize, oc: usize) -> DwPairs {
+    /// From `[tap][oc]` weights with the zero point already subtracted (each within i16), and
+    /// the layer's output stage.
+    pub fn new(weights: &[i32], taps: usize, oc: usize, st: &OutputStage) -> DwPairs {
         let n16 = oc / 16 * 16;
         let pairs = taps.div_ceil(2);
         let mut w = vec![0i16; (n16 / 16) * pairs * 32];
@@ -531,7 +608,17 @@ impl DwPairs {
                 }
             }
         }
-        DwPairs { w, n16, pairs }
+        #[cfg(target_arch = "x86_64")]
+        let (w512, n32, rq512) = if vnni() && avx512::dw_available() && st.vector {
+            let (w512, n32) = avx512::pack_dw_512(weights, taps, oc);
+            (w512, n32, avx512::requant_consts(&st.multiplier, &st.right, n32))
+        } else {
+            (Vec::new(), 0, Vec::new())
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (w512, n32, rq512) = (Vec::new(), 0, Vec::new());
+        let shl = st.left.iter().any(|&l| l != 0);
+        DwPairs { w, n16, pairs, w512, n32, rq512, shl }
     }
 }
 
@@ -553,8 +640,15 @@ pub(crate) fn dw_pixel_pairs(
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     if st.vector && bases.len() <= 2 * p.pairs {
+        let start = if p.n32 > 0 {
+            // SAFETY: `n32` is only non-zero when AVX-512 F, BW, VNNI and AVX2 were detected
+            // at run time (`DwPairs::new`).
+            unsafe { avx512::dw_pixel_pairs_512(input, q_in, bases, p, init, st, out) }
+        } else {
+            0
+        };
         // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
-        return unsafe { avx2::dw_pixel_pairs_avx2(input, q_in, bases, p, init, st, q_out, out) };
+        return unsafe { avx2::dw_pixel_pairs_avx2(start, input, q_in, bases, p, init, st, q_out, out) };
     }
     #[cfg(target_arch = "aarch64")]
     if st.vector && bases.len() <= 2 * p.pairs {

@@ -137,9 +137,53 @@ fn requantize_matches_scalar_everywhere() {
     }
 }
 
+/// The 16-lane output stage of the AVX-512 kernels (one 64-bit shift instead of gemmlowp's two
+/// roundings) against TFLite's `MultiplyByQuantizedMultiplier`, over the whole i32 range, every
+/// shift the vector kernels take and multipliers up to `i32::MAX`.
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[allow(unsafe_code)]
+fn avx512_requant_matches_scalar_everywhere() {
+    if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")) {
+        eprintln!("this CPU has no AVX-512: the 16-lane output stage is not used here, nor tested");
+        return;
+    }
+    let mut next = rng(0x0A5C_512F);
+    for _ in 0..20_000 {
+        let q = if next().is_multiple_of(2) { Q8::U8 } else { Q8::I8 };
+        let stage = random_stage(&mut next, 16, q);
+        let rq = super::avx512::requant_consts(&stage.multiplier, &stage.right, 16);
+        let x: [i32; 16] = std::array::from_fn(|_| random_acc(&mut next));
+        let left: [i32; 16] = std::array::from_fn(|c| stage.left[c]);
+        for shl in [true, false] {
+            if !shl && left.iter().any(|&l| l != 0) {
+                continue;
+            }
+            // SAFETY: AVX-512 F and BW were detected above.
+            let got = unsafe { super::avx512::requant16_lanes(shl, &x, &left, &rq) };
+            let want: [i32; 16] = std::array::from_fn(|c| {
+                crate::cpu::quant::multiply_by_quantized_multiplier(x[c], stage.multiplier[c], stage.shift[c])
+            });
+            assert_eq!(got, want, "x {x:?}, multipliers {:?}, shifts {:?}", stage.multiplier, stage.shift);
+        }
+    }
+}
+
+#[test]
+fn byte_sums_match_scalar() {
+    let mut next = rng(0x5AD_5AD);
+    for len in (0..200).chain([1000, 4099]) {
+        let row: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        assert_eq!(byte_sum(&row, false), row.iter().map(|&x| x as i32).sum::<i32>(), "len {len}");
+        assert_eq!(byte_sum(&row, true), row.iter().map(|&x| x as i8 as i32).sum::<i32>(), "len {len}");
+    }
+    assert_eq!(byte_sum(&[0xFF; 64], false), 255 * 64);
+    assert_eq!(byte_sum(&[0x80; 64], true), -128 * 64);
+}
+
 proptest! {
     /// The fused byte GEMM (AMX, AVX-512 VNNI or aarch64 dotprod, where the CPU has it) against
-    /// the portable one: any bytes, both signedness layouts, uniform or per-channel fold terms,
+    /// the portable one: any bytes, the three signedness layouts (both signed: AMX only), uniform or per-channel fold terms,
     /// any depth (tails of the 16-byte steps and of AMX's 64-byte tiles), row count (several
     /// 16-row AMX blocks and a partial one) and channel count (partial tiles).
     #[test]
@@ -147,13 +191,17 @@ proptest! {
         m in 1usize..=40,
         oc in 1usize..=40,
         k in 1usize..=200,
-        unsigned_weights in any::<bool>(),
+        signs in 0u8..3,
         uniform in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut next = rng(seed);
         let wb: Vec<u8> = (0..oc * k).map(|_| next() as u8).collect();
-        let p = PackedU8::new(&wb, oc, k, unsigned_weights);
+        let p = match signs {
+            0 => PackedU8::new(&wb, oc, k, false),
+            1 => PackedU8::new(&wb, oc, k, true),
+            _ => PackedU8::new_signed(&wb, oc, k),
+        };
         let a: Vec<u8> = (0..m * p.kp).map(|_| next() as u8).collect();
         let sx: Vec<i32> = (0..m).map(|_| random_acc(&mut next)).collect();
         let q = if next().is_multiple_of(2) { Q8::U8 } else { Q8::I8 };

@@ -20,8 +20,9 @@ pub(crate) struct OutputStage {
     /// `max(-shift, 0)` per channel, at most 31 (vector kernels).
     pub right: Vec<i32>,
     /// Whether the vector kernels apply: the CPU has them (AVX2 on x86-64, NEON on aarch64,
-    /// detected when the stage is built) and no left shift reaches 31 (only absurd scales produce
-    /// those; the vector code does not reproduce x86's masking of such shifts).
+    /// detected when the stage is built), no left shift reaches 31 and no multiplier is negative
+    /// (only absurd scales produce those; the vector code does not reproduce x86's masking of
+    /// such shifts nor the saturation of a negative multiplier's product).
     pub vector: bool,
 }
 
@@ -29,7 +30,9 @@ impl OutputStage {
     pub fn new(multiplier: Vec<i32>, shift: Vec<i32>, offset: i32, min: i32, max: i32) -> OutputStage {
         let left = shift.iter().map(|&s| s.max(0)).collect();
         let right = shift.iter().map(|&s| (-s).clamp(0, 31)).collect();
-        let vector = shift.iter().all(|&s| s < 31) && crate::cpu::gemm::best() != crate::cpu::gemm::Isa::Portable;
+        let vector = shift.iter().all(|&s| s < 31)
+            && multiplier.iter().all(|&m| m >= 0)
+            && crate::cpu::gemm::best() != crate::cpu::gemm::Isa::Portable;
         OutputStage { multiplier, shift, offset, min, max, left, right, vector }
     }
 

@@ -71,8 +71,14 @@ fn vnni_layout(
         return None;
     }
     // Both layouts store the weight byte with its top bit flipped: for uint8 the signed byte
-    // w - 128, for int8 the unsigned byte w + 128.
-    let packed = gemm::PackedU8::new_flipped(&raw[..n * k], n, k, q == Q8::I8);
+    // w - 128, for int8 the unsigned byte w + 128. On AMX, int8 weights stay as they are
+    // (`tdpbssd` multiplies signed by signed): no input row-sum term.
+    let signed = q == Q8::I8 && gemm::amx_active();
+    let packed = if signed {
+        gemm::PackedU8::new_signed(&raw[..n * k], n, k)
+    } else {
+        gemm::PackedU8::new_flipped(&raw[..n * k], n, k, q == Q8::I8)
+    };
     let mut a = vec![0i32; n];
     let mut c = vec![0i32; n];
     for (j, row) in raw.chunks_exact(k).take(n).enumerate() {
@@ -82,6 +88,7 @@ fn vnni_layout(
         let sum = sum.wrapping_sub((k as i32).wrapping_mul(zw_of(j)));
         a[j] = match q {
             Q8::U8 => 128 - zw_of(j),
+            Q8::I8 if signed => 0,
             Q8::I8 => -128,
         };
         c[j] = bias[j].wrapping_sub(in_zp.wrapping_mul(sum));
@@ -93,10 +100,7 @@ fn vnni_layout(
 /// Sum of a row of input bytes (unsigned or signed).
 #[inline(always)]
 fn row_sum(q: Q8, row: &[u8]) -> i32 {
-    match q {
-        Q8::U8 => row.iter().map(|&x| x as i32).sum(),
-        Q8::I8 => row.iter().map(|&x| x as i8 as i32).sum(),
-    }
+    gemm::byte_sum(row, q == Q8::I8)
 }
 
 /// Keeps the `[oc][kp]` weights for the reference kernel, or packs them for the fast one.
@@ -125,7 +129,8 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let reference = ctx.reference;
     // Fast path scratch: im2col rows (i16) + accumulators, per thread.
     let np = oc.div_ceil(16) * 16;
-    let scratch = gemm::ROWS * kp * 2 + gemm::ROWS * np * 4 + 64;
+    // The byte GEMM's path: VNNI_ROWS rows of bytes and their sums.
+    let scratch = (gemm::ROWS * kp * 2 + gemm::ROWS * np * 4).max(gemm::VNNI_ROWS * (kp + 4)) + 64;
     let in_zp = input.qparams()?.1;
     let raw = ctx.constant(1)?;
     // The byte GEMM packs the weight bytes directly; the others widen them first.
@@ -203,7 +208,7 @@ impl Conv {
     /// Byte im2col row of output pixel `p` for the VNNI path; returns the row sum of the real
     /// k entries (when needed).
     #[inline(always)]
-    fn patch_u8(&self, v: &Vnni, input: &[u8], p: usize, row: &mut [u8]) -> i32 {
+    fn patch_u8(&self, v: &Vnni, input: &[u8], p: usize, row: &mut [u8], sum: bool) -> i32 {
         let g = &self.g;
         let ox = p % g.out_w;
         let oy = (p / g.out_w) % g.out_h;
@@ -245,7 +250,11 @@ impl Conv {
                 }
             }
         }
-        row_sum(v.q, &row[..self.k])
+        if sum {
+            row_sum(v.q, &row[..self.k])
+        } else {
+            0
+        }
     }
 
     /// The VNNI counterpart of `pixels_body`. 1x1 stride-1 convolutions whose depth is a
@@ -263,21 +272,28 @@ impl Conv {
             && kp == g.in_c
             && g.in_h == g.out_h
             && g.in_w == g.out_w;
-        let (a, rest) = scratch.split_at_mut(gemm::ROWS * kp);
-        let sx: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..gemm::ROWS * 4]);
+        let (a, rest) = scratch.split_at_mut(gemm::VNNI_ROWS * kp);
+        let sx: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..gemm::VNNI_ROWS * 4]);
+        // Symmetric weights (int8 models) need no input row sums.
+        let sums = v.fold.a_uniform != Some(0);
+        if !sums {
+            sx.fill(0);
+        }
         let n = rows.len() / oc;
         let mut at = 0;
         while at < n {
-            let m = gemm::ROWS.min(n - at);
+            let m = gemm::VNNI_ROWS.min(n - at);
             let block: &[u8] = if direct {
                 let src = &input[(first + at) * kp..(first + at + m) * kp];
-                for (r, s) in sx.iter_mut().take(m).enumerate() {
-                    *s = row_sum(v.q, &src[r * kp..(r + 1) * kp]);
+                if sums {
+                    for (r, s) in sx.iter_mut().take(m).enumerate() {
+                        *s = row_sum(v.q, &src[r * kp..(r + 1) * kp]);
+                    }
                 }
                 src
             } else {
                 for r in 0..m {
-                    sx[r] = self.patch_u8(v, input, first + at + r, &mut a[r * kp..(r + 1) * kp]);
+                    sx[r] = self.patch_u8(v, input, first + at + r, &mut a[r * kp..(r + 1) * kp], sums);
                 }
                 &a[..m * kp]
             };

@@ -57,8 +57,9 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     let bias = bias_of(ctx, 2, oc)?;
     let in_zp = input.qparams()?.1;
     let reference = ctx.reference;
-    let scratch = (oc * 4 + ic * 4) * 2 + 64;
     let taps = kh * kw;
+    // Accumulators and widened inputs, then a window of `taps` input pixels for border pixels.
+    let scratch = (oc * 4 + ic * 4) * 2 + 64 + taps * ic;
     let folded = (0..oc)
         .map(|c| {
             let sum = (0..taps).fold(0i32, |s, t| s.wrapping_add(weights[t * oc + c]));
@@ -67,11 +68,18 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         .collect();
     let rel = (0..kh * kw).map(|t| ((t / kw) * g.dil_h * iw + (t % kw) * g.dil_w) * ic).collect();
     let pairs = (!reference && mult == 1 && taps <= gemm::DW_MAX_TAPS && oc >= 16)
-        .then(|| gemm::DwPairs::new(&weights, taps, oc));
+        .then(|| gemm::DwPairs::new(&weights, taps, oc, &stage));
     Built::with_scratch(
         Depthwise { rel, g, q_in, q_out, in_zp, mult, weights, bias, folded, pairs, stage, reference },
         scratch,
     )
+}
+
+/// One thread's scratch: accumulators, widened inputs, and a window of input pixels.
+struct Scratch<'a> {
+    acc: &'a mut [i32],
+    xs: &'a mut [i32],
+    window: &'a mut [u8],
 }
 
 impl Depthwise {
@@ -102,33 +110,34 @@ impl Depthwise {
 
     /// Output rows `first..first + rows/row_len` (row = batch * out_h + y).
     #[inline(always)]
-    fn rows_body(&self, input: &[u8], first: usize, rows: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
+    fn rows_body(&self, input: &[u8], first: usize, rows: &mut [u8], s: &mut Scratch<'_>) {
         let g = &self.g;
         let row_len = g.out_w * g.out_c;
         for (r, out_row) in rows.chunks_mut(row_len).enumerate() {
             let row = first + r;
-            self.row_fast(input, row / g.out_h, row % g.out_h, out_row, acc, xs);
+            self.row_fast(input, row / g.out_h, row % g.out_h, out_row, s);
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn rows_avx2(&self, input: &[u8], first: usize, rows: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
-        self.rows_body(input, first, rows, acc, xs)
+    fn rows_avx2(&self, input: &[u8], first: usize, rows: &mut [u8], s: &mut Scratch<'_>) {
+        self.rows_body(input, first, rows, s)
     }
 
-    fn rows(&self, input: &[u8], first: usize, rows: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
+    fn rows(&self, input: &[u8], first: usize, rows: &mut [u8], s: &mut Scratch<'_>) {
         #[cfg(target_arch = "x86_64")]
         if gemm::best() == gemm::Isa::Avx2 {
             // SAFETY: AVX2 was detected at run time (`gemm::best`); the body is safe code.
-            return unsafe { self.rows_avx2(input, first, rows, acc, xs) };
+            return unsafe { self.rows_avx2(input, first, rows, s) };
         }
-        self.rows_body(input, first, rows, acc, xs)
+        self.rows_body(input, first, rows, s)
     }
 
     /// One output row (all x, all channels) with channel-vectorised accumulation.
     #[inline(always)]
-    fn row_fast(&self, input: &[u8], b: usize, oy: usize, out_row: &mut [u8], acc: &mut [i32], xs: &mut [i32]) {
+    fn row_fast(&self, input: &[u8], b: usize, oy: usize, out_row: &mut [u8], s: &mut Scratch<'_>) {
+        let (acc, xs) = (&mut *s.acc, &mut *s.xs);
         let g = &self.g;
         let oc = g.out_c;
         let mut bases = [0usize; gemm::DW_MAX_TAPS];
@@ -168,6 +177,32 @@ impl Depthwise {
                 let start = match (&self.pairs, full) {
                     (Some(p), true) => {
                         gemm::dw_pixel_pairs(input, self.q_in, &bases[..n], p, init, &self.stage, self.q_out, dst)
+                    }
+                    (Some(p), false) => {
+                        // A border pixel: its window copied out with the missing taps set to the
+                        // input zero point, whose terms then cancel, so the full-window kernel and
+                        // its folded constant apply.
+                        let ic = g.in_c;
+                        let taps_all = g.k_h * g.k_w;
+                        let win = &mut s.window[..taps_all * ic];
+                        win.fill(self.q_in.put(self.in_zp));
+                        for (&base, &t) in bases[..n].iter().zip(&taps[..n]) {
+                            win[t * ic..(t + 1) * ic].copy_from_slice(&input[base..base + ic]);
+                        }
+                        let mut wbases = [0usize; gemm::DW_MAX_TAPS];
+                        for (t, wb) in wbases.iter_mut().enumerate().take(taps_all) {
+                            *wb = t * ic;
+                        }
+                        gemm::dw_pixel_pairs(
+                            win,
+                            self.q_in,
+                            &wbases[..taps_all],
+                            p,
+                            &self.folded,
+                            &self.stage,
+                            self.q_out,
+                            dst,
+                        )
                     }
                     _ => 0,
                 };
@@ -236,10 +271,13 @@ impl Kernel for Depthwise {
         let g = &self.g;
         let row_len = g.out_w * g.out_c;
         let (oc, ic) = (g.out_c, g.in_c);
+        let taps = g.k_h * g.k_w;
         io.par.rows(out, row_len, 1, io.scratch, |first, rows, scratch| {
-            let words: &mut [i32] = cast_mut(&mut scratch[..(oc + ic) * 4]).expect("aligned scratch");
+            let (words, rest) = scratch.split_at_mut((oc + ic) * 4);
+            let words: &mut [i32] = cast_mut(words).expect("aligned scratch");
             let (acc, xs) = words.split_at_mut(oc);
-            self.rows(input, first, rows, acc, xs);
+            let mut s = Scratch { acc, xs, window: &mut rest[..taps * ic] };
+            self.rows(input, first, rows, &mut s);
         });
         Ok(())
     }
