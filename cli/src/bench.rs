@@ -25,6 +25,45 @@ pub struct Args {
     /// order; --model is the first): run them as a pipeline, segment k on device k.
     #[arg(long, value_delimiter = ',')]
     pub segments: Option<Vec<std::path::PathBuf>>,
+    /// CPU models: after the timed invocations, as many again timing every node, then print the
+    /// time per operator type and the slowest nodes.
+    #[arg(long)]
+    pub profile: bool,
+}
+
+/// Per-operator-type and per-node times of `iterations` invocations, in ms per invocation.
+struct Profile {
+    /// (op, ms, nodes), slowest first.
+    by_op: Vec<(String, f64, usize)>,
+    /// (node index, op, ms), slowest first.
+    slowest: Vec<(usize, String, f64)>,
+    total_ms: f64,
+}
+
+fn profile(it: &mut edgetpu::cpu::Interpreter, iterations: usize) -> Result<Profile> {
+    let names: Vec<String> = it.plan().node_names().map(str::to_string).collect();
+    let mut per_node = vec![std::time::Duration::ZERO; names.len()];
+    for _ in 0..iterations {
+        it.invoke_timed(&mut per_node)?;
+    }
+    let ms: Vec<f64> = per_node.iter().map(|d| d.as_secs_f64() * 1e3 / iterations as f64).collect();
+    let mut by_op: Vec<(String, f64, usize)> = Vec::new();
+    for (name, &t) in names.iter().zip(&ms) {
+        // Node names are `OP/vVERSION`.
+        let op = name.split('/').next().unwrap_or(name).to_string();
+        match by_op.iter_mut().find(|(o, _, _)| *o == op) {
+            Some(e) => {
+                e.1 += t;
+                e.2 += 1;
+            }
+            None => by_op.push((op, t, 1)),
+        }
+    }
+    by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut slowest: Vec<(usize, String, f64)> =
+        names.iter().zip(&ms).enumerate().map(|(i, (n, &t))| (i, n.clone(), t)).collect();
+    slowest.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(Profile { by_op, slowest, total_ms: ms.iter().sum() })
 }
 
 /// The `p`-th percentile (nearest rank) of sorted values.
@@ -58,6 +97,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let mut loaded = common::load(&args.model, None)?;
     if let Some(rt) = loaded.runtime.take() {
+        if args.profile {
+            bail!("--profile times the nodes of CPU models; it does not profile Edge TPU devices yet (use --device cpu with the CPU model)");
+        }
         return crate::bench_devices::run(args, &loaded.it, &rt);
     }
     if args.segments.is_some() {
@@ -82,6 +124,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let (p50, p90, p99) = (percentile(&times, 50.0), percentile(&times, 90.0), percentile(&times, 99.0));
     let (min, max) = (times[0], times[times.len() - 1]);
+    let prof = if args.profile { Some(profile(it, args.iterations)?) } else { None };
     if args.json {
         let doc = json!({
             "model": args.model.model.display().to_string(),
@@ -94,6 +137,14 @@ pub fn run(args: &Args) -> Result<()> {
             "total_ms": total_ms,
             "latency_ms": {"min": min, "mean": mean, "p50": p50, "p90": p90, "p99": p99, "max": max},
         });
+        let mut doc = doc;
+        if let Some(p) = &prof {
+            doc["profile"] = json!({
+                "nodes_ms": p.total_ms,
+                "by_op": p.by_op.iter().map(|(op, ms, n)| json!({"op": op, "ms": ms, "nodes": n})).collect::<Vec<_>>(),
+                "nodes": p.slowest.iter().map(|(i, op, ms)| json!({"node": i, "op": op, "ms": ms})).collect::<Vec<_>>(),
+            });
+        }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("model:      {}", args.model.model.display());
@@ -103,6 +154,19 @@ pub fn run(args: &Args) -> Result<()> {
         println!("load:       {:.2} ms", loaded.load_ms);
         println!("iterations: {} (+{} warm-up)", args.iterations, args.warmup);
         println!("latency ms: p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  (min {min:.3}, mean {mean:.3}, max {max:.3})");
+        if let Some(p) = &prof {
+            println!(
+                "profile:    {:.3} ms per invocation in nodes (mean of {} timed again node by node)",
+                p.total_ms, args.iterations
+            );
+            for (op, ms, n) in &p.by_op {
+                println!("  {op:<28} {ms:>8.3} ms  {:>5.1}%  ({n} nodes)", 100.0 * ms / p.total_ms.max(1e-9));
+            }
+            println!("  slowest nodes:");
+            for (i, op, ms) in p.slowest.iter().take(10) {
+                println!("  #{i:<4} {op:<28} {ms:>8.3} ms");
+            }
+        }
     }
     Ok(())
 }

@@ -1,5 +1,52 @@
 //! Splitting kernel work over threads without allocating per call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a spinning thread looks for work in vain before it goes back to sleep.
+pub(crate) const SPIN_IDLE: Duration = Duration::from_millis(1);
+
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A pool thread's loop while an invocation runs: take pending work, or spin, until `done` or
+/// [`SPIN_IDLE`] without work.
+fn spin(done: &AtomicBool, owner: Option<usize>) {
+    // On the thread running the invocation (which may pick this job up while it waits inside a
+    // split), spinning would never end: return at once.
+    if rayon::current_thread_index() == owner {
+        return;
+    }
+    let mut idle_since = Instant::now();
+    let mut polls = 0u32;
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle_since = Instant::now();
+            continue;
+        }
+        std::hint::spin_loop();
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(64) && idle_since.elapsed() > SPIN_IDLE {
+            return;
+        }
+    }
+}
+
+/// Runs `f` here with `n` spinner jobs offered to the pool's other threads (`rayon::join`, which
+/// does not allocate), setting `done` when `f` returns or panics.
+fn with_spinners<R: Send>(n: usize, done: &AtomicBool, owner: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    if n == 0 {
+        let _done = SetOnDrop(done);
+        return f();
+    }
+    rayon::join(|| with_spinners(n - 1, done, owner, f), || spin(done, owner)).0
+}
+
 /// The threads a kernel may use: none (the calling thread only) or a rayon pool.
 pub(crate) struct Par {
     pool: Option<rayon::ThreadPool>,
@@ -30,11 +77,19 @@ impl Par {
     /// inside it split work with `join` alone: entering the pool once per invocation instead of
     /// once per node keeps the pool's job injection (which allocates now and then) out of the
     /// kernels.
+    ///
+    /// While `f` runs, the pool's other threads do not sleep between the kernels' splits: each
+    /// runs a job that keeps taking pending work (`rayon::yield_now`) and spins when there is
+    /// none, until `f` returns or it has found nothing for [`SPIN_IDLE`] (an Edge TPU step
+    /// waiting on its device, say), when it goes back to the pool's sleep. Waking a sleeping
+    /// thread costs tens of microseconds, as much as a small node's whole run, so without this
+    /// a second thread made many nodes slower.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
+        let Some(pool) = &self.pool else { return f() };
+        pool.install(|| {
+            let done = AtomicBool::new(false);
+            with_spinners(self.threads - 1, &done, rayon::current_thread_index(), f)
+        })
     }
 
     /// Runs `f` over `out` cut into at most `threads` contiguous parts of whole `unit`-element
