@@ -364,22 +364,42 @@ impl PackedU8 {
     fn pack(w: &[u8], n: usize, k: usize, unsigned_weights: bool, flip: u8) -> PackedU8 {
         let np = n.div_ceil(16) * 16;
         let kp = k.div_ceil(4) * 4;
-        let mut out = vec![0u8; kp * np];
-        let mut sign_fix = vec![0i32; np];
-        for (j, row) in w.chunks_exact(k.max(1)).take(if k == 0 { 0 } else { n }).enumerate() {
-            // Groups of 4 bytes of row j go to column j of each k/4 block.
-            for (g, quad) in row.chunks(4).enumerate() {
-                let dst = &mut out[(g * np + j) * 4..][..4];
-                for (d, &b) in dst.iter_mut().zip(quad) {
-                    *d = b ^ flip;
+        let kq = kp / 4;
+        let n = w.len().checked_div(k).map_or(0, |rows| n.min(rows));
+        // Quads of 4 bytes as little-endian words: word (g, j) holds bytes 4g..4g + 4 of row j
+        // (zero past k, unflipped). Blocks of 16 rows keep the rows read and the 64-byte line
+        // written per group in cache.
+        let mut out = vec![0u8; kq * np * 4];
+        let flip32 = u32::from_ne_bytes([flip; 4]);
+        for j0 in (0..n).step_by(16) {
+            let rows = j0..(j0 + 16).min(n);
+            for g in 0..kq {
+                for j in rows.clone() {
+                    let row = &w[j * k..(j + 1) * k];
+                    let word = match row.get(4 * g..4 * g + 4) {
+                        Some(q) => u32::from_le_bytes([q[0], q[1], q[2], q[3]]) ^ flip32,
+                        None => {
+                            let mut q = [0u8; 4];
+                            for (d, &b) in q.iter_mut().zip(&row[4 * g..]) {
+                                *d = b ^ flip;
+                            }
+                            u32::from_le_bytes(q)
+                        }
+                    };
+                    out[(g * np + j) * 4..][..4].copy_from_slice(&word.to_le_bytes());
                 }
             }
-            let sum = if unsigned_weights {
-                row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i32)).wrapping_mul(-128)
-            } else {
-                row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i8 as i32)).wrapping_mul(128)
-            };
-            sign_fix[j] = sum;
+        }
+        // The aarch64 kernel's sign fix-up (see `sign_fix`); other CPUs do not read it.
+        let mut sign_fix = vec![0i32; np];
+        if cfg!(target_arch = "aarch64") {
+            for (j, row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
+                sign_fix[j] = if unsigned_weights {
+                    row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i32)).wrapping_mul(-128)
+                } else {
+                    row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i8 as i32)).wrapping_mul(128)
+                };
+            }
         }
         PackedU8 { w: out, unsigned_weights, both_signed: false, np, kp, sign_fix }
     }

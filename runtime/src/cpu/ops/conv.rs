@@ -83,9 +83,7 @@ fn vnni_layout(
     let mut c = vec![0i32; n];
     for (j, row) in raw.chunks_exact(k).take(n).enumerate() {
         // colsum(w - zw), wrapping as the i32 accumulation of the reference does.
-        let value = |b: u8| if q == Q8::I8 { i32::from(b as i8) } else { i32::from(b) };
-        let sum = row.iter().fold(0i32, |s, &b| s.wrapping_add(value(b)));
-        let sum = sum.wrapping_sub((k as i32).wrapping_mul(zw_of(j)));
+        let sum = gemm::byte_sum(row, q == Q8::I8).wrapping_sub((k as i32).wrapping_mul(zw_of(j)));
         a[j] = match q {
             Q8::U8 => 128 - zw_of(j),
             Q8::I8 if signed => 0,

@@ -1,6 +1,7 @@
 //! Element-wise ops: ADD, SUB, MUL, DIV, FLOOR_DIV, SQRT, CAST, QUANTIZE, DEQUANTIZE, RELU*.
 
-use super::common::{set_output_shape, Broadcast, Q8};
+use super::common::{set_output_shape, Broadcast, OutputStage, Q8};
+use crate::cpu::gemm;
 use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel, TensorInfo};
 use crate::cpu::quant;
 use crate::error::{Error, Result};
@@ -196,12 +197,26 @@ fn finish(ctx: &BuildCtx<'_>, bc: Broadcast, kind: Binary) -> Result<Built> {
             };
             let (sa, sb) = (scaled(in1_offset, m1), scaled(in2_offset, m2));
             let mut table = vec![0u8; 65536];
-            for (row, &a) in table.chunks_exact_mut(256).zip(&sa) {
-                for (t, &b) in row.iter_mut().zip(&sb) {
-                    let raw = if sub { a - b } else { a + b };
-                    let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1)
-                        .wrapping_add(out_offset);
-                    *t = q.put(v.clamp(act.0, act.1));
+            if (-31..=0).contains(&mo.1) {
+                // The output stage of a row of 256 sums at a time, on the vector kernels: the
+                // same arithmetic as `multiply_by_quantized_multiplier_smaller_than_one_exp` for
+                // these shifts.
+                let stage = OutputStage::new(vec![mo.0; 256], vec![mo.1; 256], out_offset, act.0, act.1);
+                let mut raw = [0i32; 256];
+                for (row, &a) in table.chunks_exact_mut(256).zip(&sa) {
+                    for (r, &b) in raw.iter_mut().zip(&sb) {
+                        *r = if sub { a.wrapping_sub(b) } else { a.wrapping_add(b) };
+                    }
+                    gemm::requantize_row(&raw, &stage, q, row);
+                }
+            } else {
+                for (row, &a) in table.chunks_exact_mut(256).zip(&sa) {
+                    for (t, &b) in row.iter_mut().zip(&sb) {
+                        let raw = if sub { a.wrapping_sub(b) } else { a.wrapping_add(b) };
+                        let v = quant::multiply_by_quantized_multiplier_smaller_than_one_exp(raw, mo.0, mo.1)
+                            .wrapping_add(out_offset);
+                        *t = q.put(v.clamp(act.0, act.1));
+                    }
                 }
             }
             table
@@ -222,17 +237,37 @@ impl Kernel for Table2 {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let (x, y) = (io.ins[0], io.ins[1]);
         let out = &mut *io.outs[0];
+        // Split over the threads in parts of at least this many elements.
+        const MIN_PART: usize = 8192;
         if self.bc.same {
-            for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
-                *o = self.table[(a as usize) << 8 | b as usize];
-            }
-        } else if let Some(p) = self.bc.b_period {
-            // b repeats along the leading dimensions (e.g. a per-channel constant).
-            for (oc, xc) in out.chunks_mut(p).zip(x.chunks(p)) {
-                for ((o, &a), &b) in oc.iter_mut().zip(xc).zip(y) {
+            io.par.rows(out, 1, MIN_PART, &mut [], |first, part, _| {
+                let (x, y) = (&x[first..], &y[first..]);
+                for ((o, &a), &b) in part.iter_mut().zip(x).zip(y) {
                     *o = self.table[(a as usize) << 8 | b as usize];
                 }
-            }
+            });
+        } else if let Some(p) = self.bc.b_period {
+            // b repeats along the leading dimensions (e.g. a per-channel constant).
+            // Short periods (a per-channel constant of an RGB image) repeated to at least 64
+            // elements, so that the inner loop is long.
+            let mut buf = [0u8; 128];
+            let pattern: &[u8] = if p < 64 {
+                let span = p * 64usize.div_ceil(p);
+                for (d, &b) in buf[..span].iter_mut().zip(y[..p].iter().cycle()) {
+                    *d = b;
+                }
+                &buf[..span]
+            } else {
+                &y[..p]
+            };
+            let span = pattern.len();
+            io.par.rows(out, span, MIN_PART.div_ceil(span), &mut [], |first, part, _| {
+                for (oc, xc) in part.chunks_mut(span).zip(x[first * span..].chunks(span)) {
+                    for ((o, &a), &b) in oc.iter_mut().zip(xc).zip(pattern) {
+                        *o = self.table[(a as usize) << 8 | b as usize];
+                    }
+                }
+            });
         } else {
             self.bc.for_each(|o, i, j| out[o] = self.table[(x[i] as usize) << 8 | y[j] as usize]);
         }
@@ -477,6 +512,19 @@ impl Quantize {
     }
 }
 
+/// `f32::round` (half away from zero) in operations that vectorise: the integer part, plus one
+/// away from zero when the fraction (exact: `v - trunc(v)` loses no bits) is at least a half.
+/// NaN and infinities come out as `f32::round` gives them.
+#[inline(always)]
+fn round_half_away(v: f32) -> f32 {
+    let t = v.trunc();
+    if (v - t).abs() >= 0.5 {
+        t + 1f32.copysign(v)
+    } else {
+        t
+    }
+}
+
 impl Kernel for Quantize {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let out = &mut *io.outs[0];
@@ -484,11 +532,24 @@ impl Kernel for Quantize {
             Quantize::FromFloat { q, scale, zp } => {
                 let x: &[f32] = cast(io.ins[0])?;
                 let (lo, hi) = if q == Q8::U8 { (0, 255) } else { (-128, 127) };
-                crate::cpu::gemm::with_avx2(|| {
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        let u = ((v / scale).round() as i32).saturating_add(zp);
-                        *o = q.put(u.clamp(lo, hi));
-                    }
+                // `round(v / scale) as i32` saturating, plus zp, clamped to the type: the same as
+                // clamping the rounded value to [lo - zp, hi - zp] first (NaN counts as 0), which
+                // keeps it small enough for the exact float-to-int trick below, all in vector
+                // operations.
+                let (lo_f, hi_f) = ((lo - zp) as f32, (hi - zp) as f32);
+                io.par.rows(out, 1, 8192, &mut [], |first, part, _| {
+                    // `move`: byte stores could alias captured references, which would keep the
+                    // loop from being vectorised.
+                    crate::cpu::gemm::with_avx2(move || {
+                        for (o, &v) in part.iter_mut().zip(&x[first..]) {
+                            let r = round_half_away(v / scale);
+                            let r = if r.is_nan() { 0.0 } else { r.max(lo_f).min(hi_f) };
+                            // 1.5 * 2^23 puts an integer of magnitude below 2^22 in the low
+                            // mantissa bits.
+                            let i = (r + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+                            *o = q.put(i + zp);
+                        }
+                    })
                 });
             }
             Quantize::Requantize { .. } => {
@@ -533,12 +594,26 @@ struct Dequantize {
 impl Kernel for Dequantize {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let out: &mut [f32] = cast_mut(io.outs[0])?;
+        let input = io.ins[0];
         match self.q {
-            Some(q) => {
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = (self.scale * (q.get(io.ins[0], i) - self.zp) as f64) as f32;
-                }
-            }
+            Some(q) => io.par.rows(out, 1, 8192, &mut [], |first, part, _| {
+                crate::cpu::gemm::with_avx2(|| {
+                    let (scale, zp) = (self.scale, self.zp);
+                    let src = &input[first..];
+                    match q {
+                        Q8::U8 => {
+                            for (o, &b) in part.iter_mut().zip(src) {
+                                *o = (scale * (i32::from(b) - zp) as f64) as f32;
+                            }
+                        }
+                        Q8::I8 => {
+                            for (o, &b) in part.iter_mut().zip(src) {
+                                *o = (scale * (i32::from(b as i8) - zp) as f64) as f32;
+                            }
+                        }
+                    }
+                })
+            }),
             None => {
                 let x: &[i16] = cast(io.ins[0])?;
                 for (o, &v) in out.iter_mut().zip(x) {
@@ -629,4 +704,43 @@ pub(crate) fn build_relu(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         return Built::new(byte_table(|b| k.byte(b)));
     }
     Built::new(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_half_away;
+
+    #[test]
+    fn round_half_away_is_f32_round() {
+        let specials = [
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            8388607.5,
+            -8388607.5,
+            8388608.0,
+            16777217.0,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+        ];
+        for v in specials {
+            assert_eq!(round_half_away(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+        assert!(round_half_away(f32::NAN).is_nan());
+        // Every 4099th bit pattern: all exponents, both signs.
+        for bits in (0..=u32::MAX).step_by(4099) {
+            let v = f32::from_bits(bits);
+            if !v.is_nan() {
+                assert_eq!(round_half_away(v).to_bits(), v.round().to_bits(), "{v} ({bits:#x})");
+            }
+        }
+    }
 }

@@ -155,10 +155,12 @@ impl Kernel for Resize {
         match self.elem {
             Elem::I8 => {
                 let (hs, ws) = (self.scale10(self.ih, self.oh), self.scale10(self.iw, self.ow));
-                let out = &mut *io.outs[0];
                 let q = Q8::I8;
-                for b in 0..self.n {
-                    for y in 0..self.oh {
+                // Output rows (batch * out_h + y) spread over the threads.
+                let row_len = self.ow * self.c;
+                io.par.rows(&mut *io.outs[0], row_len, 4, &mut [], |first, rows, _| {
+                    for (r, out_row) in rows.chunks_mut(row_len.max(1)).enumerate() {
+                        let (b, y) = ((first + r) / self.oh, (first + r) % self.oh);
                         let (iy, y0, y1) = interp_int(y as i32, hs, self.half, self.ih);
                         for x in 0..self.ow {
                             let (ix, x0, x1) = interp_int(x as i32, ws, self.half, self.iw);
@@ -171,12 +173,11 @@ impl Kernel for Resize {
                                     + v(y0, x1) * ((1 << 10) - dy) * dx
                                     + v(y1, x1) * dy * dx;
                                 let round = if o20 > 0 { 1i64 << 19 } else { -(1i64 << 19) };
-                                out[((b * self.oh + y) * self.ow + x) * self.c + c] =
-                                    ((o20 + round) / (1 << 20)) as i8 as u8;
+                                out_row[x * self.c + c] = ((o20 + round) / (1 << 20)) as i8 as u8;
                             }
                         }
                     }
-                }
+                });
             }
             Elem::U8 if self.reference => {
                 let out = &mut *io.outs[0];
