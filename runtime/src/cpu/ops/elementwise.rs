@@ -460,9 +460,14 @@ impl Kernel for Cast {
                 return Ok(());
             }
             (Num::U8, Num::F32) => {
-                for (o, &v) in cast_mut::<f32>(io.outs[0])?.iter_mut().zip(io.ins[0]) {
-                    *o = v as f32;
-                }
+                // Split like the QUANTIZE that usually follows (an image turned into floats and
+                // quantized again), so that each thread's half stays in its own cache.
+                let x = io.ins[0];
+                io.par.rows(cast_mut::<f32>(io.outs[0])?, 1, CHEAP_PART, &mut [], |first, part, _| {
+                    for (o, &v) in part.iter_mut().zip(&x[first..]) {
+                        *o = v as f32;
+                    }
+                });
                 return Ok(());
             }
             _ => {}
@@ -512,6 +517,11 @@ impl Quantize {
     }
 }
 
+/// Fewest elements per thread for the cheapest element-wise kernels (casts, QUANTIZE,
+/// DEQUANTIZE): below this, handing half of the data to another core's cache costs more than
+/// the work saved.
+const CHEAP_PART: usize = 32768;
+
 /// `f32::round` (half away from zero) in operations that vectorise: the integer part, plus one
 /// away from zero when the fraction (exact: `v - trunc(v)` loses no bits) is at least a half.
 /// NaN and infinities come out as `f32::round` gives them.
@@ -537,7 +547,7 @@ impl Kernel for Quantize {
                 // keeps it small enough for the exact float-to-int trick below, all in vector
                 // operations.
                 let (lo_f, hi_f) = ((lo - zp) as f32, (hi - zp) as f32);
-                io.par.rows(out, 1, 8192, &mut [], |first, part, _| {
+                io.par.rows(out, 1, CHEAP_PART, &mut [], |first, part, _| {
                     // `move`: byte stores could alias captured references, which would keep the
                     // loop from being vectorised.
                     crate::cpu::gemm::with_avx2(move || {
@@ -596,7 +606,7 @@ impl Kernel for Dequantize {
         let out: &mut [f32] = cast_mut(io.outs[0])?;
         let input = io.ins[0];
         match self.q {
-            Some(q) => io.par.rows(out, 1, 8192, &mut [], |first, part, _| {
+            Some(q) => io.par.rows(out, 1, CHEAP_PART, &mut [], |first, part, _| {
                 crate::cpu::gemm::with_avx2(|| {
                     let (scale, zp) = (self.scale, self.zp);
                     let src = &input[first..];
