@@ -3,8 +3,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a spinning thread looks for work in vain before it goes back to sleep.
-pub(crate) const SPIN_IDLE: Duration = Duration::from_millis(1);
+/// How long a spinning thread looks for work in vain before it goes back to sleep: 1 ms, or
+/// `EDGETPU_CPU_SPIN_US` microseconds (read once; 0 turns spinning off, for hosts where an idle
+/// core should sleep at once).
+fn spin_idle() -> Duration {
+    static IDLE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *IDLE.get_or_init(|| {
+        let us = std::env::var("EDGETPU_CPU_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        Duration::from_micros(us)
+    })
+}
 
 struct SetOnDrop<'a>(&'a AtomicBool);
 
@@ -15,7 +23,7 @@ impl Drop for SetOnDrop<'_> {
 }
 
 /// A pool thread's loop while an invocation runs: take pending work, or spin, until `done` or
-/// [`SPIN_IDLE`] without work.
+/// [`spin_idle`] without work.
 fn spin(done: &AtomicBool, owner: Option<usize>) {
     // On the thread running the invocation (which may pick this job up while it waits inside a
     // split), spinning would never end: return at once.
@@ -31,7 +39,7 @@ fn spin(done: &AtomicBool, owner: Option<usize>) {
         }
         std::hint::spin_loop();
         polls = polls.wrapping_add(1);
-        if polls.is_multiple_of(64) && idle_since.elapsed() > SPIN_IDLE {
+        if polls.is_multiple_of(64) && idle_since.elapsed() > spin_idle() {
             return;
         }
     }
@@ -80,12 +88,15 @@ impl Par {
     ///
     /// While `f` runs, the pool's other threads do not sleep between the kernels' splits: each
     /// runs a job that keeps taking pending work (`rayon::yield_now`) and spins when there is
-    /// none, until `f` returns or it has found nothing for [`SPIN_IDLE`] (an Edge TPU step
+    /// none, until `f` returns or it has found nothing for [`spin_idle`] (an Edge TPU step
     /// waiting on its device, say), when it goes back to the pool's sleep. Waking a sleeping
     /// thread costs tens of microseconds, as much as a small node's whole run, so without this
     /// a second thread made many nodes slower.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let Some(pool) = &self.pool else { return f() };
+        if spin_idle().is_zero() {
+            return pool.install(f);
+        }
         pool.install(|| {
             let done = AtomicBool::new(false);
             with_spinners(self.threads - 1, &done, rayon::current_thread_index(), f)
