@@ -41,20 +41,27 @@ fn form(image: &[u8], min_confidence: &str) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={b}"), body)
 }
 
-#[test]
-fn deepstack_detection_metrics_and_status_page() {
-    let data = testdata();
-    let models = data.join("automl_video_ondevice");
+/// A CPU server with the HTTP API on a free loopback port and the traffic SSD as the detection
+/// model: the server, its address and the model directory.
+fn traffic_server(limits: edgetpu::vision::ImageLimits) -> (Server, String, PathBuf) {
+    let models = testdata().join("automl_video_ondevice");
     let server = Server::start(
         ServeOptions::default()
             .devices(DeviceSpec::cpu())
             .models_dir(&models)
             .catalog_cache(false)
             .http("127.0.0.1:0")
-            .detect_model("traffic_model.tflite"),
+            .detect_model("traffic_model.tflite")
+            .image_limits(limits),
     )
     .unwrap();
     let addr = server.endpoints().iter().find_map(|e| e.strip_prefix("http://")).unwrap().to_string();
+    (server, addr, models)
+}
+
+#[test]
+fn deepstack_detection_metrics_and_status_page() {
+    let (server, addr, models) = traffic_server(edgetpu::vision::ImageLimits::default());
     let image = std::fs::read(models.join("traffic_frames/0001.bmp")).unwrap();
     let (ct, body) = form(&image, "0.3");
     let (status, out) = request(&addr, "POST", "/v1/vision/detection", &[("Content-Type", &ct)], &body);
@@ -101,20 +108,7 @@ fn deepstack_detection_metrics_and_status_page() {
 
 #[test]
 fn images_over_the_decode_limits_get_400_naming_the_limit() {
-    let data = testdata();
-    let models = data.join("automl_video_ondevice");
-    let limits = edgetpu::vision::ImageLimits { max_side: 100, ..Default::default() };
-    let server = Server::start(
-        ServeOptions::default()
-            .devices(DeviceSpec::cpu())
-            .models_dir(&models)
-            .catalog_cache(false)
-            .http("127.0.0.1:0")
-            .detect_model("traffic_model.tflite")
-            .image_limits(limits),
-    )
-    .unwrap();
-    let addr = server.endpoints().iter().find_map(|e| e.strip_prefix("http://")).unwrap().to_string();
+    let (server, addr, models) = traffic_server(edgetpu::vision::ImageLimits { max_side: 100, ..Default::default() });
     // The traffic frames are 256 pixels high: over a 100-pixel limit.
     let image = std::fs::read(models.join("traffic_frames/0001.bmp")).unwrap();
     let (ct, body) = form(&image, "0.3");

@@ -37,7 +37,13 @@ fn spin(done: &AtomicBool, owner: Option<usize>) {
             idle_since = Instant::now();
             continue;
         }
-        std::hint::spin_loop();
+        // Give the core away now and then: when another process wants it, the kernel runs that
+        // one instead of preempting this thread later, in the middle of a job.
+        if polls.is_multiple_of(16) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
         polls = polls.wrapping_add(1);
         if polls.is_multiple_of(64) && idle_since.elapsed() > spin_idle() {
             return;
