@@ -14,9 +14,9 @@ struct SoftmaxQ {
     q_in: Q8,
     q_out: Q8,
     depth: usize,
-    multiplier: i32,
-    left_shift: i32,
-    diff_min: i32,
+    /// By `max - x` (0..=255, all an 8-bit input can give): `exp_on_negative_values` of the
+    /// scaled difference, or `None` below `diff_min`, where the reference skips the element.
+    exp: [Option<i32>; 256],
 }
 
 struct SoftmaxF {
@@ -50,7 +50,16 @@ pub(crate) fn build_softmax(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     }
     let max_rescaled = ((1i64 << bits) - 1) as f64 * (1i64 << (31 - bits)) as f64 / (1i64 << left_shift) as f64;
     let diff_min = -(max_rescaled.floor() as i32);
-    Built::new(SoftmaxQ { q_in, q_out, depth, multiplier, left_shift, diff_min })
+    // The reference computes the exponential per element from `x - max`; with 8-bit inputs that
+    // difference takes at most 256 values, so they are computed once here.
+    let exp = std::array::from_fn(|d| {
+        let diff = -(d as i32);
+        (diff >= diff_min).then(|| {
+            let s = quant::multiply_by_quantized_multiplier_greater_than_one(diff, multiplier, left_shift);
+            fixed::exp_on_negative_values(s, 5)
+        })
+    });
+    Built::new(SoftmaxQ { q_in, q_out, depth, exp })
 }
 
 impl Kernel for SoftmaxQ {
@@ -63,23 +72,17 @@ impl Kernel for SoftmaxQ {
         };
         for (row_i, row_o) in input.chunks_exact(self.depth).zip(out.chunks_exact_mut(self.depth)) {
             let max = (0..self.depth).map(|c| self.q_in.get(row_i, c)).max().unwrap_or(0);
-            let scaled = |c: usize| -> Option<i32> {
-                let diff = self.q_in.get(row_i, c) - max;
-                (diff >= self.diff_min).then(|| {
-                    quant::multiply_by_quantized_multiplier_greater_than_one(diff, self.multiplier, self.left_shift)
-                })
-            };
+            let exp = |c: usize| self.exp[(max - self.q_in.get(row_i, c)) as usize];
             let mut sum: i32 = 0;
             for c in 0..self.depth {
-                if let Some(s) = scaled(c) {
-                    sum = sum.wrapping_add(fixed::rescale(fixed::exp_on_negative_values(s, 5), 0, 12));
+                if let Some(e) = exp(c) {
+                    sum = sum.wrapping_add(fixed::rescale(e, 0, 12));
                 }
             }
             let (recip, bits_over_unit) = fixed::reciprocal(sum, 12);
             for c in 0..self.depth {
-                row_o[c] = match scaled(c) {
-                    Some(s) => {
-                        let e = fixed::exp_on_negative_values(s, 5);
+                row_o[c] = match exp(c) {
+                    Some(e) => {
                         let unsat = quant::rounding_divide_by_pot(
                             quant::sat_rounding_doubling_high_mul(recip, e),
                             bits_over_unit + 31 - out_bits,
