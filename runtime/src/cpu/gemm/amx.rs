@@ -1,8 +1,8 @@
 //! The AMX kernel (Intel Advanced Matrix Extensions, Sapphire Rapids and later): the fused byte
 //! GEMM of the convolutions with `tdpbusd` (uint8 inputs × signed weight bytes), `tdpbsud`
 //! (int8 inputs × unsigned weight bytes) or `tdpbssd` (int8 inputs × int8 weights, which need
-//! no input row sums) on 16 × 64-byte tiles, then the same zero-point fold
-//! and output stage as the VNNI kernel (`avx512::finish`). The accumulation is exact integer
+//! no input row sums) on 16 × 64-byte tiles, then the zero-point fold and the 16-lane output
+//! stage of `avx512::requant16`. The accumulation is exact integer
 //! arithmetic, so the results are those of every other kernel.
 //!
 //! The weights are already in the layout AMX reads: [`super::PackedU8`] stores, for each group
@@ -240,7 +240,7 @@ fn finish_block(
 }
 
 /// The fold and output stage of 16 channels (`col..`, fewer at the end) of `acc` rows (half `h`
-/// of each), in 16-lane vectors: the arithmetic of `avx2::requant8`, lane for lane. The values
+/// of each), in 16-lane vectors (`avx512::requant16`, exactly the scalar output stage). The values
 /// are clamped to the output type's range first, so truncating them to bytes stores them for
 /// uint8 and int8 alike.
 #[inline]

@@ -49,24 +49,7 @@ fn tile_fused<const R: usize, const SWAP: bool>(
             }
         }
     }
-    finish(&acc, i, j, sx, f, q, out, oc);
-}
-
-/// The folded zero-point terms and the output stage of a tile of accumulators (rows `i..`,
-/// channels `j..j + 16`, each row as two vectors of 8), storing bytes.
-#[inline]
-#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn finish(
-    acc: &[[__m256i; 2]],
-    i: usize,
-    j: usize,
-    sx: &[i32],
-    f: &super::Fold,
-    q: Q8,
-    out: &mut [u8],
-    oc: usize,
-) {
+    // The folded zero-point terms and the output stage, storing bytes.
     let offset = _mm256_set1_epi32(f.offset);
     let (lo, hi) = (_mm256_set1_epi32(f.min), _mm256_set1_epi32(f.max));
     if j + 16 <= oc {
@@ -168,16 +151,11 @@ pub(super) fn gemm_u8_fused_vnni(
     }
 }
 
-/// Whether the CPU has what [`dw_pixel_pairs_512`] needs: AVX-512 F and BW, and VNNI for
-/// `vpdpwssd` (asked once; `EDGETPU_CPU_ISA=portable` turns it off with the other kernels).
-pub(super) fn dw_available() -> bool {
-    static DW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DW.get_or_init(|| {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vnni")
-            && std::is_x86_feature_detected!("avx2")
-    })
+/// Whether the CPU has, beyond what `vnni()` checks (VNNI, VL, AVX2), what the 512-bit kernels
+/// need: AVX-512 F and BW (asked once).
+pub(super) fn avx512bw() -> bool {
+    static BW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BW.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw"))
 }
 
 /// Depthwise weights in the order of [`dw_pixel_pairs_512`]: for each block of 32 channels and

@@ -457,7 +457,7 @@ impl Fold {
             shl: st.left.iter().any(|&l| l != 0),
             vector_shifts: st.shift.iter().all(|&s| s < 31) && st.multiplier.iter().all(|&m| m >= 0),
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-            rq512: if vnni() && amx::available() {
+            rq512: if amx_active() {
                 avx512::requant_consts(&st.multiplier, &st.right, np.div_ceil(16) * 16)
             } else {
                 Vec::new()
@@ -629,7 +629,7 @@ impl DwPairs {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        let (w512, n32, rq512) = if vnni() && avx512::dw_available() && st.vector {
+        let (w512, n32, rq512) = if vnni() && avx512::avx512bw() && st.vector {
             let (w512, n32) = avx512::pack_dw_512(weights, taps, oc);
             (w512, n32, avx512::requant_consts(&st.multiplier, &st.right, n32))
         } else {

@@ -26,6 +26,8 @@ struct Depthwise {
     pairs: Option<gemm::DwPairs>,
     /// Byte offset of each tap from the window's top-left input pixel.
     rel: Vec<usize>,
+    /// Byte offset of each tap in the copied window of a border pixel (`t * in_c`).
+    win_bases: Vec<usize>,
     stage: OutputStage,
     reference: bool,
 }
@@ -67,10 +69,11 @@ pub(crate) fn build_depthwise(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         })
         .collect();
     let rel = (0..kh * kw).map(|t| ((t / kw) * g.dil_h * iw + (t % kw) * g.dil_w) * ic).collect();
+    let win_bases = (0..taps).map(|t| t * ic).collect();
     let pairs = (!reference && mult == 1 && taps <= gemm::DW_MAX_TAPS && oc >= 16)
         .then(|| gemm::DwPairs::new(&weights, taps, oc, &stage));
     Built::with_scratch(
-        Depthwise { rel, g, q_in, q_out, in_zp, mult, weights, bias, folded, pairs, stage, reference },
+        Depthwise { rel, win_bases, g, q_in, q_out, in_zp, mult, weights, bias, folded, pairs, stage, reference },
         scratch,
     )
 }
@@ -183,26 +186,13 @@ impl Depthwise {
                         // input zero point, whose terms then cancel, so the full-window kernel and
                         // its folded constant apply.
                         let ic = g.in_c;
-                        let taps_all = g.k_h * g.k_w;
-                        let win = &mut s.window[..taps_all * ic];
+                        let win = &mut s.window[..self.win_bases.len() * ic];
                         win.fill(self.q_in.put(self.in_zp));
                         for (&base, &t) in bases[..n].iter().zip(&taps[..n]) {
                             win[t * ic..(t + 1) * ic].copy_from_slice(&input[base..base + ic]);
                         }
-                        let mut wbases = [0usize; gemm::DW_MAX_TAPS];
-                        for (t, wb) in wbases.iter_mut().enumerate().take(taps_all) {
-                            *wb = t * ic;
-                        }
-                        gemm::dw_pixel_pairs(
-                            win,
-                            self.q_in,
-                            &wbases[..taps_all],
-                            p,
-                            &self.folded,
-                            &self.stage,
-                            self.q_out,
-                            dst,
-                        )
+                        let (init, stage) = (&self.folded, &self.stage);
+                        gemm::dw_pixel_pairs(win, self.q_in, &self.win_bases, p, init, stage, self.q_out, dst)
                     }
                     _ => 0,
                 };
