@@ -152,7 +152,7 @@ impl Client {
                 return Err(ClientError::Protocol(format!("tensor {:?} lies outside the shared memory", t.name)));
             }
         }
-        Ok(RemoteModel { client: self, id, region, inputs, outputs })
+        Ok(RemoteModel { client: self, id, region, inputs, outputs, server_invoke: None })
     }
 
     #[cfg(target_os = "linux")]
@@ -176,6 +176,7 @@ pub struct RemoteModel<'c> {
     region: Region,
     inputs: Vec<RemoteTensor>,
     outputs: Vec<RemoteTensor>,
+    server_invoke: Option<std::time::Duration>,
 }
 
 #[cfg(target_os = "linux")]
@@ -209,7 +210,17 @@ impl RemoteModel<'_> {
 
     /// Runs the model on the server; the outputs are ready when it returns.
     pub fn invoke(&mut self) -> Result<(), ClientError> {
-        self.client.call(&json!({"op": "invoke", "id": self.id}), &[]).map(|_| ())
+        let reply = self.client.call(&json!({"op": "invoke", "id": self.id}), &[])?;
+        self.server_invoke =
+            reply.header["invoke_us"].as_f64().and_then(|us| std::time::Duration::try_from_secs_f64(us / 1e6).ok());
+        Ok(())
+    }
+
+    /// How long the last [`invoke`](Self::invoke) spent inside the server's interpreter, as the
+    /// server reported it (`None` before the first invoke, or from a server that does not say).
+    /// The round trip minus this is what the protocol cost.
+    pub fn server_invoke_time(&self) -> Option<std::time::Duration> {
+        self.server_invoke
     }
 
     /// Output `j`'s bytes, as the last invoke left them.

@@ -16,14 +16,15 @@
 //! |---|---|
 //! | `{"op": "open", "model": NAME}` | `{"ok": true, "id": N, "size": BYTES, "inputs": [T...], "outputs": [T...]}` + descriptor |
 //! | `{"op": "open"}` + model bytes as payload | the same |
-//! | `{"op": "invoke", "id": N}` | `{"ok": true}` |
+//! | `{"op": "invoke", "id": N}` | `{"ok": true, "invoke_us": MICROSECONDS}` |
 //! | `{"op": "close", "id": N}` | `{"ok": true}` |
 //! | anything that fails | `{"ok": false, "error": TEXT}` |
 //!
 //! A tensor `T` is `{"name", "shape", "dtype", "scale", "zero_point", "offset", "len"}`: where its
 //! bytes live in the shared memory. On invoke the server reads the inputs from there and writes
 //! the outputs back before it replies; the client writes inputs and reads outputs in place, so a
-//! frame never travels through the socket.
+//! frame never travels through the socket. `invoke_us` is the time the server spent inside the
+//! interpreter's invoke for that request, so a client can tell the protocol's cost from the model's.
 
 use serde_json::Value;
 use std::io::{self, Read, Write};

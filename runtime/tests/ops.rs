@@ -130,6 +130,7 @@ cases! {
     sum_i8_channels_neg_axis,
     sum_i8_saturating,
     sum_u8_hw,
+    sum_u8_300x300x3,
     sum_u8_two_axes_apart,
     tanh_f32,
     tanh_i8,

@@ -78,17 +78,20 @@ mod imp {
         Ok(Opened { it, region, inputs, outputs })
     }
 
-    fn invoke(m: &mut Opened) -> Result<(), String> {
+    /// Runs one request; returns the time spent inside the interpreter's invoke, in µs.
+    fn invoke(m: &mut Opened) -> Result<f64, String> {
         for (i, t) in m.inputs.iter().enumerate() {
             let dst = m.it.input_mut(i).map_err(|e| e.to_string())?;
             m.region.read(t.offset, dst).map_err(|e| e.to_string())?;
         }
+        let start = std::time::Instant::now();
         m.it.invoke().map_err(|e| e.to_string())?;
+        let invoke_us = start.elapsed().as_secs_f64() * 1e6;
         for (j, t) in m.outputs.iter().enumerate() {
             let src = m.it.output(j).map_err(|e| e.to_string())?;
             m.region.write(t.offset, src).map_err(|e| e.to_string())?;
         }
-        Ok(())
+        Ok(invoke_us)
     }
 
     /// Serves one connection until the client goes away.
@@ -126,7 +129,7 @@ mod imp {
                 },
                 Some("invoke") => match find(&mut models) {
                     Some(k) => match invoke(&mut models[k].1) {
-                        Ok(()) => (json!({"ok": true}), None),
+                        Ok(invoke_us) => (json!({"ok": true, "invoke_us": invoke_us}), None),
                         Err(e) => (json!({"ok": false, "error": e}), None),
                     },
                     None => (json!({"ok": false, "error": format!("no open model {}", h["id"])}), None),

@@ -67,9 +67,15 @@ fn cpu_model_by_name_and_by_bytes_equals_in_process() {
         assert_eq!(m.inputs()[0].dtype, "uint8");
         assert_eq!(m.outputs()[0].shape, [1, 1001]);
         assert!(m.inputs()[0].scale > 0.0);
+        assert_eq!(m.server_invoke_time(), None, "no invoke yet");
         m.input_mut(0).unwrap().copy_from_slice(&want_input);
+        let start = std::time::Instant::now();
         m.invoke().unwrap();
+        let trip = start.elapsed();
         assert_eq!(m.output(0).unwrap(), &want[..]);
+        // The server says how long its interpreter took: some time, within the round trip.
+        let inside = m.server_invoke_time().expect("the reply carries invoke_us");
+        assert!(inside > std::time::Duration::ZERO && inside <= trip, "server {inside:?}, round trip {trip:?}");
         // A second frame on the same shared memory.
         m.input_mut(0).unwrap().fill(7);
         m.invoke().unwrap();

@@ -912,6 +912,13 @@ def sum_u8_two_axes_apart(g):
 
 
 @case
+def sum_u8_300x300x3(g):
+    # A camera frame's size reduced to one value per channel: also the CPU model of serve's latency benchmark,
+    # where the model should cost little next to moving a 300x300x3 input.
+    reduce_sum(g, U8, [1, 300, 300, 3], [1, 2], True, (0.02, 120), (200.0, 10))
+
+
+@case
 def sum_f32(g):
     reduce_sum(g, F32, [2, 5, 3], [1], False)
 
