@@ -1,7 +1,7 @@
 //! `edgetpu serve` under load, in one run (`cargo bench -p edgetpu-serve --bench serve`):
 //!
 //! 1. round-trip latency of one request against in-process invoke: the tensor protocol on `cpu`
-//!    (mobilenet_v1_0.25, 128x128x3) and on `sim` (SSD MobileNet v2 segment 0, 300x300x3, the
+//!    (a one-op model summing a 300x300x3 frame, and mobilenet_v1_0.25, 128x128x3) and on `sim` (SSD MobileNet v2 segment 0, 300x300x3, the
 //!    simulator's time model off, so the figure is the host's work); Frigate's zmq protocol on
 //!    `cpu` (the traffic SSD, decode included on both sides). The test data has no compiled SSD
 //!    with its post-processing in one model, which zmq on `sim` would need;
@@ -10,7 +10,9 @@
 //!    invoking back to back; p50 and p99 latency per client count;
 //! 3. the soak: 16 clients × 2000 requests with a random device fault every 20 ms.
 //!
-//! Without `--bench` (as `cargo test --benches` runs it) every part runs briefly.
+//! Without `--bench` (as `cargo test --benches` runs it) every part runs briefly. Words after
+//! `--` pick parts by name: `latency`, `zmq`, `throughput`, `soak`
+//! (`cargo bench -p edgetpu-serve --bench serve -- latency`).
 
 #[path = "../tests/support/soak.rs"]
 mod soak;
@@ -47,7 +49,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn time_us(n: usize, mut f: impl FnMut()) -> Vec<f64> {
-    for _ in 0..n.min(20) {
+    for _ in 0..n.min(5) {
         f();
     }
     (0..n)
@@ -76,22 +78,34 @@ fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_proces
     .unwrap();
     let mut it = in_process;
     let input = frame(it.input_mut(0).unwrap().len());
-    let mut local = time_us(n, || {
-        it.set_input(0, &input).unwrap();
-        it.invoke().unwrap();
-    });
     let mut client = Client::connect(&sock).unwrap();
     let mut m = client.open(&name).unwrap();
-    let mut remote = time_us(n, || {
-        m.set_input(0, &input).unwrap();
-        m.invoke().unwrap();
-    });
+    // Rounds alternate between the two sides, so drift in the machine's speed hits both alike.
+    // The overhead is measured per request: the round trip minus the time the server reports
+    // inside its interpreter, so the model's own run-to-run spread cancels out.
+    let (mut local, mut remote, mut overhead) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let rounds = 10.min(n);
+    for _ in 0..rounds {
+        local.extend(time_us(n / rounds, || {
+            it.set_input(0, &input).unwrap();
+            it.invoke().unwrap();
+        }));
+        let mut server = Vec::new();
+        let trips = time_us(n / rounds, || {
+            m.set_input(0, &input).unwrap();
+            m.invoke().unwrap();
+            server.push(m.server_invoke_time().expect("the server reports its invoke time").as_secs_f64() * 1e6);
+        });
+        // `time_us` warms up first: the last `trips.len()` server times belong to the timed requests.
+        overhead.extend(trips.iter().zip(&server[server.len() - trips.len()..]).map(|(trip, inside)| trip - inside));
+        remote.extend(trips);
+    }
     assert_eq!(m.output(0).unwrap(), it.output(0).unwrap(), "{label}: the server's output differs");
     drop(m);
     drop(client);
     server.shutdown();
-    let (l, r) = (pct(&mut local, 0.5), pct(&mut remote, 0.5));
-    println!("{label:<44} in-process {l:>9.1} µs   tensor protocol {r:>9.1} µs   overhead {:>7.1} µs", r - l);
+    let (l, r, o) = (pct(&mut local, 0.5), pct(&mut remote, 0.5), pct(&mut overhead, 0.5));
+    println!("{label:<44} in-process {l:>9.1} µs   tensor protocol {r:>9.1} µs   overhead {o:>6.1} µs");
 }
 
 fn zmq_latency(n: usize) {
@@ -189,13 +203,17 @@ fn throughput(seconds: f64) {
             Some(s.runtime),
         )
         .unwrap();
+        // Every client connects, opens its model and warms up before any starts counting, so the
+        // figure is the steady state, not 16 model loads competing with the first requests.
+        let start = Arc::new(std::sync::Barrier::new(clients));
         let workers: Vec<_> = (0..clients)
             .map(|_| {
-                let sock = sock.clone();
+                let (sock, start) = (sock.clone(), start.clone());
                 std::thread::spawn(move || {
                     let mut client = Client::connect(&sock).unwrap();
                     let mut m = client.open(name).unwrap();
                     m.invoke().unwrap();
+                    start.wait();
                     let t = Instant::now();
                     let mut lat = Vec::new();
                     while t.elapsed() < run_for {
@@ -226,24 +244,42 @@ fn throughput(seconds: f64) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    let picked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let part = |name: &str| picked.is_empty() || picked.iter().any(|p| p == name);
     let n = if full { 2000 } else { 50 };
     let data = testdata();
-    println!("edgetpu serve: round trip of one request against in-process invoke (p50 of {n})");
-    let cpu_model = data.join("mobilenet_v1_0.25_128_quant.tflite");
-    let cpu_it = Interpreter::builder(Arc::new(Model::open(&cpu_model).unwrap()))
-        .device(DeviceSpec::cpu())
-        .threads(1)
-        .build()
-        .unwrap();
-    native_latency("cpu: mobilenet_v1_0.25 128x128x3", &cpu_model, None, cpu_it, n);
-    let ssd = data.join("pipeline/ssd_mobilenet_v2_coco_quant_postprocess_segment_0_of_3_edgetpu.tflite");
-    let sim = || Simulated::usb(1, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
-    let local = sim();
-    let sim_it = Interpreter::builder(Arc::new(Model::open(&ssd).unwrap())).runtime(&local.runtime).build().unwrap();
-    native_latency("sim: SSD MobileNet v2 segment 0, 300x300x3", &ssd, Some(sim().runtime), sim_it, n);
-    drop(local);
-    zmq_latency(if full { 300 } else { 10 });
-    throughput(if full { 5.0 } else { 0.5 });
+    if part("latency") {
+        println!("edgetpu serve: round trip of one request against in-process invoke (p50 of {n})");
+        let cpu = |path: &Path| {
+            Interpreter::builder(Arc::new(Model::open(path).unwrap()))
+                .device(DeviceSpec::cpu())
+                .threads(1)
+                .build()
+                .unwrap()
+        };
+        // A one-op model (SUM over a 300x300x3 frame) whose own work is small next to moving its input.
+        let frame_sum =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data/ops/sum_u8_300x300x3/model.tflite");
+        native_latency("cpu: SUM of a 300x300x3 frame", &frame_sum, None, cpu(&frame_sum), n);
+        let mobilenet = data.join("mobilenet_v1_0.25_128_quant.tflite");
+        native_latency("cpu: mobilenet_v1_0.25 128x128x3", &mobilenet, None, cpu(&mobilenet), n);
+        let ssd = data.join("pipeline/ssd_mobilenet_v2_coco_quant_postprocess_segment_0_of_3_edgetpu.tflite");
+        let sim = || Simulated::usb(1, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
+        let local = sim();
+        let sim_it =
+            Interpreter::builder(Arc::new(Model::open(&ssd).unwrap())).runtime(&local.runtime).build().unwrap();
+        native_latency("sim: SSD MobileNet v2 segment 0, 300x300x3", &ssd, Some(sim().runtime), sim_it, n);
+        drop(local);
+    }
+    if part("zmq") {
+        zmq_latency(if full { 300 } else { 10 });
+    }
+    if part("throughput") {
+        throughput(if full { 5.0 } else { 0.5 });
+    }
+    if !part("soak") {
+        return;
+    }
     let (clients, requests) = if full { (16, 2000) } else { (16, 30) };
     let dir = scratch("soak");
     let r = soak::soak(&data, &dir, clients, requests, Duration::from_millis(20));

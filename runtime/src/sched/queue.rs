@@ -218,13 +218,19 @@ impl Shared {
         Ok(d)
     }
 
-    /// Frees device `d` after a run and hands it to the step it takes next.
-    fn release(&self, d: usize, residency: Option<&Residency>) {
+    /// Records what device `d`'s chip holds after a run (the caller still holds the device).
+    fn record(&self, d: usize, residency: Option<&Residency>) {
         let mut q = lock(&self.queue);
         match residency {
             Some(r) => q.resident[d].copy_from(r),
             None => q.resident[d].clear(),
         }
+    }
+
+    /// Frees device `d` after a run, once the caller has let go of it, and hands it to the step
+    /// it takes next: the step's thread then finds the device unlocked when it wakes.
+    fn release(&self, d: usize) {
+        let mut q = lock(&self.queue);
         q.idle[d] = true;
         q.dispatch(&self.options);
     }
@@ -247,8 +253,9 @@ impl Shared {
             None => Err(shut_down()),
         };
         let busy = start.elapsed();
-        self.release(d, device.as_ref().map(|a| a.residency()));
+        self.record(d, device.as_ref().map(|a| a.residency()));
         drop(device);
+        self.release(d);
         let mut m = lock(&self.metrics[d]);
         m.busy += busy;
         match &result {
