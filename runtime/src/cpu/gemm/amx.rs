@@ -235,7 +235,13 @@ fn finish_block(
         if col >= oc {
             break;
         }
-        finish16(&acc.0[..mr], h, i, col, sx, f, out, oc);
+        let args = (&acc.0[..mr], h, i, col, sx, f);
+        match (super::avx512::saturates(f.min, f.max), f.offset_folded) {
+            (false, false) => finish16::<false, false>(args, out, oc),
+            (false, true) => finish16::<false, true>(args, out, oc),
+            (true, false) => finish16::<true, false>(args, out, oc),
+            (true, true) => finish16::<true, true>(args, out, oc),
+        }
     }
 }
 
@@ -245,8 +251,12 @@ fn finish_block(
 /// uint8 and int8 alike.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-fn finish16(acc: &[[i32; 32]], h: usize, i: usize, col: usize, sx: &[i32], f: &Fold, out: &mut [u8], oc: usize) {
+#[allow(clippy::type_complexity)]
+fn finish16<const SAT: bool, const FOLD: bool>(
+    (acc, h, i, col, sx, f): (&[[i32; 32]], usize, usize, usize, &[i32], &Fold),
+    out: &mut [u8],
+    oc: usize,
+) {
     let n = (oc - col).min(16);
     // Per-channel terms are padded to `np` (a multiple of 16), so 16 lanes are always there.
     let load = |v: &[i32]| {
@@ -258,7 +268,6 @@ fn finish16(acc: &[[i32; 32]], h: usize, i: usize, col: usize, sx: &[i32], f: &F
     let left = load(&f.left);
     let offset = _mm512_set1_epi32(f.offset);
     let (lo, hi) = (_mm512_set1_epi32(f.min), _mm512_set1_epi32(f.max));
-    let store_mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
     for (r, row) in acc.iter().enumerate() {
         let src = &row[16 * h..16 * h + 16];
         // SAFETY: an unaligned 16-lane load of exactly 16 elements.
@@ -270,16 +279,8 @@ fn finish16(acc: &[[i32; 32]], h: usize, i: usize, col: usize, sx: &[i32], f: &F
             None => _mm512_add_epi32(_mm512_add_epi32(a, _mm512_mullo_epi32(fa, _mm512_set1_epi32(sx[i + r]))), fc),
         };
         let v = super::avx512::requant16(f.shl, x, left, &f.rq512[col / 16 * 64..]);
-        let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, offset), lo), hi);
+        let v = if FOLD { v } else { _mm512_add_epi32(v, offset) };
         let at = (i + r) * oc + col;
-        let dst = &mut out[at..at + n];
-        // Already clamped to the output type's range: truncating to bytes keeps the value.
-        if n == 16 {
-            // SAFETY: an unaligned 16-byte store into `dst`, which holds exactly 16 bytes.
-            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
-        } else {
-            // SAFETY: a masked store of `n` bytes into `dst`, which holds exactly `n`.
-            unsafe { _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().cast(), store_mask, v) };
-        }
+        super::avx512::store_bytes::<SAT>(v, lo, hi, &mut out[at..at + n]);
     }
 }

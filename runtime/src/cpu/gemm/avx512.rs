@@ -217,26 +217,66 @@ fn load32_i16(s: &[i16], at: usize) -> __m512i {
 
 /// Per-channel constants of [`requant16`], for whole blocks of 16 channels: per block 64 i64,
 /// eight vectors of 8 lanes, each first for the even channels of the block, then the odd ones:
-/// the multiplier `m`, `c1 = 2^30 + 2^(30 + e)` (`2^30` when `e = 0`), `c2 = 2^31` (0 when
-/// `e = 0`) and `31 + e`, where `e` is the channel's right shift. Channels past the slices'
-/// ends get multiplier 0.
-pub(crate) fn requant_consts(multiplier: &[i32], right: &[i32], n16: usize) -> Vec<i64> {
+/// the multiplier `m`, `c1 = 2^30 + 2^(30 + e) + offset * 2^(31 + e)` (without the `2^(30 + e)`
+/// when `e = 0`), `c2 = 2^31` (0 when `e = 0`) and `31 + e`, where `e` is the channel's right
+/// shift. Channels past the slices' ends get multiplier 0.
+///
+/// The output offset is folded in (adding a multiple of the divisor `2^(31 + e)` adds exactly
+/// `offset` to the quotient) when every shift leaves room for it in 64 bits: `e <= 21` keeps
+/// `|P| + c1 + |offset| * 2^(31 + e) < 2^62 + 2^51 + 2^60`. The flag returned says whether it was,
+/// so the caller adds `offset` itself when not.
+pub(crate) fn requant_consts(multiplier: &[i32], right: &[i32], offset: i32, n16: usize) -> (Vec<i64>, bool) {
+    let shift = |ch: usize| i64::from(right.get(ch).copied().unwrap_or(0).clamp(0, 31));
+    let fold = (-255..=255).contains(&offset) && (0..n16).all(|ch| shift(ch) <= 21);
     let mut v = vec![0i64; n16 / 16 * 64];
     for (b, block) in v.chunks_exact_mut(64).enumerate() {
         for parity in 0..2 {
             for i in 0..8 {
                 let ch = 16 * b + 2 * i + parity;
                 let m = multiplier.get(ch).copied().unwrap_or(0);
-                let e = i64::from(right.get(ch).copied().unwrap_or(0).clamp(0, 31));
+                let e = shift(ch);
                 let at = parity * 8 + i;
+                let folded = if fold { i64::from(offset) << (31 + e) } else { 0 };
                 block[at] = i64::from(m);
-                block[16 + at] = (1 << 30) + if e > 0 { 1 << (30 + e) } else { 0 };
+                block[16 + at] = (1 << 30) + if e > 0 { 1 << (30 + e) } else { 0 } + folded;
                 block[32 + at] = if e > 0 { 1 << 31 } else { 0 };
                 block[48 + at] = 31 + e;
             }
         }
     }
-    v
+    (v, fold)
+}
+
+/// Whether an output stage's clamp `[lo, hi]` is the whole int8 range, where the saturating
+/// narrow of [`store_bytes`] does the clamping.
+pub(super) fn saturates(lo: i32, hi: i32) -> bool {
+    lo == -128 && hi == 127
+}
+
+/// Stores the 16 lanes of `v` (the first `dst.len()` of them, at most 16) as bytes: with `SAT`
+/// (the clamp is all of int8, see [`saturates`]) through signed saturation, otherwise clamped to
+/// `[lo, hi]`, a range within the output type, and truncated.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn store_bytes<const SAT: bool>(v: __m512i, lo: __m512i, hi: __m512i, dst: &mut [u8]) {
+    let n = dst.len().min(16);
+    let v = if SAT { v } else { _mm512_min_epi32(_mm512_max_epi32(v, lo), hi) };
+    if n == 16 {
+        let bytes = if SAT { _mm512_cvtsepi32_epi8(v) } else { _mm512_cvtepi32_epi8(v) };
+        // SAFETY: an unaligned 16-byte store into `dst`, which holds at least 16 bytes.
+        unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), bytes) };
+    } else {
+        let mask: __mmask16 = (1u16 << n) - 1;
+        let p: *mut i8 = dst.as_mut_ptr().cast();
+        // SAFETY: a masked store writes only the first `n` bytes, all inside `dst`.
+        unsafe {
+            if SAT {
+                _mm512_mask_cvtsepi32_storeu_epi8(p, mask, v)
+            } else {
+                _mm512_mask_cvtepi32_storeu_epi8(p, mask, v)
+            }
+        }
+    }
 }
 
 /// The output stage on 16 lanes without the offset and clamp: `x << left` (skipped when `shl`
@@ -301,16 +341,23 @@ pub(super) fn dw_pixel_pairs_512(
     st: &OutputStage,
     out: &mut [u8],
 ) -> usize {
-    match q_in {
-        Q8::U8 => dw_body::<false>(input, bases, p, init, st, out),
-        Q8::I8 => dw_body::<true>(input, bases, p, init, st, out),
+    let sat = saturates(st.min, st.max);
+    match (q_in, sat, p.offset_folded) {
+        (Q8::U8, false, false) => dw_body::<false, false, false>(input, bases, p, init, st, out),
+        (Q8::U8, false, true) => dw_body::<false, false, true>(input, bases, p, init, st, out),
+        (Q8::U8, true, false) => dw_body::<false, true, false>(input, bases, p, init, st, out),
+        (Q8::U8, true, true) => dw_body::<false, true, true>(input, bases, p, init, st, out),
+        (Q8::I8, false, false) => dw_body::<true, false, false>(input, bases, p, init, st, out),
+        (Q8::I8, false, true) => dw_body::<true, false, true>(input, bases, p, init, st, out),
+        (Q8::I8, true, false) => dw_body::<true, true, false>(input, bases, p, init, st, out),
+        (Q8::I8, true, true) => dw_body::<true, true, true>(input, bases, p, init, st, out),
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
 #[allow(clippy::too_many_arguments)]
-fn dw_body<const SIGNED: bool>(
+fn dw_body<const SIGNED: bool, const SAT: bool, const FOLD: bool>(
     input: &[u8],
     bases: &[usize],
     p: &super::DwPairs,
@@ -345,11 +392,8 @@ fn dw_body<const SIGNED: bool>(
             let cc = c + 16 * h;
             let left = if p.shl { load16_i32(&st.left, cc) } else { zero };
             let v = requant16(p.shl, x, left, &p.rq512[cc / 16 * 64..]);
-            let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, offset), lo), hi);
-            let dst = &mut out[cc..cc + 16];
-            // Clamped to the output type's range: truncating to bytes keeps the value.
-            // SAFETY: `dst` holds exactly 16 bytes; the store is unaligned.
-            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+            let v = if FOLD { v } else { _mm512_add_epi32(v, offset) };
+            store_bytes::<SAT>(v, lo, hi, &mut out[cc..cc + 16]);
         }
     }
     n32

@@ -433,6 +433,9 @@ pub(crate) struct Fold {
     /// other CPUs).
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     pub rq512: Vec<i64>,
+    /// `rq512` includes the output offset.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    pub offset_folded: bool,
 }
 
 impl Fold {
@@ -443,6 +446,12 @@ impl Fold {
             x
         };
         let a_uniform = a.first().copied().filter(|&a0| a.iter().all(|&v| v == a0));
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        let (rq512, offset_folded) = if amx_active() {
+            avx512::requant_consts(&st.multiplier, &st.right, st.offset, np.div_ceil(16) * 16)
+        } else {
+            (Vec::new(), false)
+        };
         Fold {
             a_uniform,
             a: pad(a),
@@ -457,11 +466,9 @@ impl Fold {
             shl: st.left.iter().any(|&l| l != 0),
             vector_shifts: st.shift.iter().all(|&s| s < 31) && st.multiplier.iter().all(|&m| m >= 0),
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-            rq512: if amx_active() {
-                avx512::requant_consts(&st.multiplier, &st.right, np.div_ceil(16) * 16)
-            } else {
-                Vec::new()
-            },
+            rq512,
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            offset_folded,
         }
     }
 }
@@ -598,6 +605,9 @@ pub(crate) struct DwPairs {
     /// Some channel shifts left.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub shl: bool,
+    /// `rq512` includes the output offset.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub offset_folded: bool,
 }
 
 impl DwPairs {
@@ -629,16 +639,16 @@ impl DwPairs {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        let (w512, n32, rq512) = if vnni() && avx512::avx512bw() && st.vector {
+        let (w512, n32, (rq512, offset_folded)) = if vnni() && avx512::avx512bw() && st.vector {
             let (w512, n32) = avx512::pack_dw_512(weights, taps, oc);
-            (w512, n32, avx512::requant_consts(&st.multiplier, &st.right, n32))
+            (w512, n32, avx512::requant_consts(&st.multiplier, &st.right, st.offset, n32))
         } else {
-            (Vec::new(), 0, Vec::new())
+            (Vec::new(), 0, (Vec::new(), false))
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let (w512, n32, rq512) = (Vec::new(), 0, Vec::new());
+        let (w512, n32, rq512, offset_folded) = (Vec::new(), 0, Vec::new(), false);
         let shl = st.left.iter().any(|&l| l != 0);
-        DwPairs { w, n16, pairs, w512, n32, rq512, shl }
+        DwPairs { w, n16, pairs, w512, n32, rq512, shl, offset_folded }
     }
 }
 

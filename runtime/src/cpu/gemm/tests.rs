@@ -152,7 +152,10 @@ fn avx512_requant_matches_scalar_everywhere() {
     for _ in 0..20_000 {
         let q = if next().is_multiple_of(2) { Q8::U8 } else { Q8::I8 };
         let stage = random_stage(&mut next, 16, q);
-        let rq = super::avx512::requant_consts(&stage.multiplier, &stage.right, 16);
+        // The output offset, folded into the constants where they have room for it.
+        let offset = (next() % 511) as i32 - 255;
+        let (rq, folded) = super::avx512::requant_consts(&stage.multiplier, &stage.right, offset, 16);
+        assert_eq!(folded, stage.right.iter().all(|&e| e <= 21), "shifts {:?}", stage.right);
         let x: [i32; 16] = std::array::from_fn(|_| random_acc(&mut next));
         let left: [i32; 16] = std::array::from_fn(|c| stage.left[c]);
         for shl in [true, false] {
@@ -161,10 +164,56 @@ fn avx512_requant_matches_scalar_everywhere() {
             }
             // SAFETY: AVX-512 F and BW were detected above.
             let got = unsafe { super::avx512::requant16_lanes(shl, &x, &left, &rq) };
+            let got = got.map(|v| if folded { v } else { v.wrapping_add(offset) });
             let want: [i32; 16] = std::array::from_fn(|c| {
                 crate::cpu::quant::multiply_by_quantized_multiplier(x[c], stage.multiplier[c], stage.shift[c])
+                    .wrapping_add(offset)
             });
             assert_eq!(got, want, "x {x:?}, multipliers {:?}, shifts {:?}", stage.multiplier, stage.shift);
+        }
+    }
+}
+
+/// The AVX-512 kernels' last step (clamp, narrow to bytes, full and masked stores) against
+/// clamping and truncating lane by lane: the saturating form on the whole int8 range, the
+/// clamping one on ranges within uint8 and int8.
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[allow(unsafe_code)]
+fn avx512_narrowing_matches_scalar_clamp() {
+    use std::arch::x86_64::{_mm512_loadu_si512, _mm512_set1_epi32};
+    if !std::is_x86_feature_detected!("avx512f") {
+        eprintln!("this CPU has no AVX-512: the 16-lane narrowing is not used here, nor tested");
+        return;
+    }
+    let mut next = rng(0x0A77_0B17);
+    let ranges = [(-128, 127), (-128, 40), (-3, 127), (-100, 90), (0, 255), (0, 6), (17, 255), (0, 127)];
+    for &(lo, hi) in &ranges {
+        let sat = super::avx512::saturates(lo, hi);
+        assert_eq!(sat, (lo, hi) == (-128, 127));
+        for _ in 0..200 {
+            let lanes: [i32; 16] = std::array::from_fn(|_| match next() % 3 {
+                0 => random_acc(&mut next),
+                _ => (next() % 600) as i32 - 300,
+            });
+            let want: Vec<u8> = lanes.iter().map(|&v| v.clamp(lo, hi) as u8).collect();
+            let n = (next() % 16 + 1) as usize;
+            let (mut full, mut part) = ([0xAAu8; 16], [0xAAu8; 17]);
+            // SAFETY: AVX-512 F was detected above; the load reads exactly 16 i32.
+            unsafe {
+                let (v, l, h) =
+                    (_mm512_loadu_si512(lanes.as_ptr().cast()), _mm512_set1_epi32(lo), _mm512_set1_epi32(hi));
+                if sat {
+                    super::avx512::store_bytes::<true>(v, l, h, &mut full);
+                    super::avx512::store_bytes::<true>(v, l, h, &mut part[..n]);
+                } else {
+                    super::avx512::store_bytes::<false>(v, l, h, &mut full);
+                    super::avx512::store_bytes::<false>(v, l, h, &mut part[..n]);
+                }
+            }
+            assert_eq!(&full[..], &want[..], "range [{lo}, {hi}], lanes {lanes:?}");
+            assert_eq!(&part[..n], &want[..n], "range [{lo}, {hi}], first {n} of {lanes:?}");
+            assert!(part[n..].iter().all(|&b| b == 0xAA), "a masked store wrote past {n} bytes");
         }
     }
 }
