@@ -14,7 +14,8 @@ fn verifier_options() -> VerifierOptions {
     VerifierOptions {
         max_depth: 64,
         max_tables: 10_000_000,
-        max_apparent_size: 1 << 33,
+        // 8 GiB, or all of a 32-bit address space.
+        max_apparent_size: usize::try_from(1u64 << 33).unwrap_or(usize::MAX),
         ignore_missing_null_terminator: false,
     }
 }

@@ -28,8 +28,18 @@ dir="$profile"
 [ "$profile" = dev ] && dir=debug
 installed=$(rustup target list --installed)
 for t in "${targets[@]}"; do
-  grep -qx "$t" <<<"$installed" || rustup target add "$t"
-  cargo zigbuild --locked --profile "$profile" -p edgetpu-cli --target "$t"
+  if grep -qx "$t" <<<"$installed" || rustup target add "$t"; then
+    cargo zigbuild --locked --profile "$profile" -p edgetpu-cli --target "$t"
+  else
+    # No prebuilt standard library for this target (rustup's download can fail: it does for
+    # armv7 musl on some networks). Build it from source instead (-Zbuild-std, which needs the
+    # rust-src component and, on a stable toolchain, RUSTC_BOOTSTRAP=1), and let zig supply
+    # musl's start files (link-self-contained=no: rustc ships them only with the prebuilt one).
+    echo "$t: no prebuilt standard library; building it from source" >&2
+    rustup component add rust-src
+    RUSTC_BOOTSTRAP=1 cargo-zigbuild rustc --locked --profile "$profile" -p edgetpu-cli --bin edgetpu \
+      --target "$t" -Zbuild-std=std,panic_abort -- -C link-self-contained=no
+  fi
   bin="target/$t/$dir/edgetpu"
   # A static executable has no program interpreter (no dynamic loader).
   if readelf -l "$bin" | grep -q "program interpreter"; then
