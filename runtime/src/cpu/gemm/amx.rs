@@ -14,7 +14,7 @@
 //! stable intrinsics, so they are written as single-instruction `asm!` blocks.
 #![allow(unsafe_code)]
 
-use super::{Fold, PackedU8, Q8};
+use super::{ByteSigns as Signs, Fold, PackedU8, Q8};
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -65,17 +65,6 @@ impl Config {
 /// Accumulators of one block: 16 rows × 32 channels.
 #[repr(C, align(64))]
 struct Acc([[i32; 32]; 16]);
-
-/// Signedness of the bytes multiplied: inputs × weights.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Signs {
-    /// `tdpbusd`: uint8 inputs, signed weight bytes.
-    UnsignedSigned,
-    /// `tdpbsud`: int8 inputs, unsigned weight bytes.
-    SignedUnsigned,
-    /// `tdpbssd`: int8 inputs, int8 weights.
-    SignedSigned,
-}
 
 macro_rules! tdp {
     ($signs:expr, $c:literal, $a:literal, $b:literal) => {
@@ -130,13 +119,7 @@ pub(super) fn gemm_u8_fused_amx(
 ) {
     let (kp, np) = (p.kp, p.np);
     let (kfull, kt) = (kp / 64, kp % 64);
-    let signs = if p.both_signed {
-        Signs::SignedSigned
-    } else if p.unsigned_weights {
-        Signs::SignedUnsigned
-    } else {
-        Signs::UnsignedSigned
-    };
+    let signs = p.signs;
     let a = &a[..m * kp];
     let w = &p.w[..kp / 4 * np * 4];
     let mut bufs = [Acc([[0; 32]; 16]), Acc([[0; 32]; 16])];

@@ -127,7 +127,7 @@ pub(super) fn gemm_u8_fused_vnni(
         let rows = (m - i).min(8);
         let mut j = 0;
         while j < oc {
-            match (rows, p.unsigned_weights) {
+            match (rows, p.signs.unsigned_weights()) {
                 (8, false) => tile_fused::<8, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                 (7, false) => tile_fused::<7, false>(quads, i, kq, p, j, sx, f, q, out, oc),
                 (6, false) => tile_fused::<6, false>(quads, i, kq, p, j, sx, f, q, out, oc),

@@ -319,17 +319,48 @@ pub(crate) fn vnni() -> bool {
     false
 }
 
+/// The signedness of the bytes the byte GEMM multiplies: inputs × weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ByteSigns {
+    /// uint8 inputs × signed weight bytes.
+    UnsignedSigned,
+    /// int8 inputs × unsigned weight bytes.
+    SignedUnsigned,
+    /// int8 inputs × raw int8 weights: the AMX kernel's `tdpbssd` only (the other kernels
+    /// multiply bytes of opposite signedness).
+    SignedSigned,
+}
+
+impl ByteSigns {
+    /// Inputs of type `q` against weight bytes of the other signedness.
+    pub fn mixed(q: Q8) -> ByteSigns {
+        match q {
+            Q8::U8 => ByteSigns::UnsignedSigned,
+            Q8::I8 => ByteSigns::SignedUnsigned,
+        }
+    }
+
+    /// The weight bytes are unsigned.
+    pub fn unsigned_weights(self) -> bool {
+        self == ByteSigns::SignedUnsigned
+    }
+
+    /// `(input, weight)` bytes as the integers they stand for.
+    pub fn values(self, x: u8, w: u8) -> (i32, i32) {
+        match self {
+            ByteSigns::UnsignedSigned => (x as i32, w as i8 as i32),
+            ByteSigns::SignedUnsigned => (x as i8 as i32, w as i32),
+            ByteSigns::SignedSigned => (x as i8 as i32, w as i8 as i32),
+        }
+    }
+}
+
 /// Weights for the byte GEMM: k in quads, output channels padded to 16,
-/// `w[((kq * np) + j) * 4 + {0..3}] = W[j][4kq + {0..3}]`. Either the weights are signed bytes
-/// and the inputs unsigned, or (`unsigned_weights`) the other way round.
+/// `w[((kq * np) + j) * 4 + {0..3}] = W[j][4kq + {0..3}]`, bytes of the signedness `signs` says.
 #[derive(Debug, Clone)]
 pub(crate) struct PackedU8 {
     pub w: Vec<u8>,
-    /// Weights are unsigned and inputs signed.
-    pub unsigned_weights: bool,
-    /// Weights and inputs are both signed (raw int8 weights, for the AMX kernel's `tdpbssd`
-    /// only: the other kernels multiply bytes of opposite signedness).
-    pub both_signed: bool,
+    pub signs: ByteSigns,
     /// Output channels padded to 16.
     pub np: usize,
     /// K padded to 4 (rows of A have this length).
@@ -344,24 +375,19 @@ pub(crate) struct PackedU8 {
 }
 
 impl PackedU8 {
-    /// Packs `n` rows of `k` weight bytes.
-    #[cfg(test)]
-    pub fn new(w: &[u8], n: usize, k: usize, unsigned_weights: bool) -> PackedU8 {
-        Self::pack(w, n, k, unsigned_weights, 0)
+    /// Packs `n` rows of `k` weight bytes, as they are, for inputs and weights of `signs`.
+    pub fn new(w: &[u8], n: usize, k: usize, signs: ByteSigns) -> PackedU8 {
+        Self::pack(w, n, k, signs, 0)
     }
 
-    /// Packs `n` rows of `k` weight bytes with the top bit of each flipped (`w ^ 0x80`): raw
-    /// uint8 weights become the signed bytes `w - 128`, raw int8 ones the unsigned `w + 128`.
-    pub fn new_flipped(w: &[u8], n: usize, k: usize, unsigned_weights: bool) -> PackedU8 {
-        Self::pack(w, n, k, unsigned_weights, 0x80)
+    /// Packs `n` rows of `k` weight bytes with the top bit of each flipped (`w ^ 0x80`) for
+    /// inputs of type `q`: raw uint8 weights become the signed bytes `w - 128` for uint8 inputs,
+    /// raw int8 ones the unsigned `w + 128` for int8 inputs.
+    pub fn new_flipped(w: &[u8], n: usize, k: usize, q: Q8) -> PackedU8 {
+        Self::pack(w, n, k, ByteSigns::mixed(q), 0x80)
     }
 
-    /// Packs `n` rows of `k` raw int8 weight bytes for int8 inputs (`both_signed`).
-    pub fn new_signed(w: &[u8], n: usize, k: usize) -> PackedU8 {
-        PackedU8 { both_signed: true, ..Self::pack(w, n, k, false, 0) }
-    }
-
-    fn pack(w: &[u8], n: usize, k: usize, unsigned_weights: bool, flip: u8) -> PackedU8 {
+    fn pack(w: &[u8], n: usize, k: usize, signs: ByteSigns, flip: u8) -> PackedU8 {
         let np = n.div_ceil(16) * 16;
         let kp = k.div_ceil(4) * 4;
         let kq = kp / 4;
@@ -394,14 +420,14 @@ impl PackedU8 {
         let mut sign_fix = vec![0i32; np];
         if cfg!(target_arch = "aarch64") {
             for (j, row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
-                sign_fix[j] = if unsigned_weights {
+                sign_fix[j] = if signs.unsigned_weights() {
                     row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i32)).wrapping_mul(-128)
                 } else {
                     row.iter().fold(0i32, |s, &b| s.wrapping_add((b ^ flip) as i8 as i32)).wrapping_mul(128)
                 };
             }
         }
-        PackedU8 { w: out, unsigned_weights, both_signed: false, np, kp, sign_fix }
+        PackedU8 { w: out, signs, np, kp, sign_fix }
     }
 }
 
@@ -473,7 +499,7 @@ impl Fold {
     }
 }
 
-/// Whether the byte GEMM runs on AMX here (which alone takes [`PackedU8::new_signed`] weights
+/// Whether the byte GEMM runs on AMX here (which alone takes [`ByteSigns::SignedSigned`] weights
 /// at speed).
 pub(crate) fn amx_active() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -513,7 +539,7 @@ pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fo
             unsafe { amx::gemm_u8_fused_amx(a, m, p, sx, f, q, out, oc) };
             return;
         }
-        if !p.both_signed {
+        if p.signs != ByteSigns::SignedSigned {
             // SAFETY: AVX-512 VNNI, VL and AVX2 were detected at run time (`vnni`); bounds
             // asserted.
             unsafe { avx512::gemm_u8_fused_vnni(a, m, p, sx, f, q, out, oc) };
@@ -521,7 +547,7 @@ pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fo
         }
     }
     #[cfg(target_arch = "aarch64")]
-    if best() == Isa::NeonDot && f.vector_shifts && !p.both_signed {
+    if best() == Isa::NeonDot && f.vector_shifts && p.signs != ByteSigns::SignedSigned {
         // SAFETY: dotprod was detected at run time (`best`); bounds asserted above.
         if unsafe { neon::gemm_u8_fused_dot(a, m, p, sx, f, q, out, oc) } {
             return;

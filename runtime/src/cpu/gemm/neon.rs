@@ -1047,7 +1047,7 @@ pub(super) fn gemm_u8_fused_dot(
         let mut j = 0;
         while j < oc {
             let full = j + 16 <= oc;
-            match (rows, p.unsigned_weights, full) {
+            match (rows, p.signs.unsigned_weights(), full) {
                 (4, false, true) => tile_dot::<4, false, true>(a, i, p, j, sx, f, &nw, out, oc),
                 (3, false, true) => tile_dot::<3, false, true>(a, i, p, j, sx, f, &nw, out, oc),
                 (2, false, true) => tile_dot::<2, false, true>(a, i, p, j, sx, f, &nw, out, oc),

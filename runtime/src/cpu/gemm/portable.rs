@@ -55,13 +55,8 @@ pub(crate) fn gemm_u8_portable(a: &[u8], m: usize, p: &PackedU8, out: &mut [i32]
             for (j, o) in row.iter_mut().enumerate() {
                 let mut s = 0i32;
                 for t in 0..4 {
-                    s += if p.both_signed {
-                        x[t] as i8 as i32 * w[4 * j + t] as i8 as i32
-                    } else if p.unsigned_weights {
-                        x[t] as i8 as i32 * w[4 * j + t] as i32
-                    } else {
-                        x[t] as i32 * w[4 * j + t] as i8 as i32
-                    };
+                    let (x, w) = p.signs.values(x[t], w[4 * j + t]);
+                    s += x * w;
                 }
                 *o = o.wrapping_add(s);
             }
@@ -86,13 +81,7 @@ pub(crate) fn gemm_u8_fused_portable(
             let mut dot = 0i32;
             for (k, &x) in row.iter().enumerate() {
                 let w = p.w[((k / 4) * p.np + c) * 4 + k % 4];
-                let (x, w) = if p.both_signed {
-                    (x as i8 as i32, w as i8 as i32)
-                } else if p.unsigned_weights {
-                    (x as i8 as i32, w as i32)
-                } else {
-                    (x as i32, w as i8 as i32)
-                };
+                let (x, w) = p.signs.values(x, w);
                 dot = dot.wrapping_add(x * w);
             }
             let x = dot.wrapping_add(f.a[c].wrapping_mul(sx[i])).wrapping_add(f.c[c]);

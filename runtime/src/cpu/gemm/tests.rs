@@ -37,7 +37,7 @@ proptest! {
         }
         let wb: Vec<u8> = w.iter().map(|&v| (v / 2) as i8 as u8).collect();
         let ab: Vec<u8> = a.iter().map(|&v| (v + 255) as u8).collect();
-        let pu = PackedU8::new(&wb, n, kp, false);
+        let pu = PackedU8::new(&wb, n, kp, ByteSigns::UnsignedSigned);
         let mut got_u = vec![0; m * pu.np];
         gemm_u8_portable(&ab, m, &pu, &mut got_u);
         for i in 0..m {
@@ -247,9 +247,9 @@ proptest! {
         let mut next = rng(seed);
         let wb: Vec<u8> = (0..oc * k).map(|_| next() as u8).collect();
         let p = match signs {
-            0 => PackedU8::new(&wb, oc, k, false),
-            1 => PackedU8::new(&wb, oc, k, true),
-            _ => PackedU8::new_signed(&wb, oc, k),
+            0 => PackedU8::new(&wb, oc, k, ByteSigns::UnsignedSigned),
+            1 => PackedU8::new(&wb, oc, k, ByteSigns::SignedUnsigned),
+            _ => PackedU8::new(&wb, oc, k, ByteSigns::SignedSigned),
         };
         let a: Vec<u8> = (0..m * p.kp).map(|_| next() as u8).collect();
         let sx: Vec<i32> = (0..m).map(|_| random_acc(&mut next)).collect();

@@ -75,9 +75,9 @@ fn vnni_layout(
     // (`tdpbssd` multiplies signed by signed): no input row-sum term.
     let signed = q == Q8::I8 && gemm::amx_active();
     let packed = if signed {
-        gemm::PackedU8::new_signed(&raw[..n * k], n, k)
+        gemm::PackedU8::new(&raw[..n * k], n, k, gemm::ByteSigns::SignedSigned)
     } else {
-        gemm::PackedU8::new_flipped(&raw[..n * k], n, k, q == Q8::I8)
+        gemm::PackedU8::new_flipped(&raw[..n * k], n, k, q)
     };
     let mut a = vec![0i32; n];
     let mut c = vec![0i32; n];
