@@ -187,31 +187,10 @@ pub(super) fn pack_dw_512(weights: &[i32], taps: usize, oc: usize) -> (Vec<i16>,
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn load_bytes32<const SIGNED: bool>(s: &[u8], at: usize) -> __m512i {
-    let chunk = &s[at..at + 32];
-    // SAFETY: `chunk` holds exactly 32 bytes; loadu has no alignment requirement.
-    let v = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
-    if SIGNED {
-        _mm512_cvtepi8_epi16(v)
-    } else {
-        _mm512_cvtepu8_epi16(v)
-    }
-}
-
-#[inline]
 #[target_feature(enable = "avx512f")]
 fn load16_i32(s: &[i32], at: usize) -> __m512i {
     let chunk = &s[at..at + 16];
     // SAFETY: `chunk` holds exactly 16 i32; loadu has no alignment requirement.
-    unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn load32_i16(s: &[i16], at: usize) -> __m512i {
-    let chunk = &s[at..at + 32];
-    // SAFETY: `chunk` holds exactly 32 i16; loadu has no alignment requirement.
     unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) }
 }
 
@@ -373,18 +352,43 @@ fn dw_body<const SIGNED: bool, const SAT: bool, const FOLD: bool>(
     // `acc_hi` (8l + 4..8l + 8), interleaved lane by lane.
     let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
     let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    // The bounds of every load below, checked once here rather than at each tap of each block:
+    // the inputs read are `bases[t] + c .. + 32` for c < n32, the weights `(b * pairs + k) * 64
+    // .. + 64` for b < n32 / 32 and k < pairs. A tap count that is not one pair per two taps
+    // (`pairs` must be `taps.div_ceil(2)`) or a base past the input fails here.
+    let taps = bases.len();
+    assert!(taps.div_ceil(2) == pairs && w.len() >= n32 / 32 * pairs * 64);
+    assert!(bases.iter().all(|&b| b.checked_add(n32).is_some_and(|end| end <= input.len())));
+    let (x_ptr, w_ptr) = (input.as_ptr(), w.as_ptr());
+    let load_x = |at: usize| {
+        // SAFETY: `at + 32 <= input.len()`: `at = bases[t] + c` with `c + 32 <= n32`, and every
+        // `bases[t] + n32 <= input.len()` (asserted above).
+        let v = unsafe { _mm256_loadu_si256(x_ptr.add(at).cast()) };
+        if SIGNED {
+            _mm512_cvtepi8_epi16(v)
+        } else {
+            _mm512_cvtepu8_epi16(v)
+        }
+    };
+    // SAFETY: `at + 32 <= w.len()` for the weight offsets of the loop (asserted above).
+    let load_w = |at: usize| unsafe { _mm512_loadu_si512(w_ptr.add(at).cast()) };
+    let full = taps / 2;
     for b in 0..n32 / 32 {
         let c = 32 * b;
         let (mut acc_lo, mut acc_hi) = (zero, zero);
-        for k in 0..pairs {
-            let xa = load_bytes32::<SIGNED>(input, bases[2 * k] + c);
-            let xb = match bases.get(2 * k + 1) {
-                Some(&bb) => load_bytes32::<SIGNED>(input, bb + c),
-                None => zero,
-            };
-            let at = (b * pairs + k) * 64;
-            acc_lo = _mm512_dpwssd_epi32(acc_lo, _mm512_unpacklo_epi16(xa, xb), load32_i16(w, at));
-            acc_hi = _mm512_dpwssd_epi32(acc_hi, _mm512_unpackhi_epi16(xa, xb), load32_i16(w, at + 32));
+        let wb = b * pairs * 64;
+        for k in 0..full {
+            let (xa, xb) = (load_x(bases[2 * k] + c), load_x(bases[2 * k + 1] + c));
+            let at = wb + k * 64;
+            acc_lo = _mm512_dpwssd_epi32(acc_lo, _mm512_unpacklo_epi16(xa, xb), load_w(at));
+            acc_hi = _mm512_dpwssd_epi32(acc_hi, _mm512_unpackhi_epi16(xa, xb), load_w(at + 32));
+        }
+        if full < pairs {
+            // An odd tap count: the last tap pairs with zeros.
+            let xa = load_x(bases[2 * full] + c);
+            let at = wb + full * 64;
+            acc_lo = _mm512_dpwssd_epi32(acc_lo, _mm512_unpacklo_epi16(xa, zero), load_w(at));
+            acc_hi = _mm512_dpwssd_epi32(acc_hi, _mm512_unpackhi_epi16(xa, zero), load_w(at + 32));
         }
         let x0 = _mm512_add_epi32(_mm512_permutex2var_epi64(acc_lo, first, acc_hi), load16_i32(init, c));
         let x1 = _mm512_add_epi32(_mm512_permutex2var_epi64(acc_lo, second, acc_hi), load16_i32(init, c + 16));
