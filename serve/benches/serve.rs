@@ -66,7 +66,14 @@ fn frame(len: usize) -> Vec<u8> {
 }
 
 /// In-process invoke against the tensor protocol, same model, same device kind.
-fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_process: Interpreter, n: usize) {
+fn native_latency(
+    label: &str,
+    model: &Path,
+    runtime: Option<Runtime>,
+    in_process: Interpreter,
+    n: usize,
+    busy_poll: bool,
+) {
     let dir = scratch(label);
     let name = model.file_name().unwrap().to_str().unwrap().to_string();
     std::fs::copy(model, dir.join("models").join(&name)).unwrap();
@@ -79,6 +86,9 @@ fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_proces
     let mut it = in_process;
     let input = frame(it.input_mut(0).unwrap().len());
     let mut client = Client::connect(&sock).unwrap();
+    if busy_poll {
+        client.set_busy_poll(Duration::from_millis(2));
+    }
     let mut m = client.open(&name).unwrap();
     // Rounds alternate between the two sides, so drift in the machine's speed hits both alike.
     // The overhead is measured per request: the round trip minus the time the server reports
@@ -105,7 +115,7 @@ fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_proces
     drop(client);
     server.shutdown();
     let (l, r, o) = (pct(&mut local, 0.5), pct(&mut remote, 0.5), pct(&mut overhead, 0.5));
-    println!("{label:<44} in-process {l:>9.1} µs   tensor protocol {r:>9.1} µs   overhead {o:>6.1} µs");
+    println!("{label:<48} in-process {l:>9.1} µs   tensor protocol {r:>9.1} µs   overhead {o:>6.1} µs");
 }
 
 fn zmq_latency(n: usize) {
@@ -260,16 +270,40 @@ fn main() {
         // A one-op model (SUM over a 300x300x3 frame) whose own work is small next to moving its input.
         let frame_sum =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data/ops/sum_u8_300x300x3/model.tflite");
-        native_latency("cpu: SUM of a 300x300x3 frame", &frame_sum, None, cpu(&frame_sum), n);
         let mobilenet = data.join("mobilenet_v1_0.25_128_quant.tflite");
-        native_latency("cpu: mobilenet_v1_0.25 128x128x3", &mobilenet, None, cpu(&mobilenet), n);
         let ssd = data.join("pipeline/ssd_mobilenet_v2_coco_quant_postprocess_segment_0_of_3_edgetpu.tflite");
         let sim = || Simulated::usb(1, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
-        let local = sim();
-        let sim_it =
-            Interpreter::builder(Arc::new(Model::open(&ssd).unwrap())).runtime(&local.runtime).build().unwrap();
-        native_latency("sim: SSD MobileNet v2 segment 0, 300x300x3", &ssd, Some(sim().runtime), sim_it, n);
-        drop(local);
+        // Each case with the client blocking for its replies (the default), then busy-polling.
+        for busy in [false, true] {
+            let how = if busy { "busy-poll" } else { "blocking" };
+            native_latency(
+                &format!("cpu: SUM of a 300x300x3 frame, {how}"),
+                &frame_sum,
+                None,
+                cpu(&frame_sum),
+                n,
+                busy,
+            );
+            native_latency(
+                &format!("cpu: mobilenet_v1_0.25 128x128x3, {how}"),
+                &mobilenet,
+                None,
+                cpu(&mobilenet),
+                n,
+                busy,
+            );
+            let local = sim();
+            let sim_it =
+                Interpreter::builder(Arc::new(Model::open(&ssd).unwrap())).runtime(&local.runtime).build().unwrap();
+            native_latency(
+                &format!("sim: SSD v2 segment 0 300x300x3, {how}"),
+                &ssd,
+                Some(sim().runtime),
+                sim_it,
+                n,
+                busy,
+            );
+        }
     }
     if part("zmq") {
         zmq_latency(if full { 300 } else { 10 });

@@ -26,6 +26,35 @@ mod imp {
     use super::*;
     use edgetpu::Interpreter;
     use edgetpu_client::{wire, Region, RemoteTensor};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// How soon after a reply a request counts as back to back, and how long the server then
+    /// polls for the next one.
+    const BACK_TO_BACK: Duration = Duration::from_micros(100);
+
+    /// Tensor-protocol connections being served. The server polls for back-to-back requests only
+    /// while there are at most half as many connections as cores: with more, the polling would
+    /// take cores from the work it waits for.
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    struct Live;
+    impl Live {
+        fn enter() -> Live {
+            LIVE.fetch_add(1, Ordering::Relaxed);
+            Live
+        }
+    }
+    impl Drop for Live {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn may_poll() -> bool {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        LIVE.load(Ordering::Relaxed) * 2 <= cores
+    }
 
     /// A model opened on one connection.
     struct Opened {
@@ -98,8 +127,17 @@ mod imp {
     pub fn serve(sock: UnixStream, shared: Arc<Shared>, limit: usize, max_upload: usize) {
         let mut models: Vec<(u64, Opened)> = Vec::new();
         let mut next = 0u64;
+        // A client that sends its next request within BACK_TO_BACK of the last reply is awaited
+        // by polling without sleeping, for at most that long, so that its request is read without
+        // a thread wake-up (when few connections are live: `may_poll`); any other client is
+        // awaited with a blocking read.
+        let _live = Live::enter();
+        let mut spin = Duration::ZERO;
         loop {
-            let msg = match wire::recv(&sock, limit) {
+            let waiting = Instant::now();
+            let msg = wire::recv_spinning(&sock, limit, if may_poll() { spin } else { Duration::ZERO });
+            spin = if waiting.elapsed() <= BACK_TO_BACK { BACK_TO_BACK } else { Duration::ZERO };
+            let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
                     if e.kind() == std::io::ErrorKind::InvalidData {

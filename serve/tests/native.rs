@@ -81,6 +81,9 @@ fn cpu_model_by_name_and_by_bytes_equals_in_process() {
         m.invoke().unwrap();
         assert_eq!(m.output(0).unwrap(), &in_process(&testdata().join(CPU_MODEL), DeviceSpec::cpu(), &[7; 49152])[..]);
     }
+    // A client that polls for its replies gets the same answers (a reply later than the budget
+    // is read by the blocking path).
+    client.set_busy_poll(std::time::Duration::from_micros(50));
     let bytes = std::fs::read(testdata().join(CPU_MODEL)).unwrap();
     let mut m = client.open_bytes(&bytes).unwrap();
     m.set_input(0, &want_input).unwrap();
