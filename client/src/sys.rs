@@ -232,23 +232,18 @@ pub fn recv_with_fd(sock: &UnixStream, buf: &mut [u8]) -> io::Result<Option<Owne
 }
 
 /// Polls `sock` without sleeping until it has bytes to read (or the peer hung up), for at most
-/// `budget`; returns whether it became readable. A caller that then reads does not sleep, so it
-/// avoids the wake-up a blocking read costs, at the price of a busy core for up to `budget`.
-pub fn spin_until_readable(sock: &UnixStream, budget: std::time::Duration) -> bool {
+/// `budget`. A caller that then reads does not sleep, so it avoids the wake-up a blocking read
+/// costs, at the price of a busy core for up to `budget`.
+pub fn spin_until_readable(sock: &UnixStream, budget: std::time::Duration) {
     let start = std::time::Instant::now();
     let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     loop {
         pfd.revents = 0;
         // SAFETY: poll reads and writes the one `pollfd` it is given, with a zero timeout.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if n > 0 {
-            return true;
-        }
-        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return false;
-        }
-        if start.elapsed() >= budget {
-            return false;
+        let failed = n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted;
+        if n > 0 || failed || start.elapsed() >= budget {
+            return;
         }
         std::hint::spin_loop();
     }

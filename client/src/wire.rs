@@ -66,29 +66,18 @@ pub fn send(sock: &UnixStream, header: &Value, payload: &[u8], fd: Option<RawFd>
     }
 }
 
+/// [`recv`], after polling the socket without sleeping for up to `spin`: a reply or request
+/// that arrives within `spin` is read without the wake-up of a blocking read.
+pub fn recv_spinning(sock: &UnixStream, limit: usize, spin: std::time::Duration) -> io::Result<Message> {
+    if !spin.is_zero() {
+        crate::sys::spin_until_readable(sock, spin);
+    }
+    recv(sock, limit)
+}
+
 /// Receives a message of at most `limit` bytes. A larger one is an error (the connection cannot
 /// go on after it: its end is not read).
 pub fn recv(sock: &UnixStream, limit: usize) -> io::Result<Message> {
-    recv_message(sock, limit)
-}
-
-/// [`recv`], after polling the socket without sleeping for up to `spin` (see
-/// [`spin_until_readable`]): a reply or request that arrives within `spin` is read without the
-/// wake-up of a blocking read.
-pub fn recv_spinning(sock: &UnixStream, limit: usize, spin: std::time::Duration) -> io::Result<Message> {
-    if !spin.is_zero() {
-        spin_until_readable(sock, spin);
-    }
-    recv_message(sock, limit)
-}
-
-/// Polls `sock` without sleeping until it is readable or `budget` has passed; returns whether
-/// it became readable.
-pub fn spin_until_readable(sock: &UnixStream, budget: std::time::Duration) -> bool {
-    crate::sys::spin_until_readable(sock, budget)
-}
-
-fn recv_message(sock: &UnixStream, limit: usize) -> io::Result<Message> {
     let mut len = [0u8; 4];
     let fd = crate::sys::recv_with_fd(sock, &mut len)?;
     let rest = u32::from_le_bytes(len) as usize;

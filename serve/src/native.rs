@@ -52,7 +52,9 @@ mod imp {
     }
 
     fn may_poll() -> bool {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Asked once: on Linux the answer reads the cgroup's CPU quota from files.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         LIVE.load(Ordering::Relaxed) * 2 <= cores
     }
 
@@ -113,7 +115,7 @@ mod imp {
             let dst = m.it.input_mut(i).map_err(|e| e.to_string())?;
             m.region.read(t.offset, dst).map_err(|e| e.to_string())?;
         }
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         m.it.invoke().map_err(|e| e.to_string())?;
         let invoke_us = start.elapsed().as_secs_f64() * 1e6;
         for (j, t) in m.outputs.iter().enumerate() {

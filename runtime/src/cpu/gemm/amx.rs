@@ -218,25 +218,30 @@ fn finish_block(
         if col >= oc {
             break;
         }
-        let args = (&acc.0[..mr], h, i, col, sx, f);
+        let rows = &acc.0[..mr];
         match (super::avx512::saturates(f.min, f.max), f.offset_folded) {
-            (false, false) => finish16::<false, false>(args, out, oc),
-            (false, true) => finish16::<false, true>(args, out, oc),
-            (true, false) => finish16::<true, false>(args, out, oc),
-            (true, true) => finish16::<true, true>(args, out, oc),
+            (false, false) => finish16::<false, false>(rows, h, i, col, sx, f, out, oc),
+            (false, true) => finish16::<false, true>(rows, h, i, col, sx, f, out, oc),
+            (true, false) => finish16::<true, false>(rows, h, i, col, sx, f, out, oc),
+            (true, true) => finish16::<true, true>(rows, h, i, col, sx, f, out, oc),
         }
     }
 }
 
 /// The fold and output stage of 16 channels (`col..`, fewer at the end) of `acc` rows (half `h`
-/// of each), in 16-lane vectors (`avx512::requant16`, exactly the scalar output stage). The values
-/// are clamped to the output type's range first, so truncating them to bytes stores them for
-/// uint8 and int8 alike.
+/// of each), in 16-lane vectors (`avx512::requant16`, exactly the scalar output stage), stored
+/// by `avx512::store_bytes`. `FOLD`: `f.rq512` includes the output offset; `SAT`: the clamp is
+/// all of int8.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 fn finish16<const SAT: bool, const FOLD: bool>(
-    (acc, h, i, col, sx, f): (&[[i32; 32]], usize, usize, usize, &[i32], &Fold),
+    acc: &[[i32; 32]],
+    h: usize,
+    i: usize,
+    col: usize,
+    sx: &[i32],
+    f: &Fold,
     out: &mut [u8],
     oc: usize,
 ) {

@@ -307,8 +307,8 @@ pub(super) fn requant16_lanes(shl: bool, x: &[i32; 16], left: &[i32; 16], rq: &[
 
 /// One full-window depthwise pixel (depth multiplier 1, raw input bytes, zero-point terms folded
 /// into `init`) for the first `n32` channels, in blocks of 32: two taps per `vpdpwssd` on the
-/// weights of [`pack_dw_512`], then the output stage on 16 lanes ([`requant16`]; values clamped to the output
-/// type's range, so truncating them to bytes stores uint8 and int8 alike). Returns `n32`.
+/// weights of [`pack_dw_512`], then the output stage on 16 lanes ([`requant16`], stored by
+/// [`store_bytes`]). Returns `n32`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dw_pixel_pairs_512(
