@@ -119,24 +119,23 @@ pub fn scatter_input(layer: &Layer, dense: &[u8], padded: &mut [u8]) {
 }
 
 /// The inverse of [`scatter_input`]: the dense bytes (`dense_len` of them) the chip reads from a
-/// padded input buffer, iteration by iteration.
-pub fn gather_input(layer: &Layer, padded: &[u8], dense_len: usize) -> Vec<u8> {
+/// padded input buffer, iteration by iteration, written over `out`.
+pub fn gather_input(layer: &Layer, padded: &[u8], dense_len: usize, out: &mut Vec<u8>) {
     let count = layer.execution_count.max(1);
     let actual = dense_len / count;
+    out.clear();
     if count > 1 && dense_len != padded.len() && actual > 0 {
         let step = padded.len() / count;
-        let mut out = Vec::with_capacity(dense_len);
+        out.reserve(dense_len);
         for i in 0..count {
             let at = (i * step).min(padded.len());
             let end = (at + actual.min(step)).min(padded.len());
             out.extend_from_slice(&padded[at..end]);
             out.resize((i + 1) * actual, 0);
         }
-        out
     } else {
-        let mut out = padded[..dense_len.min(padded.len())].to_vec();
+        out.extend_from_slice(&padded[..dense_len.min(padded.len())]);
         out.resize(dense_len, 0);
-        out
     }
 }
 
@@ -281,7 +280,9 @@ mod tests {
             [1, 2, 3, 4, 5, 6, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0, 13, 14, 15, 16, 17, 18, 0, 0],
             "one iteration per 8 bytes, not 18 dense bytes then padding"
         );
-        assert_eq!(gather_input(&l, &padded, 18), dense);
+        let mut gathered = vec![9; 3];
+        gather_input(&l, &padded, 18, &mut gathered);
+        assert_eq!(gathered, dense);
         // The sign flip covers the first y·x·z elements only: not the padding.
         flip_signed_layer(&l, &mut padded);
         assert_eq!(&padded[..8], [0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0, 0]);

@@ -40,7 +40,7 @@ use crate::device::csr;
 use crate::device::pcie::ioctl::{self, Ioctl};
 use crate::device::pcie::{check_access, Fd, Region, Sys, SysError};
 use crate::package::{ExecutableType, Package};
-use crate::sim::program::{fnv, LinkedAddresses, SimExe, FNV0};
+use crate::sim::program::{self, fnv, LinkedAddresses, SimExe, FNV0};
 use crate::sim::usb::{as_device, Oracle};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -751,17 +751,33 @@ impl State {
         } else {
             let n_in = self.exes[i].batch * self.exes[i].inputs.len();
             let mut inputs = Vec::with_capacity(n_in);
+            let mut result = Ok(());
             for k in 0..n_in {
-                let mut b = vec![0u8; self.exes[i].input_len(k)];
+                let mut b = program::zeroed(self.exes[i].input_len(k));
                 let at = run.addr.inputs.get(k).copied().unwrap_or(0);
-                self.read_device(at, &mut b).map_err(|e| format!("{name}: input {k}: {e}"))?;
+                result = self.read_device(at, &mut b).map_err(|e| format!("{name}: input {k}: {e}"));
                 inputs.push(b);
+                if result.is_err() {
+                    break;
+                }
             }
-            let outputs = self.exes[i].compute(&inputs).map_err(|e| format!("{name}: {e}"))?;
-            for (k, out) in outputs.iter().enumerate() {
-                let at = run.addr.outputs.get(k).copied().unwrap_or(0);
-                self.write_device(at, out).map_err(|e| format!("{name}: output {k}: {e}"))?;
+            if result.is_ok() {
+                match self.exes[i].compute(&inputs) {
+                    Ok(outputs) => {
+                        for (k, out) in outputs.iter().enumerate() {
+                            let at = run.addr.outputs.get(k).copied().unwrap_or(0);
+                            result = self.write_device(at, out).map_err(|e| format!("{name}: output {k}: {e}"));
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        outputs.into_iter().for_each(program::recycle);
+                    }
+                    Err(e) => result = Err(format!("{name}: {e}")),
+                }
             }
+            inputs.into_iter().for_each(program::recycle);
+            result?;
         }
         self.stats.runs += 1;
         // Scalar-core interrupt 0: counter 0 of sc_host_int_count (16 bits, wrapping).

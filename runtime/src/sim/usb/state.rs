@@ -641,7 +641,8 @@ impl SimState {
                         self.exes.len()
                     )));
                 };
-                let mut run = Run::new(first, self.exes[first].input_buffers());
+                let exe = &self.exes[first];
+                let mut run = Run::new(first, exe.instruction_bytes, exe.input_buffers());
                 run.receiving = Some((tag, len, 0));
                 self.run = Some((run, candidates));
             }
