@@ -249,6 +249,34 @@ impl Broadcast {
         Ok((bc, out))
     }
 
+    /// Output elements per row of [`Broadcast::for_rows`] (its two innermost dimensions).
+    pub fn row_len(&self) -> usize {
+        self.shape[4] * self.shape[5]
+    }
+
+    /// Calls `f(output, index_a, index_b)` for each element of `part`, the output elements of
+    /// rows `first..` (of [`Broadcast::row_len`] elements each), in order: a part of
+    /// [`Broadcast::for_each`] that a thread can take.
+    #[inline]
+    pub fn for_rows<T>(&self, first: usize, part: &mut [T], mut f: impl FnMut(&mut T, usize, usize)) {
+        let s = &self.shape;
+        let rows = part.len() / self.row_len().max(1);
+        let mut outs = part.iter_mut();
+        for r in first..first + rows {
+            let (i3, q) = (r % s[3], r / s[3]);
+            let (i2, q) = (q % s[2], q / s[2]);
+            let (i1, i0) = (q % s[1], q / s[1]);
+            let base1 = i0 * self.s1[0] + i1 * self.s1[1] + i2 * self.s1[2] + i3 * self.s1[3];
+            let base2 = i0 * self.s2[0] + i1 * self.s2[1] + i2 * self.s2[2] + i3 * self.s2[3];
+            for i4 in 0..s[4] {
+                let (b1, b2) = (base1 + i4 * self.s1[4], base2 + i4 * self.s2[4]);
+                for (i5, o) in (0..s[5]).zip(outs.by_ref()) {
+                    f(o, b1 + i5 * self.s1[5], b2 + i5 * self.s2[5]);
+                }
+            }
+        }
+    }
+
     /// Calls `f(out_index, index_a, index_b)` for every output element in order.
     #[inline]
     pub fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {

@@ -3,6 +3,7 @@
 use super::common::{set_output_shape, Broadcast, OutputStage, Q8};
 use crate::cpu::gemm;
 use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel, TensorInfo};
+use crate::cpu::par::Par;
 use crate::cpu::quant;
 use crate::error::{Error, Result};
 use crate::model::{Activation, TensorType};
@@ -269,7 +270,9 @@ impl Kernel for Table2 {
                 }
             });
         } else {
-            self.bc.for_each(|o, i, j| out[o] = self.table[(x[i] as usize) << 8 | y[j] as usize]);
+            par_broadcast(io.par, &self.bc, out, MIN_PART, |o, i, j| {
+                *o = self.table[(x[i] as usize) << 8 | y[j] as usize]
+            });
         }
         Ok(())
     }
@@ -306,7 +309,9 @@ impl Kernel for BinaryKernel {
             Binary::QAddSub { .. } | Binary::QMul { .. } => {
                 let (x, y) = (io.ins[0], io.ins[1]);
                 let out = &mut *io.outs[0];
-                self.bc.for_each(|o, i, j| out[o] = self.kind.quantized(&x[i..i + 1], &y[j..j + 1]));
+                par_broadcast(io.par, &self.bc, out, BINARY_PART, |o, i, j| {
+                    *o = self.kind.quantized(&x[i..i + 1], &y[j..j + 1])
+                });
             }
             Binary::I32 { op, act } => {
                 let x: &[i32] = cast(io.ins[0])?;
@@ -343,20 +348,77 @@ impl Kernel for BinaryKernel {
                 let x: &[f32] = cast(io.ins[0])?;
                 let y: &[f32] = cast(io.ins[1])?;
                 let out: &mut [f32] = cast_mut(io.outs[0])?;
-                self.bc.for_each(|o, i, j| {
-                    let (a, b) = (x[i], y[j]);
-                    let v = match op {
-                        BinOp::Add => a + b,
-                        BinOp::Sub => a - b,
-                        BinOp::Mul => a * b,
-                        BinOp::Div => a / b,
-                        BinOp::FloorDiv => (a / b).floor(),
-                    };
-                    out[o] = v.clamp(act.0, act.1);
-                });
+                let (lo, hi) = act;
+                // One loop per operation, so that each is vectorised.
+                match op {
+                    BinOp::Add => map2(io.par, &self.bc, x, y, out, |a, b| clamp(a + b, lo, hi)),
+                    BinOp::Sub => map2(io.par, &self.bc, x, y, out, |a, b| clamp(a - b, lo, hi)),
+                    BinOp::Mul => map2(io.par, &self.bc, x, y, out, |a, b| clamp(a * b, lo, hi)),
+                    BinOp::Div => map2(io.par, &self.bc, x, y, out, |a, b| clamp(a / b, lo, hi)),
+                    BinOp::FloorDiv => map2(io.par, &self.bc, x, y, out, |a, b| clamp((a / b).floor(), lo, hi)),
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// `v.clamp(lo, hi)` (NaN stays NaN) without `f32::clamp`'s check that `lo <= hi`, whose panic
+/// keeps loops from being vectorised (the bounds come from the model's activation: `lo <= hi`).
+#[inline(always)]
+fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// Fewest output elements per thread for the binary kernels without a table.
+const BINARY_PART: usize = 8192;
+
+/// Calls `f(out_element, index_a, index_b)` for every output element of a broadcast, split over
+/// the threads in parts of whole broadcast rows of at least `min` elements.
+fn par_broadcast<T: Send>(
+    par: &Par,
+    bc: &Broadcast,
+    out: &mut [T],
+    min: usize,
+    f: impl Fn(&mut T, usize, usize) + Sync,
+) {
+    if bc.same {
+        par.rows(out, 1, min, &mut [], |first, part, _| {
+            for (k, o) in part.iter_mut().enumerate() {
+                f(o, first + k, first + k);
+            }
+        });
+        return;
+    }
+    let unit = bc.row_len().max(1);
+    par.rows(out, unit, min.div_ceil(unit), &mut [], |first, part, _| bc.for_rows(first, part, &f));
+}
+
+/// `out = g(x, y)` element by element with broadcasting, over the threads; inputs of the same
+/// shape take a loop the compiler vectorises.
+fn map2<T: Copy + Sync, U: Copy + Send>(
+    par: &Par,
+    bc: &Broadcast,
+    x: &[T],
+    y: &[T],
+    out: &mut [U],
+    g: impl Fn(T, T) -> U + Sync + Copy,
+) {
+    if bc.same {
+        par.rows(out, 1, BINARY_PART, &mut [], |first, part, _| {
+            gemm::with_avx2(move || {
+                for ((o, &a), &b) in part.iter_mut().zip(&x[first..]).zip(&y[first..]) {
+                    *o = g(a, b);
+                }
+            })
+        });
+    } else {
+        par_broadcast(par, bc, out, BINARY_PART, |o, i, j| *o = g(x[i], y[j]));
     }
 }
 
@@ -454,9 +516,13 @@ impl Kernel for Cast {
         match (self.from, self.to) {
             (Num::I32, Num::F32) => {
                 let x: &[i32] = cast(io.ins[0])?;
-                for (o, &v) in cast_mut::<f32>(io.outs[0])?.iter_mut().zip(x) {
-                    *o = v as f32;
-                }
+                io.par.rows(cast_mut::<f32>(io.outs[0])?, 1, CHEAP_PART, &mut [], |first, part, _| {
+                    gemm::with_avx2(move || {
+                        for (o, &v) in part.iter_mut().zip(&x[first..]) {
+                            *o = v as f32;
+                        }
+                    })
+                });
                 return Ok(());
             }
             (Num::U8, Num::F32) => {
@@ -464,9 +530,11 @@ impl Kernel for Cast {
                 // quantized again), so that each thread's half stays in its own cache.
                 let x = io.ins[0];
                 io.par.rows(cast_mut::<f32>(io.outs[0])?, 1, CHEAP_PART, &mut [], |first, part, _| {
-                    for (o, &v) in part.iter_mut().zip(&x[first..]) {
-                        *o = v as f32;
-                    }
+                    gemm::with_avx2(move || {
+                        for (o, &v) in part.iter_mut().zip(&x[first..]) {
+                            *o = v as f32;
+                        }
+                    })
                 });
                 return Ok(());
             }
@@ -520,7 +588,7 @@ impl Quantize {
 /// Fewest elements per thread for the cheapest element-wise kernels (casts, QUANTIZE,
 /// DEQUANTIZE): below this, handing half of the data to another core's cache costs more than
 /// the work saved.
-const CHEAP_PART: usize = 32768;
+const CHEAP_PART: usize = 16384;
 
 /// `f32::round` (half away from zero) in operations that vectorise: the integer part, plus one
 /// away from zero when the fraction (exact: `v - trunc(v)` loses no bits) is at least a half.

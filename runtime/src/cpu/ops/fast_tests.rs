@@ -164,3 +164,128 @@ fn q8_helpers_round_trip() {
         assert_eq!(Q8::I8.put(Q8::I8.get(&[b], 0)), b);
     }
 }
+
+/// Shapes of rank 3 or 4, large enough that the kernels split them over two threads, and a
+/// second shape broadcast-compatible with the first (each dimension 1 on one side or the other,
+/// or equal).
+fn large_broadcast_shapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    prop::collection::vec((1usize..48, 0u8..3), 3..=4).prop_map(|dims| {
+        let a: Vec<usize> = dims.iter().map(|d| if d.1 == 1 { 1 } else { d.0 }).collect();
+        let b: Vec<usize> = dims.iter().map(|d| if d.1 == 2 { 1 } else { d.0 }).collect();
+        (a, b)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The broadcast's rows, taken in any parts (as threads take them), visit the same elements
+    /// with the same input indices as the whole walk.
+    #[test]
+    fn broadcast_rows_equal_the_whole_walk((sa, sb) in large_broadcast_shapes(), cuts in prop::collection::vec(0usize..64, 0..4)) {
+        let options = OpOptions::default();
+        let ctx = BuildCtx {
+            op_name: "ADD",
+            version: 1,
+            node: 0,
+            options: &options,
+            custom_options: None,
+            inputs: Vec::new(),
+            constants: Vec::new(),
+            outputs: Vec::new(),
+            intermediates: Vec::new(),
+            reference: false,
+            vnni: false,
+        };
+        let (bc, out) = super::common::Broadcast::new(&ctx, &sa, &sb).unwrap();
+        let len: usize = out.iter().product();
+        let mut whole = Vec::with_capacity(len);
+        bc.for_each(|o, i, j| whole.push((o, i, j)));
+        prop_assert_eq!(whole.len(), len);
+        let row = bc.row_len();
+        let rows = len / row;
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c * rows / 64).chain([0, rows]).collect();
+        bounds.sort_unstable();
+        let mut parts = vec![(0usize, 0usize, 0usize); len];
+        for w in bounds.windows(2) {
+            let (first, last) = (w[0], w[1]);
+            let part = &mut parts[first * row..last * row];
+            let mut o = first * row;
+            bc.for_rows(first, part, |slot, i, j| {
+                *slot = (o, i, j);
+                o += 1;
+            });
+        }
+        prop_assert_eq!(parts, whole);
+    }
+
+    /// 8-bit ADD/SUB/MUL and float ADD/SUB/MUL/DIV with broadcasting split over two threads give
+    /// the single-threaded reference kernels' bytes.
+    #[test]
+    fn binary_split_over_threads_equals_reference(
+        (sa, sb) in large_broadcast_shapes(),
+        op in prop_oneof![Just("ADD"), Just("SUB"), Just("MUL"), Just("DIV")],
+        float in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let (t, q) = if float || op == "DIV" { (TensorType::FLOAT32, None) } else { (TensorType::INT8, Some((0.05f32, -3))) };
+        let a = tensor(0, &sa, t, q);
+        let b = tensor(1, &sb, t, q.map(|(s, z)| (s * 1.5, z + 7)));
+        let out = tensor(2, &[], t, q.map(|(s, z)| (s * 2.5, z - 5)));
+        let width = if t == TensorType::FLOAT32 { 4 } else { 1 };
+        let values = |seed: u64, n: usize| -> Vec<u8> {
+            if width == 1 {
+                return bytes(seed, n);
+            }
+            // Floats in [-8, 8), none zero (DIV).
+            bytes(seed, n).iter().flat_map(|&v| ((v as f32 - 127.5) / 16.0).to_le_bytes()).collect()
+        };
+        let xa = values(seed, a.num_elements());
+        let xb = values(seed ^ 0x55, b.num_elements());
+        let options = OpOptions { activation: Activation::Relu6, ..OpOptions::default() };
+        let f: Builder = match op {
+            "MUL" => super::elementwise::build_mul,
+            "DIV" => super::elementwise::build_div,
+            _ => super::elementwise::build_add_sub,
+        };
+        let inputs = [a, b];
+        let want = run(f, op, &options, &inputs, &[None, None], &out, &[&xa, &xb], true, 1).unwrap();
+        let got = run(f, op, &options, &inputs, &[None, None], &out, &[&xa, &xb], false, 2).unwrap();
+        prop_assert_eq!(got, want);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The byte ARG_MAX / ARG_MIN (blocks of the inner dimension walked along the axis) give the
+    /// indices the float path gives for the same values, ties to the first.
+    #[test]
+    fn byte_arg_min_max_equals_float_path(
+        t in q8(),
+        shape in prop::collection::vec(1usize..90, 1..=3),
+        axis_pick in any::<prop::sample::Index>(),
+        max in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let axis = axis_pick.index(shape.len());
+        let op = if max { "ARG_MAX" } else { "ARG_MIN" };
+        // Few distinct values, so that ties are common.
+        let x: Vec<u8> = bytes(seed, shape.iter().product()).iter().map(|b| b % 5 * 50).collect();
+        let floats: Vec<u8> = x
+            .iter()
+            .flat_map(|&b| (if t == TensorType::INT8 { b as i8 as f32 } else { b as f32 }).to_le_bytes())
+            .collect();
+        let axis_bytes = (axis as i32).to_le_bytes();
+        let axis_t = tensor(1, &[1], TensorType::INT32, None);
+        let out = tensor(2, &[], TensorType::INT32, None);
+        let options = OpOptions::default();
+        let f: Builder = super::reduce::build_arg_min_max;
+        let consts = [None, Some(&axis_bytes[..])];
+        let byte_in = [tensor(0, &shape, t, Some((0.5, 0))), axis_t.clone()];
+        let float_in = [tensor(0, &shape, TensorType::FLOAT32, None), axis_t];
+        let want = run(f, op, &options, &float_in, &consts, &out, &[&floats, &axis_bytes], false, 1).unwrap();
+        let got = run(f, op, &options, &byte_in, &consts, &out, &[&x, &axis_bytes], false, 2).unwrap();
+        prop_assert_eq!(got, want);
+    }
+}

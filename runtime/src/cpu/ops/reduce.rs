@@ -196,6 +196,9 @@ pub(crate) fn build_arg_min_max(ctx: &mut BuildCtx<'_>) -> Result<Built> {
     if input.shape[ax] == 0 && shape.iter().all(|&d| d > 0) {
         return Err(ctx.err(format!("axis {ax} of the input {:?} is empty: there is no extreme", input.shape)));
     }
+    if u32::try_from(input.shape[ax]).is_err() {
+        return Err(ctx.err(format!("axis {ax} of the input {:?} is longer than 2^32 elements", input.shape)));
+    }
     set_output_shape(ctx, 0, shape)?;
     let out64 = match ctx.output(0)?.dtype {
         TensorType::INT64 => true,
@@ -227,23 +230,40 @@ impl Kernel for ArgMinMax {
             let width = if self.out64 { 8 } else { 4 };
             let row = self.inner * width;
             io.par.rows(&mut *io.outs[0], row.max(1), 64, &mut [], |first, rows, _| {
+                // Up to BLOCK positions of the inner dimension at a time, each with its running
+                // best, walking the axis outermost: contiguous loads, and a loop the compiler
+                // vectorises. A later element replaces the best only when strictly better, so
+                // ties go to the first, as in the reference.
+                const BLOCK: usize = 64;
+                let (mut best, mut best_k) = ([0u8; BLOCK], [0u32; BLOCK]);
+                // Minimum: compare complemented keys, so one loop serves both.
+                let key = if self.max { flip } else { !flip };
                 for (r, out) in rows.chunks_mut(row.max(1)).enumerate() {
-                    let o = first + r;
-                    for i in 0..self.inner {
-                        let base = o * self.axis_len * self.inner + i;
-                        let mut best = x[base] ^ flip;
-                        let mut best_k = 0usize;
+                    let slice = (first + r) * self.axis_len * self.inner;
+                    for i0 in (0..self.inner).step_by(BLOCK) {
+                        let n = BLOCK.min(self.inner - i0);
+                        let (best, best_k) = (&mut best[..n], &mut best_k[..n]);
+                        let start = slice + i0;
+                        for (b, &v) in best.iter_mut().zip(&x[start..start + n]) {
+                            *b = v ^ key;
+                        }
+                        best_k.fill(0);
                         for k in 1..self.axis_len {
-                            let v = x[base + k * self.inner] ^ flip;
-                            if (self.max && v > best) || (!self.max && v < best) {
-                                best = v;
-                                best_k = k;
+                            let at = start + k * self.inner;
+                            for ((b, bk), &v) in best.iter_mut().zip(best_k.iter_mut()).zip(&x[at..at + n]) {
+                                let v = v ^ key;
+                                if v > *b {
+                                    *b = v;
+                                    *bk = k as u32;
+                                }
                             }
                         }
-                        if self.out64 {
-                            out[i * 8..i * 8 + 8].copy_from_slice(&(best_k as i64).to_le_bytes());
-                        } else {
-                            out[i * 4..i * 4 + 4].copy_from_slice(&(best_k as i32).to_le_bytes());
+                        for (i, &k) in (i0..).zip(best_k.iter()) {
+                            if self.out64 {
+                                out[i * 8..i * 8 + 8].copy_from_slice(&(k as i64).to_le_bytes());
+                            } else {
+                                out[i * 4..i * 4 + 4].copy_from_slice(&(k as i32).to_le_bytes());
+                            }
                         }
                     }
                 }
