@@ -249,6 +249,30 @@ pub fn spin_until_readable(sock: &UnixStream, budget: std::time::Duration) {
     }
 }
 
+/// Sleeps until `sock` has bytes to read (or the peer hung up) or `deadline` passes, whichever
+/// comes first; returns whether it is readable. The timeout has microsecond resolution (`ppoll`),
+/// though the kernel may end the sleep a little late (its timer slack, 50 µs by default).
+pub fn sleep_until_readable(sock: &UnixStream, deadline: std::time::Instant) -> bool {
+    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = libc::timespec {
+            tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        pfd.revents = 0;
+        // SAFETY: ppoll reads the one `pollfd` and the timeout it is given and writes the
+        // former's `revents`; no signal mask is passed.
+        let n = unsafe { libc::ppoll(&mut pfd, 1, &timeout, std::ptr::null()) };
+        if n > 0 {
+            return true;
+        }
+        if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
 fn cmsg_space() -> usize {
     // SAFETY: CMSG_SPACE is arithmetic on its argument.
     unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize }

@@ -65,15 +65,19 @@ fn frame(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 13 % 251) as u8).collect()
 }
 
+/// How the client waits for its replies.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Blocks (the default).
+    Block,
+    /// `Client::set_predictive_wake`.
+    Predict,
+    /// `Client::set_busy_poll`.
+    BusyPoll,
+}
+
 /// In-process invoke against the tensor protocol, same model, same device kind.
-fn native_latency(
-    label: &str,
-    model: &Path,
-    runtime: Option<Runtime>,
-    in_process: Interpreter,
-    n: usize,
-    busy_poll: bool,
-) {
+fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_process: Interpreter, n: usize, wait: Wait) {
     let dir = scratch(label);
     let name = model.file_name().unwrap().to_str().unwrap().to_string();
     std::fs::copy(model, dir.join("models").join(&name)).unwrap();
@@ -86,8 +90,10 @@ fn native_latency(
     let mut it = in_process;
     let input = frame(it.input_mut(0).unwrap().len());
     let mut client = Client::connect(&sock).unwrap();
-    if busy_poll {
-        client.set_busy_poll(Duration::from_millis(2));
+    match wait {
+        Wait::Block => {}
+        Wait::Predict => client.set_predictive_wake(true),
+        Wait::BusyPoll => client.set_busy_poll(Duration::from_millis(2)),
     }
     let mut m = client.open(&name).unwrap();
     // Rounds alternate between the two sides, so drift in the machine's speed hits both alike.
@@ -273,16 +279,21 @@ fn main() {
         let mobilenet = data.join("mobilenet_v1_0.25_128_quant.tflite");
         let ssd = data.join("pipeline/ssd_mobilenet_v2_coco_quant_postprocess_segment_0_of_3_edgetpu.tflite");
         let sim = || Simulated::usb(1, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
-        // Each case with the client blocking for its replies (the default), then busy-polling.
-        for busy in [false, true] {
-            let how = if busy { "busy-poll" } else { "blocking" };
+        // Each case with the client blocking for its replies (the default), then waking shortly
+        // before each reply is due, then busy-polling.
+        for wait in [Wait::Block, Wait::Predict, Wait::BusyPoll] {
+            let how = match wait {
+                Wait::Block => "blocking",
+                Wait::Predict => "predictive wake",
+                Wait::BusyPoll => "busy-poll",
+            };
             native_latency(
                 &format!("cpu: SUM of a 300x300x3 frame, {how}"),
                 &frame_sum,
                 None,
                 cpu(&frame_sum),
                 n,
-                busy,
+                wait,
             );
             native_latency(
                 &format!("cpu: mobilenet_v1_0.25 128x128x3, {how}"),
@@ -290,7 +301,7 @@ fn main() {
                 None,
                 cpu(&mobilenet),
                 n,
-                busy,
+                wait,
             );
             let local = sim();
             let sim_it =
@@ -301,7 +312,7 @@ fn main() {
                 Some(sim().runtime),
                 sim_it,
                 n,
-                busy,
+                wait,
             );
         }
     }
