@@ -80,7 +80,16 @@ fn activation() -> impl Strategy<Value = Activation> {
 
 /// A shape of rank 1..=4 and a second shape broadcast-compatible with it.
 fn broadcast_shapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    prop::collection::vec((1usize..6, 0u8..3), 1..=4).prop_map(|dims| {
+    broadcast_pair(1..6, 1..=4)
+}
+
+/// A shape with dimensions from `dims` and rank from `rank`, and a second shape
+/// broadcast-compatible with it (each dimension 1 on one side or the other, or equal).
+fn broadcast_pair(
+    dims: std::ops::Range<usize>,
+    rank: std::ops::RangeInclusive<usize>,
+) -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    prop::collection::vec((dims, 0u8..3), rank).prop_map(|dims| {
         let a: Vec<usize> = dims.iter().map(|d| if d.1 == 1 { 1 } else { d.0 }).collect();
         let b: Vec<usize> = dims.iter().map(|d| if d.1 == 2 { 1 } else { d.0 }).collect();
         (a, b)
@@ -166,14 +175,9 @@ fn q8_helpers_round_trip() {
 }
 
 /// Shapes of rank 3 or 4, large enough that the kernels split them over two threads, and a
-/// second shape broadcast-compatible with the first (each dimension 1 on one side or the other,
-/// or equal).
+/// second shape broadcast-compatible with the first.
 fn large_broadcast_shapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    prop::collection::vec((1usize..48, 0u8..3), 3..=4).prop_map(|dims| {
-        let a: Vec<usize> = dims.iter().map(|d| if d.1 == 1 { 1 } else { d.0 }).collect();
-        let b: Vec<usize> = dims.iter().map(|d| if d.1 == 2 { 1 } else { d.0 }).collect();
-        (a, b)
-    })
+    broadcast_pair(1..48, 3..=4)
 }
 
 proptest! {
