@@ -184,7 +184,14 @@ struct Table2 {
     table: Vec<u8>,
 }
 
+/// Below this many output elements, filling a 64 KiB table costs more than it saves even over
+/// many invocations: such nodes compute each element.
+const TABLE_MIN_ELEMENTS: usize = 1024;
+
 fn finish(ctx: &BuildCtx<'_>, bc: Broadcast, kind: Binary) -> Result<Built> {
+    if bc.len < TABLE_MIN_ELEMENTS {
+        return Built::new(BinaryKernel { bc, kind });
+    }
     let table = match (&kind, ctx.reference) {
         (&Binary::QAddSub { q, sub, in1_offset, in2_offset, out_offset, m1, m2, mo, act }, false) => {
             // The scaled operands depend on one byte each: 2 x 256 products, then one per entry.
@@ -222,10 +229,18 @@ fn finish(ctx: &BuildCtx<'_>, bc: Broadcast, kind: Binary) -> Result<Built> {
             }
             table
         }
-        (Binary::QMul { .. }, false) => {
+        (&Binary::QMul { q, in1_offset, in2_offset, out_offset, m, act }, false) => {
+            // A row of 256 products at a time through the output stage, which is the reference's
+            // `out_offset + multiply_by_quantized_multiplier(product)`, clamped.
+            let stage = OutputStage::new(vec![m.0; 256], vec![m.1; 256], out_offset, act.0, act.1);
             let mut table = vec![0u8; 65536];
-            for (i, t) in table.iter_mut().enumerate() {
-                *t = kind.quantized(&[(i >> 8) as u8], &[i as u8]);
+            let mut raw = [0i32; 256];
+            for (a, row) in table.chunks_exact_mut(256).enumerate() {
+                let x = in1_offset + q.get(&[a as u8], 0);
+                for (b, r) in raw.iter_mut().enumerate() {
+                    *r = x * (in2_offset + q.get(&[b as u8], 0));
+                }
+                gemm::requantize_row(&raw, &stage, q, row);
             }
             table
         }
