@@ -151,6 +151,12 @@ pub(super) fn gemm_u8_fused_vnni(
     }
 }
 
+/// Runs `f` inlined into a function compiled with AVX-512 F, BW and VL.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+pub(super) fn call_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Whether the CPU has, beyond what `vnni()` checks (VNNI, VL, AVX2), what the 512-bit kernels
 /// need: AVX-512 F and BW (asked once).
 pub(super) fn avx512bw() -> bool {

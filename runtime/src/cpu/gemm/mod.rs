@@ -556,6 +556,21 @@ pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fo
     gemm_u8_fused_portable(a, m, p, sx, f, q, out, oc)
 }
 
+/// Runs `f` compiled for AVX-512 (F, BW, VL) where the CPU has the 512-bit kernels' features
+/// (and the ISA is not forced down), else as [`with_avx2`] does: plain loops in `f` are then
+/// vectorised with 512-bit registers.
+#[inline]
+#[allow(unsafe_code)]
+pub(crate) fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if vnni() && avx512::avx512bw() {
+        // SAFETY: AVX-512 F, BW and VL (and AVX2) were detected at run time (`vnni`,
+        // `avx512bw`); `f` is safe code.
+        return unsafe { avx512::call_avx512(f) };
+    }
+    with_avx2(f)
+}
+
 /// Runs `f`, compiled for AVX2 where the CPU has it: `f` is inlined into an AVX2 function, so
 /// plain loops in it are vectorised with 256-bit registers. (On aarch64, NEON is part of the
 /// baseline, so plain loops are vectorised with it everywhere.)

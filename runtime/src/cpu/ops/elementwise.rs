@@ -426,7 +426,7 @@ fn map2<T: Copy + Sync, U: Copy + Send>(
 ) {
     if bc.same {
         par.rows(out, 1, BINARY_PART, &mut [], |first, part, _| {
-            gemm::with_avx2(move || {
+            gemm::with_avx512(move || {
                 for ((o, &a), &b) in part.iter_mut().zip(&x[first..]).zip(&y[first..]) {
                     *o = g(a, b);
                 }
@@ -532,7 +532,7 @@ impl Kernel for Cast {
             (Num::I32, Num::F32) => {
                 let x: &[i32] = cast(io.ins[0])?;
                 io.par.rows(cast_mut::<f32>(io.outs[0])?, 1, CHEAP_PART, &mut [], |first, part, _| {
-                    gemm::with_avx2(move || {
+                    gemm::with_avx512(move || {
                         for (o, &v) in part.iter_mut().zip(&x[first..]) {
                             *o = v as f32;
                         }
@@ -545,7 +545,7 @@ impl Kernel for Cast {
                 // quantized again), so that each thread's half stays in its own cache.
                 let x = io.ins[0];
                 io.par.rows(cast_mut::<f32>(io.outs[0])?, 1, CHEAP_PART, &mut [], |first, part, _| {
-                    gemm::with_avx2(move || {
+                    gemm::with_avx512(move || {
                         for (o, &v) in part.iter_mut().zip(&x[first..]) {
                             *o = v as f32;
                         }
@@ -633,7 +633,7 @@ impl Kernel for Quantize {
                 io.par.rows(out, 1, CHEAP_PART, &mut [], |first, part, _| {
                     // `move`: byte stores could alias captured references, which would keep the
                     // loop from being vectorised.
-                    crate::cpu::gemm::with_avx2(move || {
+                    crate::cpu::gemm::with_avx512(move || {
                         for (o, &v) in part.iter_mut().zip(&x[first..]) {
                             let r = round_half_away(v / scale);
                             let r = if r.is_nan() { 0.0 } else { r.max(lo_f).min(hi_f) };
@@ -690,7 +690,7 @@ impl Kernel for Dequantize {
         let input = io.ins[0];
         match self.q {
             Some(q) => io.par.rows(out, 1, CHEAP_PART, &mut [], |first, part, _| {
-                crate::cpu::gemm::with_avx2(|| {
+                crate::cpu::gemm::with_avx512(|| {
                     let (scale, zp) = (self.scale, self.zp);
                     let src = &input[first..];
                     match q {
