@@ -448,3 +448,43 @@ fn dot1(a: &[i16], ao: usize, w: &[i16], wo: usize, kp: usize) -> i32 {
     }
     hsum(acc)
 }
+
+/// For each row of `len` bytes (1 to 32) of `x`, the index of its first largest byte after XOR
+/// with `key`, into `idx` (one per row; `x` holds `idx.len()` rows).
+#[target_feature(enable = "avx2")]
+pub(super) fn argmax_rows_avx2(x: &[u8], len: usize, key: u8, idx: &mut [u32]) {
+    debug_assert!((1..=32).contains(&len));
+    let valid_bits: u32 = if len >= 32 { u32::MAX } else { (1u32 << len) - 1 };
+    let mut valid_bytes = [0u8; 32];
+    valid_bytes[..len].fill(0xFF);
+    let mut tail = [0u8; 32];
+    // SAFETY: reads 32 bytes of a 32-byte array.
+    let valid = unsafe { _mm256_loadu_si256(valid_bytes.as_ptr().cast()) };
+    let keys = _mm256_set1_epi8(key as i8);
+    let zero = _mm256_setzero_si256();
+    for (r, out) in idx.iter_mut().enumerate() {
+        let start = r * len;
+        let src: &[u8] = match x.get(start..start + 32) {
+            Some(s) => s,
+            None => {
+                // The last rows: their bytes, then zeros, in a 32-byte copy.
+                let rest = &x[start..start + len];
+                tail[..len].copy_from_slice(rest);
+                &tail
+            }
+        };
+        // SAFETY: `src` holds at least 32 bytes (a slice of 32, or the 32-byte copy).
+        let v = unsafe { _mm256_loadu_si256(src.as_ptr().cast()) };
+        // Bytes past the row count as 0, the least key: they never raise the maximum.
+        let v = _mm256_and_si256(_mm256_xor_si256(v, keys), valid);
+        // The maximum of the 32 bytes, in byte 0 of every 32-bit lane, then in every byte.
+        let m = _mm256_max_epu8(v, _mm256_permute2x128_si256::<1>(v, v));
+        let m = _mm256_max_epu8(m, _mm256_shuffle_epi32::<0b01_00_11_10>(m));
+        let m = _mm256_max_epu8(m, _mm256_shuffle_epi32::<0b10_11_00_01>(m));
+        let m = _mm256_max_epu8(m, _mm256_srli_epi32::<16>(m));
+        let m = _mm256_max_epu8(m, _mm256_srli_epi32::<8>(m));
+        let m = _mm256_shuffle_epi8(m, zero);
+        let hits = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, m)) as u32 & valid_bits;
+        *out = hits.trailing_zeros();
+    }
+}

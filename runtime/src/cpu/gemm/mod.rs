@@ -556,6 +556,30 @@ pub(crate) fn gemm_u8_fused(a: &[u8], m: usize, p: &PackedU8, sx: &[i32], f: &Fo
     gemm_u8_fused_portable(a, m, p, sx, f, q, out, oc)
 }
 
+/// For each row of `len` bytes of `x` (`idx.len()` rows), the index of its first largest byte
+/// after XOR with `key` (`0x80` compares int8 values, `0xFF` finds the least byte), into `idx`.
+#[allow(unsafe_code)]
+pub(crate) fn argmax_rows(x: &[u8], len: usize, key: u8, idx: &mut [u32]) {
+    assert!(x.len() >= idx.len() * len, "{} rows of {len} bytes in {} bytes", idx.len(), x.len());
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx2 && (1..=32).contains(&len) {
+        // SAFETY: AVX2 was detected at run time (`best`); the rows are in `x` (asserted above).
+        unsafe { avx2::argmax_rows_avx2(x, len, key, idx) };
+        return;
+    }
+    for (out, row) in idx.iter_mut().zip(x.chunks_exact(len.max(1))) {
+        let mut best = row.first().map_or(0, |&b| b ^ key);
+        let mut best_k = 0;
+        for (k, &b) in row.iter().enumerate().skip(1) {
+            if b ^ key > best {
+                best = b ^ key;
+                best_k = k;
+            }
+        }
+        *out = best_k as u32;
+    }
+}
+
 /// Runs `f` compiled for AVX-512 (F, BW, VL) where the CPU has the 512-bit kernels' features
 /// (and the ISA is not forced down), else as [`with_avx2`] does: plain loops in `f` are then
 /// vectorised with 512-bit registers.

@@ -1,6 +1,7 @@
 //! MEAN, SUM and ARG_MAX / ARG_MIN.
 
 use super::common::{axis, const_axes, set_output_shape, Q8};
+use crate::cpu::gemm;
 use crate::cpu::kernel::{cast, cast_mut, BuildCtx, Built, Io, Kernel};
 use crate::cpu::quant;
 use crate::error::Result;
@@ -228,6 +229,31 @@ impl Kernel for ArgMinMax {
             // slices are independent and spread over the threads.
             let flip = if q == Q8::I8 { 0x80u8 } else { 0 };
             let width = if self.out64 { 8 } else { 4 };
+            // Minimum: compare complemented keys, so one loop serves both.
+            let key = if self.max { flip } else { !flip };
+            let put = |o: &mut [u8], k: u32| {
+                if self.out64 {
+                    o.copy_from_slice(&(k as i64).to_le_bytes());
+                } else {
+                    o.copy_from_slice(&(k as i32).to_le_bytes());
+                }
+            };
+            if self.inner == 1 {
+                // The axis is innermost: each output is one contiguous row of the input.
+                let len = self.axis_len;
+                io.par.rows(&mut *io.outs[0], width, 1024, &mut [], |first, part, _| {
+                    let mut idx = [0u32; 256];
+                    for (c, chunk) in part.chunks_mut(256 * width).enumerate() {
+                        let n = chunk.len() / width;
+                        let r0 = first + c * 256;
+                        gemm::argmax_rows(&x[r0 * len..(r0 + n) * len], len, key, &mut idx[..n]);
+                        for (o, &k) in chunk.chunks_exact_mut(width).zip(&idx[..n]) {
+                            put(o, k);
+                        }
+                    }
+                });
+                return Ok(());
+            }
             let row = self.inner * width;
             io.par.rows(&mut *io.outs[0], row.max(1), 64, &mut [], |first, rows, _| {
                 // Up to BLOCK positions of the inner dimension at a time, each with its running
@@ -236,8 +262,6 @@ impl Kernel for ArgMinMax {
                 // ties go to the first, as in the reference.
                 const BLOCK: usize = 64;
                 let (mut best, mut best_k) = ([0u8; BLOCK], [0u32; BLOCK]);
-                // Minimum: compare complemented keys, so one loop serves both.
-                let key = if self.max { flip } else { !flip };
                 for (r, out) in rows.chunks_mut(row.max(1)).enumerate() {
                     let slice = (first + r) * self.axis_len * self.inner;
                     for i0 in (0..self.inner).step_by(BLOCK) {
@@ -259,11 +283,7 @@ impl Kernel for ArgMinMax {
                             }
                         }
                         for (i, &k) in (i0..).zip(best_k.iter()) {
-                            if self.out64 {
-                                out[i * 8..i * 8 + 8].copy_from_slice(&(k as i64).to_le_bytes());
-                            } else {
-                                out[i * 4..i * 4 + 4].copy_from_slice(&(k as i32).to_le_bytes());
-                            }
+                            put(&mut out[i * width..(i + 1) * width], k);
                         }
                     }
                 }
