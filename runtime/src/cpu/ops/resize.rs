@@ -189,7 +189,7 @@ impl Kernel for Resize {
                 let w = self.iw * self.c;
                 io.par.rows(&mut *io.outs[0], row_len, 8, io.scratch, |first, rows, scratch| {
                     let rows_f: &mut [f32] = bytemuck::cast_slice_mut(&mut scratch[..2 * w * 4]);
-                    crate::cpu::gemm::with_avx2(|| {
+                    crate::cpu::gemm::with_avx512(|| {
                         for (r, out_row) in rows.chunks_mut(row_len.max(1)).enumerate() {
                             self.bilinear_u8_row(input, first + r, out_row, rows_f);
                         }
