@@ -96,6 +96,8 @@ pub(crate) struct BuildCtx<'m> {
     /// The CPU has the 8-bit dot-product instructions (AVX-512 VNNI, or dotprod on aarch64) the
     /// fast kernels may use.
     pub vnni: bool,
+    /// Threads the interpreter runs the kernels on (a kernel may lay its data out for them).
+    pub threads: usize,
 }
 
 impl<'m> BuildCtx<'m> {

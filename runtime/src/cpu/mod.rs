@@ -137,16 +137,21 @@ impl std::fmt::Debug for Interpreter {
     }
 }
 
+/// The threads `options` ask for: `threads`, or every core for 0.
+pub(crate) fn kernel_threads(options: &Options) -> usize {
+    if options.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        options.threads
+    }
+}
+
 impl Interpreter {
     /// Plans `model` and allocates its arena. Fails with the op name, version, tensor types and
     /// node index when a node has no kernel.
     pub fn new(model: Arc<Model>, options: &Options) -> Result<Interpreter> {
         let plan = Plan::build(&model, options).map_err(|e| e.with_path(model.path()))?;
-        let threads = if options.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            options.threads
-        };
+        let threads = kernel_threads(options);
         let limit = plan::max_arena_bytes(options);
         let needed = plan
             .slot_bytes

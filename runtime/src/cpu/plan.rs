@@ -163,6 +163,7 @@ impl Plan {
                 intermediates: op.intermediates.iter().map(|&t| tensors[t].clone()).collect(),
                 reference: options.reference,
                 vnni: !options.reference && super::gemm::vnni(),
+                threads: super::kernel_threads(options),
             };
             if outputs.is_empty() {
                 return Err(ctx.err("the node has no outputs"));

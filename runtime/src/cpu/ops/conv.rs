@@ -25,6 +25,10 @@ struct Conv {
     /// The bias and output stage for [`gemm::gemm_packed_fused`], where the CPU has it.
     fused: Option<gemm::Fold>,
     vnni: Option<Vnni>,
+    /// A convolution with one output pixel (a classifier's last layer) on the 8-bit dot-product
+    /// path: its output channels in two halves, split at the first number, each packed on its
+    /// own, so that two threads can share the pixel (instead of `vnni`).
+    halves: Option<(usize, Box<[Vnni; 2]>)>,
     bias: Vec<i32>,
     stage: OutputStage,
     reference: bool,
@@ -138,8 +142,30 @@ pub(crate) fn build_conv(ctx: &mut BuildCtx<'_>) -> Result<Built> {
         None => layout(pack_weights(q_in, raw, oc, k, &zp, kp), oc, kp, reference),
     };
     let fused = (packed.is_some() && gemm::packed_fused()).then(|| gemm::Fold::new(&vec![0; oc], &bias, &stage, np));
+    // One output pixel: split its channels (at a multiple of 16) for two threads.
+    let (vnni, halves) = match vnni {
+        Some(v) if ctx.threads > 1 && g.batches * g.out_h * g.out_w == 1 && oc >= 64 => {
+            let h = (oc / 2).div_ceil(16) * 16;
+            let part = |r: std::ops::Range<usize>| {
+                let zw = if zp.len() == 1 { zp.clone() } else { zp[r.clone()].to_vec() };
+                let st = OutputStage::new(
+                    stage.multiplier[r.clone()].to_vec(),
+                    stage.shift[r.clone()].to_vec(),
+                    stage.offset,
+                    stage.min,
+                    stage.max,
+                );
+                vnni_layout(q_in, &raw[r.start * k..r.end * k], &zw, r.len(), k, in_zp, &bias[r], &st)
+            };
+            match (part(0..h), part(h..oc)) {
+                (Some(a), Some(b)) => (None, Some((h, Box::new([a, b])))),
+                _ => (Some(v), None),
+            }
+        }
+        v => (v, None),
+    };
     Built::with_scratch(
-        Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, fused, vnni, bias, stage, reference },
+        Conv { g, q_in, q_out, in_zp, k, kp, weights, packed, fused, vnni, halves, bias, stage, reference },
         scratch,
     )
 }
@@ -258,9 +284,9 @@ impl Conv {
     /// The VNNI counterpart of `pixels_body`. 1x1 stride-1 convolutions whose depth is a
     /// multiple of 4 read the input rows in place (no im2col copy).
     #[inline(always)]
-    fn pixels_vnni_body(&self, v: &Vnni, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
+    fn pixels_vnni_body(&self, v: &Vnni, oc: usize, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
         let g = &self.g;
-        let (oc, kp) = (g.out_c, v.packed.kp);
+        let kp = v.packed.kp;
         let direct = g.k_h == 1
             && g.k_w == 1
             && g.stride_h == 1
@@ -302,17 +328,18 @@ impl Conv {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn pixels_vnni_avx2(&self, v: &Vnni, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
-        self.pixels_vnni_body(v, input, first, rows, scratch)
+    fn pixels_vnni_avx2(&self, v: &Vnni, oc: usize, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
+        self.pixels_vnni_body(v, oc, input, first, rows, scratch)
     }
 
-    fn pixels_vnni(&self, v: &Vnni, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
+    /// Output pixels `first..` into `rows` (`oc` channels each, those `v` holds).
+    fn pixels_vnni(&self, v: &Vnni, oc: usize, input: &[u8], first: usize, rows: &mut [u8], scratch: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
         if gemm::best() == gemm::Isa::Avx2 {
             // SAFETY: AVX2 was detected at run time (`gemm::best`); the body is safe code.
-            return unsafe { self.pixels_vnni_avx2(v, input, first, rows, scratch) };
+            return unsafe { self.pixels_vnni_avx2(v, oc, input, first, rows, scratch) };
         }
-        self.pixels_vnni_body(v, input, first, rows, scratch)
+        self.pixels_vnni_body(v, oc, input, first, rows, scratch)
     }
 
     /// Output pixels `first..` of one thread: im2col blocks of [`gemm::ROWS`] pixels, GEMM,
@@ -406,9 +433,23 @@ impl Kernel for Conv {
         }
         let oc = self.g.out_c;
         let kp = self.kp;
+        if let Some((h, halves)) = &self.halves {
+            // The two halves of the one pixel's channels, one per thread where there are two.
+            let (lo, hi) = out.split_at_mut(*h);
+            let parts = [std::sync::Mutex::new(lo), std::sync::Mutex::new(hi)];
+            io.par.rows(&mut [0u8; 2], 1, 1, io.scratch, |first, which, scratch| {
+                for k in first..first + which.len() {
+                    let mut dst = parts[k].lock().unwrap_or_else(|p| p.into_inner());
+                    let n = dst.len();
+                    self.pixels_vnni(&halves[k], n, input, 0, &mut dst, scratch);
+                }
+            });
+            return Ok(());
+        }
         if let Some(v) = &self.vnni {
-            io.par
-                .rows(out, oc, 4, io.scratch, |first, rows, scratch| self.pixels_vnni(v, input, first, rows, scratch));
+            io.par.rows(out, oc, 4, io.scratch, |first, rows, scratch| {
+                self.pixels_vnni(v, oc, input, first, rows, scratch)
+            });
             return Ok(());
         }
         let packed = self.packed.as_ref().ok_or_else(|| crate::Error::argument("conv weights are not packed"))?;

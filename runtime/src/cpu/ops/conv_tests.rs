@@ -145,6 +145,7 @@ impl Node {
             intermediates: Vec::new(),
             reference,
             vnni,
+            threads: 2,
         };
         let built = (self.build)(&mut ctx)?;
         Ok((built, ctx.outputs.remove(0)))
@@ -591,6 +592,16 @@ proptest! {
     fn conv_1x1_fast_equals_reference(c in conv_case(1..=40), depth in 1usize..=3) {
         let oc = c.ch.1;
         ConvCase { kernel: [1, 1], stride: [1, 1], ch: (16 * depth, oc), ..c }.node(false).check()?;
+    }
+
+    /// One output pixel with at least 64 channels (a classifier's last layer), whose channels
+    /// the fast kernel splits between two threads.
+    #[test]
+    fn conv_one_pixel_fast_equals_reference(c in conv_case(64..=300), one_by_one in any::<bool>()) {
+        let [h, w] = if one_by_one { [1, 1] } else { c.hw };
+        // VALID padding with the kernel the size of the input: one output pixel.
+        let case = ConvCase { batch: 1, hw: [h, w], kernel: [h, w], dilation: [1, 1], valid: true, ..c };
+        case.node(false).check()?;
     }
 
     #[test]

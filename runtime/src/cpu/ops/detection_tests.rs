@@ -44,6 +44,7 @@ pub(in crate::cpu::ops) fn build_op(
         intermediates: Vec::new(),
         reference: true,
         vnni: false,
+        threads: 1,
     };
     let built = f(&mut ctx)?;
     Ok((built, ctx.outputs))

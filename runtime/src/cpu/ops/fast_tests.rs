@@ -46,6 +46,7 @@ fn run(
         intermediates: Vec::new(),
         reference,
         vnni: false,
+        threads: 2,
     };
     let built = f(&mut ctx)?;
     let len = ctx.outputs[0].byte_len();
@@ -196,6 +197,7 @@ proptest! {
             intermediates: Vec::new(),
             reference: false,
             vnni: false,
+            threads: 2,
         };
         let (bc, out) = super::common::Broadcast::new(&ctx, &sa, &sb).unwrap();
         let len: usize = out.iter().product();

@@ -520,6 +520,7 @@ mod tests {
             intermediates: op.intermediates.iter().map(|&t| infos[t].clone()).collect(),
             reference: true,
             vnni: false,
+            threads: 1,
         }
     }
 

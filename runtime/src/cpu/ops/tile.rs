@@ -196,6 +196,7 @@ mod tests {
             intermediates: Vec::new(),
             reference: false,
             vnni: false,
+            threads: 1,
         };
         let built = build_tile(&mut ctx)?;
         let out_shape = ctx.outputs[0].shape.clone();
