@@ -26,8 +26,9 @@ struct Conv {
     fused: Option<gemm::Fold>,
     vnni: Option<Vnni>,
     /// A convolution with one output pixel (a classifier's last layer) on the 8-bit dot-product
-    /// path: its output channels in two halves, split at the first number, each packed on its
-    /// own, so that two threads can share the pixel (instead of `vnni`).
+    /// path, run on two or more threads: its output channels in two halves, the first ending at
+    /// the given channel (a multiple of 16), each packed on its own so that two threads can share
+    /// the pixel. Set instead of `vnni`.
     halves: Option<(usize, Box<[Vnni; 2]>)>,
     bias: Vec<i32>,
     stage: OutputStage,
