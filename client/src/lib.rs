@@ -209,9 +209,9 @@ pub struct RemoteModel<'c> {
 /// With [`Client::set_predictive_wake`]: wakes a client waiting for an invoke's reply shortly
 /// before the reply is due, so that the reply finds it awake (polling) instead of having to wake
 /// it: on some machines a thread blocked on a socket takes tens of microseconds to run again once
-/// the reply arrives. The due
-/// time is the last round trip; the thread sleeps until [`Wake::LEAD`] (plus twice the recent
-/// jitter) before it, then polls for at most twice that, then blocks. It does so only while round
+/// the reply arrives. The due time is the last round trip; the thread sleeps until
+/// [`Wake::LEAD`] (plus twice the recent jitter) before it, then polls for at most twice that,
+/// then blocks. It does so only while round
 /// trips are steady and long enough: a waiting thread never polls for more than a few hundred
 /// microseconds, and not at all when several clients make the round trips vary.
 #[cfg(target_os = "linux")]
@@ -234,8 +234,8 @@ impl Wake {
     const MIN_ROUND_TRIP: std::time::Duration = std::time::Duration::from_micros(300);
 
     /// Waits until the reply to a request sent at `sent` is readable, or until polling for it
-    /// is given up; then the caller reads it (blocking if need be). Returns whether the reply
-    /// was found while polling (so the round trip measured is its arrival, not a wake-up).
+    /// is given up; then the caller reads it (blocking if need be). Returns whether it polled:
+    /// then the round trip measured is close to the reply's arrival, not to a wake-up after it.
     fn wait(&self, sock: &std::os::unix::net::UnixStream, sent: std::time::Instant) -> bool {
         let Some(due) = self.due else { return false };
         if self.jitter > Self::MAX_JITTER || due < Self::MIN_ROUND_TRIP {
@@ -249,7 +249,7 @@ impl Wake {
         true
     }
 
-    /// Learns from a round trip: `polled` says whether the reply was found while polling.
+    /// Learns from a round trip: `polled` is what [`Wake::wait`] returned.
     fn learn(&mut self, round_trip: std::time::Duration, polled: bool) {
         if let Some(due) = self.due {
             self.jitter = (self.jitter * 3 + round_trip.abs_diff(due)) / 4;

@@ -750,34 +750,18 @@ impl State {
             }
         } else {
             let n_in = self.exes[i].batch * self.exes[i].inputs.len();
-            let mut inputs = Vec::with_capacity(n_in);
-            let mut result = Ok(());
+            let mut inputs = program::Pooled(Vec::with_capacity(n_in));
             for k in 0..n_in {
-                let mut b = program::zeroed(self.exes[i].input_len(k));
+                inputs.0.push(program::zeroed(self.exes[i].input_len(k)));
                 let at = run.addr.inputs.get(k).copied().unwrap_or(0);
-                result = self.read_device(at, &mut b).map_err(|e| format!("{name}: input {k}: {e}"));
-                inputs.push(b);
-                if result.is_err() {
-                    break;
-                }
+                let b = inputs.0.last_mut().expect("just pushed");
+                self.read_device(at, b).map_err(|e| format!("{name}: input {k}: {e}"))?;
             }
-            if result.is_ok() {
-                match self.exes[i].compute(&inputs) {
-                    Ok(outputs) => {
-                        for (k, out) in outputs.iter().enumerate() {
-                            let at = run.addr.outputs.get(k).copied().unwrap_or(0);
-                            result = self.write_device(at, out).map_err(|e| format!("{name}: output {k}: {e}"));
-                            if result.is_err() {
-                                break;
-                            }
-                        }
-                        outputs.into_iter().for_each(program::recycle);
-                    }
-                    Err(e) => result = Err(format!("{name}: {e}")),
-                }
+            let outputs = program::Pooled(self.exes[i].compute(&inputs.0).map_err(|e| format!("{name}: {e}"))?);
+            for (k, out) in outputs.0.iter().enumerate() {
+                let at = run.addr.outputs.get(k).copied().unwrap_or(0);
+                self.write_device(at, out).map_err(|e| format!("{name}: output {k}: {e}"))?;
             }
-            inputs.into_iter().for_each(program::recycle);
-            result?;
         }
         self.stats.runs += 1;
         // Scalar-core interrupt 0: counter 0 of sc_host_int_count (16 bits, wrapping).

@@ -293,52 +293,50 @@ impl SimExe {
     /// Runs the oracle on the received inputs and returns the padded device output buffers, one
     /// per (batch, layer).
     pub(crate) fn compute(&self, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
-        let mut device_out = Vec::new();
-        let mut padded = Vec::new();
-        let mut dense_in: Vec<Vec<u8>> = Vec::new();
-        let mut dense_out: Vec<Vec<u8>> = Vec::new();
-        let result = (|| -> Result<(), String> {
-            for b in 0..self.batch {
-                dense_in.extend(self.inputs.iter().map(|_| Vec::new()));
-                for (k, l) in self.inputs.iter().enumerate() {
-                    let n = l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
-                    // What the chip reads: offset-binary values where the host flipped them (the
-                    // first y·x·z elements), each iteration of an iterative layer at its multiple
-                    // of the padded size.
-                    let given = &inputs[b * self.inputs.len() + k];
-                    padded = spare(given.len());
-                    padded.extend_from_slice(given);
-                    layout::flip_signed_layer(l, &mut padded);
-                    dense_in[k] = spare(n);
-                    layout::gather_input(l, &padded, n, &mut dense_in[k]);
-                    recycle(std::mem::take(&mut padded));
-                }
-                dense_out.extend(
-                    self.outputs
-                        .iter()
-                        .map(|l| zeroed(l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1))),
-                );
-                let oracle = self.oracle.as_ref().ok_or("this executable has no output oracle")?;
-                let refs: Vec<&[u8]> = dense_in.iter().map(|v| v.as_slice()).collect();
-                oracle.lock().map_err(|_| "the oracle panicked earlier")?.compute(&refs, &mut dense_out)?;
-                for (l, d) in self.outputs.iter().zip(&mut dense_out) {
-                    let mut dev = zeroed(Self::layer_bytes(l));
-                    layout::flip_signed_layer(l, d);
-                    layout::output_to_device(l, d, &mut dev).map_err(|e| e.to_string())?;
-                    device_out.push(dev);
-                }
-                dense_in.drain(..).chain(dense_out.drain(..)).for_each(recycle);
+        let mut device_out = Pooled::default();
+        for b in 0..self.batch {
+            let (mut padded, mut dense_in) = (Pooled::default(), Pooled::default());
+            for (k, l) in self.inputs.iter().enumerate() {
+                let n = l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1);
+                // What the chip reads: offset-binary values where the host flipped them (the
+                // first y·x·z elements), each iteration of an iterative layer at its multiple of
+                // the padded size.
+                let given = &inputs[b * self.inputs.len() + k];
+                let mut p = spare(given.len());
+                p.extend_from_slice(given);
+                layout::flip_signed_layer(l, &mut p);
+                let mut d = spare(n);
+                layout::gather_input(l, &p, n, &mut d);
+                padded.0.push(p);
+                dense_in.0.push(d);
             }
-            Ok(())
-        })();
-        dense_in.into_iter().chain(dense_out).chain([padded]).for_each(recycle);
-        match result {
-            Ok(()) => Ok(device_out),
-            Err(e) => {
-                device_out.into_iter().for_each(recycle);
-                Err(e)
+            let mut dense_out = Pooled(
+                self.outputs
+                    .iter()
+                    .map(|l| zeroed(l.num_elements() * l.data_type.size_bytes() * l.execution_count.max(1)))
+                    .collect(),
+            );
+            let oracle = self.oracle.as_ref().ok_or("this executable has no output oracle")?;
+            let refs: Vec<&[u8]> = dense_in.0.iter().map(|v| v.as_slice()).collect();
+            oracle.lock().map_err(|_| "the oracle panicked earlier")?.compute(&refs, &mut dense_out.0)?;
+            for (l, d) in self.outputs.iter().zip(&mut dense_out.0) {
+                let mut dev = zeroed(Self::layer_bytes(l));
+                layout::flip_signed_layer(l, d);
+                layout::output_to_device(l, d, &mut dev).map_err(|e| e.to_string())?;
+                device_out.0.push(dev);
             }
         }
+        Ok(std::mem::take(&mut device_out.0))
+    }
+}
+
+/// Buffers that go back to the pool ([`recycle`]) when dropped, on every path out of a run.
+#[derive(Default)]
+pub(crate) struct Pooled(pub Vec<Vec<u8>>);
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.0.drain(..).for_each(recycle);
     }
 }
 

@@ -253,10 +253,8 @@ impl Kernel for Table2 {
     fn run(&self, io: &mut Io<'_, '_>) -> Result<()> {
         let (x, y) = (io.ins[0], io.ins[1]);
         let out = &mut *io.outs[0];
-        // Split over the threads in parts of at least this many elements.
-        const MIN_PART: usize = 8192;
         if self.bc.same {
-            io.par.rows(out, 1, MIN_PART, &mut [], |first, part, _| {
+            io.par.rows(out, 1, BINARY_PART, &mut [], |first, part, _| {
                 let (x, y) = (&x[first..], &y[first..]);
                 for ((o, &a), &b) in part.iter_mut().zip(x).zip(y) {
                     *o = self.table[(a as usize) << 8 | b as usize];
@@ -277,7 +275,7 @@ impl Kernel for Table2 {
                 &y[..p]
             };
             let span = pattern.len();
-            io.par.rows(out, span, MIN_PART.div_ceil(span), &mut [], |first, part, _| {
+            io.par.rows(out, span, BINARY_PART.div_ceil(span), &mut [], |first, part, _| {
                 for (oc, xc) in part.chunks_mut(span).zip(x[first * span..].chunks(span)) {
                     for ((o, &a), &b) in oc.iter_mut().zip(xc).zip(pattern) {
                         *o = self.table[(a as usize) << 8 | b as usize];
@@ -285,9 +283,7 @@ impl Kernel for Table2 {
                 }
             });
         } else {
-            par_broadcast(io.par, &self.bc, out, MIN_PART, |o, i, j| {
-                *o = self.table[(x[i] as usize) << 8 | y[j] as usize]
-            });
+            par_broadcast(io.par, &self.bc, out, |o, i, j| *o = self.table[(x[i] as usize) << 8 | y[j] as usize]);
         }
         Ok(())
     }
@@ -324,9 +320,7 @@ impl Kernel for BinaryKernel {
             Binary::QAddSub { .. } | Binary::QMul { .. } => {
                 let (x, y) = (io.ins[0], io.ins[1]);
                 let out = &mut *io.outs[0];
-                par_broadcast(io.par, &self.bc, out, BINARY_PART, |o, i, j| {
-                    *o = self.kind.quantized(&x[i..i + 1], &y[j..j + 1])
-                });
+                par_broadcast(io.par, &self.bc, out, |o, i, j| *o = self.kind.quantized(&x[i..i + 1], &y[j..j + 1]));
             }
             Binary::I32 { op, act } => {
                 let x: &[i32] = cast(io.ins[0])?;
@@ -390,20 +384,14 @@ fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     }
 }
 
-/// Fewest output elements per thread for the binary kernels without a table.
+/// Fewest output elements per thread for the binary kernels.
 const BINARY_PART: usize = 8192;
 
 /// Calls `f(out_element, index_a, index_b)` for every output element of a broadcast, split over
-/// the threads in parts of whole broadcast rows of at least `min` elements.
-fn par_broadcast<T: Send>(
-    par: &Par,
-    bc: &Broadcast,
-    out: &mut [T],
-    min: usize,
-    f: impl Fn(&mut T, usize, usize) + Sync,
-) {
+/// the threads in parts of whole broadcast rows of at least [`BINARY_PART`] elements.
+fn par_broadcast<T: Send>(par: &Par, bc: &Broadcast, out: &mut [T], f: impl Fn(&mut T, usize, usize) + Sync) {
     if bc.same {
-        par.rows(out, 1, min, &mut [], |first, part, _| {
+        par.rows(out, 1, BINARY_PART, &mut [], |first, part, _| {
             for (k, o) in part.iter_mut().enumerate() {
                 f(o, first + k, first + k);
             }
@@ -411,7 +399,7 @@ fn par_broadcast<T: Send>(
         return;
     }
     let unit = bc.row_len().max(1);
-    par.rows(out, unit, min.div_ceil(unit), &mut [], |first, part, _| bc.for_rows(first, part, &f));
+    par.rows(out, unit, BINARY_PART.div_ceil(unit), &mut [], |first, part, _| bc.for_rows(first, part, &f));
 }
 
 /// `out = g(x, y)` element by element with broadcasting, over the threads; inputs of the same
@@ -433,7 +421,7 @@ fn map2<T: Copy + Sync, U: Copy + Send>(
             })
         });
     } else {
-        par_broadcast(par, bc, out, BINARY_PART, |o, i, j| *o = g(x[i], y[j]));
+        par_broadcast(par, bc, out, |o, i, j| *o = g(x[i], y[j]));
     }
 }
 
