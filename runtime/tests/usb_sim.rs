@@ -260,3 +260,29 @@ fn only_a_high_speed_link_gets_the_usb2_output_chunks() {
         assert!(s.bus.violations().is_empty(), "{speed:?}: {:?}", s.bus.violations());
     }
 }
+
+#[test]
+fn real_time_mode_sleeps_the_whole_modeled_time_compute_included() {
+    let time = edgetpu::sim::usb::TimeModel { realtime: true, ..edgetpu::sim::usb::TimeModel::usb3() };
+    let files = [("mobilenet_v1_0.25_128_quant_edgetpu.tflite", "mobilenet_v1_0.25_128_quant.tflite")];
+    let (bus, mut acc, loaded) = device_for(&files, SimConfig { time, ..Default::default() });
+    let model = &loaded[0].0;
+    let pkgs = Package::all(model).unwrap();
+    let mut program = Program::new(model, &pkgs[0]).unwrap();
+    let input = common::noise(128 * 128 * 3, 5);
+    infer(&mut acc, &mut program, &input);
+    let (clock, wall) = (bus.elapsed(), std::time::Instant::now());
+    for _ in 0..20 {
+        infer(&mut acc, &mut program, &input);
+    }
+    let (modeled, wall) = (bus.elapsed() - clock, wall.elapsed());
+    // Most of an inference's modeled time is the chip computing; a simulator that slept only for
+    // its transfers would take well under half of it.
+    let compute = time.compute_per_instruction_byte
+        * pkgs[0].main().bitstreams.iter().map(|b| b.data.len()).sum::<usize>() as u32
+        * 20;
+    assert!(compute * 2 > modeled, "compute {compute:?} is most of the modeled {modeled:?}");
+    // Sleeps overshoot, and an overshoot is credited to the next operations (at most 1 ms).
+    assert!(wall + std::time::Duration::from_millis(1) >= modeled, "slept {wall:?} of {modeled:?} modeled");
+    assert!(bus.violations().is_empty(), "{:?}", bus.violations());
+}

@@ -13,6 +13,8 @@ use std::time::Duration;
 const DFU_TRANSFER_SIZE: usize = 256;
 /// Bytes of device memory served by DFU UPLOAD (128 full blocks, then a short read).
 const UPLOAD_BYTES: usize = 32 * 1024;
+/// Most overshoot (ns) a real-time sleep may credit to the operations after it.
+const MAX_SLEEP_CREDIT: i64 = 1_000_000;
 const DFU_IDLE: u8 = 2;
 const DFU_DNLOAD_IDLE: u8 = 5;
 const DFU_ERROR: u8 = 10;
@@ -60,8 +62,9 @@ pub(crate) struct SimState {
     pub clock: Duration,
     /// Wall time spent handling transfers.
     pub device_wall: Duration,
-    /// Modelled time not slept yet (real-time mode).
-    sleep_debt: Duration,
+    /// Modeled time not yet slept, in nanoseconds; negative when the last sleep overshot (the
+    /// next operations are credited with the overshoot, up to [`MAX_SLEEP_CREDIT`]).
+    sleep_debt: i64,
     faults: Vec<Fault>,
     /// Whether the chip has completed a run since its last reset (shows in `scu_ctrl_3`).
     has_run: bool,
@@ -103,7 +106,8 @@ struct Sink<'a> {
     events: &'a mut VecDeque<[u8; 16]>,
     interrupts: &'a mut VecDeque<[u8; 4]>,
     csrs: &'a mut HashMap<u32, u64>,
-    clock: &'a mut Duration,
+    /// Compute time of the instructions executed, for [`SimState::advance`] once the sink is gone.
+    computed: &'a mut Duration,
     compute_per_byte: Duration,
     fatal: &'a mut bool,
     runs: &'a mut u64,
@@ -144,7 +148,7 @@ impl ExecSink for Sink<'_> {
         mask >> tag.code() & 1 == 1
     }
     fn compute_time(&mut self, instruction_bytes: usize) {
-        *self.clock += self.compute_per_byte * instruction_bytes as u32;
+        *self.computed += self.compute_per_byte * instruction_bytes as u32;
     }
 }
 
@@ -187,7 +191,7 @@ impl SimState {
             stats: SimStats::default(),
             clock: Duration::ZERO,
             device_wall: Duration::ZERO,
-            sleep_debt: Duration::ZERO,
+            sleep_debt: 0,
             faults: Vec::new(),
             has_run: false,
         }
@@ -197,12 +201,14 @@ impl SimState {
         self.clock += d;
         if self.config.time.realtime {
             // Sleep in steps of at least a millisecond: shorter sleeps overshoot by more than
-            // they last.
-            self.sleep_debt += d;
-            if self.sleep_debt >= Duration::from_millis(1) {
+            // they last. A sleep's overshoot is owed back, so wall time keeps up with the
+            // modeled clock instead of drifting behind it by the host's timer slack.
+            self.sleep_debt = self.sleep_debt.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            if self.sleep_debt >= 1_000_000 {
                 let start = std::time::Instant::now();
-                std::thread::sleep(self.sleep_debt);
-                self.sleep_debt = self.sleep_debt.saturating_sub(start.elapsed());
+                std::thread::sleep(Duration::from_nanos(self.sleep_debt as u64));
+                let slept = i64::try_from(start.elapsed().as_nanos()).unwrap_or(i64::MAX);
+                self.sleep_debt = (self.sleep_debt - slept).max(-MAX_SLEEP_CREDIT);
             }
         }
     }
@@ -725,19 +731,24 @@ impl SimState {
         run.receiving = None;
         run.step += 1;
         let exe = &self.exes[run.exe];
+        let mut computed = Duration::ZERO;
         let mut sink = Sink {
             out: &mut self.out,
             events: &mut self.events,
             interrupts: &mut self.interrupts,
             csrs: &mut self.csrs,
-            clock: &mut self.clock,
+            computed: &mut computed,
             compute_per_byte: self.config.time.compute_per_instruction_byte,
             fatal: &mut self.fatal_next,
             runs: &mut self.stats.runs,
             has_run: &mut self.has_run,
         };
         program::announce(exe, &run, &step, &mut sink);
-        program::device_steps(exe, &mut run, &mut sink)?;
+        let executed = program::device_steps(exe, &mut run, &mut sink);
+        // The chip computes in modeled time, slept like the transfers' in real-time mode.
+        self.advance(computed);
+        executed?;
+        let exe = &self.exes[run.exe];
         if run.step < exe.steps.len() {
             self.run = Some((run, candidates));
             return Ok(());
