@@ -168,13 +168,16 @@ pub(super) fn avx512bw() -> bool {
 /// each pair of taps `(a, b)`, 64 i16. `unpacklo_epi16` of two 32-channel input vectors pairs
 /// up, in 128-bit lane `l`, channels `8l..8l + 4`, and `unpackhi_epi16` channels
 /// `8l + 4..8l + 8`: so the first 32 values are `(w_a, w_b)` of channel `8l + j` at `8l + 2j`,
-/// and the next 32 those of channel `8l + 4 + j`. Returns the weights and the channels covered.
+/// and the next 32 those of channel `8l + 4 + j`. Channels left over after the whole blocks get
+/// one more block, with zero weights past `oc` (the partial block of [`dw_row_512`]). Returns
+/// the weights and the channels of the whole blocks.
 pub(super) fn pack_dw_512(weights: &[i32], taps: usize, oc: usize) -> (Vec<i16>, usize) {
     let n32 = oc / 32 * 32;
+    let blocks = oc.div_ceil(32);
     let pairs = taps.div_ceil(2);
-    let mut w = vec![0i16; (n32 / 32) * pairs * 64];
-    let at = |t: usize, c: usize| if t < taps { weights[t * oc + c] as i16 } else { 0 };
-    for b in 0..n32 / 32 {
+    let mut w = vec![0i16; blocks * pairs * 64];
+    let at = |t: usize, c: usize| if t < taps && c < oc { weights[t * oc + c] as i16 } else { 0 };
+    for b in 0..blocks {
         for k in 0..pairs {
             let base = (b * pairs + k) * 64;
             for half in 0..2 {
@@ -407,4 +410,146 @@ fn dw_body<const SIGNED: bool, const SAT: bool, const FOLD: bool>(
         }
     }
     n32
+}
+
+/// `count` consecutive full-window depthwise pixels of one output row (depth multiplier 1, raw
+/// input bytes, zero-point terms folded into `init`): pixel `k`'s tap `t` reads the input at
+/// `origin + k * step + rel[t]`, and its `oc` outputs go to `out[k * oc..]`. All channels, in
+/// blocks of 32 (the last one partial, through masked loads and stores, on the zero-padded
+/// weights of [`pack_dw_512`]), two pixels at a time so that their accumulations overlap; the
+/// arithmetic is [`dw_pixel_pairs_512`]'s. `p` must have been packed for `oc` channels.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dw_row_512(
+    input: &[u8],
+    q_in: Q8,
+    (origin, step, count): (usize, usize, usize),
+    rel: &[usize],
+    p: &super::DwPairs,
+    init: &[i32],
+    st: &OutputStage,
+    oc: usize,
+    out: &mut [u8],
+) {
+    let sat = saturates(st.min, st.max);
+    let row = (origin, step, count);
+    match (q_in, sat, p.offset_folded) {
+        (Q8::U8, false, false) => dw_row_body::<false, false, false>(input, row, rel, p, init, st, oc, out),
+        (Q8::U8, false, true) => dw_row_body::<false, false, true>(input, row, rel, p, init, st, oc, out),
+        (Q8::U8, true, false) => dw_row_body::<false, true, false>(input, row, rel, p, init, st, oc, out),
+        (Q8::U8, true, true) => dw_row_body::<false, true, true>(input, row, rel, p, init, st, oc, out),
+        (Q8::I8, false, false) => dw_row_body::<true, false, false>(input, row, rel, p, init, st, oc, out),
+        (Q8::I8, false, true) => dw_row_body::<true, false, true>(input, row, rel, p, init, st, oc, out),
+        (Q8::I8, true, false) => dw_row_body::<true, true, false>(input, row, rel, p, init, st, oc, out),
+        (Q8::I8, true, true) => dw_row_body::<true, true, true>(input, row, rel, p, init, st, oc, out),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[allow(clippy::too_many_arguments)]
+fn dw_row_body<const SIGNED: bool, const SAT: bool, const FOLD: bool>(
+    input: &[u8],
+    (origin, step, count): (usize, usize, usize),
+    rel: &[usize],
+    p: &super::DwPairs,
+    init: &[i32],
+    st: &OutputStage,
+    oc: usize,
+    out: &mut [u8],
+) {
+    let (w, pairs) = (&p.w512, p.pairs);
+    let taps = rel.len();
+    if count == 0 || oc == 0 {
+        return;
+    }
+    // The bounds of every access below, checked once: inputs `origin + k * step + rel[t] + c`
+    // up to the block's last channel for k < count, weights up to the last block's, the
+    // constants of every 16 channels, `init` and `left` up to `oc`, outputs `k * oc + c`.
+    let blocks = oc.div_ceil(32);
+    assert!(taps.div_ceil(2) == pairs && w.len() >= blocks * pairs * 64);
+    assert!(p.rq512.len() >= oc.div_ceil(16) * 64 && init.len() >= oc && out.len() >= count * oc);
+    assert!(!p.shl || st.left.len() >= oc);
+    let span = rel.iter().max().copied().unwrap_or(0);
+    let last = (count - 1).checked_mul(step).and_then(|d| origin.checked_add(d)?.checked_add(span)?.checked_add(oc));
+    assert!(last.is_some_and(|end| end <= input.len()));
+    let offset = _mm512_set1_epi32(st.offset);
+    let (lo, hi) = (_mm512_set1_epi32(st.min), _mm512_set1_epi32(st.max));
+    let zero = _mm512_setzero_si512();
+    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    let (x_ptr, w_ptr) = (input.as_ptr(), w.as_ptr());
+    // SAFETY: `at + 32 <= w.len()` for the weight offsets of the loops (asserted above).
+    let load_w = |at: usize| unsafe { _mm512_loadu_si512(w_ptr.add(at).cast()) };
+    let full = taps / 2;
+    for b in 0..blocks {
+        let c = 32 * b;
+        let valid = (oc - c).min(32);
+        let bytes: __mmask32 = if valid == 32 { u32::MAX } else { (1u32 << valid) - 1 };
+        // SAFETY: the masked load reads only bytes `at..at + valid`, inside `input` by the
+        // assertion on `last` (`at <= origin + (count - 1) * step + span + c`).
+        let x = |at: usize| {
+            let v = unsafe { _mm256_maskz_loadu_epi8(bytes, x_ptr.add(at).cast()) };
+            if SIGNED {
+                _mm512_cvtepi8_epi16(v)
+            } else {
+                _mm512_cvtepu8_epi16(v)
+            }
+        };
+        let wb = b * pairs * 64;
+        // The output stage of one pixel's accumulators: channel order, `init`, requantization.
+        let finish = |acc_lo: __m512i, acc_hi: __m512i, dst: &mut [u8]| {
+            for (h, idx) in [(0, first), (1, second)] {
+                let cc = c + 16 * h;
+                let n = valid.saturating_sub(16 * h).min(16);
+                if n == 0 {
+                    break;
+                }
+                let lanes: __mmask16 = if n == 16 { u16::MAX } else { (1u16 << n) - 1 };
+                // SAFETY: masked loads of lanes `cc..cc + n`, inside `init` and `st.left` (their
+                // lengths asserted above).
+                let (i, left) = unsafe {
+                    let i = _mm512_maskz_loadu_epi32(lanes, init.as_ptr().add(cc).cast());
+                    let left =
+                        if p.shl { _mm512_maskz_loadu_epi32(lanes, st.left.as_ptr().add(cc).cast()) } else { zero };
+                    (i, left)
+                };
+                let x = _mm512_add_epi32(_mm512_permutex2var_epi64(acc_lo, idx, acc_hi), i);
+                let v = requant16(p.shl, x, left, &p.rq512[cc / 16 * 64..]);
+                let v = if FOLD { v } else { _mm512_add_epi32(v, offset) };
+                store_bytes::<SAT>(v, lo, hi, &mut dst[cc..cc + n]);
+            }
+        };
+        let mut k = 0;
+        while k + 2 <= count {
+            let (o0, o1) = (origin + k * step + c, origin + (k + 1) * step + c);
+            let (mut lo0, mut hi0, mut lo1, mut hi1) = (zero, zero, zero, zero);
+            for j in 0..pairs {
+                // An odd tap count: the last tap pairs with zeros.
+                let ta = rel[2 * j];
+                let (xa0, xa1) = (x(o0 + ta), x(o1 + ta));
+                let (xb0, xb1) = if j < full { (x(o0 + rel[2 * j + 1]), x(o1 + rel[2 * j + 1])) } else { (zero, zero) };
+                let (wl, wh) = (load_w(wb + j * 64), load_w(wb + j * 64 + 32));
+                lo0 = _mm512_dpwssd_epi32(lo0, _mm512_unpacklo_epi16(xa0, xb0), wl);
+                hi0 = _mm512_dpwssd_epi32(hi0, _mm512_unpackhi_epi16(xa0, xb0), wh);
+                lo1 = _mm512_dpwssd_epi32(lo1, _mm512_unpacklo_epi16(xa1, xb1), wl);
+                hi1 = _mm512_dpwssd_epi32(hi1, _mm512_unpackhi_epi16(xa1, xb1), wh);
+            }
+            let (d0, d1) = out[k * oc..(k + 2) * oc].split_at_mut(oc);
+            finish(lo0, hi0, d0);
+            finish(lo1, hi1, d1);
+            k += 2;
+        }
+        if k < count {
+            let o0 = origin + k * step + c;
+            let (mut lo0, mut hi0) = (zero, zero);
+            for j in 0..pairs {
+                let xa0 = x(o0 + rel[2 * j]);
+                let xb0 = if j < full { x(o0 + rel[2 * j + 1]) } else { zero };
+                lo0 = _mm512_dpwssd_epi32(lo0, _mm512_unpacklo_epi16(xa0, xb0), load_w(wb + j * 64));
+                hi0 = _mm512_dpwssd_epi32(hi0, _mm512_unpackhi_epi16(xa0, xb0), load_w(wb + j * 64 + 32));
+            }
+            finish(lo0, hi0, &mut out[k * oc..(k + 1) * oc]);
+        }
+    }
 }

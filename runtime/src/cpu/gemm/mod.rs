@@ -658,13 +658,15 @@ pub(crate) struct DwPairs {
     /// Channels covered: whole blocks of 16.
     pub n16: usize,
     pub pairs: usize,
-    /// On CPUs with AVX-512 VNNI, the weights of the first `n32` channels (whole blocks of 32)
-    /// again, in the order of the 512-bit kernel (`avx512::pack_dw_512`); empty elsewhere.
+    /// On CPUs with AVX-512 VNNI, the weights again in the order of the 512-bit kernels
+    /// (`avx512::pack_dw_512`): whole blocks of 32 channels, the first `n32`, then a
+    /// zero-padded block for the rest; empty elsewhere.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub w512: Vec<i16>,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub n32: usize,
-    /// The output stage's constants for those channels (`avx512::requant_consts`).
+    /// The output stage's constants for every channel, in blocks of 16
+    /// (`avx512::requant_consts`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub rq512: Vec<i64>,
     /// Some channel shifts left.
@@ -706,7 +708,8 @@ impl DwPairs {
         #[cfg(target_arch = "x86_64")]
         let (w512, n32, (rq512, offset_folded)) = if vnni() && avx512::avx512bw() && st.vector {
             let (w512, n32) = avx512::pack_dw_512(weights, taps, oc);
-            (w512, n32, avx512::requant_consts(&st.multiplier, &st.right, st.offset, n32))
+            // The constants of the partial block too, for the row kernel.
+            (w512, n32, avx512::requant_consts(&st.multiplier, &st.right, st.offset, oc.div_ceil(16) * 16))
         } else {
             (Vec::new(), 0, (Vec::new(), false))
         };
@@ -715,6 +718,35 @@ impl DwPairs {
         let shl = st.left.iter().any(|&l| l != 0);
         DwPairs { w, n16, pairs, w512, n32, rq512, shl, offset_folded }
     }
+}
+
+/// `count` consecutive full-window depthwise pixels of one output row (depth multiplier 1, raw
+/// input bytes, zero-point terms folded into `init`): pixel `k`'s tap `t` reads the input at
+/// `origin + k * step + rel[t]`, and its `oc` outputs go to `out[k * oc..]` (`p` packed for
+/// `oc` channels). Returns whether it did them: not when this CPU has no row kernel (the caller
+/// then goes pixel by pixel).
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dw_row(
+    input: &[u8],
+    q_in: Q8,
+    row: (usize, usize, usize),
+    rel: &[usize],
+    p: &DwPairs,
+    init: &[i32],
+    st: &OutputStage,
+    oc: usize,
+    out: &mut [u8],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if st.vector && rel.len() <= 2 * p.pairs && !p.w512.is_empty() {
+        // SAFETY: `w512` is only non-empty when AVX-512 F, BW, VNNI, VL and AVX2 were detected
+        // at run time (`DwPairs::new`, `vnni`).
+        unsafe { avx512::dw_row_512(input, q_in, row, rel, p, init, st, oc, out) };
+        return true;
+    }
+    let _ = (input, q_in, row, rel, p, init, st, oc, out);
+    false
 }
 
 /// One full-window depthwise pixel (depth multiplier 1, every tap inside the input, raw input

@@ -618,6 +618,15 @@ proptest! {
         ConvCase { kernel: [3, 3], ch: (ic, 1), ..c }.node(true).check()?;
     }
 
+    /// Depth multiplier 1 with 16 or more channels, any kernel, stride and dilation: the row
+    /// kernel (with AVX-512 VNNI: blocks of 32 channels, the last one partial, two pixels at a
+    /// time) on the pixels of a row whose windows are inside the input, the pixel kernels on the
+    /// others.
+    #[test]
+    fn depthwise_row_fast_equals_reference(c in conv_case(1..=1), ic in 16usize..=100) {
+        ConvCase { ch: (ic, 1), ..c }.node(true).check()?;
+    }
+
     #[test]
     fn fully_connected_fast_equals_reference(c in fc_case()) {
         c.node().check()?;

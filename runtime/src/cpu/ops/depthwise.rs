@@ -146,8 +146,35 @@ impl Depthwise {
         let mut bases = [0usize; gemm::DW_MAX_TAPS];
         let mut taps = [0usize; gemm::DW_MAX_TAPS];
         let vector = self.mult == 1 && g.k_h * g.k_w <= gemm::DW_MAX_TAPS;
-        for ox in 0..g.out_w {
+        // The pixels of this row whose windows are entirely inside the input, `interior.0..
+        // interior.1`, go to the row kernel together when there is one.
+        let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+        let rows_inside = iy0 >= 0 && iy0 as usize + (g.k_h - 1) * g.dil_h < g.in_h;
+        let interior = match (&self.pairs, vector && rows_inside) {
+            (Some(_), true) => {
+                let (s, span) = (g.stride_w, (g.k_w - 1) * g.dil_w);
+                let lo = g.pad_w.div_ceil(s);
+                let hi = (g.in_w + g.pad_w).checked_sub(span).map_or(0, |room| room.div_ceil(s)).min(g.out_w);
+                (lo, hi.max(lo))
+            }
+            _ => (0, 0),
+        };
+        let mut ox = 0;
+        while ox < g.out_w {
+            if ox == interior.0 && interior.1 > ox {
+                if let Some(p) = &self.pairs {
+                    let origin = ((b * g.in_h + iy0 as usize) * g.in_w + ox * g.stride_w - g.pad_w) * g.in_c;
+                    let row = (origin, g.stride_w * g.in_c, interior.1 - ox);
+                    let dst = &mut out_row[ox * oc..interior.1 * oc];
+                    if gemm::dw_row(input, self.q_in, row, &self.rel, p, &self.folded, &self.stage, oc, dst) {
+                        ox = interior.1;
+                        continue;
+                    }
+                }
+            }
             let dst = &mut out_row[ox * oc..(ox + 1) * oc];
+            ox += 1;
+            let ox = ox - 1;
             let mut done = 0;
             if vector {
                 let mut n = 0;
