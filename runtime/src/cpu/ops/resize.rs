@@ -189,7 +189,9 @@ impl Kernel for Resize {
                 let w = self.iw * self.c;
                 io.par.rows(&mut *io.outs[0], row_len, 8, io.scratch, |first, rows, scratch| {
                     let rows_f: &mut [f32] = bytemuck::cast_slice_mut(&mut scratch[..2 * w * 4]);
-                    crate::cpu::gemm::with_avx512(|| {
+                    // AVX2, not AVX-512: compiled for AVX-512 the row loop took 12.5 ms instead of
+                    // 7.2 in deeplabv3's 513x513x21 upsampling.
+                    crate::cpu::gemm::with_avx2(|| {
                         for (r, out_row) in rows.chunks_mut(row_len.max(1)).enumerate() {
                             self.bilinear_u8_row(input, first + r, out_row, rows_f);
                         }
