@@ -195,6 +195,10 @@ def conv_like(kind):
             wshape, nch, qdim = [cout, kh, kw, cin], cout, 0
         elif kind == "dw":
             mult = c.pick([1, 1, 2, 3])
+            if c.coin(0.25):
+                # The width of real depthwise layers, where the vector kernels take whole rows of
+                # pixels (16 or more channels, depth multiplier 1).
+                cin, mult = c.int(16, 72), 1
             cout = cin * mult
             wshape, nch, qdim = [1, kh, kw, cout], cout, 3
         else:
