@@ -164,15 +164,13 @@ pub(super) fn avx512bw() -> bool {
     *BW.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw"))
 }
 
-/// Depthwise weights in the order of [`dw_pixel_pairs_512`]: for each block of 32 channels and
+/// Depthwise weights in the order of [`dw_row_512`]: for each block of 32 channels and
 /// each pair of taps `(a, b)`, 64 i16. `unpacklo_epi16` of two 32-channel input vectors pairs
 /// up, in 128-bit lane `l`, channels `8l..8l + 4`, and `unpackhi_epi16` channels
 /// `8l + 4..8l + 8`: so the first 32 values are `(w_a, w_b)` of channel `8l + j` at `8l + 2j`,
 /// and the next 32 those of channel `8l + 4 + j`. Channels left over after the whole blocks get
-/// one more block, with zero weights past `oc` (the partial block of [`dw_row_512`]). Returns
-/// the weights and the channels of the whole blocks.
-pub(super) fn pack_dw_512(weights: &[i32], taps: usize, oc: usize) -> (Vec<i16>, usize) {
-    let n32 = oc / 32 * 32;
+/// one more block, with zero weights past `oc` (the partial block of [`dw_row_512`]).
+pub(super) fn pack_dw_512(weights: &[i32], taps: usize, oc: usize) -> Vec<i16> {
     let blocks = oc.div_ceil(32);
     let pairs = taps.div_ceil(2);
     let mut w = vec![0i16; blocks * pairs * 64];
@@ -192,15 +190,7 @@ pub(super) fn pack_dw_512(weights: &[i32], taps: usize, oc: usize) -> (Vec<i16>,
             }
         }
     }
-    (w, n32)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn load16_i32(s: &[i32], at: usize) -> __m512i {
-    let chunk = &s[at..at + 16];
-    // SAFETY: `chunk` holds exactly 16 i32; loadu has no alignment requirement.
-    unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) }
+    w
 }
 
 /// Per-channel constants of [`requant16`], for whole blocks of 16 channels: per block 64 i64,
@@ -314,110 +304,14 @@ pub(super) fn requant16_lanes(shl: bool, x: &[i32; 16], left: &[i32; 16], rq: &[
     }
 }
 
-/// One full-window depthwise pixel (depth multiplier 1, raw input bytes, zero-point terms folded
-/// into `init`) for the first `n32` channels, in blocks of 32: two taps per `vpdpwssd` on the
-/// weights of [`pack_dw_512`], then the output stage on 16 lanes ([`requant16`], stored by
-/// [`store_bytes`]). Returns `n32`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn dw_pixel_pairs_512(
-    input: &[u8],
-    q_in: Q8,
-    bases: &[usize],
-    p: &super::DwPairs,
-    init: &[i32],
-    st: &OutputStage,
-    out: &mut [u8],
-) -> usize {
-    let sat = saturates(st.min, st.max);
-    match (q_in, sat, p.offset_folded) {
-        (Q8::U8, false, false) => dw_body::<false, false, false>(input, bases, p, init, st, out),
-        (Q8::U8, false, true) => dw_body::<false, false, true>(input, bases, p, init, st, out),
-        (Q8::U8, true, false) => dw_body::<false, true, false>(input, bases, p, init, st, out),
-        (Q8::U8, true, true) => dw_body::<false, true, true>(input, bases, p, init, st, out),
-        (Q8::I8, false, false) => dw_body::<true, false, false>(input, bases, p, init, st, out),
-        (Q8::I8, false, true) => dw_body::<true, false, true>(input, bases, p, init, st, out),
-        (Q8::I8, true, false) => dw_body::<true, true, false>(input, bases, p, init, st, out),
-        (Q8::I8, true, true) => dw_body::<true, true, true>(input, bases, p, init, st, out),
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-#[allow(clippy::too_many_arguments)]
-fn dw_body<const SIGNED: bool, const SAT: bool, const FOLD: bool>(
-    input: &[u8],
-    bases: &[usize],
-    p: &super::DwPairs,
-    init: &[i32],
-    st: &OutputStage,
-    out: &mut [u8],
-) -> usize {
-    let (w, n32, pairs) = (&p.w512, p.n32, p.pairs);
-    let offset = _mm512_set1_epi32(st.offset);
-    let (lo, hi) = (_mm512_set1_epi32(st.min), _mm512_set1_epi32(st.max));
-    let zero = _mm512_setzero_si512();
-    // Back to channel order: qwords of the 128-bit lanes of `acc_lo` (channels 8l..8l + 4) and
-    // `acc_hi` (8l + 4..8l + 8), interleaved lane by lane.
-    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
-    // The bounds of every load below, checked once here rather than at each tap of each block:
-    // the inputs read are `bases[t] + c .. + 32` for c < n32, the weights `(b * pairs + k) * 64
-    // .. + 64` for b < n32 / 32 and k < pairs. A tap count that is not one pair per two taps
-    // (`pairs` must be `taps.div_ceil(2)`) or a base past the input fails here.
-    let taps = bases.len();
-    assert!(taps.div_ceil(2) == pairs && w.len() >= n32 / 32 * pairs * 64);
-    assert!(bases.iter().all(|&b| b.checked_add(n32).is_some_and(|end| end <= input.len())));
-    let (x_ptr, w_ptr) = (input.as_ptr(), w.as_ptr());
-    let load_x = |at: usize| {
-        // SAFETY: `at + 32 <= input.len()`: `at = bases[t] + c` with `c + 32 <= n32`, and every
-        // `bases[t] + n32 <= input.len()` (asserted above).
-        let v = unsafe { _mm256_loadu_si256(x_ptr.add(at).cast()) };
-        if SIGNED {
-            _mm512_cvtepi8_epi16(v)
-        } else {
-            _mm512_cvtepu8_epi16(v)
-        }
-    };
-    // SAFETY: `at + 32 <= w.len()` for the weight offsets of the loop (asserted above).
-    let load_w = |at: usize| unsafe { _mm512_loadu_si512(w_ptr.add(at).cast()) };
-    let full = taps / 2;
-    for b in 0..n32 / 32 {
-        let c = 32 * b;
-        let (mut acc_lo, mut acc_hi) = (zero, zero);
-        let wb = b * pairs * 64;
-        for k in 0..full {
-            let (xa, xb) = (load_x(bases[2 * k] + c), load_x(bases[2 * k + 1] + c));
-            let at = wb + k * 64;
-            acc_lo = _mm512_dpwssd_epi32(acc_lo, _mm512_unpacklo_epi16(xa, xb), load_w(at));
-            acc_hi = _mm512_dpwssd_epi32(acc_hi, _mm512_unpackhi_epi16(xa, xb), load_w(at + 32));
-        }
-        if full < pairs {
-            // An odd tap count: the last tap pairs with zeros.
-            let xa = load_x(bases[2 * full] + c);
-            let at = wb + full * 64;
-            acc_lo = _mm512_dpwssd_epi32(acc_lo, _mm512_unpacklo_epi16(xa, zero), load_w(at));
-            acc_hi = _mm512_dpwssd_epi32(acc_hi, _mm512_unpackhi_epi16(xa, zero), load_w(at + 32));
-        }
-        let x0 = _mm512_add_epi32(_mm512_permutex2var_epi64(acc_lo, first, acc_hi), load16_i32(init, c));
-        let x1 = _mm512_add_epi32(_mm512_permutex2var_epi64(acc_lo, second, acc_hi), load16_i32(init, c + 16));
-        for (h, x) in [x0, x1].into_iter().enumerate() {
-            let cc = c + 16 * h;
-            let left = if p.shl { load16_i32(&st.left, cc) } else { zero };
-            let v = requant16(p.shl, x, left, &p.rq512[cc / 16 * 64..]);
-            let v = if FOLD { v } else { _mm512_add_epi32(v, offset) };
-            store_bytes::<SAT>(v, lo, hi, &mut out[cc..cc + 16]);
-        }
-    }
-    n32
-}
-
 /// `count` consecutive full-window depthwise pixels of one output row (depth multiplier 1, raw
 /// input bytes, zero-point terms folded into `init`): pixel `k`'s tap `t` reads the input at
 /// `origin + k * step + rel[t]`, and its `oc` outputs go to `out[k * oc..]`. All channels, in
 /// blocks of 32 (the last one partial, through masked loads and stores, on the zero-padded
-/// weights of [`pack_dw_512`]), two pixels at a time so that their accumulations overlap; the
-/// arithmetic is [`dw_pixel_pairs_512`]'s. `p` must have been packed for `oc` channels.
+/// weights of [`pack_dw_512`]), two pixels at a time so that their accumulations overlap: two
+/// taps per `vpdpwssd`, then the output stage on 16 lanes ([`requant16`], stored by
+/// [`store_bytes`]). `p` must have been packed for `oc` channels. One pixel anywhere (a border
+/// pixel's copied window, say) is `origin` 0, `step` 0, `count` 1 and its taps' offsets in `rel`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dw_row_512(

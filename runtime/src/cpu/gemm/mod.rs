@@ -658,13 +658,10 @@ pub(crate) struct DwPairs {
     /// Channels covered: whole blocks of 16.
     pub n16: usize,
     pub pairs: usize,
-    /// On CPUs with AVX-512 VNNI, the weights again in the order of the 512-bit kernels
-    /// (`avx512::pack_dw_512`): whole blocks of 32 channels, the first `n32`, then a
-    /// zero-padded block for the rest; empty elsewhere.
+    /// On CPUs with AVX-512 VNNI, the weights again in the order of the 512-bit kernel
+    /// (`avx512::pack_dw_512`): blocks of 32 channels, the last one zero-padded; empty elsewhere.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub w512: Vec<i16>,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub n32: usize,
     /// The output stage's constants for every channel, in blocks of 16
     /// (`avx512::requant_consts`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -706,17 +703,16 @@ impl DwPairs {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        let (w512, n32, (rq512, offset_folded)) = if vnni() && avx512::avx512bw() && st.vector {
-            let (w512, n32) = avx512::pack_dw_512(weights, taps, oc);
-            // The constants of the partial block too, for the row kernel.
-            (w512, n32, avx512::requant_consts(&st.multiplier, &st.right, st.offset, oc.div_ceil(16) * 16))
+        let (w512, (rq512, offset_folded)) = if vnni() && avx512::avx512bw() && st.vector {
+            let n = oc.div_ceil(16) * 16;
+            (avx512::pack_dw_512(weights, taps, oc), avx512::requant_consts(&st.multiplier, &st.right, st.offset, n))
         } else {
-            (Vec::new(), 0, (Vec::new(), false))
+            (Vec::new(), (Vec::new(), false))
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let (w512, n32, rq512, offset_folded) = (Vec::new(), 0, Vec::new(), false);
+        let (w512, rq512, offset_folded) = (Vec::new(), Vec::new(), false);
         let shl = st.left.iter().any(|&l| l != 0);
-        DwPairs { w, n16, pairs, w512, n32, rq512, shl, offset_folded }
+        DwPairs { w, n16, pairs, w512, rq512, shl, offset_folded }
     }
 }
 
@@ -767,15 +763,11 @@ pub(crate) fn dw_pixel_pairs(
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     if st.vector && bases.len() <= 2 * p.pairs {
-        let start = if p.n32 > 0 {
-            // SAFETY: `n32` is only non-zero when AVX-512 F, BW, VNNI and AVX2 were detected
-            // at run time (`DwPairs::new`).
-            unsafe { avx512::dw_pixel_pairs_512(input, q_in, bases, p, init, st, out) }
-        } else {
-            0
-        };
+        if dw_row(input, q_in, (0, 0, 1), bases, p, init, st, out.len(), out) {
+            return out.len();
+        }
         // SAFETY: `vector` is only set when AVX2 was detected at run time (`OutputStage::new`).
-        return unsafe { avx2::dw_pixel_pairs_avx2(start, input, q_in, bases, p, init, st, q_out, out) };
+        return unsafe { avx2::dw_pixel_pairs_avx2(0, input, q_in, bases, p, init, st, q_out, out) };
     }
     #[cfg(target_arch = "aarch64")]
     if st.vector && bases.len() <= 2 * p.pairs {
