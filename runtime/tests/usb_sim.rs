@@ -262,7 +262,7 @@ fn only_a_high_speed_link_gets_the_usb2_output_chunks() {
 }
 
 #[test]
-fn real_time_mode_sleeps_the_whole_modeled_time_compute_included() {
+fn real_time_mode_sleeps_the_whole_modelled_time_compute_included() {
     let time = edgetpu::sim::usb::TimeModel { realtime: true, ..edgetpu::sim::usb::TimeModel::usb3() };
     let files = [("mobilenet_v1_0.25_128_quant_edgetpu.tflite", "mobilenet_v1_0.25_128_quant.tflite")];
     let (bus, mut acc, loaded) = device_for(&files, SimConfig { time, ..Default::default() });
@@ -275,14 +275,14 @@ fn real_time_mode_sleeps_the_whole_modeled_time_compute_included() {
     for _ in 0..20 {
         infer(&mut acc, &mut program, &input);
     }
-    let (modeled, wall) = (bus.elapsed() - clock, wall.elapsed());
-    // Most of an inference's modeled time is the chip computing; a simulator that slept only for
+    let (modelled, wall) = (bus.elapsed() - clock, wall.elapsed());
+    // Most of an inference's modelled time is the chip computing; a simulator that slept only for
     // its transfers would take well under half of it.
     let compute = time.compute_per_instruction_byte
         * pkgs[0].main().bitstreams.iter().map(|b| b.data.len()).sum::<usize>() as u32
         * 20;
-    assert!(compute * 2 > modeled, "compute {compute:?} is most of the modeled {modeled:?}");
+    assert!(compute * 2 > modelled, "compute {compute:?} is most of the modelled {modelled:?}");
     // Sleeps overshoot, and an overshoot is credited to the next operations (at most 1 ms).
-    assert!(wall + std::time::Duration::from_millis(1) >= modeled, "slept {wall:?} of {modeled:?} modeled");
+    assert!(wall + std::time::Duration::from_millis(1) >= modelled, "slept {wall:?} of {modelled:?} modelled");
     assert!(bus.violations().is_empty(), "{:?}", bus.violations());
 }

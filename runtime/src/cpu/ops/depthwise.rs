@@ -159,22 +159,24 @@ impl Depthwise {
             }
             _ => (0, 0),
         };
-        let mut ox = 0;
-        while ox < g.out_w {
+        // Pixels before `next` were done by the row kernel.
+        let mut next = 0;
+        for ox in 0..g.out_w {
+            if ox < next {
+                continue;
+            }
             if ox == interior.0 && interior.1 > ox {
                 if let Some(p) = &self.pairs {
                     let origin = ((b * g.in_h + iy0 as usize) * g.in_w + ox * g.stride_w - g.pad_w) * g.in_c;
                     let row = (origin, g.stride_w * g.in_c, interior.1 - ox);
                     let dst = &mut out_row[ox * oc..interior.1 * oc];
                     if gemm::dw_row(input, self.q_in, row, &self.rel, p, &self.folded, &self.stage, oc, dst) {
-                        ox = interior.1;
+                        next = interior.1;
                         continue;
                     }
                 }
             }
             let dst = &mut out_row[ox * oc..(ox + 1) * oc];
-            ox += 1;
-            let ox = ox - 1;
             let mut done = 0;
             if vector {
                 let mut n = 0;

@@ -62,7 +62,7 @@ pub(crate) struct SimState {
     pub clock: Duration,
     /// Wall time spent handling transfers.
     pub device_wall: Duration,
-    /// Modeled time not yet slept, in nanoseconds; negative when the last sleep overshot (the
+    /// Modelled time not yet slept, in nanoseconds; negative when the last sleep overshot (the
     /// next operations are credited with the overshoot, up to [`MAX_SLEEP_CREDIT`]).
     sleep_debt: i64,
     faults: Vec<Fault>,
@@ -202,7 +202,7 @@ impl SimState {
         if self.config.time.realtime {
             // Sleep in steps of at least a millisecond: shorter sleeps overshoot by more than
             // they last. A sleep's overshoot is owed back, so wall time keeps up with the
-            // modeled clock instead of drifting behind it by the host's timer slack.
+            // modelled clock instead of drifting behind it by the host's timer slack.
             self.sleep_debt = self.sleep_debt.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
             if self.sleep_debt >= 1_000_000 {
                 let start = std::time::Instant::now();
@@ -745,7 +745,7 @@ impl SimState {
         };
         program::announce(exe, &run, &step, &mut sink);
         let executed = program::device_steps(exe, &mut run, &mut sink);
-        // The chip computes in modeled time, slept like the transfers' in real-time mode.
+        // The chip computes in modelled time, slept like the transfers' in real-time mode.
         self.advance(computed);
         executed?;
         let exe = &self.exes[run.exe];
