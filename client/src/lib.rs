@@ -211,9 +211,9 @@ pub struct RemoteModel<'c> {
 /// it: on some machines a thread blocked on a socket takes tens of microseconds to run again once
 /// the reply arrives. The due time is the last round trip; the thread sleeps until
 /// [`Wake::LEAD`] (plus twice the recent jitter) before it, then polls for at most twice that,
-/// then blocks. It does so only while round
-/// trips are steady and long enough: a waiting thread never polls for more than a few hundred
-/// microseconds, and not at all when several clients make the round trips vary.
+/// then blocks. It does so only while round trips are steady and long enough: a waiting thread
+/// never polls for more than a few hundred microseconds, and not at all when several clients
+/// make the round trips vary.
 #[cfg(target_os = "linux")]
 #[derive(Debug, Default)]
 struct Wake {

@@ -141,6 +141,7 @@ impl Plan {
         let mut nodes = Vec::with_capacity(sg.operators.len());
         let mut scratch_bytes = 0usize;
         let mut writer: Vec<Option<usize>> = vec![None; n];
+        let threads = super::kernel_threads(options);
         for (pos, op) in sg.operators.iter().enumerate() {
             if !needed[pos] {
                 continue;
@@ -163,7 +164,7 @@ impl Plan {
                 intermediates: op.intermediates.iter().map(|&t| tensors[t].clone()).collect(),
                 reference: options.reference,
                 vnni: !options.reference && super::gemm::vnni(),
-                threads: super::kernel_threads(options),
+                threads,
             };
             if outputs.is_empty() {
                 return Err(ctx.err("the node has no outputs"));

@@ -752,10 +752,11 @@ impl State {
             let n_in = self.exes[i].batch * self.exes[i].inputs.len();
             let mut inputs = program::Pooled(Vec::with_capacity(n_in));
             for k in 0..n_in {
-                inputs.0.push(program::zeroed(self.exes[i].input_len(k)));
+                let mut b = program::zeroed(self.exes[i].input_len(k));
                 let at = run.addr.inputs.get(k).copied().unwrap_or(0);
-                let b = inputs.0.last_mut().expect("just pushed");
-                self.read_device(at, b).map_err(|e| format!("{name}: input {k}: {e}"))?;
+                let read = self.read_device(at, &mut b);
+                inputs.0.push(b);
+                read.map_err(|e| format!("{name}: input {k}: {e}"))?;
             }
             let outputs = program::Pooled(self.exes[i].compute(&inputs.0).map_err(|e| format!("{name}: {e}"))?);
             for (k, out) in outputs.0.iter().enumerate() {

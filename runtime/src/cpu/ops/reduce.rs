@@ -101,7 +101,7 @@ impl Mean {
             return;
         };
         // Whole rows of `inner` bytes added to a row of sums: a loop the compiler vectorises.
-        crate::cpu::gemm::with_avx512(|| {
+        gemm::with_avx512(|| {
             for (o, dst) in sums.chunks_exact_mut(inner.max(1)).take(outer).enumerate() {
                 for r in 0..red {
                     let base = (o * red + r) * inner;
