@@ -115,7 +115,7 @@ pub struct Client {
 impl Client {
     /// Connects to the server's socket.
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
-        Ok(Client { sock: UnixStream::connect(path)?, busy_poll: std::time::Duration::ZERO, predictive_wake: false })
+        Ok(Client { sock: UnixStream::connect(path)?, busy_poll: std::time::Duration::ZERO, predictive_wake: true })
     }
 
     /// Waits for each reply by polling the socket without sleeping for up to `budget` before
@@ -126,11 +126,12 @@ impl Client {
         self.busy_poll = budget;
     }
 
-    /// Waits for each invoke's reply by sleeping until shortly before it is due (the last round
-    /// trip of that model), then polling for it (off by default; [`Client::set_busy_poll`], when
-    /// set, takes precedence). Most of the wake-up cost that busy-polling saves, for a short
-    /// poll per invoke instead of a busy core throughout: at most twice 100 µs plus twice the
-    /// recent jitter, and none while round trips vary by more than 150 µs on average (many
+    /// Whether to wait for each invoke's reply by sleeping until shortly before it is due (the
+    /// last round trip of that model), then polling for it. On by default;
+    /// [`Client::set_busy_poll`], when set, takes precedence, and `false` makes the client block
+    /// until the reply arrives. It saves most of the wake-up cost that busy-polling saves, for a
+    /// short poll per invoke instead of a busy core throughout: at most twice 100 µs plus twice
+    /// the recent jitter, and none while round trips vary by more than 150 µs on average (many
     /// clients sharing the server) or take under 300 µs.
     pub fn set_predictive_wake(&mut self, on: bool) {
         self.predictive_wake = on;
@@ -331,6 +332,20 @@ mod tests {
     use super::Wake;
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_new_client_waits_predictively_unless_told_to_block() {
+        let dir = std::env::temp_dir().join(format!("edgetpu-client-default-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut client = super::Client::connect(&path).unwrap();
+        assert!(client.predictive_wake && client.busy_poll.is_zero());
+        client.set_predictive_wake(false);
+        assert!(!client.predictive_wake);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn predictive_wake_polls_only_for_steady_long_round_trips() {

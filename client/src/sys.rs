@@ -233,7 +233,8 @@ pub fn recv_with_fd(sock: &UnixStream, buf: &mut [u8]) -> io::Result<Option<Owne
 
 /// Polls `sock` without sleeping until it has bytes to read (or the peer hung up), for at most
 /// `budget`. A caller that then reads does not sleep, so it avoids the wake-up a blocking read
-/// costs, at the price of a busy core for up to `budget`.
+/// costs, at the price of a busy core for up to `budget`. Between polls it yields, so a thread
+/// waiting for this core (on a small machine, often the one that will send the reply) runs first.
 pub fn spin_until_readable(sock: &UnixStream, budget: std::time::Duration) {
     let start = std::time::Instant::now();
     let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -245,7 +246,8 @@ pub fn spin_until_readable(sock: &UnixStream, budget: std::time::Duration) {
         if n > 0 || failed || start.elapsed() >= budget {
             return;
         }
-        std::hint::spin_loop();
+        // SAFETY: sched_yield takes no arguments.
+        unsafe { libc::sched_yield() };
     }
 }
 

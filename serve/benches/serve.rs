@@ -68,9 +68,9 @@ fn frame(len: usize) -> Vec<u8> {
 /// How the client waits for its replies.
 #[derive(Clone, Copy)]
 enum Wait {
-    /// Blocks (the default).
+    /// Blocks (`Client::set_predictive_wake(false)`).
     Block,
-    /// `Client::set_predictive_wake`.
+    /// Sleeps until shortly before each reply is due, then polls (the default).
     Predict,
     /// `Client::set_busy_poll`.
     BusyPoll,
@@ -91,14 +91,18 @@ fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_proces
     let input = frame(it.input_mut(0).unwrap().len());
     let mut client = Client::connect(&sock).unwrap();
     match wait {
-        Wait::Block => {}
-        Wait::Predict => client.set_predictive_wake(true),
+        Wait::Block => client.set_predictive_wake(false),
+        Wait::Predict => {}
         Wait::BusyPoll => client.set_busy_poll(Duration::from_millis(2)),
     }
     let mut m = client.open(&name).unwrap();
     // Rounds alternate between the two sides, so drift in the machine's speed hits both alike.
-    // The overhead is measured per request: the round trip minus the time the server reports
-    // inside its interpreter, so the model's own run-to-run spread cancels out.
+    // A request is the same on both sides: fill the input (a copy of the frame into the
+    // interpreter's tensor, or into the shared memory), then invoke. The overhead is measured
+    // per request on the part that differs: the client's `invoke` call, from sending the request
+    // to holding the outputs, minus the time the server reports inside its interpreter, so the
+    // model's own run-to-run spread cancels out. The server's copies between the shared memory
+    // and its interpreter fall inside that part and count.
     let (mut local, mut remote, mut overhead) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let rounds = 10.min(n);
     for _ in 0..rounds {
@@ -106,15 +110,17 @@ fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_proces
             it.set_input(0, &input).unwrap();
             it.invoke().unwrap();
         }));
-        let mut server = Vec::new();
-        let trips = time_us(n / rounds, || {
+        let mut calls = Vec::new();
+        let requests = time_us(n / rounds, || {
             m.set_input(0, &input).unwrap();
+            let t = Instant::now();
             m.invoke().unwrap();
-            server.push(m.server_invoke_time().expect("the server reports its invoke time").as_secs_f64() * 1e6);
+            let inside = m.server_invoke_time().expect("the server reports its invoke time");
+            calls.push((t.elapsed() - inside.min(t.elapsed())).as_secs_f64() * 1e6);
         });
-        // `time_us` warms up first: the last `trips.len()` server times belong to the timed requests.
-        overhead.extend(trips.iter().zip(&server[server.len() - trips.len()..]).map(|(trip, inside)| trip - inside));
-        remote.extend(trips);
+        // `time_us` warms up first: the last `requests.len()` calls are the timed ones.
+        overhead.extend(&calls[calls.len() - requests.len()..]);
+        remote.extend(requests);
     }
     assert_eq!(m.output(0).unwrap(), it.output(0).unwrap(), "{label}: the server's output differs");
     drop(m);

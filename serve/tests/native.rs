@@ -90,22 +90,25 @@ fn cpu_model_by_name_and_by_bytes_equals_in_process() {
     m.invoke().unwrap();
     assert_eq!(m.output(0).unwrap(), &want[..]);
     drop(m);
-    // So does one that sleeps until shortly before each reply is due and then polls: frames
-    // alternate, so a reply read too early or twice would show.
+    // So does one that sleeps until shortly before each reply is due and then polls (the
+    // default), and one that blocks: frames alternate, so a reply read too early or twice would
+    // show.
     client.set_busy_poll(std::time::Duration::ZERO);
-    client.set_predictive_wake(true);
     let sevens = in_process(&testdata().join(CPU_MODEL), DeviceSpec::cpu(), &[7; 49152]);
-    let mut m = client.open(CPU_MODEL).unwrap();
-    for k in 0..20 {
-        if k % 2 == 0 {
-            m.set_input(0, &want_input).unwrap();
-        } else {
-            m.input_mut(0).unwrap().fill(7);
+    for predictive in [true, false] {
+        client.set_predictive_wake(predictive);
+        let mut m = client.open(CPU_MODEL).unwrap();
+        for k in 0..20 {
+            if k % 2 == 0 {
+                m.set_input(0, &want_input).unwrap();
+            } else {
+                m.input_mut(0).unwrap().fill(7);
+            }
+            m.invoke().unwrap();
+            let want = if k % 2 == 0 { &want[..] } else { &sevens[..] };
+            assert_eq!(m.output(0).unwrap(), want, "invoke {k}, predictive wake {predictive}");
         }
-        m.invoke().unwrap();
-        assert_eq!(m.output(0).unwrap(), if k % 2 == 0 { &want[..] } else { &sevens[..] }, "invoke {k}");
     }
-    drop(m);
     server.shutdown();
 }
 
