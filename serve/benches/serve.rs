@@ -21,6 +21,8 @@ use edgetpu::sched::Simulated;
 use edgetpu::sim::{OracleChoice, TimeModel};
 use edgetpu::{DeviceSpec, Interpreter, Model, Runtime, RuntimeOptions};
 use edgetpu_client::Client;
+use edgetpu_serve::frigate::Shared;
+use edgetpu_serve::models::ModelStore;
 use edgetpu_serve::zmtp::Connection;
 use edgetpu_serve::{ServeOptions, Server};
 use serde_json::json;
@@ -134,30 +136,51 @@ fn zmq_latency(n: usize) {
     let data = testdata();
     let dir = scratch("zmq");
     let name = "traffic_model.tflite";
-    let path = data.join("automl_video_ondevice").join(name);
-    std::fs::copy(&path, dir.join("models").join(name)).unwrap();
-    let sock = dir.join("zmq.sock");
-    let server = Server::start(
+    std::fs::copy(data.join("automl_video_ondevice").join(name), dir.join("models").join(name)).unwrap();
+    zmq_case("cpu: traffic SSD 256x256x3 + decode", &dir.join("models"), name, None, n);
+    // The compiled SSD of the test data is in three segments (its post-processing in the last),
+    // served as one model; in process, the same three segments run in turn.
+    let sim = || Simulated::usb(3, TimeModel::zero(), OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
+    zmq_case(
+        "sim: SSD v2 in 3 segments 300x300x3 + decode",
+        &data.join("pipeline"),
+        "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite",
+        Some((sim().runtime, sim().runtime)),
+        n,
+    );
+}
+
+/// One request of Frigate's protocol against the same model in process; `runtimes` are the
+/// server's and the in-process devices (none: the CPU).
+fn zmq_case(label: &str, models: &Path, name: &str, runtimes: Option<(Runtime, Runtime)>, n: usize) {
+    let sock = scratch(&format!("zmq-{}", label.split(':').next().unwrap_or("x"))).join("zmq.sock");
+    let (server_rt, local_rt) = match runtimes {
+        Some((s, l)) => (Some(s), Some(l)),
+        None => (None, None),
+    };
+    let server = Server::start_with(
         ServeOptions::default()
             .devices(DeviceSpec::cpu())
             .catalog_cache(false)
-            .models_dir(dir.join("models"))
+            .models_dir(models)
             .zmq(format!("ipc://{}", sock.display())),
+        server_rt,
     )
     .unwrap();
-    let mut it = Interpreter::builder(Arc::new(Model::open(&path).unwrap()))
-        .device(DeviceSpec::cpu())
-        .threads(1)
-        .build()
-        .unwrap();
+    let local = Shared {
+        runtime: local_rt,
+        store: ModelStore { dir: Some(models.to_path_buf()), cache: None, max_upload: 0 },
+        threshold: 0.4,
+    };
+    let mut it = local.open(name).unwrap().expect("the model is in the directory");
     let shape = it.inputs()[0].shape.clone();
     let input = frame(it.input_mut(0).unwrap().len());
     let mut conn = Connection::connect_req(UnixStream::connect(&sock).unwrap(), 64 << 20).unwrap();
     conn.send(&[json!({"model_request": true, "model_name": name}).to_string().as_bytes()]).unwrap();
     conn.recv().unwrap();
     let header = json!({"shape": shape, "dtype": "uint8", "model_type": "ssd"}).to_string();
-    // The model takes ~30 ms, so the two are timed in turns and the overhead is the median of
-    // the paired differences (drift in the machine's load cancels out).
+    // The two are timed in turns and the overhead is the median of the paired differences
+    // (drift in the machine's load cancels out).
     let (mut local, mut remote, mut diff) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..n + 3 {
         let t = Instant::now();
@@ -170,7 +193,7 @@ fn zmq_latency(n: usize) {
         let reply = conn.recv().unwrap();
         let r = t.elapsed().as_secs_f64() * 1e6;
         let got: Vec<f32> = reply[0].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        assert_eq!(got, want, "the zmq reply differs from the in-process detections");
+        assert_eq!(got, want, "{label}: the zmq reply differs from the in-process detections");
         if k >= 3 {
             local.push(l);
             remote.push(r);
@@ -180,10 +203,7 @@ fn zmq_latency(n: usize) {
     drop(conn);
     server.shutdown();
     let (l, r, d) = (pct(&mut local, 0.5), pct(&mut remote, 0.5), pct(&mut diff, 0.5));
-    println!(
-        "{:<44} in-process {l:>9.1} µs   zmq             {r:>9.1} µs   overhead {d:>7.1} µs (median of paired differences)",
-        "cpu: traffic SSD 256x256x3 + decode"
-    );
+    println!("{label:<48} in-process {l:>9.1} µs   zmq             {r:>9.1} µs   overhead {d:>7.1} µs (median of paired differences)");
 }
 
 /// Throughput of `clients` on the server against the devices' limit.

@@ -18,6 +18,7 @@
 //! Anything malformed gets a one-frame JSON `{"error": "..."}` reply and the connection goes on.
 
 use crate::models::ModelStore;
+use crate::runner::Runner;
 use edgetpu::model::TensorType;
 use edgetpu::{Interpreter, Model, Runtime};
 use serde_json::{json, Value};
@@ -49,12 +50,22 @@ impl Shared {
         }
         .map_err(|e| e.to_string())
     }
+
+    /// Model `name` from the store, ready to run (`None` when the store has no such model).
+    pub fn open(&self, name: &str) -> Result<Option<Runner>, String> {
+        let Some(paths) = self.store.find_models(name).map_err(|e| e.to_string())? else { return Ok(None) };
+        let models = paths
+            .iter()
+            .map(|p| Model::open(p).map(Arc::new).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, String>>()?;
+        Runner::new(self, name, &models).map(Some)
+    }
 }
 
 /// A loaded model of one connection.
 struct Loaded {
     name: String,
-    it: Interpreter,
+    it: Runner,
     /// Output tensors of an SSD model (boxes, classes, scores, count), when it is one.
     ssd: bool,
     /// The YOLO layout of its outputs, or why they have none.
@@ -108,18 +119,15 @@ impl Session {
         header["model_name"].as_str().ok_or_else(|| error("model_name is missing or not a string"))
     }
 
-    fn load(&mut self, name: &str, path: &std::path::Path) -> Result<(), String> {
+    /// Loads model `name` (already found in the store) for this connection.
+    fn load(&mut self, name: &str) -> Result<(), String> {
         if self.model.as_ref().is_some_and(|m| m.name == name) {
             return Ok(());
         }
-        let model = Arc::new(Model::open(path).map_err(|e| e.to_string())?);
-        let it = self.shared.interpreter(name, model.clone())?;
+        let it = self.shared.open(name)?.ok_or_else(|| format!("no model {name:?} on this server"))?;
         // Frigate's SSD path reads outputs 0-3 as boxes, classes, scores and count: those of a
         // TFLite_Detection_PostProcess op, all float32.
-        let has_postprocess = model
-            .subgraphs()
-            .first()
-            .is_some_and(|sg| sg.operators.iter().any(|op| model.op_name(op) == "TFLite_Detection_PostProcess"));
+        let has_postprocess = it.has_op("TFLite_Detection_PostProcess");
         let outs = it.outputs();
         let ssd = has_postprocess && outs.len() >= 4 && outs[..4].iter().all(|t| t.dtype == TensorType::FLOAT32);
         let yolo = match it.inputs().first() {
@@ -131,7 +139,7 @@ impl Session {
             (false, Ok(_)) => "YOLO",
             _ => "neither SSD nor YOLO outputs",
         };
-        log::info!("loaded model {name} ({kind})");
+        log::info!("loaded model {name} ({kind}, {} segment(s))", it.segments());
         drop(outs);
         self.model = Some(Loaded { name: name.to_string(), it, ssd, yolo });
         Ok(())
@@ -142,11 +150,11 @@ impl Session {
             Ok(n) => n,
             Err(e) => return e,
         };
-        match self.shared.store.find(name) {
+        match self.shared.store.find_models(name) {
             Err(e) => error(e),
             Ok(None) => reply(json!({"model_available": false, "model_loaded": false})),
-            Ok(Some(path)) => {
-                let loaded = self.load(name, &path);
+            Ok(Some(_)) => {
+                let loaded = self.load(name);
                 if let Err(e) = &loaded {
                     log::warn!("model {name}: {e}");
                 }
@@ -166,8 +174,8 @@ impl Session {
                 log::warn!("refused model upload: {e}");
                 reply(json!({"model_saved": false, "model_loaded": false, "error": e.to_string()}))
             }
-            Ok(path) => {
-                let loaded = self.load(name, &path);
+            Ok(_) => {
+                let loaded = self.load(name);
                 reply(json!({"model_saved": true, "model_loaded": loaded.is_ok()}))
             }
         }
@@ -250,19 +258,45 @@ impl Session {
     }
 }
 
-fn floats(it: &Interpreter, j: usize) -> Result<Vec<f32>, String> {
-    let t = it.outputs().get(j).map(|t| t.dtype).ok_or("missing output")?;
+/// The outputs of a model that ran: an interpreter's, or a [`Runner`]'s (the last segment's).
+pub trait Outputs {
+    /// Output `j`'s element type, if it exists.
+    fn output_type(&self, j: usize) -> Option<TensorType>;
+    /// Output `j`'s bytes.
+    fn output_bytes(&self, j: usize) -> Result<&[u8], String>;
+}
+
+impl Outputs for Interpreter {
+    fn output_type(&self, j: usize) -> Option<TensorType> {
+        self.outputs().get(j).map(|t| t.dtype)
+    }
+    fn output_bytes(&self, j: usize) -> Result<&[u8], String> {
+        self.output(j).map_err(|e| e.to_string())
+    }
+}
+
+impl Outputs for Runner {
+    fn output_type(&self, j: usize) -> Option<TensorType> {
+        self.outputs().get(j).map(|t| t.dtype)
+    }
+    fn output_bytes(&self, j: usize) -> Result<&[u8], String> {
+        self.output(j).map_err(|e| e.to_string())
+    }
+}
+
+fn floats(it: &dyn Outputs, j: usize) -> Result<Vec<f32>, String> {
+    let t = it.output_type(j).ok_or("missing output")?;
     if t != TensorType::FLOAT32 {
         return Err(format!("SSD output {j} is {}, not float32", t.name()));
     }
-    let bytes = it.output(j).map_err(|e| e.to_string())?;
+    let bytes = it.output_bytes(j)?;
     Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// The 20 × 6 rows (row-major) of an SSD model's outputs (boxes, classes, scores, count), as
 /// Frigate's edgetpu detector builds it: detections in output order until the first one scoring
 /// below `threshold`, at most 20.
-pub fn decode_ssd(it: &Interpreter, threshold: f32) -> Result<Vec<f32>, String> {
+pub fn decode_ssd(it: &dyn Outputs, threshold: f32) -> Result<Vec<f32>, String> {
     let (boxes, classes, scores, count) = (floats(it, 0)?, floats(it, 1)?, floats(it, 2)?, floats(it, 3)?);
     let count = count.first().copied().unwrap_or(0.0).max(0.0) as usize;
     let mut out = vec![0f32; ROWS * 6];

@@ -14,8 +14,9 @@
 //! form field.
 
 use crate::frigate::Shared;
+use crate::runner::Runner;
 use edgetpu::vision::{open_image_bytes_within, ImageLimits, Labels, Preprocess};
-use edgetpu::{DeviceSpec, Interpreter, Model};
+use edgetpu::Model;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,11 +37,12 @@ pub struct Stats {
     last_ms: f64,
 }
 
-/// Interpreters of one model, reused across requests.
+/// Runners of one model, reused across requests.
 struct Pool {
-    model: Arc<Model>,
+    /// The model, or its segments in order.
+    models: Vec<Arc<Model>>,
     labels: Option<Labels>,
-    idle: Vec<Interpreter>,
+    idle: Vec<Runner>,
 }
 
 /// What the HTTP side shares.
@@ -314,36 +316,37 @@ impl Http {
         result
     }
 
-    fn checkout(&self, name: &str) -> Result<Interpreter, Failure> {
+    fn checkout(&self, name: &str) -> Result<Runner, Failure> {
         if let Some(it) = lock(&self.pools).get_mut(name).and_then(|p| p.idle.pop()) {
             return Ok(it);
         }
-        let known = lock(&self.pools).get(name).map(|p| p.model.clone());
-        let model = match known {
+        let known = lock(&self.pools).get(name).map(|p| p.models.clone());
+        let models = match known {
             Some(m) => m,
             None => {
-                let path = self.shared.store.find(name).map_err(|e| fail(400, e.to_string()))?;
-                let path = path.ok_or_else(|| fail(404, format!("no model {name:?} on this server")))?;
-                let model = Arc::new(Model::open(&path).map_err(|e| fail(500, e.to_string()))?);
-                let labels = Labels::from_model(&model).ok().flatten();
+                let paths = self.shared.store.find_models(name).map_err(|e| fail(400, e.to_string()))?;
+                let paths = paths.ok_or_else(|| fail(404, format!("no model {name:?} on this server")))?;
+                let models = paths
+                    .iter()
+                    .map(|p| Model::open(p).map(Arc::new).map_err(|e| fail(500, e.to_string())))
+                    .collect::<Result<Vec<_>, Failure>>()?;
+                // The labels of a model in segments are in one of them (the last, usually).
+                let labels = models.iter().rev().find_map(|m| Labels::from_model(m).ok().flatten());
                 lock(&self.pools).entry(name.to_string()).or_insert(Pool {
-                    model: model.clone(),
+                    models: models.clone(),
                     labels,
                     idle: Vec::new(),
                 });
-                model
+                models
             }
         };
-        let b = Interpreter::builder(model.clone()).threads(1);
-        let built = match (&self.shared.runtime, model.is_compiled()) {
-            (Some(rt), true) => b.runtime(rt).build(),
-            (None, true) => return Err(fail(503, format!("{name} needs an Edge TPU and this server has none"))),
-            (_, false) => b.device(DeviceSpec::cpu()).build(),
-        };
-        built.map_err(|e| fail(500, e.to_string()))
+        if self.shared.runtime.is_none() && models.iter().any(|m| m.is_compiled()) {
+            return Err(fail(503, format!("{name} needs an Edge TPU and this server has none")));
+        }
+        Runner::new(&self.shared, name, &models).map_err(|e| fail(500, e))
     }
 
-    fn checkin(&self, name: &str, it: Interpreter) {
+    fn checkin(&self, name: &str, it: Runner) {
         if let Some(p) = lock(&self.pools).get_mut(name) {
             p.idle.push(it);
         }

@@ -12,6 +12,7 @@ pub mod frigate;
 pub mod http;
 pub mod models;
 pub mod native;
+pub mod runner;
 pub mod yolo;
 pub mod zmtp;
 

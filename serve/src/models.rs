@@ -82,6 +82,40 @@ impl ModelStore {
         Ok(None)
     }
 
+    /// The files of model `name`: the file of that name, or else the segments of a model split
+    /// for several Edge TPUs, `STEM_segment_K_of_N_edgetpu.tflite` for a `name` of
+    /// `STEM_edgetpu.tflite`, in order. An incomplete set of segments is an error that names the
+    /// missing file.
+    pub fn find_models(&self, name: &str) -> Result<Option<Vec<PathBuf>>, ModelError> {
+        if let Some(p) = self.find(name)? {
+            return Ok(Some(vec![p]));
+        }
+        let Some(stem) = name.strip_suffix("_edgetpu.tflite") else { return Ok(None) };
+        let prefix = format!("{stem}_segment_0_of_");
+        for dir in self.dir.iter().chain(&self.cache) {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let count = entries.filter_map(Result::ok).find_map(|e| {
+                let file = e.file_name();
+                let n = file.to_str()?.strip_prefix(&prefix)?.strip_suffix("_edgetpu.tflite")?.parse::<usize>().ok()?;
+                (n >= 1).then_some(n)
+            });
+            let Some(n) = count else { continue };
+            let paths: Vec<PathBuf> =
+                (0..n).map(|k| dir.join(format!("{stem}_segment_{k}_of_{n}_edgetpu.tflite"))).collect();
+            if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+                return Err(ModelError::Io {
+                    name: name.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("segment {} of the set is missing", missing.display()),
+                    ),
+                });
+            }
+            return Ok(Some(paths));
+        }
+        Ok(None)
+    }
+
     /// Saves an uploaded model as `name` in the models directory, after checking that it loads.
     /// The file appears whole or not at all (written beside it, then renamed).
     pub fn save(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, ModelError> {
@@ -119,6 +153,32 @@ mod tests {
         for good in ["model.tflite", "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite", "a..b"] {
             check_name(good).unwrap();
         }
+    }
+
+    #[test]
+    fn a_model_name_finds_its_file_or_its_segments_in_order() {
+        let dir = std::env::temp_dir().join(format!("edgetpu-serve-segments-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = ModelStore { dir: Some(dir.clone()), cache: None, max_upload: 64 };
+        assert!(store.find_models("m_edgetpu.tflite").unwrap().is_none());
+        for k in [2, 0] {
+            std::fs::write(dir.join(format!("m_segment_{k}_of_3_edgetpu.tflite")), b"x").unwrap();
+        }
+        let err = store.find_models("m_edgetpu.tflite").unwrap_err().to_string();
+        assert!(err.contains("m_segment_1_of_3_edgetpu.tflite"), "{err}");
+        std::fs::write(dir.join("m_segment_1_of_3_edgetpu.tflite"), b"x").unwrap();
+        let found = store.find_models("m_edgetpu.tflite").unwrap().unwrap();
+        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+        assert_eq!(
+            names,
+            ["m_segment_0_of_3_edgetpu.tflite", "m_segment_1_of_3_edgetpu.tflite", "m_segment_2_of_3_edgetpu.tflite"]
+        );
+        // A file of the name itself comes first.
+        std::fs::write(dir.join("m_edgetpu.tflite"), b"x").unwrap();
+        assert_eq!(store.find_models("m_edgetpu.tflite").unwrap().unwrap(), [dir.join("m_edgetpu.tflite")]);
+        assert!(matches!(store.find_models("../m_edgetpu.tflite"), Err(ModelError::BadName(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(crate) fn bind(path: &Path, group: Option<&str>) -> Result<Listener, ServeEr
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
-    use edgetpu::Interpreter;
+    use crate::runner::Runner;
     use edgetpu_client::{wire, Region, RemoteTensor};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ mod imp {
 
     /// A model opened on one connection.
     struct Opened {
-        it: Interpreter,
+        it: Runner,
         region: Region,
         inputs: Vec<RemoteTensor>,
         outputs: Vec<RemoteTensor>,
@@ -88,20 +88,19 @@ mod imp {
     }
 
     fn open(shared: &Shared, header: &Value, payload: &[u8], max_upload: usize) -> Result<Opened, String> {
-        let (name, model) = match header["model"].as_str() {
-            Some(name) => {
-                let path = shared.store.find(name).map_err(|e| e.to_string())?.ok_or_else(|| {
-                    format!("no model {name:?} on this server (its --models directory or the catalog cache)")
-                })?;
-                (name.to_string(), Model::open(&path).map_err(|e| e.to_string())?)
-            }
+        let it = match header["model"].as_str() {
+            Some(name) => shared.open(name)?.ok_or_else(|| {
+                format!("no model {name:?} on this server (its --models directory or the catalog cache)")
+            })?,
             None if payload.is_empty() => return Err("open needs a model name or the model's bytes".into()),
             None if payload.len() > max_upload => {
                 return Err(format!("a {}-byte model is over the {max_upload}-byte upload limit", payload.len()))
             }
-            None => ("uploaded model".to_string(), Model::from_bytes(payload.to_vec()).map_err(|e| e.to_string())?),
+            None => {
+                let model = Model::from_bytes(payload.to_vec()).map_err(|e| e.to_string())?;
+                Runner::new(shared, "uploaded model", &[Arc::new(model)])?
+            }
         };
-        let it = shared.interpreter(&name, Arc::new(model))?;
         let mut size = 0;
         let inputs = layout(&it.inputs(), &mut size)?;
         let outputs = layout(&it.outputs(), &mut size)?;
