@@ -62,6 +62,9 @@ struct Request {
     path: String,
     headers: HashMap<String, String>,
     body: Vec<u8>,
+    /// The client asked for the connection to close after the reply: `Connection: close`, or
+    /// HTTP/1.0 without `Connection: keep-alive`.
+    close: bool,
 }
 
 /// An HTTP error: status and message.
@@ -94,6 +97,7 @@ fn read_request<R: BufRead>(r: &mut R, max_body: usize) -> Result<Option<Request
     let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
         return Err(fail(400, "malformed request line"));
     };
+    let http10 = parts.next() == Some("HTTP/1.0");
     let (method, path) = (method.to_string(), path.to_string());
     let mut headers = HashMap::new();
     loop {
@@ -122,7 +126,11 @@ fn read_request<R: BufRead>(r: &mut R, max_body: usize) -> Result<Option<Request
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).map_err(|e| fail(400, format!("reading the body: {e}")))?;
-    Ok(Some(Request { method, path, headers, body }))
+    let connection = |token: &str| {
+        headers.get("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let close = connection("close") || (http10 && !connection("keep-alive"));
+    Ok(Some(Request { method, path, headers, body, close }))
 }
 
 /// Parses one request from `bytes` as [`Http::serve`] reads it from a connection, then its
@@ -203,16 +211,16 @@ impl Http {
     pub fn serve(&self, stream: TcpStream) {
         let mut reader = BufReader::new(&stream);
         loop {
-            let (status, content_type, body) = match read_request(&mut reader, self.max_body) {
+            let ((status, content_type, body), close) = match read_request(&mut reader, self.max_body) {
                 Ok(None) => return,
-                Ok(Some(req)) => self.route(&req),
+                Ok(Some(req)) => (self.route(&req), req.close),
                 Err((status, msg)) => {
                     let body = json!({"success": false, "error": msg}).to_string().into_bytes();
-                    let _ = respond(&stream, status, "application/json", &body);
+                    let _ = respond(&stream, status, "application/json", &body, true);
                     return;
                 }
             };
-            if respond(&stream, status, content_type, &body).is_err() {
+            if respond(&stream, status, content_type, &body, close).is_err() || close {
                 return;
             }
         }
@@ -453,7 +461,8 @@ fn json_error(status: u16, msg: impl std::fmt::Display) -> (u16, &'static str, V
     (status, "application/json", json!({"success": false, "error": msg.to_string()}).to_string().into_bytes())
 }
 
-fn respond(mut stream: &TcpStream, status: u16, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+/// Writes a response; `close` says the connection closes after it (`Connection: close`).
+fn respond(mut stream: &TcpStream, status: u16, content_type: &str, body: &[u8], close: bool) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -466,8 +475,11 @@ fn respond(mut stream: &TcpStream, status: u16, content_type: &str, body: &[u8])
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
-    let head =
-        format!("HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{connection}\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
     stream.flush()

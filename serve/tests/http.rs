@@ -148,3 +148,57 @@ fn a_token_is_required_where_one_is_set_and_on_open_addresses() {
     let open = Server::start(ServeOptions::default().devices(DeviceSpec::cpu()).catalog_cache(false).http("0.0.0.0:0"));
     assert!(matches!(open, Err(ServeError::OpenHttp(_))), "{open:?}");
 }
+
+#[test]
+fn connections_stay_open_between_requests_unless_the_client_asks_to_close() {
+    let server =
+        Server::start(ServeOptions::default().devices(DeviceSpec::cpu()).catalog_cache(false).http("127.0.0.1:0"))
+            .unwrap();
+    let addr = server.endpoints()[0].strip_prefix("http://").unwrap().to_string();
+    // A regression shows as a timed-out read, not a hang.
+    let connect = || {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s
+    };
+    // One response, read by its Content-Length.
+    let response = |s: &mut TcpStream| -> String {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let len: usize =
+            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse().ok()).unwrap();
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        head
+    };
+    // HTTP/1.1 keeps the connection: two requests on one.
+    let mut s = connect();
+    for _ in 0..2 {
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let head = response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200") && !head.contains("Connection: close"), "{head}");
+    }
+    // `Connection: close`, and HTTP/1.0 without keep-alive: the server answers, then closes,
+    // without waiting for the client to close its side first.
+    for request in ["GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "GET /metrics HTTP/1.0\r\n\r\n"] {
+        let mut s = connect();
+        s.write_all(request.as_bytes()).unwrap();
+        let head = response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200") && head.contains("Connection: close"), "{head}");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the server closes the connection");
+        assert!(rest.is_empty());
+    }
+    // HTTP/1.0 with keep-alive stays open.
+    let mut s = connect();
+    for _ in 0..2 {
+        s.write_all(b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(response(&mut s).starts_with("HTTP/1.1 200"));
+    }
+    server.shutdown();
+}
