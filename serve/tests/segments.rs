@@ -16,6 +16,7 @@ use edgetpu_serve::frigate::{Session, Shared};
 use edgetpu_serve::models::ModelStore;
 use edgetpu_serve::{ServeOptions, Server};
 use serde_json::{json, Value};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -135,6 +136,52 @@ fn segments_are_served_as_one_model_to_tensor_clients() {
     drop(m);
     server.shutdown();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn segments_are_served_as_one_model_to_deepstack_clients() {
+    // The image, prepared as the server prepares it, through the segments by hand.
+    let bmp = std::fs::read(pipeline_dir().join("../grace_hopper.bmp")).unwrap();
+    let image = edgetpu::vision::open_image_bytes(&bmp).unwrap();
+    let info = Interpreter::builder(Arc::new(Model::open(segment(0)).unwrap()))
+        .runtime(&sim().runtime)
+        .build()
+        .unwrap()
+        .inputs()[0]
+        .clone();
+    let (input, _) = edgetpu::vision::prepare(&image, &info, &edgetpu::vision::Preprocess::default()).unwrap();
+    let want = by_hand(&input);
+    let (count, scores) = (floats(&want[3])[0] as usize, floats(&want[2]));
+    let expect: Vec<f32> = scores[..count.min(20)].iter().copied().take_while(|&s| s >= 0.3).collect();
+
+    let server = Server::start_with(
+        ServeOptions::default().catalog_cache(false).models_dir(pipeline_dir()).http("127.0.0.1:0"),
+        Some(sim().runtime),
+    )
+    .unwrap();
+    let addr = server.endpoints().iter().find_map(|e| e.strip_prefix("http://")).unwrap().to_string();
+    let b = "segmentsboundary";
+    let mut body =
+        format!("--{b}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"f.bmp\"\r\n\r\n").into_bytes();
+    body.extend_from_slice(&bmp);
+    body.extend_from_slice(
+        format!("\r\n--{b}\r\nContent-Disposition: form-data; name=\"min_confidence\"\r\n\r\n0.3\r\n--{b}--\r\n")
+            .as_bytes(),
+    );
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let path = format!("/v1/vision/custom/{}", NAME.trim_end_matches(".tflite"));
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(&body).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let v: Value = serde_json::from_slice(&out[split + 4..]).unwrap();
+    assert_eq!(v["success"], true, "{v}");
+    let got: Vec<f32> =
+        v["predictions"].as_array().unwrap().iter().map(|p| p["confidence"].as_f64().unwrap() as f32).collect();
+    assert_eq!(got, expect, "{v}");
+    server.shutdown();
 }
 
 #[test]
