@@ -140,7 +140,8 @@ fn segments_are_served_as_one_model_to_tensor_clients() {
 
 #[test]
 fn segments_are_served_as_one_model_to_deepstack_clients() {
-    // The image, prepared as the server prepares it, through the segments by hand.
+    // The image, prepared as the server prepares it, through the segments by hand: the
+    // detections' confidences and pixel boxes.
     let bmp = std::fs::read(pipeline_dir().join("../grace_hopper.bmp")).unwrap();
     let image = edgetpu::vision::open_image_bytes(&bmp).unwrap();
     let info = Interpreter::builder(Arc::new(Model::open(segment(0)).unwrap()))
@@ -149,10 +150,20 @@ fn segments_are_served_as_one_model_to_deepstack_clients() {
         .unwrap()
         .inputs()[0]
         .clone();
-    let (input, _) = edgetpu::vision::prepare(&image, &info, &edgetpu::vision::Preprocess::default()).unwrap();
+    let (input, transform) = edgetpu::vision::prepare(&image, &info, &edgetpu::vision::Preprocess::default()).unwrap();
     let want = by_hand(&input);
-    let (count, scores) = (floats(&want[3])[0] as usize, floats(&want[2]));
-    let expect: Vec<f32> = scores[..count.min(20)].iter().copied().take_while(|&s| s >= 0.3).collect();
+    let (count, scores, boxes) = (floats(&want[3])[0] as usize, floats(&want[2]), floats(&want[0]));
+    // (confidence, x_min, y_min, x_max, y_max) in pixels, as DeepStack answers.
+    let expect: Vec<(f32, i64, i64, i64, i64)> = (0..count.min(20))
+        .take_while(|&i| scores[i] >= 0.3)
+        .map(|i| {
+            let b = &boxes[i * 4..i * 4 + 4];
+            let (x0, y0) = transform.normalized_to_image(f64::from(b[1]), f64::from(b[0]));
+            let (x1, y1) = transform.normalized_to_image(f64::from(b[3]), f64::from(b[2]));
+            (scores[i], x0.round() as i64, y0.round() as i64, x1.round() as i64, y1.round() as i64)
+        })
+        .collect();
+    assert!(!expect.is_empty(), "no detection to compare");
 
     let server = Server::start_with(
         ServeOptions::default().catalog_cache(false).models_dir(pipeline_dir()).http("127.0.0.1:0"),
@@ -178,8 +189,15 @@ fn segments_are_served_as_one_model_to_deepstack_clients() {
     let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let v: Value = serde_json::from_slice(&out[split + 4..]).unwrap();
     assert_eq!(v["success"], true, "{v}");
-    let got: Vec<f32> =
-        v["predictions"].as_array().unwrap().iter().map(|p| p["confidence"].as_f64().unwrap() as f32).collect();
+    let px = |p: &Value, k: &str| p[k].as_i64().unwrap();
+    let got: Vec<(f32, i64, i64, i64, i64)> = v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["confidence"].as_f64().unwrap() as f32, px(p, "x_min"), px(p, "y_min"), px(p, "x_max"), px(p, "y_max"))
+        })
+        .collect();
     assert_eq!(got, expect, "{v}");
     server.shutdown();
 }
