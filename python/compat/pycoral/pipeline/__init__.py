@@ -1,0 +1,1 @@
+"""``pycoral.pipeline`` over :mod:`edgetpu.pipeline`."""
