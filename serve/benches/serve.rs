@@ -238,43 +238,7 @@ fn throughput(seconds: f64) {
     for clients in [1, 4, 16] {
         let dir = scratch(&format!("tp{clients}"));
         std::fs::copy(data.join(name), dir.join("models").join(name)).unwrap();
-        let sock = dir.join("t.sock");
-        let s = sim();
-        let server = Server::start_with(
-            ServeOptions::default().catalog_cache(false).models_dir(dir.join("models")).socket(&sock),
-            Some(s.runtime),
-        )
-        .unwrap();
-        // Every client connects, opens its model and warms up before any starts counting, so the
-        // figure is the steady state, not 16 model loads competing with the first requests.
-        let start = Arc::new(std::sync::Barrier::new(clients));
-        let workers: Vec<_> = (0..clients)
-            .map(|_| {
-                let (sock, start) = (sock.clone(), start.clone());
-                std::thread::spawn(move || {
-                    let mut client = Client::connect(&sock).unwrap();
-                    let mut m = client.open(name).unwrap();
-                    m.invoke().unwrap();
-                    start.wait();
-                    let t = Instant::now();
-                    let mut lat = Vec::new();
-                    while t.elapsed() < run_for {
-                        let r = Instant::now();
-                        m.invoke().unwrap();
-                        lat.push(r.elapsed().as_secs_f64() * 1e3);
-                    }
-                    (lat.len() as f64 / t.elapsed().as_secs_f64(), lat)
-                })
-            })
-            .collect();
-        let mut total = 0.0;
-        let mut lat = Vec::new();
-        for w in workers {
-            let (rate, l) = w.join().unwrap();
-            total += rate;
-            lat.extend(l);
-        }
-        server.shutdown();
+        let (total, mut lat) = clients_rate(sim().runtime, &dir.join("models"), name, clients, run_for, &dir);
         let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
         println!(
             "  {clients:>2} client(s): {total:>6.0} inferences/s = {:>5.1}% of the limit   latency p50 {p50:.2} ms  p99 {p99:.2} ms  (p99/p50 {:.2})",
@@ -282,6 +246,92 @@ fn throughput(seconds: f64) {
             p99 / p50
         );
     }
+
+    // A model in three segments on three devices: the in-process pipeline (one thread per
+    // segment, `sched::Pipeline`) against tensor-protocol clients, each running the segments in
+    // turn. One client keeps one segment busy at a time; several overlap in the stages.
+    let sim3 = || Simulated::usb(3, realtime, OracleChoice::Seeded, RuntimeOptions::default()).unwrap();
+    let segs: Vec<Arc<Model>> = (0..3)
+        .map(|k| {
+            let file = format!("ssd_mobilenet_v2_coco_quant_postprocess_segment_{k}_of_3_edgetpu.tflite");
+            Arc::new(Model::open(data.join("pipeline").join(file)).unwrap())
+        })
+        .collect();
+    let pipelined = {
+        let s = sim3();
+        let options = edgetpu::cpu::Options { threads: 1, ..Default::default() };
+        let mut p = edgetpu::sched::pipeline::Pipeline::new(&s.runtime, &segs, 4, &options).unwrap();
+        let image = vec![("normalized_input_image_tensor".to_string(), frame(300 * 300 * 3))];
+        let (t, mut n) = (Instant::now(), 0);
+        while t.elapsed() < run_for {
+            p.send(image.clone()).unwrap();
+            if p.pending() >= 4 {
+                p.recv().unwrap();
+                n += 1;
+            }
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    println!("3 simulated USB Accelerators in real time, SSD v2 in 3 segments: in-process pipeline {pipelined:.0} inferences/s");
+    for clients in [1, 3, 6] {
+        let dir = scratch(&format!("seg{clients}"));
+        let name = "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite";
+        let (total, mut lat) = clients_rate(sim3().runtime, &data.join("pipeline"), name, clients, run_for, &dir);
+        let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+        println!(
+            "  {clients:>2} client(s): {total:>6.0} inferences/s = {:>5.1}% of the pipeline   latency p50 {p50:.2} ms  p99 {p99:.2} ms",
+            100.0 * total / pipelined
+        );
+    }
+}
+
+/// `clients` tensor-protocol clients invoking `name` back to back for `run_for` on a server over
+/// `runtime` and `models`: their total inferences/s and every latency in ms.
+fn clients_rate(
+    runtime: Runtime,
+    models: &Path,
+    name: &str,
+    clients: usize,
+    run_for: Duration,
+    dir: &Path,
+) -> (f64, Vec<f64>) {
+    let sock = dir.join("t.sock");
+    let server = Server::start_with(
+        ServeOptions::default().catalog_cache(false).models_dir(models).socket(&sock),
+        Some(runtime),
+    )
+    .unwrap();
+    // Every client connects, opens its model and warms up before any starts counting, so the
+    // figure is the steady state, not 16 model loads competing with the first requests.
+    let start = Arc::new(std::sync::Barrier::new(clients));
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (sock, start, name) = (sock.clone(), start.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&sock).unwrap();
+                let mut m = client.open(&name).unwrap();
+                m.invoke().unwrap();
+                start.wait();
+                let t = Instant::now();
+                let mut lat = Vec::new();
+                while t.elapsed() < run_for {
+                    let r = Instant::now();
+                    m.invoke().unwrap();
+                    lat.push(r.elapsed().as_secs_f64() * 1e3);
+                }
+                (lat.len() as f64 / t.elapsed().as_secs_f64(), lat)
+            })
+        })
+        .collect();
+    let mut total = 0.0;
+    let mut lat = Vec::new();
+    for w in workers {
+        let (rate, l) = w.join().unwrap();
+        total += rate;
+        lat.extend(l);
+    }
+    server.shutdown();
+    (total, lat)
 }
 
 fn main() {
