@@ -11,7 +11,8 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Models by file name; model uploads are saved here (never outside it).
+    /// Models by file name (a model compiled in segments, NAME_segment_K_of_N_edgetpu.tflite, is
+    /// served as NAME_edgetpu.tflite); model uploads are saved here (never outside it).
     #[arg(long, value_name = "DIR")]
     pub models: Option<PathBuf>,
     /// Serve Frigate's `zmq` detector protocol on this ZeroMQ endpoint (ipc:///path or
