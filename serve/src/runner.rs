@@ -2,8 +2,8 @@
 //! compiler split for several devices (`NAME_segment_K_of_N_edgetpu.tflite`, served under
 //! `NAME_edgetpu.tflite`). Segments run in turn; each segment's inputs are the outputs of the
 //! same name of an earlier segment, checked when the model is loaded. The scheduler places each
-//! segment's executable like any other model, so with several devices the segments can stay
-//! resident on different ones, and requests of different connections overlap in the stages.
+//! segment's executable like any other model; with several devices, the requests of different
+//! connections run on different devices at the same time.
 
 use crate::frigate::Shared;
 use edgetpu::{Interpreter, Model, TensorInfo};

@@ -225,3 +225,52 @@ fn segments_that_do_not_fit_together_are_refused_by_name() {
     assert_eq!(reply, json!({"model_available": true, "model_loaded": false}));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_device_fault_fails_only_the_requests_it_hits_and_the_segments_go_on() {
+    use edgetpu::sim::usb::{Fault, FaultKind};
+    let frame = frame();
+    let want = by_hand(&frame);
+    let dir = std::env::temp_dir().join(format!("edgetpu-serve-{}-segfault", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("t.sock");
+    let s = sim();
+    let buses = s.usb.clone();
+    let server = Server::start_with(
+        ServeOptions::default().catalog_cache(false).models_dir(pipeline_dir()).socket(&sock),
+        Some(s.runtime),
+    )
+    .unwrap();
+    let mut client = Client::connect(&sock).unwrap();
+    let mut m = client.open(NAME).unwrap();
+    m.set_input(0, &frame).unwrap();
+    m.invoke().unwrap();
+    // A fatal-error interrupt armed on every device; the request that meets one fails with an
+    // error naming the device and the segment, the device is reset and reopened, and the requests
+    // after it get the right outputs. (One client's segments may all run on one device: the faults
+    // on the others then stay armed.)
+    for bus in &buses {
+        bus.inject(Fault { kind: FaultKind::FatalError, endpoint: 0, after: 0 });
+    }
+    let mut outcomes = Vec::new();
+    for _ in 0..12 {
+        m.set_input(0, &frame).unwrap();
+        outcomes.push(match m.invoke() {
+            Ok(()) => {
+                for (j, w) in want.iter().enumerate() {
+                    assert_eq!(m.output(j).unwrap(), &w[..], "output {j} after {outcomes:?}");
+                }
+                "ok".to_string()
+            }
+            Err(edgetpu_client::ClientError::Server(e)) => e,
+            Err(e) => panic!("the connection broke: {e}"),
+        });
+    }
+    let failed = outcomes.iter().filter(|o| *o != "ok").count();
+    assert!(failed >= 1, "no request failed: {outcomes:?}");
+    assert!(outcomes[outcomes.len() - 4..].iter().all(|o| o == "ok"), "{outcomes:?}");
+    drop(m);
+    server.shutdown();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
