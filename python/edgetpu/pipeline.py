@@ -164,7 +164,8 @@ class PipelinedModelRunner:
                         f"input {name!r} has {tensor.size} elements, the model takes shape {self._input_shapes[name]}"
                     )
                 item[name] = np.array(tensor, copy=True).reshape(self._input_shapes[name])
-        self._queues[0].put(item)
+            # Queued under the lock, so that no input lands behind the end of input.
+            self._queues[0].put(item)
 
     def pop(self) -> Optional[Dict[str, np.ndarray]]:
         """The next result: the last segment's outputs keyed by name, in push order. Blocks until

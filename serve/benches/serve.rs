@@ -117,8 +117,9 @@ fn native_latency(label: &str, model: &Path, runtime: Option<Runtime>, in_proces
             m.set_input(0, &input).unwrap();
             let t = Instant::now();
             m.invoke().unwrap();
+            let call = t.elapsed();
             let inside = m.server_invoke_time().expect("the server reports its invoke time");
-            calls.push((t.elapsed() - inside.min(t.elapsed())).as_secs_f64() * 1e6);
+            calls.push(call.saturating_sub(inside).as_secs_f64() * 1e6);
         });
         // `time_us` warms up first: the last `requests.len()` calls are the timed ones.
         overhead.extend(&calls[calls.len() - requests.len()..]);

@@ -54,12 +54,14 @@ impl Shared {
     /// Model `name` from the store, ready to run (`None` when the store has no such model).
     pub fn open(&self, name: &str) -> Result<Option<Runner>, String> {
         let Some(paths) = self.store.find_models(name).map_err(|e| e.to_string())? else { return Ok(None) };
-        let models = paths
-            .iter()
-            .map(|p| Model::open(p).map(Arc::new).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, String>>()?;
-        Runner::new(self, name, &models).map(Some)
+        Runner::new(self, name, &open_models(&paths)?).map(Some)
     }
+}
+
+/// Opens the files of one model (itself, or its segments in order, as
+/// [`ModelStore::find_models`] gives them).
+pub fn open_models(paths: &[std::path::PathBuf]) -> Result<Vec<Arc<Model>>, String> {
+    paths.iter().map(|p| Model::open(p).map(Arc::new).map_err(|e| e.to_string())).collect()
 }
 
 /// A loaded model of one connection.
@@ -119,12 +121,12 @@ impl Session {
         header["model_name"].as_str().ok_or_else(|| error("model_name is missing or not a string"))
     }
 
-    /// Loads model `name` (already found in the store) for this connection.
-    fn load(&mut self, name: &str) -> Result<(), String> {
+    /// Loads model `name`, whose files the store found at `paths`, for this connection.
+    fn load(&mut self, name: &str, paths: &[std::path::PathBuf]) -> Result<(), String> {
         if self.model.as_ref().is_some_and(|m| m.name == name) {
             return Ok(());
         }
-        let it = self.shared.open(name)?.ok_or_else(|| format!("no model {name:?} on this server"))?;
+        let it = Runner::new(&self.shared, name, &open_models(paths)?)?;
         // Frigate's SSD path reads outputs 0-3 as boxes, classes, scores and count: those of a
         // TFLite_Detection_PostProcess op, all float32.
         let has_postprocess = it.has_op("TFLite_Detection_PostProcess");
@@ -153,8 +155,8 @@ impl Session {
         match self.shared.store.find_models(name) {
             Err(e) => error(e),
             Ok(None) => reply(json!({"model_available": false, "model_loaded": false})),
-            Ok(Some(_)) => {
-                let loaded = self.load(name);
+            Ok(Some(paths)) => {
+                let loaded = self.load(name, &paths);
                 if let Err(e) = &loaded {
                     log::warn!("model {name}: {e}");
                 }
@@ -174,8 +176,8 @@ impl Session {
                 log::warn!("refused model upload: {e}");
                 reply(json!({"model_saved": false, "model_loaded": false, "error": e.to_string()}))
             }
-            Ok(_) => {
-                let loaded = self.load(name);
+            Ok(path) => {
+                let loaded = self.load(name, &[path]);
                 reply(json!({"model_saved": true, "model_loaded": loaded.is_ok()}))
             }
         }

@@ -334,10 +334,7 @@ impl Http {
             None => {
                 let paths = self.shared.store.find_models(name).map_err(|e| fail(400, e.to_string()))?;
                 let paths = paths.ok_or_else(|| fail(404, format!("no model {name:?} on this server")))?;
-                let models = paths
-                    .iter()
-                    .map(|p| Model::open(p).map(Arc::new).map_err(|e| fail(500, e.to_string())))
-                    .collect::<Result<Vec<_>, Failure>>()?;
+                let models = crate::frigate::open_models(&paths).map_err(|e| fail(500, e))?;
                 // The labels of a model in segments are in one of them (the last, usually).
                 let labels = models.iter().rev().find_map(|m| Labels::from_model(m).ok().flatten());
                 lock(&self.pools).entry(name.to_string()).or_insert(Pool {

@@ -155,12 +155,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_model_name_finds_its_file_or_its_segments_in_order() {
-        let dir = std::env::temp_dir().join(format!("edgetpu-serve-segments-{}", std::process::id()));
+    /// An empty models directory named by `tag`, and a store on it (64-byte uploads).
+    fn store(tag: &str) -> (PathBuf, ModelStore) {
+        let dir = std::env::temp_dir().join(format!("edgetpu-serve-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let store = ModelStore { dir: Some(dir.clone()), cache: None, max_upload: 64 };
+        (dir.clone(), ModelStore { dir: Some(dir), cache: None, max_upload: 64 })
+    }
+
+    #[test]
+    fn a_model_name_finds_its_file_or_its_segments_in_order() {
+        let (dir, store) = store("segments");
         assert!(store.find_models("m_edgetpu.tflite").unwrap().is_none());
         for k in [2, 0] {
             std::fs::write(dir.join(format!("m_segment_{k}_of_3_edgetpu.tflite")), b"x").unwrap();
@@ -183,10 +188,7 @@ mod tests {
 
     #[test]
     fn uploads_are_checked_and_land_only_in_the_directory() {
-        let dir = std::env::temp_dir().join(format!("edgetpu-serve-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = ModelStore { dir: Some(dir.clone()), cache: None, max_upload: 64 };
+        let (dir, store) = store("store");
         assert!(matches!(store.save("../x.tflite", b"x"), Err(ModelError::BadName(_))));
         assert!(matches!(store.save("big.tflite", &[0; 65]), Err(ModelError::TooLarge { .. })));
         assert!(matches!(store.save("junk.tflite", b"not a model"), Err(ModelError::Invalid { .. })));

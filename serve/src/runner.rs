@@ -76,11 +76,6 @@ impl Runner {
         })
     }
 
-    /// The models, in segment order.
-    pub fn models(&self) -> Vec<&Arc<Model>> {
-        self.stages.iter().map(Interpreter::model).collect()
-    }
-
     fn first(&self) -> &Interpreter {
         &self.stages[0]
     }

@@ -63,6 +63,26 @@ fn by_hand(frame: &[u8]) -> Vec<Vec<u8>> {
     (0..4).map(|j| its[2].output(j).unwrap().to_vec()).collect()
 }
 
+/// A fresh scratch directory named by `tag`.
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgetpu-serve-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A server of the test data's segments over `runtime`, with the tensor protocol on a socket in
+/// `dir`; and a client connected to it.
+fn tensor_server(runtime: edgetpu::Runtime, dir: &std::path::Path) -> (Server, Client) {
+    let sock = dir.join("t.sock");
+    let server = Server::start_with(
+        ServeOptions::default().catalog_cache(false).models_dir(pipeline_dir()).socket(&sock),
+        Some(runtime),
+    )
+    .unwrap();
+    (server, Client::connect(&sock).unwrap())
+}
+
 fn floats(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
@@ -114,16 +134,8 @@ fn segments_are_served_as_one_model_to_frigate() {
 fn segments_are_served_as_one_model_to_tensor_clients() {
     let frame = frame();
     let want = by_hand(&frame);
-    let dir = std::env::temp_dir().join(format!("edgetpu-serve-{}-segments", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("t.sock");
-    let server = Server::start_with(
-        ServeOptions::default().catalog_cache(false).models_dir(pipeline_dir()).socket(&sock),
-        Some(sim().runtime),
-    )
-    .unwrap();
-    let mut client = Client::connect(&sock).unwrap();
+    let dir = scratch("segments");
+    let (server, mut client) = tensor_server(sim().runtime, &dir);
     let mut m = client.open(NAME).unwrap();
     assert_eq!(m.inputs().len(), 1);
     assert_eq!(m.inputs()[0].shape, [1, 300, 300, 3]);
@@ -206,9 +218,7 @@ fn segments_are_served_as_one_model_to_deepstack_clients() {
 fn segments_that_do_not_fit_together_are_refused_by_name() {
     // Segment 2 takes tensors from segments 0 and 1: with segment 1 left out of a two-segment set,
     // one of its inputs comes from nowhere.
-    let dir = std::env::temp_dir().join(format!("edgetpu-serve-{}-misfit", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("misfit");
     std::os::unix::fs::symlink(segment(0), dir.join("x_segment_0_of_2_edgetpu.tflite")).unwrap();
     std::os::unix::fs::symlink(segment(2), dir.join("x_segment_1_of_2_edgetpu.tflite")).unwrap();
     let shared = Shared {
@@ -231,18 +241,10 @@ fn a_device_fault_fails_only_the_requests_it_hits_and_the_segments_go_on() {
     use edgetpu::sim::usb::{Fault, FaultKind};
     let frame = frame();
     let want = by_hand(&frame);
-    let dir = std::env::temp_dir().join(format!("edgetpu-serve-{}-segfault", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("t.sock");
+    let dir = scratch("segfault");
     let s = sim();
     let buses = s.usb.clone();
-    let server = Server::start_with(
-        ServeOptions::default().catalog_cache(false).models_dir(pipeline_dir()).socket(&sock),
-        Some(s.runtime),
-    )
-    .unwrap();
-    let mut client = Client::connect(&sock).unwrap();
+    let (server, mut client) = tensor_server(s.runtime, &dir);
     let mut m = client.open(NAME).unwrap();
     m.set_input(0, &frame).unwrap();
     m.invoke().unwrap();
